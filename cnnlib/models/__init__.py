@@ -1,0 +1,12 @@
+"""The twelve models of the study, behind one registry.
+
+Every model exposes ``model.stages``: the names of its top-level children in
+forward order (stem first, head last). Together they own every parameter, so
+per-stage diagnostics (gradient norms, activation statistics) need no
+model-specific code.
+"""
+
+from . import densenet, resnet, seed_cnn, seed_densenet, seed_resnet, seed_senet  # noqa: F401  (registers)
+from ._registry import FAMILIES, create_model, family_of, list_models, register
+
+__all__ = ["FAMILIES", "create_model", "family_of", "list_models", "register"]
