@@ -32,11 +32,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, no usage dump: the message names what was wrong."""
+        self.exit(2, f"error: {message} (see python -m cnnlib --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .train import PROFILES
 
-    p = argparse.ArgumentParser(prog="python -m cnnlib", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python -m cnnlib", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list the registered models by family")
     s = sub.add_parser("summary", help="torchinfo table of a model")
     s.add_argument("model")

@@ -1,0 +1,84 @@
+"""The command line: what works, and one clear line for each user error."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cnnlib.__main__ import main
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse exits on bad arguments
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_the_three_families(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["seed", "seed_cnn", "seed_resnet18", "seed_densenet", "seed_senet18"]
+    assert "resnet56" in out.splitlines()[2]
+
+
+def test_summary_prints_a_torchinfo_table(capsys):
+    code, out, _ = run(capsys, "summary", "seed_cnn")
+    assert code == 0 and "Total params: 62,278" in out
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["train", "resnet19"], "unknown model 'resnet19'"),
+        (["summary", "vgg16"], "unknown model 'vgg16'"),
+        (["train", "resnet20", "--profile", "huge"], "invalid choice: 'huge'"),
+        (["train", "resnet20", "--epochs", "0"], "must be positive, got 0"),
+        (["train", "resnet20", "--epochs", "two"], "expected a whole number"),
+        (["train", "resnet20", "--batch-size", "-8"], "must be positive, got -8"),
+        (["train-missing", "--budget", "0"], "must be positive"),
+        (["train-missing"], "--budget"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_user_errors_give_one_line_and_exit_2(capsys, argv, words):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert words in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_missing_data_in_a_real_process(tmp_path):
+    env = dict(os.environ, CNNLIB_DATA=str(tmp_path / "nowhere"), CNNLIB_CACHE=str(tmp_path / "cache"),
+               CNNLIB_RESULTS=str(tmp_path / "results"), CNNLIB_CHECKPOINTS=str(tmp_path / "ckpt"))  # fmt: skip
+    env.pop("CNNLIB_DOWNLOAD", None)
+    proc = subprocess.run([sys.executable, "-m", "cnnlib", "train", "seed_cnn", "--profile", "smoke"],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: No CIFAR-10 data found")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_status_lists_the_plan(capsys, store):
+    code, out, _ = run(capsys, "status", "--profile", "smoke")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:2] == ["missing", "seed_cnn-smoke-s0"]
+    assert lines[-1] == "0/28 runs of the 'smoke' plan exist; 28 missing"
+
+
+def test_train_missing_respects_the_budget_and_reports_skips(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev: 5 if cfg.model == "seed_cnn" else 1e9)
+    lines = []
+    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
+    assert out["trained"] == ["seed_cnn-smoke-s0"]
+    assert len(out["skipped"]) == 27 and "resnet18-smoke-s0" in out["skipped"]
+    assert any(line.startswith("skip resnet18-smoke-s0: needs about") for line in lines)
+    again = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
+    assert again["done"] == ["seed_cnn-smoke-s0"] and again["trained"] == []
