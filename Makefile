@@ -16,8 +16,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+NBVAL := --nbval-current-env -p no:cacheprovider notebooks
+
+# 1. unit tests; 2. every notebook against its stored outputs (strict, from the
+# committed results; figures go to a temporary folder); 3. every notebook from
+# scratch in the smoke profile (retraining into a temporary folder, lax).
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest tests
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	CNNLIB_FIGURES=$$tmp/figures $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg $(NBVAL) && \
+	CNNLIB_PROFILE=smoke CNNLIB_RESULTS=$$tmp/results CNNLIB_CHECKPOINTS=$$tmp/checkpoints \
+	CNNLIB_FIGURES=$$tmp/smoke-figures $(PY) -m pytest --nbval-lax $(NBVAL)
 
 report: setup
 	$(PY) -m cnnlib report

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .paths import project_path
+
 __all__ = ["CLASSES", "CIFAR10", "DataError", "DeviceLoader", "augment", "cache_dir",
            "data_root", "load_cifar10"]
 
@@ -109,8 +111,8 @@ def _balanced(x: torch.Tensor, y: torch.Tensor, n: int, split: str):
 
 
 def data_root() -> Path:
-    """Where CIFAR-10 is looked for: $CNNLIB_DATA, else ./data."""
-    return Path(os.environ.get("CNNLIB_DATA") or "data").expanduser()
+    """Where CIFAR-10 is looked for: $CNNLIB_DATA, else the project's data/ folder."""
+    return project_path("CNNLIB_DATA", "data")
 
 
 def cache_dir() -> Path:

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .paths import project_path
 from .train import FitResult, TrainConfig, fit
 
 
 def results_root() -> Path:
-    return Path(os.environ.get("CNNLIB_RESULTS", "results"))
+    return project_path("CNNLIB_RESULTS", "results")
 
 
 class StaleRunError(RuntimeError):

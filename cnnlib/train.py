@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .data import CIFAR10, DeviceLoader, load_cifar10
 from .models import create_model, family_of
+from .paths import project_path
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def default_device() -> torch.device:
 
 
 def checkpoint_root() -> Path:
-    return Path(os.environ.get("CNNLIB_CHECKPOINTS", "checkpoints"))
+    return project_path("CNNLIB_CHECKPOINTS", "checkpoints")
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -263,7 +264,9 @@ def fit(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader_kw = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
-    train_loader = DeviceLoader(data.train_x, data.train_y, batch_size=cfg.batch_size, train=True, seed=cfg.seed, **loader_kw)
+    train_loader = DeviceLoader(
+        data.train_x, data.train_y, batch_size=cfg.batch_size, train=True, seed=cfg.seed, **loader_kw
+    )
     test_loader = DeviceLoader(data.test_x, data.test_y, batch_size=1000, train=False, **loader_kw)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay

@@ -4,7 +4,7 @@ import sys
 
 from synthetic import synthetic_cifar
 
-from cnnlib.train import make_config, fit
+from cnnlib.train import fit, make_config
 
 if __name__ == "__main__":
     cfg = make_config("resnet20", "smoke", epochs=int(sys.argv[1]), train_subset=500, test_subset=100)

@@ -1,0 +1,124 @@
+"""What the notebooks need to find their runs, and ``make report``.
+
+A notebook asks for runs by model and seed; ``resolve_profile`` picks the
+profile (``CNNLIB_PROFILE``, the notebook's parameter, or the best profile whose
+runs all exist), and ``get_run`` loads a stored run. A missing run is trained
+only where that is cheap or wanted: on a GPU, in the smoke profile, or when
+``CNNLIB_TRAIN_ON_CPU=1``. Otherwise the notebook says what is missing and
+which command produces it, instead of starting hours of CPU training.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .plots import figures_dir
+from .results import Run, fit_or_load, load_run
+from .train import make_config
+
+PREFERRED = ("full", "cpu")  # the richest profile first
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def may_train(profile: str) -> bool:
+    return profile == "smoke" or torch.cuda.is_available() or os.environ.get("CNNLIB_TRAIN_ON_CPU") == "1"
+
+
+def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str:
+    """The profile a notebook shows: $CNNLIB_PROFILE, else ``requested``, else the
+    first of PREFERRED whose runs of ``models`` all exist, else "full"."""
+    chosen = os.environ.get("CNNLIB_PROFILE") or requested
+    if chosen:
+        make_config(models[0], chosen)  # validates the name
+        return chosen
+    for profile in PREFERRED:
+        if all(load_run(make_config(m, profile, s)) for m in models for s in seeds):
+            return profile
+    return "full"
+
+
+def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
+    """The stored run, trained first if allowed here; None (with a note) if missing."""
+    cfg = make_config(model, profile, seed)
+    run = load_run(cfg)
+    if run is not None and run.meta["config_hash"] == cfg.hash:
+        return run
+    if may_train(profile):
+        return fit_or_load(cfg, retrain=run is not None)
+    print(f"missing run {cfg.run_id}: produce it with `python -m cnnlib train {model} --profile {profile} "
+          f"--seed {seed}` (meant for a GPU; set CNNLIB_TRAIN_ON_CPU=1 to train here anyway)")  # fmt: skip
+    return None
+
+
+class MissingRuns(RuntimeError):
+    """Runs a notebook needs are not stored, and training them here was not asked for."""
+
+
+def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
+    """Every run of ``models`` x ``seeds``. Missing ones are reported; with
+    ``required`` the notebook then stops with MissingRuns instead of plotting half."""
+    runs = [get_run(m, profile, s) for m in models for s in seeds]
+    if required and any(r is None for r in runs):
+        raise MissingRuns(f"{sum(r is None for r in runs)} run(s) of profile '{profile}' are missing (listed "
+                          "above); produce them, or choose another PROFILE")  # fmt: skip
+    return [r for r in runs if r is not None]
+
+
+def provenance(runs: list[Run]) -> str:
+    """One line per distinct (profile, device, data) that produced ``runs``."""
+    seen = {}
+    for r in runs:
+        c = r.config
+        data = f"{c.train_subset or 50000} training / {c.test_subset or 10000} test images"
+        key = (c.profile, r.meta["device_name"], r.meta["torch"], data)
+        seen.setdefault(key, []).append(r.config.run_id)
+    return "\n".join(
+        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} with torch {t}: {', '.join(ids)}"
+        for (p, dev, t, d), ids in seen.items()
+    )
+
+
+def build_report(profile: str | None = None, out: str | Path = "report") -> Path:
+    """Execute every notebook in place (training what is missing only where
+    allowed), then export them as HTML with an index page into ``out``."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    if profile:
+        os.environ["CNNLIB_PROFILE"] = profile
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter()
+    pages = []
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        print(f"executing {path.name} ...", flush=True)
+        nb = nbformat.read(path, as_version=4)
+        resources = {"metadata": {"path": str(NOTEBOOKS)}}
+        NotebookClient(nb, timeout=3600, kernel_name="python3", resources=resources).execute()
+        nb.metadata.pop("widgets", None)
+        nbformat.write(nb, path)
+        html, _ = exporter.from_notebook_node(nb)
+        (out / f"{path.stem}.html").write_text(html)
+        title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
+        pages.append((path.stem, title))
+    figures = figures_dir()
+    if figures.exists():
+        shutil.copytree(figures, out / "figures", dirs_exist_ok=True)
+    items = "\n".join(f'<li><a href="{stem}.html">{title}</a></li>' for stem, title in pages)
+    (out / "index.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>cnnlib report</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:46rem;margin:3rem auto;line-height:1.5}"
+        "img{max-width:100%}</style></head><body>"
+        "<h1>How do networks with and without skip connections differ in training?</h1>"
+        "<p>A CIFAR-10 study of a plain CNN, ResNet, DenseNet and SE-ResNet. Each page is an executed notebook.</p>"
+        f"<ol>{items}</ol><img src='figures/comparison_test_acc.png' alt='test accuracy of all models'>"
+        "</body></html>\n"
+    )
+    print(f"report written to {out / 'index.html'}")
+    return out / "index.html"
+
