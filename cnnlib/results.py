@@ -4,6 +4,8 @@ A run is ``model + profile + seed`` and lives in ``<root>/<model>-<profile>-s<se
 
 * ``history.csv``  one row per epoch (see ``cnnlib.train.fit``);
 * ``predictions.npy``  the predicted class of every test image, in data-set order;
+* ``model.pt``  the final weights, kept only for small models (the degradation
+  family) so that trained networks can be probed without retraining;
 * ``run.json``  the whole config, its hash, versions, device, data source,
   wall time and final metrics. It is written last, so a folder without it is
   an unfinished run and is ignored.
@@ -22,9 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
+from .models import create_model
 from .paths import project_path
 from .train import FitResult, TrainConfig, fit
+
+WEIGHTS_MAX_PARAMS = 2_000_000  # keep model.pt for models up to this size (resnet56: 0.85M)
 
 
 def results_root() -> Path:
@@ -76,6 +83,11 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
     buf = io.BytesIO()
     np.save(buf, result.predictions.numpy().astype(np.uint8))
     atomic_write_bytes(folder / "predictions.npy", buf.getvalue())
+    n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var")))
+    if n_params <= WEIGHTS_MAX_PARAMS:
+        buf = io.BytesIO()
+        torch.save(result.state_dict, buf)
+        atomic_write_bytes(folder / "model.pt", buf.getvalue())
     last = result.history.iloc[-1]
     meta = dict(
         run_id=cfg.run_id,
@@ -106,6 +118,17 @@ def load_run(cfg_or_id: TrainConfig | str, root: Path | None = None) -> Run | No
     config = TrainConfig.from_dict(meta["config"])
     history.attrs["config"] = meta["config"]
     return Run(config, history, np.load(folder / "predictions.npy"), meta, folder)
+
+
+def load_model(run: Run) -> nn.Module:
+    """The trained network of a stored run (eval mode, CPU); only small models keep weights."""
+    path = run.path / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{run.config.run_id} kept no weights (only models up to "
+                                f"{WEIGHTS_MAX_PARAMS:,} parameters do)")  # fmt: skip
+    model = create_model(run.config.model, **dict(run.config.model_kwargs))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def list_runs(root: Path | None = None) -> list[Run]:

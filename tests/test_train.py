@@ -112,7 +112,10 @@ def test_store_round_trip_and_fit_or_load_reuses(synthetic, store, monkeypatch):
     assert {"torch", "device_name", "data_source", "wall_s", "final"} <= set(meta)
     assert meta["data_source"].startswith("synthetic")
     assert run.predictions.shape == (200,) and run.predictions.dtype == np.uint8
-    assert sorted(p.name for p in run.path.iterdir()) == ["history.csv", "predictions.npy", "run.json"]
+    assert sorted(p.name for p in run.path.iterdir()) == ["history.csv", "model.pt", "predictions.npy", "run.json"]
+    model = results.load_model(run)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), results.load_model(run)(x)) and not model.training
 
     def boom(*a, **k):
         raise AssertionError("fit_or_load trained although the run is stored")
