@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export CNNLIB_DATA ?= $(CURDIR)/data
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test report lint clean
 

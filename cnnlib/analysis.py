@@ -98,12 +98,17 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray) -> pd.Series
     return pd.Series(np.diag(cm) / cm.sum(axis=1), index=cm.index, name="accuracy")
 
 
-def test_labels(data: CIFAR10, run: Run) -> np.ndarray:
-    """The labels of the test images a run was evaluated on, in the order of its predictions."""
+def run_data(data: CIFAR10, run: Run) -> CIFAR10:
+    """The (sub)set of the data a run was trained and evaluated on."""
     c = run.config
     if c.train_subset or c.test_subset:
-        data = data.subset(c.train_subset or len(data.train_y), c.test_subset or len(data.test_y))
-    return data.test_y.numpy()
+        return data.subset(c.train_subset or len(data.train_y), c.test_subset or len(data.test_y))
+    return data
+
+
+def test_labels(data: CIFAR10, run: Run) -> np.ndarray:
+    """The labels of the test images a run was evaluated on, in the order of its predictions."""
+    return run_data(data, run).test_y.numpy()
 
 
 # The original report's final accuracies (read off its curves; "stable at ~N%").

@@ -396,9 +396,14 @@ def augment(x_uint8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """
     b, c, h, w = x_uint8.shape
     dev, gdev = x_uint8.device, generator.device
-    dy = torch.randint(0, 9, (b,), generator=generator, device=gdev).to(dev)  # crop offsets in
-    dx = torch.randint(0, 9, (b,), generator=generator, device=gdev).to(dev)  # the padded image
-    flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(dev)
+    dy = torch.randint(0, 9, (b,), generator=generator, device=gdev)  # crop offsets in
+    dx = torch.randint(0, 9, (b,), generator=generator, device=gdev)  # the padded image
+    flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).long()
+    if dev != gdev:  # one small copy; pinned, so it does not stall the GPU's queue
+        packed = torch.stack([dy, dx, flip])
+        packed = packed.pin_memory() if dev.type == "cuda" else packed
+        dy, dx, flip = packed.to(dev, non_blocking=True).unbind(0)
+    flip = flip.bool()
     padded = F.pad(x_uint8, (4, 4, 4, 4))  # zeros, (B, C, H+8, W+8)
     rows = dy[:, None] + torch.arange(h, device=dev)  # (B, H)
     cols = dx[:, None] + torch.arange(w, device=dev)  # (B, W)

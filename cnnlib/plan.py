@@ -77,9 +77,13 @@ def measure_images_per_s(cfg: TrainConfig, data: CIFAR10, device: torch.device, 
     return steps * n / (time.perf_counter() - t0)
 
 
+_measured: dict[tuple[str, str, int], float] = {}  # (model, device type, batch size) -> images/s
+
+
 def estimate_seconds(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> float:
     """Expected wall time of a run: stored epoch times of the same model on the
-    same kind of device when there are any, else a short measurement."""
+    same kind of device when there are any, else a short measurement (once per
+    model and batch size in a process)."""
     n_train = cfg.train_subset or len(data.train_y)
     n_test = cfg.test_subset or len(data.test_y)
     rates = [
@@ -87,7 +91,10 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> f
         for r in list_runs()
         if r.config.model == cfg.model and r.meta.get("device", "").split(":")[0] == device.type
     ]
-    rate = max(rates) if rates else measure_images_per_s(cfg, data, device)
+    key = (cfg.model, device.type, cfg.batch_size)
+    if not rates and key not in _measured:
+        _measured[key] = measure_images_per_s(cfg, data, device)
+    rate = max(rates) if rates else _measured[key]
     # evaluation runs forward only (about a third of a training step) once per epoch
     per_epoch = (n_train + n_test / 3) / rate
     return cfg.epochs * per_epoch * 1.05 + 5
@@ -112,6 +119,9 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             done.append(st.config.run_id)
             continue
         left = budget_s - (time.perf_counter() - start)
+        if left < 10:  # no run fits; do not spend more of it measuring
+            skipped.append(st.config.run_id)
+            continue
         est = estimate_seconds(st.config, data, dev)
         if est > left:
             skipped.append(st.config.run_id)
