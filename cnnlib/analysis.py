@@ -191,7 +191,7 @@ def ranking_claims(runs: Iterable[Run], names: dict[str, str]) -> pd.DataFrame:
     slowest = max(np.median([r.final["seconds_per_epoch"] for r in by[m]]) for m in names.values())
     checks = [
         ("convergence speed: SE-ResNet > DenseNet > ResNet", [["SE-ResNet"], ["DenseNet"], ["ResNet"]],
-         values(epochs_to_fraction), 1.0, False, "epochs to 90% of final test accuracy"),
+         values(lambda r: epochs_to_fraction(r.history)), 1.0, False, "epochs to 90% of final test accuracy"),
         ("accuracy: SE-ResNet > ResNet ≈ DenseNet", [["SE-ResNet"], ["ResNet", "DenseNet"]],
          values(lambda r: 100 * r.final["test_acc"]), 1.0, True, "final test accuracy (%)"),
         ("training time: DenseNet > SE-ResNet > ResNet", [["DenseNet"], ["SE-ResNet"], ["ResNet"]],
@@ -208,8 +208,8 @@ def ranking_claims(runs: Iterable[Run], names: dict[str, str]) -> pd.DataFrame:
 
 def degradation_verdict(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plain56",
                         margin: float = 0.01) -> dict[str, str]:  # fmt: skip
-    """Overfitting or degradation? Compare the deeper plain net's final training and
-    test error with the shallower one's (He et al. 2016, Fig. 6)."""
+    """Overfitting or degradation? Compare ``deep``'s final training and test error
+    with ``shallow``'s (He et al. 2016, Fig. 6). Differences within ``margin`` tie."""
     by = _by_model(runs)
     if shallow not in by or deep not in by:
         return {}
@@ -220,13 +220,13 @@ def degradation_verdict(runs: Iterable[Run], shallow: str = "plain20", deep: str
     d_train = err(deep, "train_acc") - err(shallow, "train_acc")
     d_test = err(deep, "test_acc") - err(shallow, "test_acc")
     if d_train > margin:
-        verdict = "degradation: the deeper plain net fits its training data worse"
+        verdict = f"degradation: {deep} fits its training data worse than {shallow}"
     elif d_train < -margin and d_test > margin:
-        verdict = "overfitting: the deeper plain net fits training data better but generalises worse"
+        verdict = f"overfitting: {deep} fits its training data better than {shallow} but generalises worse"
     elif abs(d_train) <= margin and abs(d_test) <= margin:
         verdict = "no difference beyond the margin"
     else:
-        verdict = "the deeper plain net is no worse"
+        verdict = f"{deep} is no worse than {shallow}"
     return {
         "comparison": f"{deep} vs {shallow}",
         "training error change (points)": f"{100 * d_train:+.1f}",

@@ -59,13 +59,22 @@ class MissingRuns(RuntimeError):
 
 
 def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
-    """Every run of ``models`` x ``seeds``. Missing ones are reported; with
-    ``required`` the notebook then stops with MissingRuns instead of plotting half."""
+    """Every run of ``models`` x ``seeds``.
+
+    ``required=True``: missing runs are trained where allowed, else reported,
+    and the notebook stops with MissingRuns instead of plotting half.
+    ``required=False``: only the runs already stored are returned (extra seeds
+    are shown when they exist, never trained by a notebook).
+    """
+    if not required:
+        wanted = [make_config(m, profile, s) for m in models for s in seeds]
+        runs = [(cfg, load_run(cfg)) for cfg in wanted]
+        return [r for cfg, r in runs if r is not None and r.meta["config_hash"] == cfg.hash]
     runs = [get_run(m, profile, s) for m in models for s in seeds]
-    if required and any(r is None for r in runs):
+    if any(r is None for r in runs):
         raise MissingRuns(f"{sum(r is None for r in runs)} run(s) of profile '{profile}' are missing (listed "
                           "above); produce them, or choose another PROFILE")  # fmt: skip
-    return [r for r in runs if r is not None]
+    return runs
 
 
 def provenance(runs: list[Run]) -> str:
