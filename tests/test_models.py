@@ -33,8 +33,9 @@ def n_params(model: nn.Module) -> int:
 
 
 def test_registry_lists_the_twelve_models_by_family():
-    assert list_models() == [n for names in FAMILIES.values() for n in names]
-    assert set(list_models()) == set(PARAMS)
+    # the families come first, in report order (tests may register extra models after them)
+    assert list_models()[:12] == [n for names in FAMILIES.values() for n in names]
+    assert set(list_models()[:12]) == set(PARAMS)
     assert family_of("resnet56") == "degradation" and family_of("nope") is None
 
 
@@ -43,7 +44,7 @@ def test_unknown_model_names_the_choices():
         create_model("resnet19")
 
 
-@pytest.mark.parametrize("name", list(PARAMS))
+@pytest.mark.parametrize("name", list(PARAMS))  # every registered model of the study
 def test_forward_backward_and_parameter_count(name):
     torch.manual_seed(0)
     model = create_model(name)

@@ -189,7 +189,8 @@ def _nan_after_one_epoch(num_classes: int = 10) -> nn.Module:
 
 def test_nan_loss_stops_with_the_epoch_and_keeps_history(synthetic, store):
     _calls["n"] = 0
-    cfg = make_config("_nan_after_one_epoch", "smoke", epochs=3, train_subset=1000, test_subset=100)
+    # 1000 images in batches of 100: 10 finite steps make exactly one epoch
+    cfg = make_config("_nan_after_one_epoch", "smoke", epochs=3, train_subset=1000, test_subset=100, batch_size=100)
     with pytest.raises(TrainingDiverged, match="epoch 2") as err:
         fit(cfg, data=synthetic, device="cpu", verbose=False)
     assert list(err.value.history["epoch"]) == [1]
