@@ -122,12 +122,13 @@ def versus_original(runs: Iterable[Run]) -> pd.DataFrame:
         if r.config.model in ORIGINAL_ACCURACY:
             rows.append({
                 "model": r.config.model,
+                "profile": r.config.profile,
                 "original report (%)": round(100 * ORIGINAL_ACCURACY[r.config.model]),
-                f"ours, profile '{r.config.profile}' (%)": round(100 * r.final["test_acc"], 1),
+                "ours (%)": round(100 * r.final["test_acc"], 1),
                 "epochs": r.final["epochs"],
                 "training images": r.config.train_subset or 50_000,
             })  # fmt: skip
-    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+    return pd.DataFrame(rows).set_index(["model", "profile"]) if rows else pd.DataFrame()
 
 
 def _by_model(runs: Iterable[Run]) -> dict[str, list[Run]]:
