@@ -178,7 +178,8 @@ def ranking_claims(runs: Iterable[Run], names: dict[str, str]) -> pd.DataFrame:
     ``names`` maps 'SE-ResNet', 'DenseNet', 'ResNet' to model names. Margins:
     1 epoch for convergence (epochs to 90% of the final test accuracy),
     1 point of accuracy, 10% of time per epoch; with several seeds, a gap must
-    also exceed twice the larger seed spread.
+    also exceed twice the larger seed spread. Training time gets a verdict only
+    when every run was timed on the same GPU.
     """
     by = _by_model(runs)
     if not all(m in by for m in names.values()):
@@ -190,6 +191,9 @@ def ranking_claims(runs: Iterable[Run], names: dict[str, str]) -> pd.DataFrame:
         return {label[m]: [fn(r) for r in by[m]] for m in names.values()}
 
     slowest = max(np.median([r.final["seconds_per_epoch"] for r in by[m]]) for m in names.values())
+    # Times compare only between runs on one kind of GPU; CPU runs here shared a loaded machine.
+    devices = {r.meta["device_name"] for m in names.values() for r in by[m]}
+    timed_alike = len(devices) == 1 and not next(iter(devices)).startswith("CPU")
     checks = [
         ("convergence speed: SE-ResNet > DenseNet > ResNet", [["SE-ResNet"], ["DenseNet"], ["ResNet"]],
          values(lambda r: epochs_to_fraction(r.history)), 1.0, False, "epochs to 90% of final test accuracy"),
@@ -202,8 +206,10 @@ def ranking_claims(runs: Iterable[Run], names: dict[str, str]) -> pd.DataFrame:
     for claim, claimed, vals, margin, higher_first, what in checks:
         tiers, text = _ranking(vals, margin, higher_first)
         evidence = ", ".join(f"{k} {np.mean(v):.1f}" for k, v in vals.items())
-        rows.append({"claim": claim, "observed": text, "evidence": f"{what}: {evidence}",
-                     "verdict": _verdict(claimed, tiers, n_seeds)})  # fmt: skip
+        verdict = _verdict(claimed, tiers, n_seeds)
+        if what == "seconds per epoch" and not timed_alike:
+            verdict = "cannot tell (the runs were not timed on one GPU; see the timing caveat)"
+        rows.append({"claim": claim, "observed": text, "evidence": f"{what}: {evidence}", "verdict": verdict})
     return pd.DataFrame(rows)
 
 
