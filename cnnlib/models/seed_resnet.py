@@ -36,7 +36,7 @@ class SeedResNet18(nn.Module):
 
     Fixed: (a) the three projection shortcuts were created inside forward(),
     so they were untrained random weights, new on every call; they are now
-    modules (3 x 1x1 convs with bias, no BN, +41,600 parameters). (b) Blocks 1
+    modules (3 x 1x1 convs with bias, no BN, +172,928 parameters). (b) Blocks 1
     and 2 both called ``layer1``, sharing its weights; block 2 now has its own.
     Kept as in the original: no ReLU in the stem, no ReLU between a block's
     two convs, default conv biases.
