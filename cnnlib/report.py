@@ -125,7 +125,8 @@ def build_report(profile: str | None = None, out: str | Path = "report") -> Path
         "img{max-width:100%}</style></head><body>"
         "<h1>How do networks with and without skip connections differ in training?</h1>"
         "<p>A CIFAR-10 study of a plain CNN, ResNet, DenseNet and SE-ResNet. Each page is an executed notebook.</p>"
-        f"<ol>{items}</ol><img src='figures/06_degradation.png' alt='training and test error of plain and residual nets of 20 and 56 layers'>"
+        f"<ol>{items}</ol><img src='figures/06_degradation.png' "
+        "alt='training and test error of plain and residual nets of 20 and 56 layers'>"
         "</body></html>\n"
     )
     print(f"report written to {out / 'index.html'}")

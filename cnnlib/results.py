@@ -5,7 +5,8 @@ A run is ``model + profile + seed`` and lives in ``<root>/<model>-<profile>-s<se
 * ``history.csv``  one row per epoch (see ``cnnlib.train.fit``);
 * ``predictions.npy``  the predicted class of every test image, in data-set order;
 * ``model.pt``  the final weights, kept only for small models (the degradation
-  family) so that trained networks can be probed without retraining;
+  family) so that trained networks can be probed without retraining, and
+  ``model-epoch<N>.pt`` the same at a few earlier epochs (``snapshot_epochs``);
 * ``run.json``  the whole config, its hash, versions, device, data source,
   wall time and final metrics. It is written last, so a folder without it is
   an unfinished run and is ignored.
@@ -85,9 +86,12 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
     atomic_write_bytes(folder / "predictions.npy", buf.getvalue())
     n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var")))
     if n_params <= WEIGHTS_MAX_PARAMS:
-        buf = io.BytesIO()
-        torch.save(result.state_dict, buf)
-        atomic_write_bytes(folder / "model.pt", buf.getvalue())
+        for name, state in [("model.pt", result.state_dict)] + [
+            (f"model-epoch{e}.pt", st) for e, st in sorted(result.snapshots.items())
+        ]:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write_bytes(folder / name, buf.getvalue())
     last = result.history.iloc[-1]
     meta = dict(
         run_id=cfg.run_id,
@@ -120,15 +124,21 @@ def load_run(cfg_or_id: TrainConfig | str, root: Path | None = None) -> Run | No
     return Run(config, history, np.load(folder / "predictions.npy"), meta, folder)
 
 
-def load_model(run: Run) -> nn.Module:
-    """The trained network of a stored run (eval mode, CPU); only small models keep weights."""
-    path = run.path / "model.pt"
+def load_model(run: Run, epoch: int | None = None) -> nn.Module:
+    """The trained network of a stored run (eval mode, CPU), at its last epoch or at a
+    snapshot ``epoch``; only small models keep weights."""
+    path = run.path / ("model.pt" if epoch is None else f"model-epoch{epoch}.pt")
     if not path.exists():
-        raise FileNotFoundError(f"{run.config.run_id} kept no weights (only models up to "
-                                f"{WEIGHTS_MAX_PARAMS:,} parameters do)")  # fmt: skip
+        raise FileNotFoundError(f"{run.config.run_id} kept no weights {'' if epoch is None else f'at epoch {epoch} '}"
+                                f"(only models up to {WEIGHTS_MAX_PARAMS:,} parameters do)")  # fmt: skip
     model = create_model(run.config.model, **dict(run.config.model_kwargs))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def snapshot_epochs_of(run: Run) -> list[int]:
+    """The epochs at which a stored run kept its weights, besides the last."""
+    return sorted(int(p.stem.removeprefix("model-epoch")) for p in run.path.glob("model-epoch*.pt"))
 
 
 def list_runs(root: Path | None = None) -> list[Run]:

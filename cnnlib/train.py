@@ -222,6 +222,14 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+SNAPSHOT_MAX_PARAMS = 2_000_000  # weights of smaller models are also kept at a few epochs
+
+
+def snapshot_epochs(epochs: int) -> list[int]:
+    """Epochs (besides the last) whose weights a small model keeps: 1, a quarter, a half."""
+    return sorted({e for e in (1, epochs // 4, epochs // 2) if 0 < e < epochs})
+
+
 def _atomic_torch_save(obj, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -241,6 +249,7 @@ class FitResult:
     predictions: torch.Tensor  # (n_test,) predicted class per test image, data-set order
     info: dict  # device, versions, data source, wall time, peak memory
     state_dict: dict  # the final weights, on the CPU
+    snapshots: dict[int, dict]  # epoch -> weights at snapshot_epochs(), small models only
 
 
 def fit(
@@ -292,6 +301,7 @@ def fit(
                 print(f"{cfg.run_id}: resuming after epoch {start_epoch}/{cfg.epochs}")
 
     probe = StageProbe(model).to(device)
+    small = sum(p.numel() for p in model.parameters()) <= SNAPSHOT_MAX_PARAMS
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     wall = time.perf_counter()
@@ -355,6 +365,8 @@ def fit(
                 ),
                 ckpt_path,
             )  # fmt: skip
+            if epoch + 1 in snapshot_epochs(cfg.epochs) and small:
+                _atomic_torch_save(model.state_dict(), ckpt_path.with_name(f"epoch{epoch + 1}.pt"))
             if verbose:
                 r = rows[-1]
                 print(
@@ -382,7 +394,12 @@ def fit(
         resumed_after_epoch=start_epoch,
     )
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return FitResult(history=history, predictions=preds, info=info, state_dict=state)
+    snapshots = {
+        e: torch.load(path, map_location="cpu", weights_only=True)
+        for e in snapshot_epochs(cfg.epochs)
+        if (path := ckpt_path.with_name(f"epoch{e}.pt")).exists()
+    }
+    return FitResult(history=history, predictions=preds, info=info, state_dict=state, snapshots=snapshots)
 
 
 def _cpu_name() -> str:

@@ -102,6 +102,10 @@ def test_resume_after_a_real_interruption_matches_an_uninterrupted_run(store, tm
     assert straight.info["resumed_after_epoch"] == 0
     pd.testing.assert_frame_equal(resumed.history.drop(columns=TIMING), straight.history.drop(columns=TIMING))
     assert torch.equal(resumed.predictions, straight.predictions)
+    # the epoch-1 snapshot written before the kill is the same as the uninterrupted run's
+    assert list(resumed.snapshots) == list(straight.snapshots) == [1]
+    for key, value in straight.snapshots[1].items():
+        assert torch.equal(resumed.snapshots[1][key], value), key
 
 
 def test_store_round_trip_and_fit_or_load_reuses(synthetic, store, monkeypatch):
@@ -113,6 +117,7 @@ def test_store_round_trip_and_fit_or_load_reuses(synthetic, store, monkeypatch):
     assert meta["data_source"].startswith("synthetic")
     assert run.predictions.shape == (200,) and run.predictions.dtype == np.uint8
     assert sorted(p.name for p in run.path.iterdir()) == ["history.csv", "model.pt", "predictions.npy", "run.json"]
+    assert results.snapshot_epochs_of(run) == []  # a one-epoch run has no earlier epoch to keep
     model = results.load_model(run)
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), results.load_model(run)(x)) and not model.training
