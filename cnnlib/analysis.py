@@ -47,21 +47,19 @@ def epochs_to_loss(history: pd.DataFrame, threshold: float, column: str = "train
     return float(hit.iloc[0]) if len(hit) else float("nan")
 
 
-def _mean_std(values: pd.Series, scale: float = 100, digits: int = 1) -> str:
+def mean_std(values: pd.Series, scale: float = 100, digits: int = 1) -> str:
     """'m' for one value, 'm ± s' (sample std) for several."""
     if len(values) == 1:
         return f"{values.iloc[0] * scale:.{digits}f}"
     return f"{values.mean() * scale:.{digits}f} ± {values.std(ddof=1) * scale:.{digits}f}"
 
 
-def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
+def summary_table(runs: Iterable[Run], loss_threshold: float | None = None) -> pd.DataFrame:
     """One row per model: costs, time per epoch, memory, final test accuracy
-    (mean ± sample std over seeds when there are several), convergence."""
+    (mean ± sample std over seeds when there are several), convergence. With
+    ``loss_threshold``, a first column gives the epochs to reach that training loss."""
     rows = []
-    by_model: dict[str, list[Run]] = {}
-    for r in runs:
-        by_model.setdefault(r.config.model, []).append(r)
-    for model, group in by_model.items():
+    for model, group in _by_model(runs).items():
         costs = model_costs(model)
         acc = pd.Series([r.final["test_acc"] for r in group])
         peak = [r.meta.get("peak_memory_mb") for r in group]
@@ -76,13 +74,16 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
                 else "n/a (CPU)",
                 "epochs": group[0].final["epochs"],
                 "seeds": len(group),
-                "final train acc (%)": _mean_std(pd.Series([r.final["train_acc"] for r in group])),
-                "final test acc (%)": _mean_std(acc),
-                "epochs to 90% of final": _mean_std(
+                "final train acc (%)": mean_std(pd.Series([r.final["train_acc"] for r in group])),
+                "final test acc (%)": mean_std(acc),
+                "epochs to 90% of final": mean_std(
                     pd.Series([epochs_to_fraction(r.history) for r in group]), scale=1, digits=0
                 ),
             }
         )
+        if loss_threshold is not None:
+            epochs = pd.Series([epochs_to_loss(r.history, loss_threshold) for r in group])
+            rows[-1] = {f"epochs to train loss {loss_threshold:.3f}": mean_std(epochs, scale=1, digits=0), **rows[-1]}
     return pd.DataFrame(rows).set_index("model")
 
 

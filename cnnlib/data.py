@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paths import project_path
+from .paths import atomic_write, project_path
 
 __all__ = ["CLASSES", "CIFAR10", "DataError", "DeviceLoader", "augment", "cache_dir",
            "data_root", "load_cifar10"]
@@ -312,19 +312,11 @@ def _check_writable(folder: Path) -> None:
 
 
 def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic write (temp file in the same folder, then os.replace): never a half cache."""
-    tmp = None
+    """Atomic write: never a half cache."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cifar10-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # uncompressed: loads in a fraction of a second
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))  # uncompressed: loads in a fraction of a second
     except OSError as e:
         raise _cache_error(path.parent, e) from e
-    finally:
-        if tmp and os.path.exists(tmp):  # interrupted or failed before os.replace
-            os.unlink(tmp)
 
 
 def _check_counts(ds: CIFAR10, allow_subset: bool, where: str) -> None:

@@ -1,11 +1,15 @@
-"""Where things live: an environment variable, else a folder of the project.
+"""Where things live (an environment variable, else a folder of the project),
+and the one way files are written there (atomically).
 
 Defaults are anchored at the project root rather than the working directory,
 so a notebook running in ``notebooks/`` finds the same results as the CLI.
 """
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,3 +18,21 @@ def project_path(env: str, default: str) -> Path:
     """``$env`` if set, else ``<project root>/<default>``."""
     value = os.environ.get(env)
     return Path(value).expanduser() if value else PROJECT_ROOT / default
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create ``path`` through ``write(file)`` so that readers see the old file or the
+    new one, never half: a temporary file in the same folder, fsync, then rename.
+    The temporary file is removed if anything fails or is interrupted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

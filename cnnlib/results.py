@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .models import create_model
-from .paths import project_path
+from .paths import atomic_write, project_path
 from .train import FitResult, TrainConfig, fit
 
 WEIGHTS_MAX_PARAMS = 2_000_000  # keep model.pt for models up to this size (resnet56: 0.85M)
@@ -44,17 +44,8 @@ class StaleRunError(RuntimeError):
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``payload`` to ``path`` atomically (see ``paths.atomic_write``)."""
+    atomic_write(path, lambda f: f.write(payload))
 
 
 @dataclass

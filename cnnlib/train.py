@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .data import CIFAR10, DeviceLoader, load_cifar10
 from .models import create_model, family_of
-from .paths import project_path
+from .paths import atomic_write, project_path
 
 
 @dataclass(frozen=True)
@@ -231,10 +231,7 @@ def snapshot_epochs(epochs: int) -> list[int]:
 
 
 def _atomic_torch_save(obj, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _progress_enabled() -> bool:
