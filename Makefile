@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 export CNNLIB_DATA ?= $(CURDIR)/data
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test report lint clean
+.PHONY: setup test report refresh lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ test: setup
 	CNNLIB_PROFILE=smoke CNNLIB_RESULTS=$$tmp/results CNNLIB_CHECKPOINTS=$$tmp/checkpoints \
 	CNNLIB_FIGURES=$$tmp/smoke-figures $(PY) -m pytest --nbval-lax $(NBVAL)
 
+# the HTML report in report/ (the committed notebooks stay as they are)
 report: setup
 	$(PY) -m cnnlib report
+
+# after new runs land: re-execute the notebooks and save them over the committed ones
+refresh: setup
+	$(PY) -m cnnlib report --in-place
+	$(PY) -m cnnlib readme
 
 lint: setup
 	$(PY) -m ruff check cnnlib tests benchmarks

@@ -32,6 +32,34 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """cpu, cuda or cuda:N, and only a device this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r} asked for, but this machine has no CUDA GPU; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """One line, no usage dump: the message names what was wrong."""
@@ -49,21 +77,31 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run (or load it if stored) and store it")
     t.add_argument("model")
     t.add_argument("--profile", default="full", choices=sorted(PROFILES))
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--tag", default="", help="a named variant of the recipe, e.g. lr0.1x")
     t.add_argument("--epochs", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--train-subset", type=_positive_int, help="balanced subset of the training set")
-    t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    t.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     t.add_argument("--retrain", action="store_true", help="train again and replace a stored run")
     st = sub.add_parser("status", help="which runs of the plan exist and which are missing")
     st.add_argument("--profile", default="full", choices=sorted(PROFILES))
     m = sub.add_parser("train-missing", help="train the plan's missing runs within a time budget")
     m.add_argument("--budget", type=_positive_float, required=True, metavar="SECONDS")
     m.add_argument("--profile", default="full", choices=sorted(PROFILES))
-    m.add_argument("--device")
+    m.add_argument("--device", type=_device)
+    m.add_argument("--workers", type=_positive_int, default=1,
+                   help="train this many units at once, as separate processes on the one device")
+    m.add_argument("--checkpoint-every", type=float, default=0.0, metavar="SECONDS",
+                   help="checkpoint a run at most this often (0: after every epoch)")
+    m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
+    m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
+    sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
     r = sub.add_parser("report", help="train missing runs (GPU only), execute the notebooks, export HTML")
     r.add_argument("--profile", default=None, help="profile the notebooks show (default: from CNNLIB_PROFILE)")
     r.add_argument("--out", default="report", help="folder for the HTML report")
+    r.add_argument("--in-place", action="store_true",
+                   help="also save the executed notebooks over the committed ones (make refresh)")
     return p
 
 
@@ -79,17 +117,21 @@ def _run(args: argparse.Namespace) -> int:
 
         from .models import create_model
 
-        print(torchinfo.summary(create_model(args.model), input_size=(1, 3, 32, 32), depth=3, verbose=0))
+        stats = torchinfo.summary(create_model(args.model), input_size=(1, 3, 32, 32), depth=3, verbose=0)
+        # torchinfo names the unit of its mult-adds line after an enum ("Units.MEGABYTES"): say it plainly
+        lines = [f"Total mult-adds: {stats.total_mult_adds / 1e6:,.1f} million" if line.startswith("Total mult-adds")
+                 else line for line in str(stats).splitlines()]  # fmt: skip
+        print("\n".join(lines))
         return 0
     if args.command == "train":
         from .results import fit_or_load
         from .train import make_config
 
         cfg = make_config(
-            args.model, args.profile, args.seed,
+            args.model, args.profile, args.seed, tag=args.tag,
             epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
         )  # fmt: skip
-        run = fit_or_load(cfg, retrain=args.retrain or None, device=args.device)
+        run = fit_or_load(cfg, retrain=args.retrain, device=args.device)
         f = run.final
         print(f"{cfg.run_id}: test accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
               f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']} -> {run.path}")  # fmt: skip
@@ -106,28 +148,36 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing")
         return 0
     if args.command == "train-missing":
+        from pathlib import Path
+
         from .plan import train_missing
 
-        train_missing(args.budget, args.profile, device=args.device)
+        train_missing(args.budget, args.profile, device=args.device, workers=args.workers,
+                      checkpoint_every_s=args.checkpoint_every, deadline=args.deadline,
+                      claims=Path(args.claims) if args.claims else None)  # fmt: skip
+        return 0
+    if args.command == "readme":
+        from .summary import README, update_readme
+
+        print(f"{README}: {'updated' if update_readme() else 'already up to date'}")
         return 0
     if args.command == "report":
         from .report import build_report
 
-        build_report(profile=args.profile, out=args.out)
+        build_report(profile=args.profile, out=args.out, in_place=args.in_place)
         return 0
     raise AssertionError(args.command)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .report import MissingRuns, NotebookFailed
     from .results import StaleRunError
-    from .train import TrainingDiverged
+    from .train import RunWontFit, TrainingDiverged
 
     try:
         return _run(args)
-    except KeyError as e:  # unknown model, from the registry
-        print(f"error: {e.args[0]}", file=sys.stderr)
-    except (ValueError, DataError, StaleRunError, TrainingDiverged) as e:
+    except (ValueError, DataError, StaleRunError, TrainingDiverged, RunWontFit, MissingRuns, NotebookFailed) as e:
         print(f"error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted; finished epochs are checkpointed and resume on the next run", file=sys.stderr)

@@ -32,7 +32,23 @@ def long_history(runs: Iterable[Run]) -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
     df["train_err"], df["test_err"] = 1 - df["train_acc"], 1 - df["test_acc"]
+    if "clean_train_acc" in df:
+        df["clean_train_err"] = 1 - df["clean_train_acc"]
     return df
+
+
+def data_note(runs: Iterable[Run]) -> str:
+    """What a figure of ``runs`` shows, for its title: profile(s), images and seeds."""
+    runs = list(runs)
+    parts = []
+    for profile in dict.fromkeys(r.config.profile for r in runs):
+        group = [r for r in runs if r.config.profile == profile]
+        sizes = sorted({r.config.n_images() for r in group})
+        imgs = "; ".join(f"{a:,} training / {b:,} test images" for a, b in sizes)
+        seeds = sorted({r.config.seed for r in group})
+        parts.append(f"profile '{profile}', {imgs}, seed{'s' if len(seeds) > 1 else ''} "
+                     f"{', '.join(map(str, seeds))}")  # fmt: skip
+    return "; ".join(parts)
 
 
 def epochs_to_fraction(history: pd.DataFrame, fraction: float = 0.9, column: str = "test_acc") -> int:
@@ -101,10 +117,7 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray) -> pd.Series
 
 def run_data(data: CIFAR10, run: Run) -> CIFAR10:
     """The (sub)set of the data a run was trained and evaluated on."""
-    c = run.config
-    if c.train_subset or c.test_subset:
-        return data.subset(c.train_subset or len(data.train_y), c.test_subset or len(data.test_y))
-    return data
+    return run.config.select(data)
 
 
 def test_labels(data: CIFAR10, run: Run) -> np.ndarray:
@@ -127,7 +140,7 @@ def versus_original(runs: Iterable[Run]) -> pd.DataFrame:
                 "original report (%)": round(100 * ORIGINAL_ACCURACY[r.config.model]),
                 "ours (%)": round(100 * r.final["test_acc"], 1),
                 "epochs": r.final["epochs"],
-                "training images": r.config.train_subset or 50_000,
+                "training images": r.config.n_images()[0],
             })  # fmt: skip
     return pd.DataFrame(rows).set_index(["model", "profile"]) if rows else pd.DataFrame()
 

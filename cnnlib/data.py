@@ -17,6 +17,7 @@ import math
 import operator
 import os
 import re
+import sys
 import tarfile
 import tempfile
 import warnings
@@ -212,11 +213,11 @@ def _assemble(items: dict[str, list]) -> dict[str, np.ndarray]:
 
 
 def _read_tree(root: Path) -> dict[str, np.ndarray]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     items: dict[str, list] = {s: [] for s in SPLITS}
     for split, ci, f in tqdm(_tree_files(root), desc=f"decoding {root.name}", unit="img",
-                             leave=False, disable=None):
+                             leave=False, disable=not sys.stderr.isatty()):
         try:
             data = f.read_bytes()
         except OSError as e:
@@ -226,13 +227,13 @@ def _read_tree(root: Path) -> dict[str, np.ndarray]:
 
 
 def _read_tarball(path: Path) -> dict[str, np.ndarray]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     items: dict[str, list] = {s: [] for s in SPLITS}
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar, \
                 tqdm(total=path.stat().st_size, desc=f"decoding {path.name}", unit="B",
-                     unit_scale=True, leave=False, disable=None) as bar:
+                     unit_scale=True, leave=False, disable=not sys.stderr.isatty()) as bar:
             for m in tar:  # streams through the archive once, in archive order
                 bar.update(raw.tell() - bar.n)
                 parts = m.name.removeprefix("./").split("/")
@@ -273,9 +274,9 @@ def _download(root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         TorchvisionCIFAR10(str(root), train=True, download=True)
     except Exception as e:
-        raise DataError(f"Downloading CIFAR-10 into {root} failed ({e}). Check the network and "
-                        "that the folder is writable, or provide the data yourself and unset "
-                        "CNNLIB_DOWNLOAD.") from e
+        raise DataError(f"Downloading CIFAR-10 into {root} failed ({e}). Without internet, put the "
+                        f"JPEG tarball cifar10-jpg.tar.gz (or the official {OFFICIAL_ARCHIVE}) in {root} "
+                        "or point CNNLIB_DATA at it; CNNLIB_DOWNLOAD=0 turns downloading off.") from e
 
 
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
@@ -340,13 +341,17 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
                  cache: bool = True, allow_subset: bool = False) -> CIFAR10:
     """Load CIFAR-10 from the decoded cache, official batches, an image tree or a tarball.
 
-    download=None means "if $CNNLIB_DOWNLOAD=1"; downloading happens only when the official
-    batches are absent under root. allow_subset=True accepts any count >= 1 per class and split.
+    download=None (the default) downloads torchvision's official archive (checksum verified,
+    with a progress bar) when root holds no data at all, unless $CNNLIB_DOWNLOAD=0;
+    download=True also downloads when root holds another source but not the official
+    batches; download=False never does. allow_subset=True accepts any count >= 1 per class
+    and split.
     """
     root = data_root() if root is None else Path(root).expanduser()
-    if download is None:
-        download = os.environ.get("CNNLIB_DOWNLOAD", "").strip().lower() in ("1", "true", "yes")
     src = _find_source(root)
+    if download is None:
+        allowed = os.environ.get("CNNLIB_DOWNLOAD", "1").strip().lower() not in ("0", "false", "no")
+        download = allowed and src is None
     if download and (src is None or src[0] != "batches") and not root.is_file():
         _download(root)
         src = ("batches", root / BATCHES)
@@ -358,7 +363,7 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
             "train/<class>/*.jpg + test/<class>/*.jpg (or .png), and a *.tar.gz/*.tgz of that "
             f"tree; the cache folder {cache_dir()} only holds decoded copies of a source that is "
             "present. Set CNNLIB_DATA (or pass root=) to a folder holding one of these, or set "
-            "CNNLIB_DOWNLOAD=1 (or pass download=True) to download the official archive there"
+            "unset CNNLIB_DOWNLOAD=0 (or pass download=True) to download the official archive there"
             + (f" (it extracts the {OFFICIAL_ARCHIVE} already there)."
                if (root / OFFICIAL_ARCHIVE).is_file() else "."))
     kind, path = src

@@ -43,6 +43,8 @@ from .models.resnet import BasicBlock
 
 __all__ = [
     "activation_stats",
+    "backward_signal",
+    "block_modules",
     "gradient_norms",
     "residual_responses",
     "response_std_over_loader",
@@ -190,6 +192,75 @@ def gradient_norms(
     df["relative"] = df["grad_norm"] / df["weight_norm"]
     df.attrs["loss"] = float(loss.detach())
     return df
+
+
+def block_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's blocks in forward order: each composite child of a Sequential stage
+    (a residual, SE or dense block, a transition), or the whole stage where it has none
+    (a stem, a head, a single layer). Every cnnlib model has ``.stages``."""
+    if not hasattr(model, "stages"):
+        raise ValueError(f"{type(model).__name__} has no .stages; cannot list its blocks")
+    out: dict[str, nn.Module] = {}
+    for stage in model.stages:
+        module = getattr(model, stage)
+        kids = [(n, c) for n, c in module.named_children() if any(True for _ in c.children())]
+        if isinstance(module, nn.Sequential) and kids:
+            out.update({f"{stage}.{n}": c for n, c in kids})
+        else:
+            out[stage] = module
+    return out
+
+
+def backward_signal(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    blocks: dict[str, nn.Module] | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    train_mode: bool = True,
+) -> pd.DataFrame:
+    """The backward signal itself: the L2 norm of dL/dh for each block's output h, on one batch.
+
+    Unlike a weight gradient, which with BatchNorm scales as 1/||W|| of its layer, this is
+    the signal that back-propagation carries from the loss towards the input. Columns:
+    ``block``, ``index`` (forward order), ``grad_norm`` (over the whole batch; the loss is
+    the batch mean), ``per_image`` (the root-mean-square over the batch of each image's own
+    gradient norm, the batch mean undone: comparable across batch sizes), ``out_std``
+    (std of h). ``blocks`` defaults to ``block_modules(model)``. The model is left unchanged
+    (same mechanism as ``gradient_norms``).
+    """
+    blocks = block_modules(model) if blocks is None else blocks
+    device = _device(model, x)
+    x, y = x.to(device), y.to(device)
+    leaves: dict[int, Tensor] = {}
+    params = {
+        n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
+        for n, p in model.named_parameters(remove_duplicate=False)
+    }
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    outputs: dict[str, Tensor] = {}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            outputs.setdefault(name, output)  # first call: the block's place in this pass
+
+        return fn
+
+    with _mode(model, train_mode), _forward_hooks([(m, hook(n)) for n, m in blocks.items()]):
+        logits = functional_call(model, {**params, **buffers}, (x,))
+        loss = loss_fn(logits, y)
+    names = [n for n in blocks if n in outputs]
+    grads = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
+    b = len(x)
+    with torch.no_grad():
+        rows = []
+        for i, (n, g) in enumerate(zip(names, grads, strict=True)):
+            h = outputs[n].detach().float()
+            g = torch.zeros_like(h) if g is None else g.float()
+            per_image = g.flatten(1).norm(dim=1) * b  # undo the batch mean: each image's own gradient
+            rows.append((n, i, float(g.norm()), float(per_image.square().mean().sqrt()), float(h.std())))
+    return pd.DataFrame(rows, columns=["block", "index", "grad_norm", "per_image", "out_std"])
 
 
 def _norms(grads: tuple[Tensor | None, ...], weights: list[Tensor], order: list[int], device) -> tuple[Tensor, Tensor]:

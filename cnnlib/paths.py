@@ -20,6 +20,26 @@ def project_path(env: str, default: str) -> Path:
     return Path(value).expanduser() if value else PROJECT_ROOT / default
 
 
+def results_root() -> Path:
+    """Run folders (small tables, committed): $CNNLIB_RESULTS, else results/."""
+    return project_path("CNNLIB_RESULTS", "results")
+
+
+def checkpoint_root() -> Path:
+    """Resumable training state, one folder per run (never committed): $CNNLIB_CHECKPOINTS, else checkpoints/."""
+    return project_path("CNNLIB_CHECKPOINTS", "checkpoints")
+
+
+def weights_root() -> Path:
+    """Trained weights of small models (never committed): $CNNLIB_WEIGHTS, else weights/."""
+    return project_path("CNNLIB_WEIGHTS", "weights")
+
+
+def figures_root() -> Path:
+    """Saved figures: $CNNLIB_FIGURES, else figures/."""
+    return project_path("CNNLIB_FIGURES", "figures")
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Create ``path`` through ``write(file)`` so that readers see the old file or the
     new one, never half: a temporary file in the same folder, fsync, then rename.

@@ -15,7 +15,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from .data import CIFAR10, CLASSES
-from .paths import project_path
+from .paths import figures_root
 
 METRICS = {
     "train_loss": "training loss",
@@ -24,6 +24,9 @@ METRICS = {
     "test_acc": "test accuracy",
     "train_err": "training error",
     "test_err": "test error",
+    "clean_train_loss": "training loss (clean images, eval mode)",
+    "clean_train_acc": "training accuracy (clean images, eval mode)",
+    "clean_train_err": "training error (clean images, eval mode)",
 }
 
 
@@ -33,7 +36,7 @@ def use_style() -> None:
 
 
 def figures_dir() -> Path:
-    return project_path("CNNLIB_FIGURES", "figures")
+    return figures_root()
 
 
 def save(fig: plt.Figure, name: str) -> Path:
@@ -46,16 +49,19 @@ def save(fig: plt.Figure, name: str) -> Path:
 
 def curves(history: pd.DataFrame, *, pairs=(("train_loss", "test_loss"), ("train_acc", "test_acc")),
            hue: str = "model", title: str | None = None) -> plt.Figure:  # fmt: skip
-    """One panel per metric pair: training (solid) and test (dashed) per ``hue``, mean over seeds
-    with a band for their spread."""
+    """One panel per metric pair: test (solid) and training (dashed) per ``hue``, mean over seeds
+    with a band for their spread; loss axes are logarithmic. The line styles are the study's
+    convention in every figure (He et al. 2016, Fig. 6, draw them the same way)."""
     fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4), squeeze=False)
     for i, (ax, (train_col, test_col)) in enumerate(zip(axes[0], pairs, strict=True)):
         long = history.melt(id_vars=["epoch", hue, "seed"], value_vars=[train_col, test_col],
                             var_name="split", value_name="value")  # fmt: skip
         long["split"] = long["split"].map({train_col: "training", test_col: "test"})
         sns.lineplot(data=long, x="epoch", y="value", hue=hue, style="split",
-                     style_order=["training", "test"], errorbar="sd", ax=ax)  # fmt: skip
-        ax.set_ylabel(METRICS[train_col].replace("training ", ""))
+                     style_order=["test", "training"], errorbar="sd", ax=ax)  # fmt: skip
+        if "loss" in train_col:
+            ax.set_yscale("log")
+        ax.set_ylabel(METRICS[train_col].replace("training ", "").split(" (")[0])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if i == len(pairs) - 1:

@@ -11,12 +11,13 @@ which command produces it, instead of starting hours of CPU training.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import torch
 
-from .plots import figures_dir
+from .paths import figures_root
 from .results import Run, fit_or_load, load_run
 from .train import make_config
 
@@ -44,11 +45,12 @@ def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str
 def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
     """The stored run, trained first if allowed here; None (with a note) if missing."""
     cfg = make_config(model, profile, seed)
+    retrain = os.environ.get("CNNLIB_RETRAIN", "") not in ("", "0")
     run = load_run(cfg)
-    if run is not None and run.meta["config_hash"] == cfg.hash:
+    if run is not None and run.matches(cfg) and not retrain:
         return run
     if may_train(profile):
-        return fit_or_load(cfg, retrain=run is not None)
+        return fit_or_load(cfg, retrain=run is not None or retrain)
     print(f"missing run {cfg.run_id}: produce it with `python -m cnnlib train {model} --profile {profile} "
           f"--seed {seed}` (meant for a GPU; set CNNLIB_TRAIN_ON_CPU=1 to train here anyway)")  # fmt: skip
     return None
@@ -69,7 +71,7 @@ def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = Tr
     if not required:
         wanted = [make_config(m, profile, s) for m in models for s in seeds]
         runs = [(cfg, load_run(cfg)) for cfg in wanted]
-        return [r for cfg, r in runs if r is not None and r.meta["config_hash"] == cfg.hash]
+        return [r for cfg, r in runs if r is not None and r.matches(cfg)]
     runs = [get_run(m, profile, s) for m in models for s in seeds]
     if any(r is None for r in runs):
         raise MissingRuns(f"{sum(r is None for r in runs)} run(s) of profile '{profile}' are missing (listed "
@@ -82,7 +84,8 @@ def provenance(runs: list[Run]) -> str:
     seen = {}
     for r in runs:
         c = r.config
-        data = f"{c.train_subset or 50000} training / {c.test_subset or 10000} test images"
+        n_train, n_test = c.n_images()
+        data = f"{n_train} training / {n_test} test images"
         key = (c.profile, r.meta["device_name"], r.meta["torch"], data)
         seen.setdefault(key, []).append(r.config.run_id)
     return "\n".join(
@@ -91,13 +94,53 @@ def provenance(runs: list[Run]) -> str:
     )
 
 
-def build_report(profile: str | None = None, out: str | Path = "report") -> Path:
-    """Execute every notebook in place (training what is missing only where
-    allowed), then export them as HTML with an index page into ``out``."""
+class NotebookFailed(RuntimeError):
+    """A notebook raised while ``build_report`` executed it (one line: which, where, what)."""
+
+
+def _execute(path: Path, timeout: int = 3600):
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    resources = {"metadata": {"path": str(NOTEBOOKS)}}
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources).execute()
+    except CellExecutionError as e:
+        cell = next((i for i, c in enumerate(nb.cells) if c.get("outputs") and any(
+            o.get("output_type") == "error" for o in c["outputs"])), None)  # fmt: skip
+        raise NotebookFailed(f"{path.name}, cell {cell}: {e.ename}: {e.evalue}") from None
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def _html(nb, exporter) -> str:
+    """The notebook as HTML, with links to sibling notebooks pointing at their pages."""
+    html, _ = exporter.from_notebook_node(nb)
+    return re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb', r'href="\1.html', html)
+
+
+def build_report(profile: str | None = None, out: str | Path = "report", *, in_place: bool = False) -> Path:
+    """Execute every notebook (training what is missing only where allowed) and export
+    them as HTML with an index page into ``out``.
+
+    The committed notebooks are left as they are unless ``in_place`` (``make refresh``):
+    then their executed versions replace them, e.g. after new runs landed. The data are
+    checked once before any notebook runs, and a failing notebook ends the report with
+    one line naming it, its cell and its error.
+    """
+    import logging
+    import warnings
+
+    import nbformat
     from nbconvert import HTMLExporter
 
+    from .data import load_cifar10
+
+    warnings.filterwarnings("ignore", message=".*without encryption.*")
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    load_cifar10()  # DataError (one line, how to fix it) before any kernel starts
     if profile:
         os.environ["CNNLIB_PROFILE"] = profile
     out = Path(out)
@@ -106,29 +149,33 @@ def build_report(profile: str | None = None, out: str | Path = "report") -> Path
     pages = []
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         print(f"executing {path.name} ...", flush=True)
-        nb = nbformat.read(path, as_version=4)
-        resources = {"metadata": {"path": str(NOTEBOOKS)}}
-        NotebookClient(nb, timeout=3600, kernel_name="python3", resources=resources).execute()
-        nb.metadata.pop("widgets", None)
-        nbformat.write(nb, path)
-        html, _ = exporter.from_notebook_node(nb)
-        (out / f"{path.stem}.html").write_text(html)
+        nb = _execute(path)
+        if in_place:
+            nbformat.write(nb, path)
+        (out / f"{path.stem}.html").write_text(_html(nb, exporter))
         title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
         pages.append((path.stem, title))
-    figures = figures_dir()
+    figures = figures_root()
     if figures.exists():
         shutil.copytree(figures, out / "figures", dirs_exist_ok=True)
+    from .results import list_runs
+
+    runs = list_runs()
     items = "\n".join(f'<li><a href="{stem}.html">{title}</a></li>' for stem, title in pages)
+    origin = "".join(f"<li>{line.removeprefix('- ')}</li>" for line in provenance(runs).splitlines())
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>cnnlib report</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:46rem;margin:3rem auto;line-height:1.5}"
-        "img{max-width:100%}</style></head><body>"
+        "img{max-width:100%}figcaption{font-size:.9em;color:#444}</style></head><body>"
         "<h1>How do networks with and without skip connections differ in training?</h1>"
         "<p>A CIFAR-10 study of a plain CNN, ResNet, DenseNet and SE-ResNet. Each page is an executed notebook.</p>"
-        f"<ol>{items}</ol><img src='figures/06_degradation.png' "
+        f"<ol>{items}</ol><figure><img src='figures/06_degradation.png' "
         "alt='training and test error of plain and residual nets of 20 and 56 layers'>"
+        "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 "
+        "layers against epochs, mean over the stored seeds; notebook 06 says which profile and how many "
+        "images.</figcaption></figure>"
+        f"<h2>Where the numbers come from</h2><ul>{origin}</ul>"
         "</body></html>\n"
     )
     print(f"report written to {out / 'index.html'}")
     return out / "index.html"
-

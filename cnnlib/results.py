@@ -4,9 +4,10 @@ A run is ``model + profile + seed`` and lives in ``<root>/<model>-<profile>-s<se
 
 * ``history.csv``  one row per epoch (see ``cnnlib.train.fit``);
 * ``predictions.npy``  the predicted class of every test image, in data-set order;
-* ``model.pt``  the final weights, kept only for small models (the degradation
-  family) so that trained networks can be probed without retraining, and
-  ``model-epoch<N>.pt`` the same at a few earlier epochs (``snapshot_epochs``);
+* the small tables of ``cnnlib.aftertrain`` (gradient profiles during training,
+  layer responses and the mechanism analyses of the trained net), measured
+  while the weights were in hand; the weights themselves never enter the
+  store (small models keep them under ``paths.weights_root()``, git-ignored);
 * ``run.json``  the whole config, its hash, versions, device, data source,
   wall time and final metrics. It is written last, so a folder without it is
   an unfinished run and is ignored.
@@ -19,24 +20,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
-from .models import create_model
-from .paths import atomic_write, project_path
+from . import aftertrain
+from .paths import atomic_write, results_root
 from .train import FitResult, TrainConfig, fit
 
-WEIGHTS_MAX_PARAMS = 2_000_000  # keep model.pt for models up to this size (resnet56: 0.85M)
-
-
-def results_root() -> Path:
-    return project_path("CNNLIB_RESULTS", "results")
+__all__ = ["Run", "StaleRunError", "fit_or_load", "list_runs", "load_run", "results_root", "run_dir", "save_run"]
 
 
 class StaleRunError(RuntimeError):
@@ -62,6 +56,14 @@ class Run:
     def final(self) -> dict:
         return self.meta["final"]
 
+    def matches(self, cfg: TrainConfig) -> bool:
+        """Whether this run was trained with exactly ``cfg``."""
+        return self.meta["config_hash"] == cfg.hash
+
+    def table(self, name: str) -> pd.DataFrame:
+        """One of the run's aftertrain tables (empty if it has none)."""
+        return aftertrain.load_table(self, name)
+
 
 def run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     return (root or results_root()) / cfg.run_id
@@ -75,14 +77,9 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
     buf = io.BytesIO()
     np.save(buf, result.predictions.numpy().astype(np.uint8))
     atomic_write_bytes(folder / "predictions.npy", buf.getvalue())
-    n_params = sum(v.numel() for k, v in result.state_dict.items() if not k.endswith(("running_mean", "running_var")))
-    if n_params <= WEIGHTS_MAX_PARAMS:
-        for name, state in [("model.pt", result.state_dict)] + [
-            (f"model-epoch{e}.pt", st) for e, st in sorted(result.snapshots.items())
-        ]:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            atomic_write_bytes(folder / name, buf.getvalue())
+    for name, table in result.tables.items():
+        atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
+    aftertrain.save_weights(cfg.run_id, result.state_dict)
     last = result.history.iloc[-1]
     meta = dict(
         run_id=cfg.run_id,
@@ -115,23 +112,6 @@ def load_run(cfg_or_id: TrainConfig | str, root: Path | None = None) -> Run | No
     return Run(config, history, np.load(folder / "predictions.npy"), meta, folder)
 
 
-def load_model(run: Run, epoch: int | None = None) -> nn.Module:
-    """The trained network of a stored run (eval mode, CPU), at its last epoch or at a
-    snapshot ``epoch``; only small models keep weights."""
-    path = run.path / ("model.pt" if epoch is None else f"model-epoch{epoch}.pt")
-    if not path.exists():
-        raise FileNotFoundError(f"{run.config.run_id} kept no weights {'' if epoch is None else f'at epoch {epoch} '}"
-                                f"(only models up to {WEIGHTS_MAX_PARAMS:,} parameters do)")  # fmt: skip
-    model = create_model(run.config.model, **dict(run.config.model_kwargs))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
-def snapshot_epochs_of(run: Run) -> list[int]:
-    """The epochs at which a stored run kept its weights, besides the last."""
-    return sorted(int(p.stem.removeprefix("model-epoch")) for p in run.path.glob("model-epoch*.pt"))
-
-
 def list_runs(root: Path | None = None) -> list[Run]:
     """Every finished run in the store, sorted by run id."""
     root = root or results_root()
@@ -144,21 +124,20 @@ def list_runs(root: Path | None = None) -> list[Run]:
 def fit_or_load(
     cfg: TrainConfig,
     *,
-    retrain: bool | None = None,
+    retrain: bool = False,
     root: Path | None = None,
     **fit_kwargs,
 ) -> Run:
     """The stored run for ``cfg``, training (and storing) it first if it is missing.
 
-    ``retrain=True`` (or ``CNNLIB_RETRAIN=1``) trains again and replaces the
-    stored run. A stored run whose config differs is never returned silently:
-    that raises StaleRunError, which says how to replace it.
+    ``retrain=True`` trains again and replaces the stored run (the notebooks and the
+    command line turn ``CNNLIB_RETRAIN=1`` / ``--retrain`` into it). A stored run whose
+    config differs is never returned silently: that raises StaleRunError, which says how
+    to replace it.
     """
-    if retrain is None:
-        retrain = os.environ.get("CNNLIB_RETRAIN", "") not in ("", "0")
     stored = None if retrain else load_run(cfg, root)
     if stored is not None:
-        if stored.meta["config_hash"] != cfg.hash:
+        if not stored.matches(cfg):
             changed = {
                 k: (stored.meta["config"].get(k), v)
                 for k, v in cfg.to_dict().items()
@@ -166,7 +145,7 @@ def fit_or_load(
             }
             raise StaleRunError(
                 f"{stored.path} was trained with another config (stored vs asked: {changed}); "
-                "retrain it with retrain=True or CNNLIB_RETRAIN=1 "
+                "retrain it with retrain=True (or CNNLIB_RETRAIN=1 in a notebook) "
                 f"(command line: python -m cnnlib train {cfg.model} --profile {cfg.profile} "
                 f"--seed {cfg.seed} --retrain)"
             )

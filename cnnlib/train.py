@@ -1,16 +1,20 @@
 """One training recipe for every model: configuration, profiles and ``fit``.
 
-The recipe is the same for all twelve models so that comparisons measure the
+The recipe is the same for all models so that comparisons measure the
 architecture, not the set-up: SGD with Nesterov momentum, weight decay, a
 one-cycle learning rate (linear warm-up, then linear decay to zero), label
-smoothing. On CUDA it trains in bf16 autocast with channels_last tensors; on
-the CPU in fp32, deterministically (the same config gives the same history,
-bit for bit).
+smoothing. On CUDA it trains in bf16 autocast with channels_last tensors and
+cuDNN autotuning; on the CPU in fp32, deterministically (the same config gives
+the same history, bit for bit).
 
-``fit(cfg)`` returns a pandas DataFrame with one row per epoch, including
-per-stage diagnostics (gradient L2 norm and output standard deviation,
-averaged over the epoch's steps), and checkpoints after every epoch so an
-interrupted run resumes where it stopped.
+``fit(cfg)`` returns a ``FitResult``: one history row per epoch (losses and
+accuracies on the augmented training batches, on clean training images and on
+the test images; per-stage diagnostics sampled every ``PROBE_EVERY`` steps), the
+test predictions, and the tables of ``cnnlib.aftertrain`` measured while the
+weights are in hand. It checkpoints (every epoch, or every
+``checkpoint_every_s`` seconds) so an interrupted run resumes where it stopped,
+and with a ``deadline`` it stops, checkpointed, as soon as the rest of the run
+projects past it. Persistence of finished runs belongs to ``cnnlib.results``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import aftertrain
 from .data import CIFAR10, DeviceLoader, load_cifar10
 from .models import create_model, family_of
-from .paths import atomic_write, project_path
+from .paths import atomic_write, checkpoint_root
+
+# Fields added after runs were stored: at these values they are left out of the
+# hash, so runs stored before they existed keep their identity.
+_ADDED_LATER = {"clean_subset": 10_000, "tag": ""}
 
 
 @dataclass(frozen=True)
@@ -53,19 +63,25 @@ class TrainConfig:
     test_subset: int | None = None  # balanced subset of the 10,000 test images; None = all
     seed: int = 0  # model initialisation and the data order / augmentation stream
     model_kwargs: tuple[tuple[str, object], ...] = ()  # extra builder arguments, e.g. (("norm", False),)
+    clean_subset: int | None = 10_000  # training images (unaugmented) scored after every epoch; None = all
+    tag: str = ""  # names a variant of a profile's recipe, e.g. "lr0.1x"; part of the run id
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset"):
+        for name in ("train_subset", "test_subset", "clean_subset"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.tag and not self.tag.replace(".", "").replace("_", "").isalnum():
+            raise ValueError(f"tag may hold letters, digits, '.' and '_' only, got {self.tag!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -81,49 +97,68 @@ class TrainConfig:
     @property
     def hash(self) -> str:
         """Short content hash: two configs train the same run iff their hashes match."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        d = {k: v for k, v in self.to_dict().items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     @property
     def run_id(self) -> str:
-        return f"{self.model}-{self.profile}-s{self.seed}"
+        tag = f"-{self.tag}" if self.tag else ""
+        return f"{self.model}-{self.profile}{tag}-s{self.seed}"
+
+    def select(self, data: CIFAR10) -> CIFAR10:
+        """The images this config trains and tests on: balanced subsets of ``data``, or all of it."""
+        if not (self.train_subset or self.test_subset):
+            return data
+        return data.subset(self.train_subset or len(data.train_y), self.test_subset or len(data.test_y))
+
+    def n_images(self, data: CIFAR10 | None = None) -> tuple[int, int]:
+        """(training, test) image counts, of ``data`` or of the full CIFAR-10 when not given."""
+        n_train, n_test = (50_000, 10_000) if data is None else (len(data.train_y), len(data.test_y))
+        return self.train_subset or n_train, self.test_subset or n_test
 
 
-# Presets. "full" is the report's protocol, meant for a GPU; its epochs per
-# family are provisional until measured on one. "cpu" is a reduced protocol
-# that a 2-core CPU finishes in minutes per model (1,000 training images: its
-# accuracies are far below the full protocol's and only show the pipeline
-# working). "smoke" takes seconds and serves tests and notebook regression.
-# Subsets are balanced across classes; the test subset is a fixed one.
+# Presets. "full" is the report's protocol, meant for a GPU: its epochs per
+# family are chosen so that the twelve seed-0 runs fit in 9 minutes of one H200
+# (benchmarks/RESULTS.md has the estimate). "cpu" is a reduced protocol that a
+# 2-core CPU finishes in minutes per model (1,000-3,000 training images: its
+# accuracies are far below the full protocol's). "smoke" takes seconds and
+# serves tests and notebook regression. Subsets are balanced across classes.
 PROFILES: dict[str, dict] = {
     "smoke": dict(epochs=2, batch_size=50, lr=0.05, train_subset=200, test_subset=100),
     "cpu": dict(epochs=6, batch_size=50, lr=0.05, train_subset=1000, test_subset=500),
-    "full": dict(epochs=30, batch_size=512, lr=0.2),
+    "full": dict(epochs=20, batch_size=512, lr=0.2),
 }
 # Per-family settings where a profile departs from its defaults. On the CPU the
-# thin degradation nets are cheap enough for 3,000 images, where the
-# plain-vs-residual difference starts to show.
+# thin nets of the degradation family and the depth sweep are cheap enough for
+# 3,000 images, where the plain-vs-residual difference starts to show.
+_THIN_CPU = dict(epochs=12, batch_size=128, lr=0.1, train_subset=3000, test_subset=1000)
 FAMILY_OVERRIDES: dict[str, dict[str, dict]] = {
-    "cpu": {
-        "seed": dict(epochs=6),
-        "controlled": dict(epochs=3),
-        "degradation": dict(epochs=12, batch_size=128, lr=0.1, train_subset=3000, test_subset=1000),
-    },
-    "full": {"seed": dict(epochs=30), "controlled": dict(epochs=30), "degradation": dict(epochs=60)},
+    "cpu": {"seed": dict(epochs=6), "controlled": dict(epochs=3), "degradation": _THIN_CPU, "depth": _THIN_CPU},
+    "full": {"seed": dict(epochs=20), "controlled": dict(epochs=20), "degradation": dict(epochs=40),
+             "depth": dict(epochs=40)},
 }
+# Named variants of a profile's recipe (the ``tag`` of a config): controls that
+# change one setting. "lr0.1x": a tenth of the peak learning rate (does plain56
+# fail for want of a smaller step?).
+TAGS: dict[str, Callable[[dict], dict]] = {"lr0.1x": lambda f: dict(lr=f["lr"] / 10)}
 
 
-def make_config(model: str, profile: str = "full", seed: int = 0, **overrides) -> TrainConfig:
-    """The config of ``model`` under a named profile, with explicit overrides on top."""
+def make_config(model: str, profile: str = "full", seed: int = 0, *, tag: str = "", **overrides) -> TrainConfig:
+    """The config of ``model`` under a named profile (and variant ``tag``), with explicit overrides on top."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    if tag and tag not in TAGS:
+        raise ValueError(f"unknown tag {tag!r}; choose from {sorted(TAGS)}")
     create_model(model)  # fails early, with the list of names, on a typo
     fields = dict(PROFILES[profile])
     fields.update(FAMILY_OVERRIDES.get(profile, {}).get(family_of(model), {}))
+    if tag:
+        fields.update(TAGS[tag](fields))
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if isinstance(fields.get("model_kwargs"), dict):
         fields["model_kwargs"] = tuple(sorted(fields["model_kwargs"].items()))
-    return TrainConfig(model=model, profile=profile, seed=seed, **fields)
+    return TrainConfig(model=model, profile=profile, seed=seed, tag=tag, **fields)
 
 
 class TrainingDiverged(RuntimeError):
@@ -134,12 +169,16 @@ class TrainingDiverged(RuntimeError):
         self.history = history
 
 
+class RunWontFit(RuntimeError):
+    """The rest of a run projects past the deadline; it stopped checkpointed and resumes later."""
+
+    def __init__(self, message: str, epoch: int, needed_s: float):
+        super().__init__(message)
+        self.epoch, self.needed_s = epoch, needed_s
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def checkpoint_root() -> Path:
-    return project_path("CNNLIB_CHECKPOINTS", "checkpoints")
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -150,8 +189,16 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * max(0.0, (total - step) / max(1, total - warm))
 
 
+PROBE_EVERY = 10  # the per-stage probe measures one optimizer step in this many
+
+
 class StageProbe:
-    """Accumulates, on the device, each stage's gradient L2 norm and output std per step."""
+    """Accumulates, on the device, each stage's gradient L2 norm and output std on sampled steps.
+
+    Only steps with ``recording`` set are measured (``fit`` samples one in ``PROBE_EVERY``),
+    so the probe's extra work (an fp32 std of every stage output, a norm of every gradient)
+    is a small fraction of training.
+    """
 
     def __init__(self, model: nn.Module):
         self.names = list(model.stages)
@@ -176,6 +223,8 @@ class StageProbe:
         return self
 
     def after_backward(self):
+        if not self.recording:
+            return
         for i, params in enumerate(self.params):
             grads = [p.grad for p in params if p.grad is not None]
             if grads:
@@ -199,9 +248,13 @@ class StageProbe:
             h.remove()
 
 
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, device: torch.device) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and the predicted class of every image, in loader order."""
+    """Mean loss (plain cross-entropy), accuracy and the predicted class of every image, in loader order."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     preds = []
@@ -218,20 +271,44 @@ def evaluate(model: nn.Module, loader: DeviceLoader, device: torch.device) -> tu
     return loss_sum.item() / n, correct.item() / n, torch.cat(preds).cpu()
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def build(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The initialised model (seeded by cfg.seed; channels_last on CUDA) and its optimizer."""
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, **dict(cfg.model_kwargs)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+    )
+    return model, opt
 
 
-SNAPSHOT_MAX_PARAMS = 2_000_000  # weights of smaller models are also kept at a few epochs
+def loaders(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> dict[str, DeviceLoader]:
+    """The training loader (augmented, shuffled), the clean training images and the test images."""
+    kw = dict(mean=data.mean, std=data.std, device=device, channels_last=device.type == "cuda")
+    n_clean = min(cfg.clean_subset or len(data.train_y), len(data.train_y))
+    return dict(
+        train=DeviceLoader(data.train_x, data.train_y, batch_size=cfg.batch_size, train=True, seed=cfg.seed, **kw),
+        clean=DeviceLoader(data.train_x[:n_clean], data.train_y[:n_clean], batch_size=1000, train=False, **kw),
+        test=DeviceLoader(data.test_x, data.test_y, batch_size=1000, train=False, **kw),
+    )
 
 
-def snapshot_epochs(epochs: int) -> list[int]:
-    """Epochs (besides the last) whose weights a small model keeps: 1, a quarter, a half."""
-    return sorted({e for e in (1, epochs // 4, epochs // 2) if 0 < e < epochs})
-
-
-def _atomic_torch_save(obj, path: Path):
-    atomic_write(path, lambda f: torch.save(obj, f))
+def training_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                  cfg: TrainConfig, lr: float, device: torch.device,
+                  after_backward: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimizer step of the recipe; returns the (detached) loss and logits."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with _autocast(device):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    opt.step()
+    return loss.detach(), logits.detach()
 
 
 def _progress_enabled() -> bool:
@@ -246,7 +323,11 @@ class FitResult:
     predictions: torch.Tensor  # (n_test,) predicted class per test image, data-set order
     info: dict  # device, versions, data source, wall time, peak memory
     state_dict: dict  # the final weights, on the CPU
-    snapshots: dict[int, dict]  # epoch -> weights at snapshot_epochs(), small models only
+    tables: dict[str, pd.DataFrame]  # aftertrain.TABLES name -> table measured during/after training
+
+
+def checkpoint_path(cfg: TrainConfig) -> Path:
+    return checkpoint_root() / cfg.run_id / "last.pt"
 
 
 def fit(
@@ -256,36 +337,38 @@ def fit(
     device: str | torch.device | None = None,
     resume: bool = True,
     verbose: bool = True,
-    compile: bool = False,
+    deadline: float | None = None,
+    checkpoint_every_s: float = 0.0,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> FitResult:
-    """Train ``cfg.model`` under ``cfg`` and return its per-epoch history.
+    """Train ``cfg.model`` under ``cfg``; see the module docstring.
 
-    Checkpoints after every epoch under ``checkpoint_root()/cfg.run_id``; with
-    ``resume=True`` a checkpoint of the same config is picked up, and the run
-    ends with the same history as an uninterrupted one.
+    The checkpoint ``checkpoint_root()/<run_id>/last.pt`` (one file: weights, optimizer,
+    history and the gradient monitor's rows) is written after an epoch when at least
+    ``checkpoint_every_s`` seconds passed since the last one (0: every epoch). With
+    ``resume=True`` a checkpoint of the same config is picked up, and the run ends with
+    the same history as an uninterrupted one. ``deadline`` (a ``time.time()`` value):
+    after every epoch, if the remaining epochs at the latest epoch's pace would end
+    past it, the run checkpoints and raises RunWontFit. ``on_epoch_end(epoch)`` is
+    called after each epoch's checkpoint decision (tests use it to interrupt).
     """
     device = torch.device(device) if device is not None else default_device()
-    data = data if data is not None else load_cifar10()
-    if cfg.train_subset or cfg.test_subset:
-        data = data.subset(cfg.train_subset or len(data.train_y), cfg.test_subset or len(data.test_y))
+    data = cfg.select(data if data is not None else load_cifar10())
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model, opt = build(cfg, device)
+    init_fingerprint = aftertrain.fingerprint(model)
+    dissect = aftertrain.dissected(cfg.model, cfg.seed) and not cfg.tag
+    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if dissect else None
+    ld = loaders(cfg, data, device)
+    steps_per_epoch = len(ld["train"])
+    total_steps = cfg.epochs * steps_per_epoch
+    probe_x, probe_y = next(iter(ld["clean"]))
+    n_probe = aftertrain.probe_images(len(data.train_y))
+    monitor = aftertrain.Monitor(probe_x[:n_probe], probe_y[:n_probe], cfg.epochs,
+                                 enabled=aftertrain.monitored(cfg.model))  # fmt: skip
 
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **dict(cfg.model_kwargs)).to(device)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loader_kw = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
-    train_loader = DeviceLoader(
-        data.train_x, data.train_y, batch_size=cfg.batch_size, train=True, seed=cfg.seed, **loader_kw
-    )
-    test_loader = DeviceLoader(data.test_x, data.test_y, batch_size=1000, train=False, **loader_kw)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-    )
-    total_steps = cfg.epochs * len(train_loader)
-    step_fn = torch.compile(model) if compile else model
-
-    ckpt_path = checkpoint_root() / cfg.run_id / "last.pt"
+    ckpt_path = checkpoint_path(cfg)
     rows: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path.exists():
@@ -294,45 +377,52 @@ def fit(
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             rows, start_epoch = state["history"], state["epoch"]
+            monitor.load_state(state.get("monitor"))
             if verbose:
                 print(f"{cfg.run_id}: resuming after epoch {start_epoch}/{cfg.epochs}")
 
+    def save_checkpoint(epoch: int) -> None:
+        state = dict(config_hash=cfg.hash, epoch=epoch, history=rows, model=model.state_dict(),
+                     optimizer=opt.state_dict(), monitor=monitor.state())  # fmt: skip
+        atomic_write(ckpt_path, lambda f: torch.save(state, f))
+
     probe = StageProbe(model).to(device)
-    small = sum(p.numel() for p in model.parameters()) <= SNAPSHOT_MAX_PARAMS
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     wall = time.perf_counter()
+    last_checkpoint = time.perf_counter()
+    lr = lr_at(start_epoch * steps_per_epoch, total_steps, cfg)
+    if start_epoch == 0:
+        monitor.at_step(0, model, lr)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
-            train_loader.set_epoch(epoch)
+            ld["train"].set_epoch(epoch)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             t0 = time.perf_counter()
+            monitor_s = 0.0  # time of the gradient profiles inside the loop: not training
             bar = tqdm(
-                train_loader, desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}",
+                ld["train"], desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}",
                 leave=False, disable=not (verbose and _progress_enabled()),
             )  # fmt: skip
-            probe.recording = True
             for i, (x, y) in enumerate(bar):
-                lr = lr_at(epoch * len(train_loader) + i, total_steps, cfg)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                with _autocast(device):
-                    logits = step_fn(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                probe.after_backward()
-                opt.step()
-                loss_sum += loss.detach() * len(y)
+                step = epoch * steps_per_epoch + i
+                lr = lr_at(step, total_steps, cfg)
+                probe.recording = i % PROBE_EVERY == 0
+                loss, logits = training_step(model, opt, x, y, cfg, lr, device, probe.after_backward)
+                probe.recording = False
+                loss_sum += loss * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
-            probe.recording = False
+                if step + 1 in aftertrain.PROBE_STEPS:
+                    tm = time.perf_counter()
+                    monitor.at_step(step + 1, model, lr)
+                    monitor_s += time.perf_counter() - tm
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0 - monitor_s
             train_loss = loss_sum.item() / seen
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(
@@ -341,44 +431,61 @@ def fit(
                     "(try a lower lr)",
                     pd.DataFrame(rows),
                 )
-            test_loss, test_acc, preds = evaluate(model, test_loader, device)
+            clean_loss, clean_acc, _ = evaluate(model, ld["clean"], device)
+            test_loss, test_acc, preds = evaluate(model, ld["test"], device)
+            monitor.at_epoch(epoch + 1, (epoch + 1) * steps_per_epoch, model, lr)
+            epoch_s = time.perf_counter() - t0
             rows.append(
                 dict(
                     epoch=epoch + 1,
                     train_loss=train_loss,
                     train_acc=correct.item() / seen,
+                    clean_train_loss=clean_loss,
+                    clean_train_acc=clean_acc,
                     test_loss=test_loss,
                     test_acc=test_acc,
                     lr=lr,
                     seconds=seconds,
                     images_per_s=seen / seconds,
+                    epoch_seconds=epoch_s,
                     **probe.epoch_summary(),
                 )
             )
-            _atomic_torch_save(
-                dict(
-                    config_hash=cfg.hash, epoch=epoch + 1, history=rows,
-                    model=model.state_dict(), optimizer=opt.state_dict(),
-                ),
-                ckpt_path,
-            )  # fmt: skip
-            if epoch + 1 in snapshot_epochs(cfg.epochs) and small:
-                _atomic_torch_save(model.state_dict(), ckpt_path.with_name(f"epoch{epoch + 1}.pt"))
+            done = epoch + 1 == cfg.epochs
+            needed = (cfg.epochs - epoch - 1) * epoch_s
+            wont_fit = deadline is not None and not done and time.time() + needed > deadline
+            if wont_fit or time.perf_counter() - last_checkpoint >= checkpoint_every_s:
+                save_checkpoint(epoch + 1)
+                last_checkpoint = time.perf_counter()
             if verbose:
                 r = rows[-1]
                 print(
                     f"{cfg.run_id} epoch {r['epoch']:>3}/{cfg.epochs}  train loss {r['train_loss']:.3f}"
                     f"  acc {r['train_acc']:.3f}  test loss {r['test_loss']:.3f}  acc {r['test_acc']:.3f}"
-                    f"  {seconds:.1f}s",
+                    f"  {epoch_s:.1f}s",
                     flush=True,
                 )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1)
+            if wont_fit:
+                raise RunWontFit(
+                    f"{cfg.run_id}: stopped after epoch {epoch + 1}/{cfg.epochs}; the rest needs about "
+                    f"{needed:.0f} s and would end past the deadline; it resumes from its checkpoint",
+                    epoch + 1, needed,
+                )  # fmt: skip
     finally:
         probe.close()
 
     history = pd.DataFrame(rows)
     history.attrs["config"] = cfg.to_dict()
     if start_epoch == cfg.epochs:  # a finished checkpoint: predictions from its weights
-        _, _, preds = evaluate(model, test_loader, device)
+        _, _, preds = evaluate(model, ld["test"], device)
+    mech = {}
+    if dissect:
+        test_xy = [torch.cat(t) for t in zip(*ld["test"], strict=True)]
+        mech = dict(init_state=init_state, clean=(probe_x, probe_y), test=test_xy,
+                    settings=aftertrain.mechanism_settings(len(data.train_y), device))
+    tables = monitor.tables() | aftertrain.finish(model, ld["test"], **mech)
     info = dict(
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
@@ -389,14 +496,10 @@ def fit(
         train_s=float(history["seconds"].sum()) if len(history) else 0.0,
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         resumed_after_epoch=start_epoch,
+        init_fingerprint=init_fingerprint,
     )
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    snapshots = {
-        e: torch.load(path, map_location="cpu", weights_only=True)
-        for e in snapshot_epochs(cfg.epochs)
-        if (path := ckpt_path.with_name(f"epoch{e}.pt")).exists()
-    }
-    return FitResult(history=history, predictions=preds, info=info, state_dict=state, snapshots=snapshots)
+    return FitResult(history=history, predictions=preds, info=info, state_dict=state, tables=tables)
 
 
 def _cpu_name() -> str:

@@ -18,5 +18,6 @@ def store(tmp_path, monkeypatch):
     """Point results and checkpoints at a fresh temporary folder."""
     monkeypatch.setenv("CNNLIB_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("CNNLIB_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("CNNLIB_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.delenv("CNNLIB_RETRAIN", raising=False)
     return tmp_path

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from cnnlib.__main__ import main
+from cnnlib.models import FAMILIES
 
 
 def run(capsys, *argv):
@@ -18,7 +19,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_list_shows_the_three_families(capsys):
+def test_list_shows_the_four_families(capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0
     assert out.splitlines()[0].split() == ["seed", "seed_cnn", "seed_resnet18", "seed_densenet", "seed_senet18"]
@@ -55,7 +56,7 @@ def test_user_errors_give_one_line_and_exit_2(capsys, argv, words):
 def test_missing_data_in_a_real_process(tmp_path):
     env = dict(os.environ, CNNLIB_DATA=str(tmp_path / "nowhere"), CNNLIB_CACHE=str(tmp_path / "cache"),
                CNNLIB_RESULTS=str(tmp_path / "results"), CNNLIB_CHECKPOINTS=str(tmp_path / "ckpt"))  # fmt: skip
-    env.pop("CNNLIB_DOWNLOAD", None)
+    env["CNNLIB_DOWNLOAD"] = "0"
     proc = subprocess.run([sys.executable, "-m", "cnnlib", "train", "seed_cnn", "--profile", "smoke"],
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
@@ -67,8 +68,8 @@ def test_status_lists_the_plan(capsys, store):
     code, out, _ = run(capsys, "status", "--profile", "smoke")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].split()[:2] == ["missing", "seed_cnn-smoke-s0"]
-    assert lines[-1] == "0/28 runs of the 'smoke' plan exist; 28 missing"
+    assert lines[0].split()[:2] == ["missing", "plain20-smoke-s0"]  # the degradation family comes first
+    assert lines[-1] == "0/41 runs of the 'smoke' plan exist; 41 missing"
 
 
 def test_train_missing_respects_the_budget_and_reports_skips(store, synthetic, monkeypatch):
@@ -78,7 +79,35 @@ def test_train_missing_respects_the_budget_and_reports_skips(store, synthetic, m
     lines = []
     out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
     assert out["trained"] == ["seed_cnn-smoke-s0"]
-    assert len(out["skipped"]) == 27 and "resnet18-smoke-s0" in out["skipped"]
-    assert any(line.startswith("skip resnet18-smoke-s0: needs about") for line in lines)
+    assert len(out["skipped"]) == 40 and "resnet18-smoke-s0" in out["skipped"]
+    # a family is one unit: skipped together, never left with one member
+    assert any(line.startswith("skip plainnet18-smoke-s0 resnet18-smoke-s0 se_resnet18-smoke-s0 densenet121-smoke-s0:")
+               for line in lines)
     again = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
     assert again["done"] == ["seed_cnn-smoke-s0"] and again["trained"] == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "resnet20", "--device", "gpu"], "unknown device 'gpu'"),
+    (["train", "resnet20", "--device", "cuda"], "no CUDA GPU"),
+    (["train", "resnet20", "--seed", "-1"], "must be 0 or more"),
+    (["train", "resnet21"], "unknown model 'resnet21'"),
+    (["train", "resnet20", "--tag", "fast"], "unknown tag 'fast'"),
+])  # fmt: skip
+def test_user_errors_end_in_one_line(capsys, store, args, words):
+    code, out, err = run(capsys, *args)
+    assert code == 2 and words in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_family_trains_whole_or_not_at_all(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    # each degradation run would fit alone, the four together do not
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev: 20 if cfg.model in FAMILIES["degradation"]
+                        and not cfg.tag else 1e9)  # fmt: skip
+    lines = []
+    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
+    assert out["trained"] == [] and "plain20-smoke-s0" in out["skipped"]
+    family = "plain20-smoke-s0 plain56-smoke-s0 resnet20-smoke-s0 resnet56-smoke-s0"
+    assert lines[0].startswith(f"skip {family}: needs about 80 s")

@@ -25,6 +25,10 @@ PARAMS = {
     "plain56": 853_018,  # 0.85M
     "resnet20": 269_722,
     "resnet56": 853_018,
+    "plain32": 464_154,  # 0.46M
+    "plain44": 658_586,  # 0.66M
+    "resnet32": 464_154,
+    "resnet44": 658_586,
 }
 
 
@@ -32,15 +36,15 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registry_lists_the_twelve_models_by_family():
+def test_registry_lists_the_sixteen_models_by_family():
     # the families come first, in report order (tests may register extra models after them)
-    assert list_models()[:12] == [n for names in FAMILIES.values() for n in names]
-    assert set(list_models()[:12]) == set(PARAMS)
+    assert list_models()[:16] == [n for names in FAMILIES.values() for n in names]
+    assert set(list_models()[:16]) == set(PARAMS)
     assert family_of("resnet56") == "degradation" and family_of("nope") is None
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(KeyError, match="unknown model 'resnet19'.*resnet18"):
+    with pytest.raises(ValueError, match="unknown model 'resnet19'.*resnet18"):
         create_model("resnet19")
 
 

@@ -18,7 +18,7 @@ def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name, e.g. ``create_model("resnet18")``."""
     if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; choose from {sorted(_MODELS)}")
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(_MODELS)}")
     return _MODELS[name](**kwargs)
 
 
@@ -27,6 +27,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "seed": ("seed_cnn", "seed_resnet18", "seed_densenet", "seed_senet18"),
     "controlled": ("plainnet18", "resnet18", "se_resnet18", "densenet121"),
     "degradation": ("plain20", "plain56", "resnet20", "resnet56"),
+    "depth": ("plain32", "plain44", "resnet32", "resnet44"),  # He et al. Fig. 6, with 20 and 56
 }
 
 
@@ -37,5 +38,5 @@ def list_models() -> list[str]:
 
 
 def family_of(name: str) -> str | None:
-    """The family ("seed", "controlled", "degradation") a model belongs to, if any."""
+    """The family ("seed", "controlled", "degradation", "depth") a model belongs to, if any."""
     return next((fam for fam, names in FAMILIES.items() if name in names), None)

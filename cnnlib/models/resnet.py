@@ -152,31 +152,32 @@ def se_resnet18(*, num_classes: int = 10) -> nn.Module:
     return ResNet(_WIDE, (2, 2, 2, 2), num_classes=num_classes, attn=SqueezeExcite)
 
 
-def _thin(n: int, shortcut: bool, num_classes: int, norm: bool) -> nn.Module:
-    return ResNet(
-        _THIN, (n, n, n), num_classes=num_classes, shortcut=shortcut, norm=norm, option="A"
+def thin_net(depth: int, *, shortcut: bool, num_classes: int = 10, norm: bool = True) -> nn.Module:
+    """He et al.'s CIFAR net of ``depth = 6n + 2`` weight layers (16/32/64 channels, three
+    stages of n blocks), plain or with option-A identity shortcuts. The registered
+    ``plain20/32/44/56`` and ``resnet20/32/44/56`` are this function at fixed depths; other
+    depths (e.g. 8 or 110) serve the mechanism experiments without being registered."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
+    n = (depth - 2) // 6
+    return ResNet(_THIN, (n, n, n), num_classes=num_classes, shortcut=shortcut, norm=norm, option="A")
+
+
+def _register_thin(depth: int, shortcut: bool) -> None:
+    kind = "resnet" if shortcut else "plain"
+
+    def builder(*, num_classes: int = 10, norm: bool = True) -> nn.Module:
+        return thin_net(depth, shortcut=shortcut, num_classes=num_classes, norm=norm)
+
+    builder.__name__ = builder.__qualname__ = f"{kind}{depth}"
+    builder.__doc__ = (
+        f"He et al.'s {depth}-layer {'residual (option A identity shortcuts)' if shortcut else 'plain'} "
+        f"CIFAR net: 16/32/64 channels, three stages of {(depth - 2) // 6} blocks."
     )
+    register(builder)
 
 
-@register
-def plain20(*, num_classes: int = 10, norm: bool = True) -> nn.Module:
-    """He et al.'s 20-layer plain CIFAR net (16/32/64 channels, 3x3 blocks)."""
-    return _thin(3, False, num_classes, norm)
-
-
-@register
-def plain56(*, num_classes: int = 10, norm: bool = True) -> nn.Module:
-    """He et al.'s 56-layer plain CIFAR net (16/32/64 channels, 3x9 blocks)."""
-    return _thin(9, False, num_classes, norm)
-
-
-@register
-def resnet20(*, num_classes: int = 10, norm: bool = True) -> nn.Module:
-    """He et al.'s ResNet-20 for CIFAR, identity (option A) shortcuts."""
-    return _thin(3, True, num_classes, norm)
-
-
-@register
-def resnet56(*, num_classes: int = 10, norm: bool = True) -> nn.Module:
-    """He et al.'s ResNet-56 for CIFAR, identity (option A) shortcuts."""
-    return _thin(9, True, num_classes, norm)
+# The degradation family (20 and 56 layers) and the depth sweep of He et al. Fig. 6 (32, 44).
+for _depth in (20, 56, 32, 44):
+    for _shortcut in (False, True):
+        _register_thin(_depth, _shortcut)

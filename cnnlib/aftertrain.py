@@ -1,0 +1,236 @@
+"""What the notebooks need from trained weights, measured while the weights are in hand.
+
+Weights never enter the repository: a run folder holds small tables instead, and a fresh
+clone renders every notebook from them. This module owns those tables and their file names,
+the policy of which weights are kept locally (``weights_root()``, git-ignored), and the
+measurements behind them:
+
+* during training (``Monitor``), on one fixed batch of clean training images: per weight
+  layer, the weight norm, the gradient norm and the relative update lr * ||g|| / ||W||
+  (``diagnostics.gradient_norms``), and per block the backward signal ||dL/dh||
+  (``diagnostics.backward_signal``); at initialisation, after optimizer steps 1, 5 and 20,
+  and at the epochs ``probe_epochs(E)`` (1, E/4, E/2, E). This is how the early blow-up of a
+  plain net's stem is seen as it happens (issue: the gradient story, measured properly);
+* right after training (``finish``): the layer responses of He et al. 2016, Fig. 7, on the
+  test images (``diagnostics.response_std_over_loader``), for nets built from BasicBlock.
+
+The mechanism experiments of notebook 07 (lesion study, loss landscapes) need the final
+weights of the small nets; ``save_weights`` keeps them under ``weights_root()`` and
+``cnnlib.mechanisms`` turns them into tables of their own.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import diagnostics
+from .models import create_model, family_of
+from .models.resnet import BasicBlock
+from .paths import atomic_write, weights_root
+
+__all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "finish", "fingerprint", "load_table",
+           "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
+
+WEIGHTS_MAX_PARAMS = 2_000_000  # keep the final weights of models up to this size (resnet56: 0.85M)
+PROBE_STEPS = (0, 1, 5, 20)  # optimizer steps after which the gradient profile is measured (0 = init)
+PROBE_IMAGES = 256  # the fixed batch of clean training images the profile is measured on (at most)
+MONITORED_FAMILIES = ("degradation", "depth")  # where the gradient story is told (notebooks 06, 07)
+# table name -> file in the run folder
+TABLES = {
+    "layers": "gradients_layers.csv",  # per weight layer and probe point
+    "blocks": "gradients_blocks.csv",  # per block and probe point
+    "responses": "responses.csv",  # per BasicBlock, trained net, test images
+    # the mechanism experiments of notebook 07 (cnnlib.mechanisms), thin nets, trained weights:
+    "lesion_single": "lesion_single.csv",  # test accuracy with each block deleted
+    "lesion_random": "lesion_random.csv",  # ... with k random blocks deleted, 10 draws per k
+    "path_gradients": "path_gradients.csv",  # gradient through paths of each length (residual nets)
+    "surface_1d": "surface_1d.csv",  # training loss along one filter-normalised direction
+    "surface_2d": "surface_2d.csv",  # ... on a grid of two directions
+    "interpolation": "interpolation.csv",  # ... on the line from the initial to the trained weights
+}
+SURFACE_IMAGES = 1000  # clean training images the landscapes are evaluated on (at most)
+
+
+def dissected(model: str, seed: int) -> bool:
+    """Whether a run stores the mechanism tables of notebook 07: seed 0 of the degradation family."""
+    return family_of(model) == "degradation" and seed == 0
+
+
+def mechanism_settings(n_train: int, device: torch.device) -> dict:
+    """How finely the mechanism tables are measured: on a GPU a 21 x 21 landscape on 1,000 clean
+    training images and lesions on all test images; on a CPU 7 x 7 on 500 and lesions on 500
+    test images (about 4 CPU minutes for plain56); 5 x 5 with 3 lesion draws for smoke runs."""
+    if n_train < 1000:
+        return dict(grid=5, draws=3, max_k=5, images=200, path_images=16, path_samples=2, path_every=9)
+    if device.type == "cuda":
+        return dict(grid=21, draws=10, max_k=10, images=1000, path_images=256, path_samples=10, path_every=1)
+    return dict(grid=7, draws=10, max_k=10, images=500, path_images=64, path_samples=4, path_every=3)
+
+
+def monitored(model: str) -> bool:
+    """Whether runs of ``model`` measure gradient profiles while training (the thin nets)."""
+    return family_of(model) in MONITORED_FAMILIES
+
+
+def probe_images(n_train: int) -> int:
+    """Size of the probe batch: PROBE_IMAGES, or an eighth of a small training set (the
+    profile's cost stays a few percent of training: a smoke run on 200 images probes 25)."""
+    return min(PROBE_IMAGES, max(10, n_train // 8))
+
+
+def probe_epochs(epochs: int) -> list[int]:
+    """Epochs after which the gradient profile is measured: 1, a quarter, a half, the last."""
+    return sorted({e for e in (1, epochs // 4, epochs // 2, epochs) if 1 <= e <= epochs})
+
+
+class Monitor:
+    """Measures the gradient profile of the model being trained at the probe points.
+
+    ``images``/``labels`` are the clean (unaugmented, normalised) probe batch on the
+    training device. The rows survive a checkpoint: ``state()`` goes into it and
+    ``load_state`` restores them, so a resumed run ends with the same tables.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, epochs: int, *, enabled: bool = True):
+        self.x, self.y, self.enabled = images, labels, enabled
+        self.epochs = set(probe_epochs(epochs))
+        self.layers: list[dict] = []
+        self.blocks: list[dict] = []
+
+    def at_step(self, step: int, model: nn.Module, lr: float) -> None:
+        """Call with the number of optimizer steps taken so far (0 before the first)."""
+        if self.enabled and step in PROBE_STEPS:
+            self._measure(model, "step", step, lr)
+
+    def at_epoch(self, epoch: int, step: int, model: nn.Module, lr: float) -> None:
+        if self.enabled and epoch in self.epochs:
+            self._measure(model, f"epoch {epoch}", step, lr, epoch)
+
+    def _measure(self, model: nn.Module, kind: str, step: int, lr: float, epoch: int | None = None) -> None:
+        when = f"step {step}" if kind == "step" else kind
+        point = dict(point=when, step=step, epoch=epoch if epoch is not None else float("nan"), lr=lr)
+        layers = diagnostics.gradient_norms(model, self.x, self.y)
+        layers["update"] = lr * layers["relative"]  # the relative step plain SGD would take
+        self.layers += [{**point, **r} for r in layers.to_dict("records")]
+        blocks = diagnostics.backward_signal(model, self.x, self.y)
+        self.blocks += [{**point, **r} for r in blocks.to_dict("records")]
+
+    def state(self) -> dict:
+        return dict(layers=self.layers, blocks=self.blocks)
+
+    def load_state(self, state: dict | None) -> None:
+        if state:
+            self.layers, self.blocks = list(state["layers"]), list(state["blocks"])
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if not self.enabled:
+            return {}
+        return {"layers": pd.DataFrame(self.layers), "blocks": pd.DataFrame(self.blocks)}
+
+
+def finish(model: nn.Module, test_batches, *, init_state: dict | None = None, clean=None,
+           test=None, settings: dict | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """Tables computed once from the final weights.
+
+    Nets of BasicBlock: the layer responses on the test images. With ``clean`` and
+    ``test`` ((images, labels) on the model's device) and the initial weights, also the
+    mechanism tables (``mechanism_tables``, with ``settings`` from ``mechanism_settings``).
+    """
+    if not any(isinstance(m, BasicBlock) for m in model.modules()):
+        return {}
+    out = {"responses": diagnostics.response_std_over_loader(model, test_batches)}
+    if clean is not None and test is not None and init_state is not None:
+        out |= mechanism_tables(model, init_state, clean, test, **(settings or {}))
+    return out
+
+
+def mechanism_tables(model: nn.Module, init_state: dict, clean: tuple, test: tuple, *, grid: int = 9,
+                     draws: int = 10, max_k: int = 10, images: int = SURFACE_IMAGES, path_images: int = 256,
+                     path_samples: int = 10,
+                     path_every: int = 1, seed: int = 0) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """Notebook 07's measurements of a trained thin net (see ``cnnlib.mechanisms``).
+
+    Lesions on the first ``images`` test images; the gradient by path length (residual
+    nets) on ``path_images`` clean training images, every ``path_every``-th length; the
+    loss landscapes (a 1D slice of 4 * grid + 1 points and a grid x grid contour over
+    [-1, 1] along filter-normalised directions) and the line from the initial weights, on
+    the first ``images`` clean training images (at most SURFACE_IMAGES).
+    """
+    from . import mechanisms
+
+    (xc, yc), (xt, yt) = clean, test
+    n = min(images, SURFACE_IMAGES)
+    xc, yc, xt, yt = xc[:n], yc[:n], xt[:images], yt[:images]
+    single = mechanisms.lesion_single(model, xt, yt)
+    out = {"lesion_single": single.assign(intact=single.attrs["intact"])}  # a CSV keeps no attrs
+    deletable = int(single["accuracy"].notna().sum())
+    if deletable:
+        out["lesion_random"] = mechanisms.lesion_random(model, xt, yt, ks=range(1, min(max_k, deletable) + 1),
+                                                        draws=draws, seed=seed).assign(intact=single.attrs["intact"])
+    blocks = mechanisms.residual_blocks(model)
+    if all(getattr(b, "shortcut", None) is not None for _, b in blocks):
+        lengths = sorted({*range(0, len(blocks) + 1, path_every), len(blocks)})
+        out["path_gradients"] = mechanisms.gradient_by_path_length(
+            model, xc[:path_images], yc[:path_images], samples=path_samples, lengths=lengths, seed=seed)
+    g = torch.Generator(device=xc.device).manual_seed(seed)
+    d1 = mechanisms.filter_normalized_direction(model, g)
+    d2 = mechanisms.filter_normalized_direction(model, g)
+    out["surface_1d"] = mechanisms.loss_surface(model, xc, yc, d1, steps=4 * grid + 1)
+    out["surface_2d"] = mechanisms.loss_surface(model, xc, yc, d1, d2, steps=grid)
+    out["interpolation"] = mechanisms.interpolation(init_state, model, xc, yc, steps=4 * grid + 1)
+    return out
+
+
+def fingerprint(model: nn.Module) -> float:
+    """Sum of squares of every parameter (float64): checks that an initialisation is reproduced."""
+    with torch.no_grad():
+        return float(sum(p.detach().double().square().sum() for p in model.parameters()))
+
+
+def weights_path(run_id: str) -> Path:
+    return weights_root() / run_id / "model.pt"
+
+
+def save_weights(run_id: str, state_dict: dict) -> Path | None:
+    """Keep the final weights of a small model under weights_root() (never committed)."""
+    n = sum(v.numel() for k, v in state_dict.items() if not k.endswith(("running_mean", "running_var",
+                                                                        "num_batches_tracked")))
+    if n > WEIGHTS_MAX_PARAMS:
+        return None
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buf)
+    path = weights_path(run_id)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def load_weights(run) -> nn.Module:
+    """The trained network of a stored run (eval mode, CPU), from weights_root().
+
+    Weights are not part of the repository: they exist where the run was trained (or where
+    the GPU run's weights archive was unpacked). The error says how to get them.
+    """
+    path = weights_path(run.config.run_id)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no weights for {run.config.run_id} at {path}: weights are kept only for models up to "
+            f"{WEIGHTS_MAX_PARAMS:,} parameters, on the machine that trained them. Retrain with "
+            f"`python -m cnnlib train {run.config.model} --profile {run.config.profile} --seed {run.config.seed} "
+            "--retrain`, or unpack the GPU run's weights archive at the repository root."
+        )
+    model = create_model(run.config.model, **dict(run.config.model_kwargs))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def load_table(run, name: str) -> pd.DataFrame:
+    """A table of a stored run by name (see TABLES); empty if the run has none."""
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; choose from {sorted(TABLES)}")
+    path = run.path / TABLES[name]
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
