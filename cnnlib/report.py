@@ -143,8 +143,10 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     load_cifar10()  # DataError (one line, how to fix it) before any kernel starts
     if profile:
         os.environ["CNNLIB_PROFILE"] = profile
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if not in_place:  # the kernels save their figures with the report, not over the committed ones
+        os.environ["CNNLIB_FIGURES"] = str(out / "figures")
     exporter = HTMLExporter()
     pages = []
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
@@ -156,7 +158,7 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
         title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
         pages.append((path.stem, title))
     figures = figures_root()
-    if figures.exists():
+    if figures.exists() and figures != out / "figures":
         shutil.copytree(figures, out / "figures", dirs_exist_ok=True)
     from .results import list_runs
 

@@ -1,0 +1,92 @@
+"""The README's results section, computed from the stored runs (never typed in by hand).
+
+``python -m cnnlib readme`` (and ``make refresh``) rewrites the part of README.md between
+the two markers below; a test fails when the README no longer matches the stored runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import verdicts
+from .analysis import ORIGINAL_ACCURACY
+from .models import FAMILIES
+from .paths import PROJECT_ROOT
+from .results import Run, list_runs
+
+START, END = "<!-- results:start (python -m cnnlib readme) -->", "<!-- results:end -->"
+README = PROJECT_ROOT / "README.md"
+
+
+def _profile(runs: list[Run], models: list[str]) -> str | None:
+    """The richest profile in which every model has a run."""
+    for p in ("full", "cpu"):
+        have = {r.config.model for r in runs if r.config.profile == p and not r.config.tag}
+        if set(models) <= have:
+            return p
+    return None
+
+
+def _accuracy_rows(runs: list[Run]) -> list[dict]:
+    rows = []
+    for model in [m for fam in FAMILIES.values() for m in fam]:
+        for profile in ("full", "cpu"):
+            rs = [r for r in runs if r.config.model == model and r.config.profile == profile and not r.config.tag]
+            if not rs:
+                continue
+            acc = np.array([r.final["test_acc"] for r in rs]) * 100
+            text = f"{acc[0]:.1f}" if len(acc) == 1 else f"{acc.mean():.1f} ± {acc.std(ddof=1):.1f} ({len(acc)} seeds)"
+            n_train, _ = rs[0].config.n_images()
+            orig = ORIGINAL_ACCURACY.get(model)
+            rows.append({"model": f"`{model}`", "profile": profile, "training images": f"{n_train:,}",
+                         "epochs": rs[0].final["epochs"], "test accuracy (%)": text,
+                         "device": rs[0].meta["device_name"].split(" (")[0].removeprefix("CPU: "),
+                         "original report (%)": f"{100 * orig:.0f}" if orig else ""})  # fmt: skip
+    return rows
+
+
+def readme_block(runs: list[Run] | None = None) -> str:
+    runs = list_runs() if runs is None else runs
+    out = [START, "", verdicts.markdown(pd.DataFrame(_accuracy_rows(runs))),
+           "(Final-epoch test accuracy on the JPEG copy; mean ± sample std where several seeds exist.)", ""]
+    deg_profile = _profile(runs, list(FAMILIES["degradation"]))
+    if deg_profile:
+        deg = [r for r in runs if r.config.profile == deg_profile and r.config.model in FAMILIES["degradation"]
+               and not r.config.tag]  # fmt: skip
+        d = verdicts.degradation(deg)
+        o = verdicts.overfitting(deg).iloc[0]
+        out += [f"Verdicts on the degradation family (profile `{deg_profile}`, notebooks 06 and 07):", "",
+                f"- *\"Plain CNNs with many layers overfit\"*: **{o['verdict']}**: {o['why']}.",
+                "- Degradation, in clean training error (95% intervals across seeds): "
+                + "; ".join(f"{r['comparison (clean training error)']} {r['difference']} (**{r['verdict']}**)"
+                            for _, r in d.iterrows()) + ". " + d.attrs.get("reading", "")]  # fmt: skip
+        vg = verdicts.vanishing_gradients(deg)
+        if len(vg):
+            end = vg["point"].iloc[-1]
+            rows = vg[vg["point"].isin(["step 0", end])]
+            out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
+                       "(first block / last block, log10, 95% interval across seeds): "
+                       + "; ".join(f"{r['model']} at {r['point']}: {r['log10, 95% interval']} "
+                                   f"(**{r['signal towards the input']}**)" for _, r in rows.iterrows()) + ".")
+        lz = [v for v in (verdicts.lesion_verdict(deg, "resnet56", "plain56", k) for k in (1, 5)) if v]
+        if lz:
+            out.append("- Lesions (Veit et al. 2016): " + "; ".join(
+                f"{v['claim']}: {v['difference (points)']} points (**{v['verdict']}**)" for v in lz) + ".")
+    out += ["", END]
+    return "\n".join(out)
+
+
+def update_readme(path: Path = README) -> bool:
+    """Rewrite the results block of the README; True if it changed."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{path} lacks the markers {START!r} and {END!r}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = head + readme_block() + tail
+    if new != text:
+        path.write_text(new)
+    return new != text

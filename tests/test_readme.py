@@ -1,0 +1,10 @@
+"""The README's numbers are computed from the stored runs, and stay in step with them."""
+
+from cnnlib import summary
+
+
+def test_the_readme_results_block_matches_the_stored_runs():
+    text = summary.README.read_text()
+    block = text.split(summary.START, 1)[1].split(summary.END, 1)[0]
+    assert summary.START + block + summary.END == summary.readme_block(), (
+        "README.md's results section is out of date: run `python -m cnnlib readme` (or make refresh)")

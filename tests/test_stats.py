@@ -1,0 +1,302 @@
+"""cnnlib.stats: known intervals, McNemar by hand, bootstrap behaviour, t-intervals
+against scipy's t-tests, and verdicts on constructed comparisons."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from cnnlib.stats import (
+    Interval,
+    PairedComparison,
+    accuracy_interval,
+    area_under_curve,
+    areas_under_curves,
+    epochs_to_target,
+    fmt_interval,
+    paired_difference,
+    ranking_verdict,
+    seed_difference,
+    seed_interval,
+    verdict,
+)
+
+
+def paired_predictions(both: int, a_only: int, b_only: int, neither: int, seed: int = 0):
+    """(pred_a, pred_b, labels) on both + a_only + b_only + neither images, shuffled:
+    each count says which of the two runs gets those images right."""
+    rng = np.random.default_rng(seed)
+    n = both + a_only + b_only + neither
+    labels = rng.integers(0, 10, n)
+    right_a = np.repeat([True, True, False, False], [both, a_only, b_only, neither])
+    right_b = np.repeat([True, False, True, False], [both, a_only, b_only, neither])
+    order = rng.permutation(n)
+    right_a, right_b = right_a[order], right_b[order]
+    wrong = (labels + rng.integers(1, 10, n)) % 10  # any class but the true one
+    return np.where(right_a, labels, wrong), np.where(right_b, labels, wrong), labels
+
+
+# --- accuracy_interval ------------------------------------------------------------------------------------------------
+
+
+def test_clopper_pearson_known_case():
+    labels = np.zeros(100, dtype=int)
+    pred = np.r_[np.zeros(50, dtype=int), np.ones(50, dtype=int)]
+    iv = accuracy_interval(pred, labels)
+    assert iv.estimate == 0.5 and iv.n == 100 and iv.confidence == 0.95
+    assert (round(iv.low, 3), round(iv.high, 3)) == (0.398, 0.602)
+
+
+def test_clopper_pearson_all_correct_reaches_one():
+    labels = np.arange(20) % 10
+    iv = accuracy_interval(labels, labels)
+    assert iv.estimate == 1.0 and iv.high == 1.0
+    assert iv.low == pytest.approx(0.025 ** (1 / 20))  # exact lower bound for k = n
+
+
+def test_wider_confidence_gives_wider_interval():
+    pred, _, labels = paired_predictions(60, 10, 10, 20)
+    narrow, wide = accuracy_interval(pred, labels, confidence=0.8), accuracy_interval(pred, labels, confidence=0.99)
+    assert wide.low < narrow.low < narrow.estimate < narrow.high < wide.high
+
+
+# --- paired_difference ------------------------------------------------------------------------------------------------
+
+
+def test_identical_predictions_give_zero_difference():
+    pred, _, labels = paired_predictions(300, 0, 0, 200)
+    for method in ("percentile", "BCa"):
+        cmp = paired_difference(pred, pred, labels, method=method)
+        assert (cmp.difference, cmp.low, cmp.high) == (0.0, 0.0, 0.0)
+        assert (cmp.n01, cmp.n10, cmp.p_mcnemar) == (0, 0, 1.0)
+    assert "BCa undefined" in cmp.method  # degenerate data: fell back to percentile
+
+
+def test_mcnemar_exact_p_value():
+    pred_a, pred_b, labels = paired_predictions(50, 10, 0, 40)
+    cmp = paired_difference(pred_a, pred_b, labels)
+    assert (cmp.n10, cmp.n01) == (10, 0)
+    assert cmp.p_mcnemar == pytest.approx(2 * 0.5**10)
+    assert cmp.difference == pytest.approx(0.1)
+    swapped = paired_difference(pred_b, pred_a, labels)
+    assert (swapped.n10, swapped.n01, swapped.p_mcnemar) == (0, 10, cmp.p_mcnemar)
+
+
+def test_bootstrap_contains_estimate_and_matches_normal_approximation():
+    pred_a, pred_b, labels = paired_predictions(1400, 150, 100, 350)
+    cmp = paired_difference(pred_a, pred_b, labels)
+    assert cmp.low < cmp.difference < cmp.high
+    d = (pred_a == labels).astype(float) - (pred_b == labels)
+    normal_width = 2 * sps.norm.ppf(0.975) * d.std() / math.sqrt(len(d))
+    assert cmp.high - cmp.low == pytest.approx(normal_width, rel=0.15)
+
+
+def test_bootstrap_narrows_with_more_images():
+    small = paired_predictions(140, 30, 20, 60)
+    large = [np.tile(x, 4) for x in small]  # same accuracies, four times the images
+    w_small, w_large = width(paired_difference(*small)), width(paired_difference(*large))
+    assert w_large < 0.6 * w_small  # ~1/sqrt(4)
+
+
+def width(cmp: PairedComparison) -> float:
+    return cmp.high - cmp.low
+
+
+def test_bootstrap_is_deterministic_given_seed():
+    data = paired_predictions(700, 90, 70, 140)
+    assert paired_difference(*data, seed=3) == paired_difference(*data, seed=3)
+    assert len({width(paired_difference(*data, seed=s, resamples=500)) for s in range(5)}) > 1
+
+
+def test_bca_close_to_percentile_on_regular_data():
+    data = paired_predictions(700, 90, 70, 140)
+    pct, bca = paired_difference(*data), paired_difference(*data, method="BCa")
+    assert "BCa" in bca.method and "undefined" not in bca.method
+    assert bca.low == pytest.approx(pct.low, abs=0.005) and bca.high == pytest.approx(pct.high, abs=0.005)
+
+
+def test_original_report_gap_on_500_images_cannot_tell():
+    # 27.4% vs 30.2% on 500 test images, one seed; the runs agree on most images.
+    pred_a, pred_b, labels = paired_predictions(both=110, a_only=27, b_only=41, neither=322)
+    a, b = accuracy_interval(pred_a, labels), accuracy_interval(pred_b, labels)
+    assert (a.estimate, b.estimate) == (0.274, 0.302)
+    cmp = paired_difference(pred_a, pred_b, labels)
+    assert cmp.difference == pytest.approx(-0.028)
+    assert verdict(cmp.low, cmp.high, -1) == "cannot tell"  # the claim B > A
+    assert verdict(cmp.low, cmp.high, +1) == "cannot tell"
+    assert cmp.p_mcnemar > 0.05
+
+
+def test_clear_gap_on_full_test_set_is_confirmed():
+    pred_a, pred_b, labels = paired_predictions(both=8800, a_only=540, b_only=200, neither=460)
+    cmp = paired_difference(pred_a, pred_b, labels)
+    assert verdict(cmp.low, cmp.high, +1) == "confirmed"
+    assert verdict(cmp.low, cmp.high, -1) == "refuted"
+    assert cmp.p_mcnemar < 1e-20
+
+
+@pytest.mark.parametrize(
+    "pred, labels, match",
+    [
+        (np.zeros(5, dtype=int), np.zeros(4, dtype=int), "same test images"),
+        (np.zeros(0, dtype=int), np.zeros(0, dtype=int), "empty"),
+        (np.zeros(4, dtype=int), np.zeros(4), "integer class indices"),
+        (np.zeros((2, 2), dtype=int), np.zeros(4, dtype=int), "1-D"),
+    ],
+)
+def test_bad_inputs_raise_value_error(pred, labels, match):
+    with pytest.raises(ValueError, match=match):
+        accuracy_interval(pred, labels)
+    with pytest.raises(ValueError, match=match):
+        paired_difference(pred, pred, labels)
+
+
+# --- seeds ------------------------------------------------------------------------------------------------------------
+
+
+def test_seed_interval_matches_hand_computed_t_interval():
+    iv = seed_interval([0.90, 0.92, 0.94])
+    t_975_2df = 4.302652729911275  # t quantile, 2 degrees of freedom, from tables
+    half = t_975_2df * 0.02 / math.sqrt(3)
+    assert iv.estimate == pytest.approx(0.92) and iv.std == pytest.approx(0.02) and iv.n == 3
+    assert (iv.low, iv.high) == (pytest.approx(0.92 - half), pytest.approx(0.92 + half))
+
+
+def test_one_seed_has_no_interval():
+    iv = seed_interval([0.61])
+    assert iv.estimate == 0.61 and math.isnan(iv.low) and math.isnan(iv.high) and "one seed" in iv.method
+    assert verdict(iv.low, iv.high, +1) == "cannot tell"
+    assert fmt_interval(iv) == "61.0 [n/a]"
+
+
+def test_seed_difference_matches_scipy_t_tests():
+    a, b = [0.931, 0.934, 0.929, 0.936], [0.925, 0.921, 0.930]
+    welch = seed_difference(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert (welch.low, welch.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert welch.difference == pytest.approx(np.mean(a) - np.mean(b))
+    b3 = [0.925, 0.921, 0.930, 0.928]
+    paired = seed_difference(a, b3, paired=True)
+    ref = sps.ttest_rel(a, b3).confidence_interval()
+    assert (paired.low, paired.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+
+
+def test_seed_difference_needs_two_seeds_each_side():
+    with pytest.raises(ValueError, match="at least 2"):
+        seed_difference([0.9], [0.8, 0.85])
+    with pytest.raises(ValueError, match="one value per seed"):
+        seed_difference([0.9, 0.91, 0.92], [0.8, 0.85], paired=True)
+
+
+# --- verdicts ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "low, high, sign, expected",
+    [
+        (0.004, 0.020, +1, "confirmed"),
+        (-0.020, -0.004, +1, "refuted"),
+        (-0.012, 0.008, +1, "cannot tell"),
+        (-0.020, -0.004, -1, "confirmed"),
+        (0.0, 0.020, +1, "cannot tell"),  # touching 0 does not separate
+        (0.004, 0.020, 0, "refuted"),
+        (-0.012, 0.008, 0, "cannot tell"),
+        (math.nan, math.nan, +1, "cannot tell"),
+    ],
+)
+def test_verdict(low, high, sign, expected):
+    assert verdict(low, high, sign) == expected
+
+
+CLAIM = [["SE-ResNet"], ["ResNet", "DenseNet"]]
+
+
+def test_ranking_confirmed_when_every_strict_pair_is():
+    pairwise = {("A", "B"): (0.02, 0.01, 0.03), ("B", "C"): (0.02, 0.01, 0.03), ("C", "A"): (-0.04, -0.05, -0.03)}
+    out = ranking_verdict([["A"], ["B"], ["C"]], pairwise)
+    assert out.verdict == "confirmed" and out.settle is None
+    assert list(out.table["pair"]) == ["A − B", "A − C", "B − C"]
+    row = out.table.set_index("pair").loc["A − C"]  # given as C − A, flipped
+    assert (row["estimate"], row["low"], row["high"]) == (0.04, 0.03, 0.05)
+
+
+def test_ranking_refuted_by_a_reversed_strict_pair():
+    pairwise = {("SE-ResNet", "ResNet"): (-0.02, -0.03, -0.01), ("SE-ResNet", "DenseNet"): (0.01, -0.01, 0.03),
+                ("ResNet", "DenseNet"): (0.0, -0.01, 0.01)}  # fmt: skip
+    out = ranking_verdict(CLAIM, pairwise)
+    assert out.verdict == "refuted" and out.settle is None
+
+
+def test_ranking_refuted_by_a_separated_tie():
+    pairwise = {("SE-ResNet", "ResNet"): (0.05, 0.04, 0.06), ("SE-ResNet", "DenseNet"): (0.08, 0.07, 0.09),
+                ("ResNet", "DenseNet"): (0.03, 0.02, 0.04)}  # fmt: skip
+    out = ranking_verdict(CLAIM, pairwise)
+    assert out.verdict == "refuted"
+    assert out.table.set_index("pair").loc["ResNet − DenseNet", "verdict"] == "refuted"
+
+
+def test_ranking_with_an_open_tie_cannot_tell_and_says_what_would_settle_it():
+    tie = {"estimate": -0.002, "low": -0.012, "high": 0.008, "confidence": 0.95}
+    pairwise = {("SE-ResNet", "ResNet"): (0.05, 0.04, 0.06), ("SE-ResNet", "DenseNet"): (0.05, 0.04, 0.06),
+                ("ResNet", "DenseNet"): tie}  # fmt: skip
+    out = ranking_verdict(CLAIM, pairwise)
+    assert out.verdict == "cannot tell"
+    assert out.table.set_index("pair").loc["ResNet − DenseNet", "verdict"] == "consistent with a tie"
+    assert out.settle.startswith("more seeds or a larger test set: the 95% interval of ResNet − DenseNet")
+    assert "[-1.2, +0.8] points" in out.settle
+    assert ranking_verdict(CLAIM, pairwise, tie_margin=0.015).verdict == "confirmed"  # inside ±1.5 points
+    assert ranking_verdict(CLAIM, pairwise, tie_margin=0.005).verdict == "cannot tell"
+
+
+def test_ranking_from_paired_comparisons_carries_mcnemar():
+    se_pred, res_pred, labels = paired_predictions(both=8800, a_only=540, b_only=200, neither=460)
+    dense_pred = res_pred.copy()  # DenseNet == ResNet: a tie that no interval can confirm
+    pairwise = {("SE-ResNet", "ResNet"): paired_difference(se_pred, res_pred, labels),
+                ("SE-ResNet", "DenseNet"): paired_difference(se_pred, dense_pred, labels),
+                ("ResNet", "DenseNet"): paired_difference(res_pred, dense_pred, labels)}  # fmt: skip
+    out = ranking_verdict(CLAIM, pairwise)
+    assert out.verdict == "cannot tell" and "tie_margin" in out.settle
+    assert list(out.table["verdict"]) == ["confirmed", "confirmed", "consistent with a tie"]
+    assert out.table["p_mcnemar"].iloc[-1] == 1.0 and out.table["p_mcnemar"].iloc[0] < 1e-20
+
+
+def test_ranking_needs_every_pair():
+    with pytest.raises(ValueError, match="ResNet vs DenseNet"):
+        ranking_verdict(CLAIM, {("SE-ResNet", "ResNet"): (0.1, 0.05, 0.15), ("SE-ResNet", "DenseNet"): (0, 0, 0)})
+
+
+# --- convergence ------------------------------------------------------------------------------------------------------
+
+
+def test_mean_accuracy_does_not_reward_an_early_plateau():
+    epochs = np.arange(1, 11)
+    weak = np.full(10, 0.60)  # at 100% of its final accuracy from epoch 1
+    strong = np.linspace(0.55, 0.93, 10)
+    assert area_under_curve(epochs, weak) == pytest.approx(0.60)
+    assert area_under_curve(epochs, strong) > area_under_curve(epochs, weak)
+    assert epochs_to_target(epochs, strong, 0.70) == 5.0  # an absolute target the weak model never reaches
+    assert math.isnan(epochs_to_target(epochs, weak, 0.70))
+    assert epochs_to_target(epochs, strong, 0.55) == 1.0
+
+
+def test_areas_need_equal_epochs():
+    e = np.arange(1, 11)
+    areas = areas_under_curves((e, np.full(10, 0.5)), (e, np.full(10, 0.7)))
+    np.testing.assert_allclose(areas, [0.5, 0.7])
+    with pytest.raises(ValueError, match="same epochs"):
+        areas_under_curves((e, np.full(10, 0.5)), (e[:8], np.full(8, 0.7)))
+    with pytest.raises(ValueError, match="one length"):
+        area_under_curve(e, np.full(9, 0.5))
+
+
+# --- formatting -------------------------------------------------------------------------------------------------------
+
+
+def test_fmt_interval():
+    assert fmt_interval(Interval(0.934, 0.929, 0.939, 10_000, 0.95, "x")) == "93.4 [92.9, 93.9]"
+    cmp = PairedComparison(0.012, 0.004, 0.020, 10, 130, 1e-9, 10_000, 0.95, "x")
+    assert fmt_interval(cmp) == "+1.2 [+0.4, +2.0]"
+    cmp = PairedComparison(-0.0001, -0.012, 0.008, 50, 49, 1.0, 10_000, 0.95, "x")
+    assert fmt_interval(cmp) == "+0.0 [-1.2, +0.8]"
+    assert fmt_interval(Interval(0.5, 0.4, 0.6, 100, 0.95, "x"), digits=2) == "50.00 [40.00, 60.00]"

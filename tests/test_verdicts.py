@@ -1,0 +1,122 @@
+"""Interval-backed verdicts on the original report's claims, on runs whose answer is known."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnlib import verdicts
+from cnnlib.results import Run
+from cnnlib.train import make_config
+
+
+def fake_run(model, seed, clean_acc, test_acc, tmp: Path | None = None, preds=None, epochs=3,
+             device="CPU: test", blocks: pd.DataFrame | None = None) -> Run:  # fmt: skip
+    h = pd.DataFrame({"epoch": range(1, epochs + 1), "train_acc": np.linspace(0.1, clean_acc, epochs),
+                      "clean_train_acc": np.linspace(0.1, clean_acc, epochs),
+                      "test_acc": np.linspace(0.1, test_acc, epochs)})  # fmt: skip
+    path = (tmp or Path("/nonexistent")) / f"{model}-{seed}"
+    if blocks is not None:
+        path.mkdir(parents=True)
+        blocks.to_csv(path / "gradients_blocks.csv", index=False)
+    meta = {"device_name": device, "final": {"seconds_per_epoch": 1.0}}
+    preds = np.zeros(10, dtype=np.uint8) if preds is None else preds
+    return Run(make_config(model, "smoke", seed), h, preds, meta, path)
+
+
+def family(accs: dict[str, list[float]], test_gap: float = 0.0) -> list[Run]:
+    return [fake_run(m, s, a, a - test_gap) for m, vals in accs.items() for s, a in enumerate(vals)]
+
+
+def test_degradation_that_shortcuts_remove_is_confirmed():
+    runs = family({"plain20": [0.80, 0.81, 0.79], "plain56": [0.60, 0.62, 0.61],
+                   "resnet20": [0.82, 0.83, 0.81], "resnet56": [0.85, 0.86, 0.84]})  # fmt: skip
+    t = verdicts.degradation(runs)
+    assert list(t["verdict"]) == ["confirmed", "refuted", "confirmed"]
+    assert "degradation" in t.attrs["reading"]
+    assert t["difference"].iloc[0].startswith("+19.0 [")
+
+
+def test_degradation_in_both_families_says_the_budget_is_too_short():
+    runs = family({"plain20": [0.80, 0.81, 0.79], "plain56": [0.60, 0.62, 0.61],
+                   "resnet20": [0.82, 0.83, 0.81], "resnet56": [0.70, 0.71, 0.69]})  # fmt: skip
+    t = verdicts.degradation(runs)
+    assert t["verdict"].iloc[1] == "confirmed" and "cannot be separated" in t.attrs["reading"]
+
+
+def test_one_seed_gives_no_interval_and_says_what_settles_it():
+    runs = family({"plain20": [0.8], "plain56": [0.6], "resnet20": [0.8], "resnet56": [0.8]})
+    t = verdicts.degradation(runs)
+    assert (t["verdict"] == "cannot tell").all()
+    assert t["what would settle it"].str.contains("3 seeds").all()
+
+
+def test_overfitting_is_not_tested_while_no_model_fits_its_training_data():
+    runs = family({"plain20": [0.50, 0.52, 0.51], "plain56": [0.40, 0.41, 0.42]}, test_gap=0.01)
+    assert verdicts.overfitting(runs)["verdict"].iloc[0] == verdicts.NOT_IN_REGIME
+    runs = family({"plain20": [0.90, 0.92, 0.91], "plain56": [0.70, 0.71, 0.72]}, test_gap=0.2)
+    row = verdicts.overfitting(runs).iloc[0]
+    assert row["verdict"] == "refuted" and "degradation" in row["why"]
+
+
+def test_rankings_use_paired_test_images_for_one_seed_and_never_rank_cpu_times():
+    labels = np.arange(1000) % 10
+    right, wrong = labels.copy(), (labels + 1) % 10
+    se = np.where(np.arange(1000) < 900, right, wrong)  # 90% right
+    res = np.where(np.arange(1000) < 500, right, wrong)  # 50%
+    i = np.arange(1000)
+    dense = np.where((i < 495) | ((i >= 500) & (i < 505)), right, wrong)  # 50%, on other images
+    runs = [fake_run("se_resnet18", 0, 0.9, 0.9, preds=se), fake_run("resnet18", 0, 0.5, 0.5, preds=res),
+            fake_run("densenet121", 0, 0.5, 0.5, preds=dense)]  # fmt: skip
+    names = {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}
+    t = verdicts.rankings(runs, names, labels).set_index("measured by")
+    acc = t.loc["final test accuracy"]
+    # SE-ResNet far ahead; ResNet vs DenseNet: equal, which is consistent with the claimed tie but
+    # does not confirm it (no interval proves two numbers equal)
+    assert acc["verdict"] == "cannot tell" and "tie" in acc["what would settle it"]
+    assert "SE-ResNet − DenseNet: +40.0 [" in acc["evidence (95% intervals)"]
+    assert t.loc["mean test accuracy over the run", "verdict"] == "cannot tell"  # no interval for one seed
+    time = t.loc["seconds per epoch"]
+    assert time["verdict"] == "cannot tell" and "multiply-adds" in time["evidence (95% intervals)"]
+
+
+def test_a_reversed_ranking_is_refuted():
+    labels = np.arange(1000) % 10
+    wrong = (labels + 1) % 10
+    good = np.where(np.arange(1000) < 900, labels, wrong)
+    bad = np.where(np.arange(1000) < 300, labels, wrong)
+    runs = [fake_run("se_resnet18", 0, 0.3, 0.3, preds=bad), fake_run("resnet18", 0, 0.9, 0.9, preds=good),
+            fake_run("densenet121", 0, 0.9, 0.9, preds=good)]  # fmt: skip
+    names = {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}
+    t = verdicts.rankings(runs, names, labels)
+    assert t["verdict"].iloc[0] == "refuted"
+
+
+def blocks(ratio: float) -> pd.DataFrame:
+    rows = []
+    for point, step in (("step 0", 0), ("epoch 3", 60)):
+        r = ratio if step else 1.0
+        for i, (name, v) in enumerate([("stem", 5.0), ("layer1.0", r), ("layer3.2", 1.0), ("head", 2.0)]):
+            rows.append({"point": point, "step": step, "block": name, "index": i, "per_image": v})
+    return pd.DataFrame(rows)
+
+
+def test_vanishing_gradients_are_read_off_the_block_signal_across_seeds(tmp_path):
+    runs = [fake_run("plain56", s, 0.5, 0.5, tmp_path, blocks=blocks(10 ** (-3 + 0.1 * s))) for s in range(3)]
+    runs += [fake_run("resnet56", s, 0.5, 0.5, tmp_path, blocks=blocks(0.8 + 0.05 * s)) for s in range(3)]
+    t = verdicts.vanishing_gradients(runs).set_index(["model", "point"])
+    assert t.loc[("plain56", "epoch 3"), "signal towards the input"] == "vanishes"
+    assert t.loc[("resnet56", "epoch 3"), "signal towards the input"] == "does not vanish"
+    assert t.loc[("plain56", "step 0"), "signal towards the input"] == "does not vanish"
+
+
+def test_markdown_escapes_cells():
+    md = verdicts.markdown(pd.DataFrame({"a": ["x|y"], "b": [1]}))
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
+
+
+@pytest.mark.parametrize("missing", ["plain20", "resnet56"])
+def test_missing_models_give_an_empty_table(missing):
+    accs = {m: [0.5] for m in ("plain20", "plain56", "resnet20", "resnet56") if m != missing}
+    assert verdicts.degradation(family(accs)).empty
