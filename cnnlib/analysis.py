@@ -110,6 +110,35 @@ def confusion_matrix(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFram
     return pd.DataFrame(counts, index=pd.Index(CLASSES, name="true"), columns=pd.Index(CLASSES, name="predicted"))
 
 
+def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
+    """Per-class test accuracy (%) of each run with its exact 95% binomial interval, one column per run."""
+    from .stats import accuracy_interval, fmt_interval
+
+    out = {}
+    for r in runs:
+        labels, preds = test_labels(data, r), np.asarray(r.predictions)
+        out[r.config.model] = [fmt_interval(accuracy_interval(preds[labels == c], labels[labels == c]))
+                               for c in range(len(CLASSES))]  # fmt: skip
+    return pd.DataFrame(out, index=pd.Index(CLASSES, name="class"))
+
+
+def closing_lines(runs: Iterable[Run]) -> str:
+    """One Markdown line per run: final test accuracy, the gap to training accuracy (clean,
+    eval mode, where recorded; else the running one) and the mean test accuracy over the run."""
+    from .stats import area_under_curve
+
+    lines = []
+    for r in runs:
+        h = r.history
+        clean = "clean_train_acc" in h
+        col, what = ("clean_train_acc", "clean training") if clean else ("train_acc", "running training")
+        gap = 100 * (h[col].iloc[-1] - h["test_acc"].iloc[-1])
+        lines.append(f"- `{r.config.model}`: final test accuracy {100 * h['test_acc'].iloc[-1]:.1f}%, {what} minus "
+                     f"test accuracy {gap:+.1f} points, mean test accuracy over the {len(h)} epochs "
+                     f"{100 * area_under_curve(h['epoch'], h['test_acc']):.1f}%")  # fmt: skip
+    return "\n".join(lines)
+
+
 def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray) -> pd.Series:
     cm = confusion_matrix(predictions, labels)
     return pd.Series(np.diag(cm) / cm.sum(axis=1), index=cm.index, name="accuracy")

@@ -120,3 +120,19 @@ def test_markdown_escapes_cells():
 def test_missing_models_give_an_empty_table(missing):
     accs = {m: [0.5] for m in ("plain20", "plain56", "resnet20", "resnet56") if m != missing}
     assert verdicts.degradation(family(accs)).empty
+
+
+def test_per_class_table_and_closing_lines(synthetic):
+    from cnnlib import analysis
+    from cnnlib.train import TrainConfig
+
+    cfg = TrainConfig("seed_cnn", "smoke")  # all of the data's test images
+    labels = synthetic.test_y.numpy()
+    preds = np.where(labels == 0, labels, (labels + 1) % 10)  # only class 0 right
+    h = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.2, 0.4], "test_acc": [0.1, 0.3]})
+    run = Run(cfg, h, preds.astype(np.uint8), {"device_name": "CPU", "final": {}}, Path("/nonexistent"))
+    t = analysis.per_class_table([run], synthetic)
+    assert t.loc["airplane", "seed_cnn"].startswith("100.0 [") and t.loc["cat", "seed_cnn"].startswith("0.0 [0.0, ")
+    line = analysis.closing_lines([run])
+    assert line == ("- `seed_cnn`: final test accuracy 30.0%, running training minus test accuracy +10.0 points, "
+                    "mean test accuracy over the 2 epochs 20.0%")
