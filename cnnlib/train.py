@@ -386,6 +386,9 @@ def fit(
                      optimizer=opt.state_dict(), monitor=monitor.state())  # fmt: skip
         atomic_write(ckpt_path, lambda f: torch.save(state, f))
 
+    if verbose and start_epoch < cfg.epochs:
+        print(f"{cfg.run_id}: training on {len(data.train_y):,} images for {cfg.epochs - start_epoch} epoch(s) "
+              f"on {device} ({steps_per_epoch} steps each)", flush=True)  # fmt: skip
     probe = StageProbe(model).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
