@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="checkpoint a run at most this often (0: after every epoch)")
     m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
+    tb = sub.add_parser("tables", help="measure a stored run's after-training tables again from its weights")
+    tb.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
     r = sub.add_parser("report", help="train missing runs (GPU only), execute the notebooks, export HTML")
     r.add_argument("--profile", default=None, help="profile the notebooks show (default: from CNNLIB_PROFILE)")
@@ -155,6 +157,15 @@ def _run(args: argparse.Namespace) -> int:
         train_missing(args.budget, args.profile, device=args.device, workers=args.workers,
                       checkpoint_every_s=args.checkpoint_every, deadline=args.deadline,
                       claims=Path(args.claims) if args.claims else None)  # fmt: skip
+        return 0
+    if args.command == "tables":
+        from .results import load_run, recompute_tables
+
+        for run_id in args.run_ids:
+            run = load_run(run_id)
+            if run is None:
+                raise ValueError(f"no stored run {run_id!r}")
+            print(f"{run_id}: wrote {', '.join(recompute_tables(run))}", flush=True)
         return 0
     if args.command == "readme":
         from .summary import README, update_readme

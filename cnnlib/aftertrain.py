@@ -113,7 +113,8 @@ class Monitor:
 
     def _measure(self, model: nn.Module, kind: str, step: int, lr: float, epoch: int | None = None) -> None:
         when = f"step {step}" if kind == "step" else kind
-        point = dict(point=when, step=step, epoch=epoch if epoch is not None else float("nan"), lr=lr)
+        point = dict(point=when, step=step, epoch=epoch if epoch is not None else float("nan"), lr=lr,
+                     probe_classes=int(self.y.unique().numel()))  # fmt: skip
         layers = diagnostics.gradient_norms(model, self.x, self.y)
         layers["update"] = lr * layers["relative"]  # the relative step plain SGD would take
         self.layers += [{**point, **r} for r in layers.to_dict("records")]

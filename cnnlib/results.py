@@ -153,3 +153,33 @@ def fit_or_load(
     result = fit(cfg, resume=not retrain, **fit_kwargs)
     save_run(cfg, result, root)
     return load_run(cfg, root)
+
+
+def recompute_tables(run: Run, data=None, device: str = "cpu") -> list[str]:
+    """Measure again, from the run's kept weights, the tables ``aftertrain.finish`` makes right
+    after training (layer responses; the mechanism tables for seed 0 of the degradation family),
+    and store them in the run folder. The initial weights are rebuilt from the config's seed
+    (checked against the stored fingerprint). The gradient profiles measured *during* training
+    cannot be redone this way. Returns the names of the tables written."""
+    import torch
+
+    from .data import load_cifar10
+    from .train import balanced_batches, build, loaders
+
+    cfg, dev = run.config, torch.device(device)
+    model = aftertrain.load_weights(run).to(dev)
+    init, _ = build(cfg, dev)
+    stored = run.meta.get("init_fingerprint")
+    if stored is not None and not np.isclose(aftertrain.fingerprint(init), stored, rtol=1e-9):
+        raise ValueError(f"{cfg.run_id}: the rebuilt initial weights do not match the run's (fingerprint)")
+    data = cfg.select(data if data is not None else load_cifar10())
+    ld = loaders(cfg, data, dev)
+    clean, test = balanced_batches(ld, aftertrain.SURFACE_IMAGES)
+    mech = {}
+    if aftertrain.dissected(cfg.model, cfg.seed) and not cfg.tag:
+        mech = dict(init_state=init.state_dict(), clean=clean, test=test,
+                    settings=aftertrain.mechanism_settings(len(data.train_y), dev))  # fmt: skip
+    tables = aftertrain.finish(model, ld["test"], **mech)
+    for name, table in tables.items():
+        atomic_write_bytes(run.path / aftertrain.TABLES[name], table.to_csv(index=False).encode())
+    return sorted(tables)

@@ -283,15 +283,45 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, torch.opti
     return model, opt
 
 
+def interleaved(labels: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """Indices of ``n`` images (default all) ordered class by class in turn (the first image of
+    each class, then the second, ...), so that every prefix is as balanced as it can be. The
+    data sets are stored class by class: a plain prefix would hold one or two classes."""
+    labels = labels.cpu()
+    rank = torch.empty_like(labels)
+    for c in labels.unique():
+        where = (labels == c).nonzero().flatten()
+        rank[where] = torch.arange(len(where))
+    order = sorted(range(len(labels)), key=lambda i: (int(rank[i]), int(labels[i])))
+    return torch.tensor(order[:n] if n is not None else order, dtype=torch.long)
+
+
 def loaders(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> dict[str, DeviceLoader]:
-    """The training loader (augmented, shuffled), the clean training images and the test images."""
+    """The training loader (augmented, shuffled), the clean training images (a balanced subset
+    of cfg.clean_subset images, or all of them) and the test images."""
     kw = dict(mean=data.mean, std=data.std, device=device, channels_last=device.type == "cuda")
-    n_clean = min(cfg.clean_subset or len(data.train_y), len(data.train_y))
+    n_train = len(data.train_y)
+    n_clean = min(cfg.clean_subset or n_train, n_train)
+    if n_clean < n_train:
+        idx = interleaved(data.train_y, n_clean)
+        clean_x, clean_y = data.train_x[idx], data.train_y[idx]
+    else:  # all of them, in data-set order
+        clean_x, clean_y = data.train_x, data.train_y
     return dict(
         train=DeviceLoader(data.train_x, data.train_y, batch_size=cfg.batch_size, train=True, seed=cfg.seed, **kw),
-        clean=DeviceLoader(data.train_x[:n_clean], data.train_y[:n_clean], batch_size=1000, train=False, **kw),
+        clean=DeviceLoader(clean_x, clean_y, batch_size=1000, train=False, **kw),
         test=DeviceLoader(data.test_x, data.test_y, batch_size=1000, train=False, **kw),
     )
+
+
+def balanced_batches(ld: dict[str, DeviceLoader], n_clean: int = 1000) -> tuple[tuple, tuple]:
+    """(images, labels) of up to ``n_clean`` clean training images and of all test images, normalised,
+    on the loaders' device, each in ``interleaved`` order: any prefix is balanced across classes.
+    The gradient probe, the landscapes and the lesions take prefixes of these."""
+    xc, yc = (torch.cat(t) for t in zip(*ld["clean"], strict=True))
+    xt, yt = (torch.cat(t) for t in zip(*ld["test"], strict=True))
+    ic, it = interleaved(yc, min(n_clean, len(yc))).to(yc.device), interleaved(yt).to(yt.device)
+    return (xc[ic], yc[ic]), (xt[it], yt[it])
 
 
 def training_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -363,7 +393,7 @@ def fit(
     ld = loaders(cfg, data, device)
     steps_per_epoch = len(ld["train"])
     total_steps = cfg.epochs * steps_per_epoch
-    probe_x, probe_y = next(iter(ld["clean"]))
+    (probe_x, probe_y), test_xy = balanced_batches(ld, aftertrain.SURFACE_IMAGES)
     n_probe = aftertrain.probe_images(len(data.train_y))
     monitor = aftertrain.Monitor(probe_x[:n_probe], probe_y[:n_probe], cfg.epochs,
                                  enabled=aftertrain.monitored(cfg.model))  # fmt: skip
@@ -485,7 +515,6 @@ def fit(
         _, _, preds = evaluate(model, ld["test"], device)
     mech = {}
     if dissect:
-        test_xy = [torch.cat(t) for t in zip(*ld["test"], strict=True)]
         mech = dict(init_state=init_state, clean=(probe_x, probe_y), test=test_xy,
                     settings=aftertrain.mechanism_settings(len(data.train_y), device))
     tables = monitor.tables() | aftertrain.finish(model, ld["test"], **mech)

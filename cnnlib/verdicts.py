@@ -27,11 +27,16 @@ CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_T
 NOT_IN_REGIME = "not supported in this regime"
 
 
+def label(run: Run) -> str:
+    """The model's name, with the recipe variant if any: 'plain56', 'plain56 (lr0.1x)'."""
+    return run.config.model + (f" ({run.config.tag})" if run.config.tag else "")
+
+
 def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
-    """model -> seed -> run."""
+    """label (model, and variant if any) -> seed -> run."""
     out: dict[str, dict[int, Run]] = {}
     for r in runs:
-        out.setdefault(r.config.model, {})[r.config.seed] = r
+        out.setdefault(label(r), {})[r.config.seed] = r
     return out
 
 
@@ -231,17 +236,19 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
     return pd.DataFrame(rows)
 
 
-def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: str = "resnet56") -> pd.DataFrame:
+def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: str = "resnet56",
+                        *others: str) -> pd.DataFrame:  # fmt: skip
     """"Skip connections avoid vanishing gradients", from the backward signal itself.
 
     For each probe point (initialisation, steps 1, 5, 20, the probed epochs), the ratio of
     the per-image gradient norm dL/dh at the first block's output to that at the last
     block before the head (``gradients_blocks.csv``), as log10, with an interval across
     seeds. A ratio far below 1 (log10 < -1) means the signal vanishes towards the input.
+    ``others``: more labels to include, e.g. 'plain56 (lr0.1x)'.
     """
     m = by_model(runs)
     rows = []
-    for model in (plain, residual):
+    for model in (plain, residual, *others):
         for seed, r in sorted(m.get(model, {}).items()):
             b = r.table("blocks")
             if b.empty:

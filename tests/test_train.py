@@ -221,3 +221,24 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_history(synthetic, store):
     with pytest.raises(TrainingDiverged, match="epoch 2") as err:
         fit(cfg, data=synthetic, device="cpu", verbose=False)
     assert list(err.value.history["epoch"]) == [1]
+
+
+def test_tables_recomputed_from_the_kept_weights_match_those_made_after_training(synthetic, store):
+    cfg = small("resnet20", epochs=1, train_subset=200, test_subset=100)
+    run = fit_or_load(cfg, data=synthetic, device="cpu", verbose=False)
+    before = {n: run.table(n) for n in ("responses", "lesion_single", "lesion_random", "surface_2d", "interpolation")}
+    for p in run.path.glob("lesion_*.csv"):
+        p.unlink()
+    written = results.recompute_tables(run, data=synthetic)
+    assert {"responses", "lesion_single", "surface_2d", "interpolation", "path_gradients"} <= set(written)
+    for name, table in before.items():
+        pd.testing.assert_frame_equal(run.table(name), table, check_exact=False, rtol=1e-6)
+
+
+def test_interleaved_prefixes_are_balanced():
+    from cnnlib.train import interleaved
+
+    labels = torch.arange(10).repeat_interleave(30)  # stored class by class, as the data sets are
+    idx = interleaved(labels, 25)
+    assert torch.bincount(labels[idx], minlength=10).tolist() == [3] * 5 + [2] * 5
+    assert sorted(interleaved(labels).tolist()) == list(range(300))
