@@ -16,6 +16,7 @@ import torchinfo
 from .data import CIFAR10, CLASSES
 from .models import create_model
 from .results import Run
+from .stats import area_under_curve
 
 
 @cache
@@ -71,8 +72,9 @@ def mean_std(values: pd.Series, scale: float = 100, digits: int = 1) -> str:
 
 
 def summary_table(runs: Iterable[Run], loss_threshold: float | None = None) -> pd.DataFrame:
-    """One row per model: costs, time per epoch, memory, final test accuracy
-    (mean ± sample std over seeds when there are several), convergence. With
+    """One row per model: costs, time per epoch, memory, final training (running; and clean,
+    where recorded) and test accuracy (mean ± sample std over seeds when there are several),
+    and the mean test accuracy over the run (convergence as the area under the curve). With
     ``loss_threshold``, a first column gives the epochs to reach that training loss."""
     rows = []
     for model, group in _by_model(runs).items():
@@ -92,11 +94,14 @@ def summary_table(runs: Iterable[Run], loss_threshold: float | None = None) -> p
                 "seeds": len(group),
                 "final train acc (%)": mean_std(pd.Series([r.final["train_acc"] for r in group])),
                 "final test acc (%)": mean_std(acc),
-                "epochs to 90% of final": mean_std(
-                    pd.Series([epochs_to_fraction(r.history) for r in group]), scale=1, digits=0
+                "mean test acc over the run (%)": mean_std(
+                    pd.Series([area_under_curve(r.history["epoch"], r.history["test_acc"]) for r in group])
                 ),
             }
         )
+        if all("clean_train_acc" in r.history for r in group):  # eval mode, unaugmented: comparable with test
+            clean = pd.Series([r.history["clean_train_acc"].iloc[-1] for r in group])
+            rows[-1] = {**rows[-1], "final clean train acc (%)": mean_std(clean)}
         if loss_threshold is not None:
             epochs = pd.Series([epochs_to_loss(r.history, loss_threshold) for r in group])
             rows[-1] = {f"epochs to train loss {loss_threshold:.3f}": mean_std(epochs, scale=1, digits=0), **rows[-1]}

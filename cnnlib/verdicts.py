@@ -139,13 +139,13 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
                      "interval from": row["method"], "verdict": v,
                      "what would settle it": _settle(row) if v == CANNOT_TELL else ""})  # fmt: skip
     table = pd.DataFrame(rows)
-    if stats.verdict(res["low"], res["high"], +1) == CONFIRMED or (
-        res["estimate"] > 0 and stats.verdict(diff["low"], diff["high"], +1) != CONFIRMED
-    ):
+    res_worse = stats.verdict(res["low"], res["high"], +1) == CONFIRMED
+    if res_worse or (res["estimate"] > 0 and stats.verdict(diff["low"], diff["high"], +1) != CONFIRMED):
+        how = "also gets worse" if res_worse else "may also get worse (on average; its interval spans 0)"
         table.attrs["reading"] = (
-            "The residual pair also gets worse with depth in this budget: the deeper nets may just train "
-            "more slowly, so degradation (an optimisation failure specific to plain nets) cannot be separated "
-            "from slower training here; the full profile's longer runs settle it."
+            f"The residual pair {how} with depth in this budget: the deeper nets may just train more slowly, "
+            "so degradation (an optimisation failure specific to plain nets) cannot be separated from slower "
+            "training here; the full profile's longer runs settle it."
         )
     elif stats.verdict(diff["low"], diff["high"], +1) == CONFIRMED:
         table.attrs["reading"] = ("Depth hurts the plain nets' fit of their own training data more than the "
