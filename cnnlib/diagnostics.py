@@ -129,6 +129,18 @@ def weight_layers(model: nn.Module, x: Tensor | None = None) -> list[tuple[str, 
     return [layers[i] for i in _by_first_call(first, len(layers))]
 
 
+def _detached(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Parameters as detached leaves that require grad (they share the parameters' storage:
+    no copy, and autograd stops at them; tied weights map to one leaf) and clones of the
+    buffers, for a ``functional_call`` that leaves the model untouched."""
+    leaves: dict[int, Tensor] = {}
+    params = {
+        n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
+        for n, p in model.named_parameters(remove_duplicate=False)
+    }
+    return params, {n: b.clone() for n, b in model.named_buffers()}
+
+
 def gradient_norms(
     model: nn.Module,
     x: Tensor,
@@ -156,14 +168,7 @@ def gradient_norms(
     """
     device = _device(model, x)
     x, y = x.to(device), y.to(device)
-    # Detached leaves share the parameters' storage: no copy, and autograd stops at them.
-    # Tied weights (one Parameter under several names) map to one leaf.
-    leaves: dict[int, Tensor] = {}
-    params = {
-        n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
-        for n, p in model.named_parameters(remove_duplicate=False)
-    }
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    params, buffers = _detached(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHT_TYPES)]
     # Qualified name of each layer's weight, as functional_call knows it.
     weight_names = [f"{n}.weight" if n else "weight" for n, _ in layers]
@@ -233,12 +238,7 @@ def backward_signal(
     blocks = block_modules(model) if blocks is None else blocks
     device = _device(model, x)
     x, y = x.to(device), y.to(device)
-    leaves: dict[int, Tensor] = {}
-    params = {
-        n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
-        for n, p in model.named_parameters(remove_duplicate=False)
-    }
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    params, buffers = _detached(model)
     outputs: dict[str, Tensor] = {}
 
     def hook(name):
