@@ -28,6 +28,7 @@
 #   COMMAND_S=600               the time limit of whatever runs this script, seconds
 #   SPARE_S=45                  training stops this long before COMMAND_S, for packing
 #   WORKERS=1                   units trained at once, as separate processes on the one GPU
+#   MODELS=                     only the runs of these models (space-separated; default: all)
 #   CHECKPOINT_EVERY_S=60       a run checkpoints at most this often (0: every epoch)
 #   BENCH_S=60                  time the benchmark may take (0: skip it); it runs only if
 #                               BENCH_S + SPARE_S are left after training
@@ -47,6 +48,7 @@ PROFILE=${PROFILE:-full}
 COMMAND_S=${COMMAND_S:-600}
 SPARE_S=${SPARE_S:-45}
 WORKERS=${WORKERS:-1}
+MODELS=${MODELS:-}
 CHECKPOINT_EVERY_S=${CHECKPOINT_EVERY_S:-60}
 BENCH_S=${BENCH_S:-60}
 BENCH_MODEL=${BENCH_MODEL:-resnet18}
@@ -147,11 +149,11 @@ if [ "$budget" -le 10 ]; then
     say "no time left for training (budget ${budget}s)"
     train_rc=0
 else
-    say "train-missing --profile $PROFILE --budget $budget --workers $WORKERS"
+    say "train-missing --profile $PROFILE --budget $budget --workers $WORKERS${MODELS:+ --models $MODELS}"
     # the runs stop themselves before the deadline; the timeout is the last resort
     timeout --foreground --signal=INT --kill-after=5 $(( budget + SPARE_S / 3 )) \
         "$PYTHON" -m cnnlib train-missing --profile "$PROFILE" --budget "$budget" \
-        --workers "$WORKERS" --checkpoint-every "$CHECKPOINT_EVERY_S"
+        --workers "$WORKERS" --checkpoint-every "$CHECKPOINT_EVERY_S" ${MODELS:+--models $MODELS}
     train_rc=$?
     case $train_rc in
         0) ;;

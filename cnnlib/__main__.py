@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="train this many units at once, as separate processes on the one device")
     m.add_argument("--checkpoint-every", type=float, default=0.0, metavar="SECONDS",
                    help="checkpoint a run at most this often (0: after every epoch)")
+    m.add_argument("--models", nargs="+", metavar="MODEL", help="only the runs of these models")
     m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
     tb = sub.add_parser("tables", help="measure a stored run's after-training tables again from its weights")
@@ -156,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
 
         train_missing(args.budget, args.profile, device=args.device, workers=args.workers,
                       checkpoint_every_s=args.checkpoint_every, deadline=args.deadline,
-                      claims=Path(args.claims) if args.claims else None)  # fmt: skip
+                      claims=Path(args.claims) if args.claims else None, models=args.models)  # fmt: skip
         return 0
     if args.command == "tables":
         from .results import load_run, recompute_tables

@@ -9,6 +9,7 @@ device (``workers``), sharing one deadline; they take units from a queue of clai
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import torch
 from . import aftertrain
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
-from .paths import checkpoint_root
+from .paths import atomic_write, checkpoint_root
 from .results import fit_or_load, list_runs, load_run, results_root
 from .train import RunWontFit, TrainConfig, build, default_device, loaders, lr_at, make_config, training_step
 
@@ -136,8 +137,8 @@ def _claim(claims: Path | None, unit: list[TrainConfig]) -> bool:
 def train_missing(budget_s: float, profile: str = "full", *, device: str | None = None,
                   data: CIFAR10 | None = None, log=print, workers: int = 1,
                   checkpoint_every_s: float = 0.0, deadline: float | None = None,
-                  claims: Path | None = None) -> dict[str, list[str]]:  # fmt: skip
-    """Train the plan's missing runs, unit by unit, while the budget allows.
+                  claims: Path | None = None, models: list[str] | None = None) -> dict[str, list[str]]:  # fmt: skip
+    """Train the plan's missing runs (of ``models`` only, if given), unit by unit, while the budget allows.
 
     A unit starts only if the estimates of its missing runs add up to no more than what
     is left (times ``workers``: runs sharing a device go slower); units that do not fit
@@ -147,12 +148,18 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
     ``workers > 1`` starts that many worker processes of this function instead.
     """
     deadline = deadline if deadline is not None else time.time() + budget_s
+    known = {m for fam in FAMILIES.values() for m in fam}
+    if models is not None and (unknown := sorted(set(models) - known)):
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; see python -m cnnlib list")
     if workers > 1:
-        return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log)
+        return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log, models)
     dev = torch.device(device) if device else default_device()
     data = data if data is not None else load_cifar10()
     done, skipped, trained, stopped = [], [], [], []
     for unit in units(profile):
+        unit = [c for c in unit if models is None or c.model in models]
+        if not unit:
+            continue
         todo = [st for st in map(run_status, unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
         if not todo or not _claim(claims, unit):
@@ -181,7 +188,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 f"in {run.meta['train_s']:.0f} s of training")  # fmt: skip
     log(f"{len(trained)} trained, {len(done)} already present, {len(skipped)} skipped, "
         f"{len(stopped)} stopped to resume later; results in {results_root()}")  # fmt: skip
-    return dict(trained=trained, done=done, skipped=skipped, stopped=stopped)
+    result = dict(trained=trained, done=done, skipped=skipped, stopped=stopped)
+    if claims is not None:  # a worker: report to the process that started it
+        atomic_write(claims / f"report-{os.getpid()}.json", lambda f: f.write(json.dumps(result).encode()))
+    return result
 
 
 def _workers(claims: Path) -> int:
@@ -189,7 +199,7 @@ def _workers(claims: Path) -> int:
 
 
 def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, checkpoint_every_s: float,
-                   log) -> dict[str, list[str]]:  # fmt: skip
+                   log, models: list[str] | None = None) -> dict[str, list[str]]:  # fmt: skip
     claims = checkpoint_root() / "claims" / f"{int(time.time())}-{os.getpid()}"
     claims.mkdir(parents=True)
     (claims / "workers").write_text(str(n))
@@ -197,10 +207,22 @@ def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, ch
     cmd = [sys.executable, "-m", "cnnlib", "train-missing", "--profile", profile, "--budget", "1",
            "--deadline", repr(deadline), "--claims", str(claims),
            "--checkpoint-every", repr(checkpoint_every_s)] + (["--device", device] if device else [])  # fmt: skip
+    cmd += ["--models", *models] if models else []
     log(f"{n} workers share the device until the deadline")
     procs = [subprocess.Popen(cmd) for _ in range(n)]
     codes = [p.wait() for p in procs]
     after = {st.config.run_id for st in status(profile) if st.state == "done"}
     if any(codes):
         log(f"worker exit codes: {codes}")
-    return dict(trained=sorted(after - before), done=sorted(before), skipped=[], stopped=[])
+    return merge_reports(claims, before, after)
+
+
+def merge_reports(claims: Path, before: set[str], after: set[str]) -> dict[str, list[str]]:
+    """One result from the workers' reports. A unit belongs to the worker that claimed it, so
+    trained, skipped and stopped runs are unions; runs stored by a worker that died before
+    reporting are found by comparing the runs done ``before`` and ``after``."""
+    reports = [json.loads(p.read_text()) for p in sorted(claims.glob("report-*.json"))]
+    trained = {rid for r in reports for rid in r["trained"]} | (after - before)
+    stopped = {rid for r in reports for rid in r["stopped"]} - trained
+    skipped = {rid for r in reports for rid in r["skipped"]} - trained - stopped
+    return dict(trained=sorted(trained), done=sorted(before), skipped=sorted(skipped), stopped=sorted(stopped))

@@ -111,3 +111,27 @@ def test_a_family_trains_whole_or_not_at_all(store, synthetic, monkeypatch):
     assert out["trained"] == [] and "plain20-smoke-s0" in out["skipped"]
     family = "plain20-smoke-s0 plain56-smoke-s0 resnet20-smoke-s0 resnet56-smoke-s0"
     assert lines[0].startswith(f"skip {family}: needs about 80 s")
+
+
+def test_worker_reports_merge_into_one_result(tmp_path):
+    import json
+
+    from cnnlib import plan
+
+    (tmp_path / "report-1.json").write_text(json.dumps(
+        dict(trained=["a"], done=[], skipped=["c"], stopped=["d"])))  # fmt: skip
+    (tmp_path / "report-2.json").write_text(json.dumps(
+        dict(trained=["b"], done=["a"], skipped=[], stopped=[])))  # fmt: skip
+    # "e" was stored by a worker that died before it could report
+    out = plan.merge_reports(tmp_path, before={"z"}, after={"z", "a", "b", "e"})
+    assert out == dict(trained=["a", "b", "e"], done=["z"], skipped=["c"], stopped=["d"])
+
+
+def test_train_missing_can_be_limited_to_some_models(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev: 5)
+    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lambda line: None, models=["seed_cnn"])
+    assert out["trained"] == ["seed_cnn-smoke-s0"] and out["skipped"] == []
+    with pytest.raises(ValueError, match="unknown model.*resnet21"):
+        plan.train_missing(60, "smoke", device="cpu", data=synthetic, models=["resnet21"])
