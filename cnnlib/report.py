@@ -106,7 +106,8 @@ def _execute(path: Path, timeout: int = 3600):
     nb = nbformat.read(path, as_version=4)
     resources = {"metadata": {"path": str(NOTEBOOKS)}}
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources).execute()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources,
+                       extra_arguments=["--IPKernelApp.log_level=ERROR"]).execute()  # no transport warnings
     except CellExecutionError as e:
         cell = next((i for i, c in enumerate(nb.cells) if c.get("outputs") and any(
             o.get("output_type") == "error" for o in c["outputs"])), None)  # fmt: skip

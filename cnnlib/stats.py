@@ -353,16 +353,21 @@ def ranking_verdict(
 
 
 def _settle_text(undecided: list, tie_margin: float | None, scale: float, unit: str, remedy: str) -> str:
-    parts = []
+    parts, no_interval = [], []
     for pair, tie, low, high, conf in undecided:
+        if not np.isfinite(low):
+            no_interval.append(pair)
+            continue
         level = f"{100 * conf:g}% " if conf is not None else ""
-        bounds = f"[{_signed(low * scale, 1)}, {_signed(high * scale, 1)}]" if np.isfinite(low) else "undefined"
-        text = f"the {level}interval of {pair} is {bounds} {unit}"
+        text = f"the {level}interval of {pair} is [{_signed(low * scale, 1)}, {_signed(high * scale, 1)}] {unit}"
         if tie and tie_margin is None:
-            text += " (a tie is confirmed only inside an equivalence margin: pass tie_margin)"
+            text += " (and two models count as equal only inside an agreed margin, which this claim does not state)"
         elif tie:
             text += f" (a tie needs it inside ±{tie_margin * scale:g})"
         parts.append(text)
+    if no_interval:
+        parts.append(f"{', '.join(no_interval)} {'has' if len(no_interval) == 1 else 'have'} no interval: one seed, "
+                     "and this measure is not paired over test images; 3 seeds of each model give one")
     return f"{remedy}: " + "; ".join(parts)
 
 

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import aftertrain
-from .data import CIFAR10, DeviceLoader, load_cifar10
+from .data import CIFAR10, CLASSES, EXPECTED, DeviceLoader, load_cifar10
 from .models import create_model, family_of
 from .paths import atomic_write, checkpoint_root
 
@@ -114,7 +114,10 @@ class TrainConfig:
 
     def n_images(self, data: CIFAR10 | None = None) -> tuple[int, int]:
         """(training, test) image counts, of ``data`` or of the full CIFAR-10 when not given."""
-        n_train, n_test = (50_000, 10_000) if data is None else (len(data.train_y), len(data.test_y))
+        if data is None:  # the whole CIFAR-10: EXPECTED images per class, in each of its 10 classes
+            n_train, n_test = (len(CLASSES) * EXPECTED[split] for split in ("train", "test"))
+        else:
+            n_train, n_test = len(data.train_y), len(data.test_y)
         return self.train_subset or n_train, self.test_subset or n_test
 
 

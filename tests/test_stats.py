@@ -256,7 +256,7 @@ def test_ranking_from_paired_comparisons_carries_mcnemar():
                 ("SE-ResNet", "DenseNet"): paired_difference(se_pred, dense_pred, labels),
                 ("ResNet", "DenseNet"): paired_difference(res_pred, dense_pred, labels)}  # fmt: skip
     out = ranking_verdict(CLAIM, pairwise)
-    assert out.verdict == "cannot tell" and "tie_margin" in out.settle
+    assert out.verdict == "cannot tell" and "equal only inside an agreed margin" in out.settle
     assert list(out.table["verdict"]) == ["confirmed", "confirmed", "consistent with a tie"]
     assert out.table["p_mcnemar"].iloc[-1] == 1.0 and out.table["p_mcnemar"].iloc[0] < 1e-20
 
@@ -300,3 +300,10 @@ def test_fmt_interval():
     cmp = PairedComparison(-0.0001, -0.012, 0.008, 50, 49, 1.0, 10_000, 0.95, "x")
     assert fmt_interval(cmp) == "+0.0 [-1.2, +0.8]"
     assert fmt_interval(Interval(0.5, 0.4, 0.6, 100, 0.95, "x"), digits=2) == "50.00 [40.00, 60.00]"
+
+
+def test_settle_line_says_when_one_seed_gives_no_interval():
+    nan = float("nan")
+    out = ranking_verdict([["A"], ["B"]], {("A", "B"): (0.05, nan, nan)})
+    assert out.verdict == "cannot tell"
+    assert "A − B has no interval: one seed" in out.settle and "3 seeds" in out.settle
