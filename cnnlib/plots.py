@@ -86,6 +86,30 @@ def overlay(history: pd.DataFrame, metric: str = "test_acc", *, hue: str = "mode
     return ax
 
 
+def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "model",
+                 title: str | None = None) -> plt.Figure:  # fmt: skip
+    """One row per metric, one column per group of models (``histories``: title -> long history);
+    rows share their y axis, loss rows are logarithmic, one legend per column."""
+    fig, axes = plt.subplots(len(metrics), len(histories), figsize=(6.5 * len(histories), 3.3 * len(metrics)),
+                             sharey="row", squeeze=False)  # fmt: skip
+    for col, (group, history) in enumerate(histories.items()):
+        for row, metric in enumerate(metrics):
+            ax = axes[row, col]
+            overlay(history, metric, hue=hue, ax=ax, title=group if row == 0 else None)
+            if "loss" in metric:
+                ax.set_yscale("log")
+            if row < len(metrics) - 1:
+                ax.set_xlabel("")
+            if ax.get_legend() is not None and row > 0:
+                ax.get_legend().remove()
+            elif ax.get_legend() is not None:
+                ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def confusion(cm: pd.DataFrame, *, title: str = "", ax: plt.Axes | None = None) -> plt.Axes:
     """Row-normalised confusion matrix (each row sums to 1)."""
     ax = ax or plt.subplots(figsize=(6.5, 5.5))[1]

@@ -30,6 +30,14 @@ def _profile(runs: list[Run], models: list[str]) -> str | None:
     return None
 
 
+def _mean_std(values: list[float], seeds: bool = False) -> str:
+    """Percent, with the sample std (and the number of seeds) where there are several values."""
+    v = np.array(values) * 100
+    if len(v) == 1:
+        return f"{v[0]:.1f}"
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" + (f" ({len(v)} seeds)" if seeds else "")
+
+
 def _accuracy_rows(runs: list[Run]) -> list[dict]:
     rows = []
     for model in [m for fam in FAMILIES.values() for m in fam]:
@@ -37,12 +45,14 @@ def _accuracy_rows(runs: list[Run]) -> list[dict]:
             rs = [r for r in runs if r.config.model == model and r.config.profile == profile and not r.config.tag]
             if not rs:
                 continue
-            acc = np.array([r.final["test_acc"] for r in rs]) * 100
-            text = f"{acc[0]:.1f}" if len(acc) == 1 else f"{acc.mean():.1f} ± {acc.std(ddof=1):.1f} ({len(acc)} seeds)"
+            text = _mean_std([r.final["test_acc"] for r in rs], seeds=True)
+            clean = (_mean_std([r.history["clean_train_acc"].iloc[-1] for r in rs])
+                     if all("clean_train_acc" in r.history for r in rs) else "not recorded")  # fmt: skip
             n_train, _ = rs[0].config.n_images()
             orig = ORIGINAL_ACCURACY.get(model)
             rows.append({"model": f"`{model}`", "profile": profile, "training images": f"{n_train:,}",
-                         "epochs": rs[0].final["epochs"], "test accuracy (%)": text,
+                         "epochs": rs[0].final["epochs"], "clean training accuracy (%)": clean,
+                         "test accuracy (%)": text,
                          "device": rs[0].meta["device_name"].split(" (")[0].removeprefix("CPU: "),
                          "original report (%)": f"{100 * orig:.0f}" if orig else ""})  # fmt: skip
     return rows
@@ -51,7 +61,9 @@ def _accuracy_rows(runs: list[Run]) -> list[dict]:
 def readme_block(runs: list[Run] | None = None) -> str:
     runs = list_runs() if runs is None else runs
     out = [START, "", verdicts.markdown(pd.DataFrame(_accuracy_rows(runs))),
-           "(Final-epoch test accuracy on the JPEG copy; mean ± sample std where several seeds exist.)", ""]
+           "(Final epoch. Clean training accuracy: the model in eval mode on unaugmented training images, scored "
+           "as the test images are. Test accuracy on the JPEG copy's test images. Mean ± sample std where several "
+           "seeds exist.)", ""]
     deg_profile = _profile(runs, list(FAMILIES["degradation"]))
     if deg_profile:
         deg = [r for r in runs if r.config.profile == deg_profile and r.config.model in FAMILIES["degradation"]

@@ -1,0 +1,117 @@
+"""The sections notebooks 01-04 share: one of the original models next to its controlled counterpart.
+
+Each notebook narrates in Markdown and calls one method per section::
+
+    page = ModelPage("seed_resnet18", "resnet18", PROFILE, SEEDS, name="02_resnet")
+    page.architecture()   # torchinfo table of the original model
+    page.samples()        # the data, with a figure
+    page.curves()         # loss and accuracy against epochs
+    page.table()          # costs and final numbers
+    page.confusion()      # confusion matrices
+    page.per_class()      # per-class accuracy with intervals
+    page.versus_original()
+    page.closing()        # computed closing lines (Markdown)
+
+Figures are saved under ``<name>_<section>`` (see ``plots.save``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from . import analysis, plots
+from .data import CIFAR10, load_cifar10
+from .report import get_runs, provenance, resolve_profile
+from .results import Run, load_run
+from .train import make_config
+
+CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"))
+RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
+
+
+class ModelPage:
+    """The runs of ``original`` and ``ours`` in one profile, and the sections built from them."""
+
+    def __init__(self, original: str, ours: str, profile: str | None = None, seeds=(0,), *, name: str):
+        self.original, self.ours, self.name = original, ours, name
+        self.models = [original, ours]
+        self.seeds = tuple(seeds)
+        self.profile = resolve_profile(profile, self.models, self.seeds)
+        self.runs: list[Run] = get_runs(self.models, self.profile, self.seeds)
+        self.final: list[Run] = [r for r in self.runs if r.config.seed == self.seeds[0]]
+        plots.use_style()
+        print(f"Results shown: profile '{self.profile}'")
+        print(provenance(self.runs))
+
+    @cached_property
+    def data(self) -> CIFAR10:
+        return load_cifar10()
+
+    def architecture(self) -> None:
+        """Print the torchinfo summary of the original model (output shape and parameters per layer)."""
+        import torchinfo
+
+        from .models import create_model
+
+        print(torchinfo.summary(create_model(self.original), input_size=(1, 3, 32, 32), depth=3, verbose=0,
+                                col_names=("output_size", "num_params"), row_settings=("var_names",)))  # fmt: skip
+
+    def samples(self) -> None:
+        """How many images there are, and the first training images of each class."""
+        data = self.data
+        print(f"{len(data.train_y):,} training and {len(data.test_y):,} test images, from the {data.source}")
+        fig = plots.samples(data)
+        plots.save(fig, "samples")
+        plt.show()
+
+    def curves(self, runs: list[Run] | None = None, *, suffix: str = "curves", title: str | None = None) -> None:
+        """Loss and accuracy per epoch, test solid and training dashed. The training curves are the
+        clean ones (eval mode, unaugmented images: comparable with the test curves) when every run
+        recorded them, else the running averages over the augmented batches, and the title says which."""
+        runs = self.runs if runs is None else runs
+        clean = all("clean_train_acc" in r.history for r in runs)
+        pairs = CLEAN_PAIRS if clean else RUNNING_PAIRS
+        what = "training on clean images in eval mode" if clean else "training as running average of augmented batches"
+        head = title or " vs ".join(dict.fromkeys(r.config.model for r in runs))
+        fig = plots.curves(analysis.long_history(runs), pairs=pairs,
+                           title=f"{head} ({analysis.data_note(runs)};\n{what})")  # fmt: skip
+        plots.save(fig, f"{self.name}_{suffix}")
+        plt.show()
+
+    def table(self) -> pd.DataFrame:
+        return analysis.summary_table(self.runs)
+
+    def confusion(self) -> None:
+        """Row-normalised confusion matrices of the final models on their test images."""
+        fig, axes = plt.subplots(1, len(self.final), figsize=(6.5 * len(self.final), 5.5), squeeze=False)
+        for ax, run in zip(axes[0], self.final, strict=True):
+            cm = analysis.confusion_matrix(run.predictions, analysis.test_labels(self.data, run))
+            plots.confusion(cm, title=run.config.model, ax=ax)
+        fig.suptitle(f"Confusion on the test images ({analysis.data_note(self.final)})")
+        fig.tight_layout()
+        plots.save(fig, f"{self.name}_confusion")
+        plt.show()
+
+    def per_class(self) -> pd.DataFrame:
+        return analysis.per_class_table(self.final, self.data)
+
+    @cached_property
+    def full_original(self) -> Run | None:
+        """A full-protocol run of the original model, when the page shows another profile and one is stored."""
+        if self.profile == "full":
+            return None
+        run = load_run(make_config(self.original, "full"))
+        return run
+
+    def versus_original(self) -> pd.DataFrame:
+        """The original report's accuracy next to ours (and next to a stored full-protocol run)."""
+        shown = list(self.final) + ([self.full_original] if self.full_original is not None else [])
+        return analysis.versus_original(shown)
+
+    def closing(self):
+        from IPython.display import Markdown
+
+        return Markdown(analysis.closing_lines(self.final))

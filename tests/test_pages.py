@@ -1,0 +1,35 @@
+"""The sections notebooks 01-04 share, built from two stored runs."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from cnnlib.pages import ModelPage  # noqa: E402
+from cnnlib.results import fit_or_load  # noqa: E402
+from cnnlib.train import make_config  # noqa: E402
+
+
+def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, monkeypatch, capsys):
+    monkeypatch.setenv("CNNLIB_FIGURES", str(store / "figures"))
+    monkeypatch.delenv("CNNLIB_PROFILE", raising=False)
+    for model in ("seed_cnn", "seed_resnet18"):
+        fit_or_load(make_config(model, "smoke", epochs=1), data=synthetic, device="cpu", verbose=False)
+    page = ModelPage("seed_cnn", "seed_resnet18", "smoke", name="01_test")
+    page.__dict__["data"] = synthetic  # instead of the tarball
+    assert "Results shown: profile 'smoke'" in capsys.readouterr().out
+    assert [r.config.model for r in page.final] == ["seed_cnn", "seed_resnet18"]
+
+    page.architecture()
+    assert "Total params: 62,278" in capsys.readouterr().out
+    page.curves()
+    page.confusion()
+    assert sorted(p.name for p in (store / "figures").iterdir()) == ["01_test_confusion.png", "01_test_curves.png"]
+
+    table = page.table()
+    assert list(table.index) == ["seed_cnn", "seed_resnet18"]
+    assert table.loc["seed_cnn", "final train acc, clean (%)"] != "not recorded"
+    assert list(page.per_class().columns) == ["seed_cnn", "seed_resnet18"]
+    assert page.full_original is None  # no full-protocol run stored here
+    assert list(page.versus_original()["original report (%)"]) == [60, 72]
+    closing = page.closing().data
+    assert closing.count("\n- ") == 1 and "clean training minus test accuracy" in closing
