@@ -93,6 +93,28 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+CHANCE = 1 / len(CLASSES)
+
+
+def near_chance(runs: Iterable[Run], within: float = 0.05) -> str:
+    """Markdown naming the runs whose final training accuracy (clean where recorded) is within
+    ``within`` of chance (10%): they did not learn, and they pull their model's mean down."""
+    lines = []
+    for r in runs:
+        h = r.history
+        col = "clean_train_acc" if "clean_train_acc" in h else "train_acc"
+        if h[col].iloc[-1] <= CHANCE + within:
+            worst = h.loc[h["train_loss"].idxmax()]
+            clean = "clean " if col.startswith("clean") else ""
+            lines.append(f"- `{r.config.run_id}`: final {clean}training accuracy {100 * h[col].iloc[-1]:.1f}%, "
+                         f"test accuracy {100 * h['test_acc'].iloc[-1]:.1f}% (highest running training loss "
+                         f"{worst['train_loss']:.2f}, in epoch {int(worst['epoch'])})")  # fmt: skip
+    if not lines:
+        return f"No run ended within {100 * within:.0f} points of chance ({100 * CHANCE:.0f}%)."
+    return (f"Runs that ended within {100 * within:.0f} points of chance ({100 * CHANCE:.0f}%), i.e. did not learn "
+            "in this budget; they count in their model's mean and spread like any other seed:\n\n" + "\n".join(lines))
+
+
 def timed_on_one_gpu(runs: Iterable[Run]) -> tuple[list[Run], str | None]:
     """The runs trained on the GPU model that trained most of them, and its name: training
     times compare only between runs on one kind of card (CPU runs here shared a loaded machine)."""

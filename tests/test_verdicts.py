@@ -151,3 +151,15 @@ def test_training_times_compare_only_on_the_card_that_trained_most_runs():
     timed, card = analysis.timed_on_one_gpu(runs)
     assert card == "H200" and [r.config.model for r in timed] == ["resnet18", "plainnet18"]
     assert analysis.timed_on_one_gpu(runs[2:3]) == ([], None)
+
+
+def test_runs_that_end_near_chance_are_named():
+    from cnnlib import analysis
+
+    stuck, fine = fake_run("resnet18", 1, 0.11, 0.10), fake_run("resnet18", 0, 0.40, 0.35)
+    stuck.history["train_loss"] = [4.0, 2.5, 2.3]
+    fine.history["train_loss"] = [2.3, 2.0, 1.8]
+    text = analysis.near_chance([fine, stuck])
+    assert "`resnet18-smoke-s1`: final clean training accuracy 11.0%" in text and "in epoch 1" in text
+    assert "resnet18-smoke-s0" not in text
+    assert analysis.near_chance([fine]).startswith("No run ended")
