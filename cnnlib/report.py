@@ -113,6 +113,8 @@ def _execute(path: Path, timeout: int = 3600):
             o.get("output_type") == "error" for o in c["outputs"])), None)  # fmt: skip
         raise NotebookFailed(f"{path.name}, cell {cell}: {e.ename}: {e.evalue}") from None
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:  # execution timestamps would change every cell of every notebook on each refresh
+        cell.metadata.pop("execution", None)
     return nb
 
 
