@@ -3,6 +3,7 @@
 Each notebook narrates in Markdown and calls one method per section::
 
     page = ModelPage("seed_resnet18", "resnet18", PROFILE, SEEDS, name="02_resnet")
+    page.origin()         # the profile, and where the runs come from
     page.architecture()   # torchinfo table of the original model
     page.samples()        # the data, with a figure
     page.curves()         # loss and accuracy against epochs
@@ -25,8 +26,7 @@ import pandas as pd
 from . import analysis, plots
 from .data import CIFAR10, load_cifar10
 from .report import get_runs, provenance, resolve_profile
-from .results import Run, load_run
-from .train import make_config
+from .results import Run
 
 CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"))
 RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
@@ -43,8 +43,12 @@ class ModelPage:
         self.runs: list[Run] = get_runs(self.models, self.profile, self.seeds)
         self.final: list[Run] = [r for r in self.runs if r.config.seed == self.seeds[0]]
         plots.use_style()
-        print(f"Results shown: profile '{self.profile}'")
-        print(provenance(self.runs))
+
+    def origin(self):
+        """Markdown: the profile shown, and which machine trained which runs."""
+        from IPython.display import Markdown
+
+        return Markdown(f"Results shown: profile **{self.profile}**.\n\n" + provenance(self.runs))
 
     @cached_property
     def data(self) -> CIFAR10:
@@ -52,12 +56,8 @@ class ModelPage:
 
     def architecture(self) -> None:
         """Print the torchinfo summary of the original model (output shape and parameters per layer)."""
-        import torchinfo
-
-        from .models import create_model
-
-        print(torchinfo.summary(create_model(self.original), input_size=(1, 3, 32, 32), depth=3, verbose=0,
-                                col_names=("output_size", "num_params"), row_settings=("var_names",)))  # fmt: skip
+        print(analysis.model_summary(self.original, depth=3, col_names=("output_size", "num_params"),
+                                     row_settings=("var_names",)))  # fmt: skip
 
     def samples(self) -> None:
         """How many images there are, and the first training images of each class."""
@@ -103,8 +103,8 @@ class ModelPage:
         """A full-protocol run of the original model, when the page shows another profile and one is stored."""
         if self.profile == "full":
             return None
-        run = load_run(make_config(self.original, "full"))
-        return run
+        stored = get_runs([self.original], "full", required=False)  # only a run of today's full recipe
+        return stored[0] if stored else None
 
     def versus_original(self) -> pd.DataFrame:
         """The original report's accuracy next to ours (and next to a stored full-protocol run)."""

@@ -79,18 +79,27 @@ def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = Tr
     return runs
 
 
+def run_names(runs: list[Run]) -> str:
+    """Runs named compactly: one entry per model (and variant) with its seeds, e.g.
+    '`plainnet18` (seeds 0, 1, 2)'."""
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(r.config.model + (f"-{r.config.tag}" if r.config.tag else ""), []).append(r.config.seed)
+    return ", ".join(f"`{m}` (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})"
+                     for m, s in seeds.items())  # fmt: skip
+
+
 def provenance(runs: list[Run]) -> str:
-    """One line per distinct (profile, device, data) that produced ``runs``."""
-    seen = {}
+    """One Markdown line per distinct (profile, device, data) that produced ``runs``."""
+    seen: dict[tuple, list[Run]] = {}
     for r in runs:
         c = r.config
         n_train, n_test = c.n_images()
-        data = f"{n_train} training / {n_test} test images"
-        key = (c.profile, r.meta["device_name"], r.meta["torch"], data)
-        seen.setdefault(key, []).append(r.config.run_id)
+        key = (c.profile, r.meta["device_name"], r.meta["torch"], f"{n_train:,} training / {n_test:,} test images")
+        seen.setdefault(key, []).append(r)
     return "\n".join(
-        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} with torch {t}: {', '.join(ids)}"
-        for (p, dev, t, d), ids in seen.items()
+        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} with torch {t}: {run_names(rs)}"
+        for (p, dev, t, d), rs in seen.items()
     )
 
 
@@ -167,7 +176,7 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
 
     runs = list_runs()
     items = "\n".join(f'<li><a href="{stem}.html">{title}</a></li>' for stem, title in pages)
-    origin = "".join(f"<li>{line.removeprefix('- ')}</li>" for line in provenance(runs).splitlines())
+    origin = "".join(f"<li>{line.removeprefix('- ').replace('`', '')}</li>" for line in provenance(runs).splitlines())
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>cnnlib report</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:46rem;margin:3rem auto;line-height:1.5}"

@@ -16,7 +16,8 @@ def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, mon
         fit_or_load(make_config(model, "smoke", epochs=1), data=synthetic, device="cpu", verbose=False)
     page = ModelPage("seed_cnn", "seed_resnet18", "smoke", name="01_test")
     page.__dict__["data"] = synthetic  # instead of the tarball
-    assert "Results shown: profile 'smoke'" in capsys.readouterr().out
+    origin = page.origin().data
+    assert "Results shown: profile **smoke**" in origin and "`seed_cnn` (seed 0), `seed_resnet18` (seed 0)" in origin
     assert [r.config.model for r in page.final] == ["seed_cnn", "seed_resnet18"]
 
     page.architecture()
