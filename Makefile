@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest tests
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	CNNLIB_FIGURES=$$tmp/figures $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg $(NBVAL) && \
-	CNNLIB_PROFILE=smoke CNNLIB_RESULTS=$$tmp/results CNNLIB_CHECKPOINTS=$$tmp/checkpoints \
+	CNNLIB_PROFILE=smoke CNNLIB_RESULTS=$$tmp/results CNNLIB_CHECKPOINTS=$$tmp/checkpoints CNNLIB_WEIGHTS=$$tmp/weights \
 	CNNLIB_FIGURES=$$tmp/smoke-figures $(PY) -m pytest --nbval-lax $(NBVAL)
 
 # the HTML report in report/ (the committed notebooks stay as they are)

@@ -12,14 +12,23 @@ import sys
 from .data import DataError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def _whole_number(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}" if minimum == 1
+                                             else f"must be {minimum} or more, got {value}")  # fmt: skip
+        return value
+
+    return parse
+
+
+_positive_int, _seed = _whole_number(1), _whole_number(0)
 
 
 def _positive_float(text: str) -> float:
@@ -29,16 +38,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -116,15 +115,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{family:<12} {' '.join(names)}")
         return 0
     if args.command == "summary":
-        import torchinfo
+        from .analysis import model_summary
 
-        from .models import create_model
-
-        stats = torchinfo.summary(create_model(args.model), input_size=(1, 3, 32, 32), depth=3, verbose=0)
-        # torchinfo names the unit of its mult-adds line after an enum ("Units.MEGABYTES"): say it plainly
-        lines = [f"Total mult-adds: {stats.total_mult_adds / 1e6:,.1f} million" if line.startswith("Total mult-adds")
-                 else line for line in str(stats).splitlines()]  # fmt: skip
-        print("\n".join(lines))
+        print(model_summary(args.model, depth=3))
         return 0
     if args.command == "train":
         from .results import fit_or_load

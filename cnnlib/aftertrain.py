@@ -21,8 +21,8 @@ weights of the small nets; ``save_weights`` keeps them under ``weights_root()`` 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -32,6 +32,9 @@ from . import diagnostics
 from .models import create_model, family_of
 from .models.resnet import BasicBlock
 from .paths import atomic_write, weights_root
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 __all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "finish", "fingerprint", "load_table",
            "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
@@ -56,20 +59,44 @@ TABLES = {
 SURFACE_IMAGES = 1000  # clean training images the landscapes are evaluated on (at most)
 
 
-def dissected(model: str, seed: int) -> bool:
-    """Whether a run stores the mechanism tables of notebook 07: seed 0 of the degradation family."""
-    return family_of(model) == "degradation" and seed == 0
+def dissected(cfg: TrainConfig) -> bool:
+    """Whether a run stores the mechanism tables of notebook 07: seed 0 of the degradation
+    family, trained with the recipe itself (not a variant such as lr0.1x)."""
+    return family_of(cfg.model) == "degradation" and cfg.seed == 0 and not cfg.tag
+
+
+def after_training(cfg: TrainConfig, model: nn.Module, test_batches, *, init_state: dict | None, clean: tuple,
+                   test: tuple, n_train: int, device: torch.device) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """The tables of a finished run (``finish``), with the mechanism tables where the run is
+    ``dissected``; used right after training and when the tables are measured again."""
+    if not dissected(cfg) or init_state is None:
+        return finish(model, test_batches)
+    return finish(model, test_batches, init_state=init_state, clean=clean, test=test,
+                  settings=mechanism_settings(n_train, device))  # fmt: skip
 
 
 def mechanism_settings(n_train: int, device: torch.device) -> dict:
-    """How finely the mechanism tables are measured: on a GPU a 21 x 21 landscape on 1,000 clean
-    training images and lesions on all test images; on a CPU 7 x 7 on 500 and lesions on 500
-    test images (about 4 CPU minutes for plain56); 5 x 5 with 3 lesion draws for smoke runs."""
+    """How finely the mechanism tables are measured: on a GPU a 21 x 21 landscape and lesions on
+    1,000 images; on a CPU 7 x 7 and lesions on 500 (about 4 CPU minutes for plain56); 5 x 5
+    with 3 lesion draws for smoke runs."""
     if n_train < 1000:
         return dict(grid=5, draws=3, max_k=5, images=200, path_images=16, path_samples=2, path_every=9)
     if device.type == "cuda":
         return dict(grid=21, draws=10, max_k=10, images=1000, path_images=256, path_samples=10, path_every=1)
     return dict(grid=7, draws=10, max_k=10, images=500, path_images=64, path_samples=4, path_every=3)
+
+
+def mechanism_passes(model: str, settings: dict) -> int:
+    """Single-image forward passes that ``mechanism_tables`` costs with ``settings`` (a
+    backward pass counted as two): lesions, gradients by path length and the landscapes."""
+    from .mechanisms import residual_blocks
+
+    blocks = len(residual_blocks(create_model(model)))
+    s, n = settings, min(settings["images"], SURFACE_IMAGES)
+    lesions = (blocks + 1 + min(s["max_k"], blocks) * s["draws"]) * s["images"]
+    paths = (len(range(0, blocks + 1, s["path_every"])) + 1) * s["path_samples"] * min(s["path_images"], n) * 3
+    surfaces = (2 * (4 * s["grid"] + 1) + s["grid"] ** 2) * n
+    return lesions + paths + surfaces
 
 
 def monitored(model: str) -> bool:
@@ -203,10 +230,9 @@ def save_weights(run_id: str, state_dict: dict) -> Path | None:
                                                                         "num_batches_tracked")))
     if n > WEIGHTS_MAX_PARAMS:
         return None
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buf)
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
     path = weights_path(run_id)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 

@@ -26,6 +26,14 @@ def model_costs(name: str) -> dict[str, float]:
     return {"params": int(stats.total_params), "macs": int(stats.total_mult_adds)}
 
 
+def model_summary(name: str, **kwargs) -> str:
+    """torchinfo's table of a model for one 32x32 image (``kwargs`` go to ``torchinfo.summary``),
+    with the mult-adds line in plain words (torchinfo names its unit after an enum, "Units.MEGABYTES")."""
+    stats = torchinfo.summary(create_model(name), input_size=(1, 3, 32, 32), verbose=0, **kwargs)
+    return "\n".join(f"Total mult-adds: {stats.total_mult_adds / 1e6:,.1f} million"
+                     if line.startswith("Total mult-adds") else line for line in str(stats).splitlines())  # fmt: skip
+
+
 def long_history(runs: Iterable[Run]) -> pd.DataFrame:
     """All runs' histories in long form (one row per run and epoch), ready for seaborn."""
     frames = [r.history.assign(model=r.config.model, seed=r.config.seed, profile=r.config.profile) for r in runs]
@@ -52,11 +60,12 @@ def data_note(runs: Iterable[Run]) -> str:
     return "; ".join(parts)
 
 
-def mean_std(values: pd.Series, scale: float = 100, digits: int = 1) -> str:
-    """'m' for one value, 'm ± s' (sample std) for several."""
-    if len(values) == 1:
-        return f"{values.iloc[0] * scale:.{digits}f}"
-    return f"{values.mean() * scale:.{digits}f} ± {values.std(ddof=1) * scale:.{digits}f}"
+def mean_std(values: Iterable[float], scale: float = 100, digits: int = 1, *, seeds: bool = False) -> str:
+    """'m' for one value, 'm ± s' (sample std) for several, with '(n seeds)' appended if ``seeds``."""
+    v = np.asarray(list(values), dtype=float) * scale
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" + (f" ({len(v)} seeds)" if seeds else "")
 
 
 def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
@@ -65,7 +74,7 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
     and the mean test accuracy over the run (convergence as the area under the curve)."""
     rows = []
     for model, group in _by_model(runs).items():
-        costs = model_costs(model)
+        costs = model_costs(group[0].config.model)
         acc = pd.Series([r.final["test_acc"] for r in group])
         peak = [r.meta.get("peak_memory_mb") for r in group]
         # eval mode, unaugmented training images: comparable with the test accuracy
@@ -82,11 +91,11 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
                 else "n/a (CPU)",
                 "epochs": group[0].final["epochs"],
                 "seeds": len(group),
-                "final train acc, running (%)": mean_std(pd.Series([r.final["train_acc"] for r in group])),
-                "final train acc, clean (%)": mean_std(pd.Series(clean)) if clean else "not recorded",
+                "final train acc, running (%)": mean_std(r.final["train_acc"] for r in group),
+                "final train acc, clean (%)": mean_std(clean) if clean else "not recorded",
                 "final test acc (%)": mean_std(acc),
                 "mean test acc over the run (%)": mean_std(
-                    pd.Series([area_under_curve(r.history["epoch"], r.history["test_acc"]) for r in group])
+                    area_under_curve(r.history["epoch"], r.history["test_acc"]) for r in group
                 ),
             }
         )
@@ -147,8 +156,6 @@ def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
 def closing_lines(runs: Iterable[Run]) -> str:
     """One Markdown line per run: final test accuracy, the gap to training accuracy (clean,
     eval mode, where recorded; else the running one) and the mean test accuracy over the run."""
-    from .stats import area_under_curve
-
     lines = []
     for r in runs:
         h = r.history
@@ -191,8 +198,14 @@ def versus_original(runs: Iterable[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "profile"]) if rows else pd.DataFrame()
 
 
+def label(run: Run) -> str:
+    """The model's name, with the recipe variant if any: 'plain56', 'plain56 (lr0.1x)'."""
+    return run.config.model + (f" ({run.config.tag})" if run.config.tag else "")
+
+
 def _by_model(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """label -> runs (a variant such as plain56 at lr/10 never pools with the model's own seeds)."""
     out: dict[str, list[Run]] = {}
     for r in runs:
-        out.setdefault(r.config.model, []).append(r)
+        out.setdefault(label(r), []).append(r)
     return out

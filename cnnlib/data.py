@@ -17,7 +17,6 @@ import math
 import operator
 import os
 import re
-import sys
 import tarfile
 import tempfile
 import warnings
@@ -217,7 +216,7 @@ def _read_tree(root: Path) -> dict[str, np.ndarray]:
 
     items: dict[str, list] = {s: [] for s in SPLITS}
     for split, ci, f in tqdm(_tree_files(root), desc=f"decoding {root.name}", unit="img",
-                             leave=False, disable=not sys.stderr.isatty()):
+                             leave=False, disable=None):
         try:
             data = f.read_bytes()
         except OSError as e:
@@ -233,7 +232,7 @@ def _read_tarball(path: Path) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar, \
                 tqdm(total=path.stat().st_size, desc=f"decoding {path.name}", unit="B",
-                     unit_scale=True, leave=False, disable=not sys.stderr.isatty()) as bar:
+                     unit_scale=True, leave=False, disable=None) as bar:
             for m in tar:  # streams through the archive once, in archive order
                 bar.update(raw.tell() - bar.n)
                 parts = m.name.removeprefix("./").split("/")

@@ -100,15 +100,16 @@ START_S = 5.0  # per run: building, moving the data, cuDNN autotuning
 
 
 def estimate_seconds(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> float:
-    """Expected wall time of a run, evaluation and probes included: from stored epoch
-    times of the same model on the same kind of device when there are any, else a short
+    """Expected wall time of a run, evaluation, probes and after-training tables included: from stored epoch
+    times of the same model and batch size on the same kind of device when there are any, else a short
     measurement (once per model and batch size in a process)."""
     n_train, n_test = cfg.n_images(data)
     n_clean = min(cfg.clean_subset or n_train, n_train)
     rates = [
         r.history["images_per_s"].median()
         for r in list_runs()
-        if r.config.model == cfg.model and r.meta.get("device", "").split(":")[0] == device.type
+        if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
+        and r.meta.get("device", "").split(":")[0] == device.type
     ]
     key = (cfg.model, device.type, cfg.batch_size)
     if not rates and key not in _measured:
@@ -120,7 +121,10 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> f
     per_epoch = (n_train + (n_test + n_clean) / 3) / rate
     points = len(aftertrain.PROBE_STEPS) + len(aftertrain.probe_epochs(cfg.epochs))
     probes = points * 2 * aftertrain.probe_images(n_train) / rate if aftertrain.monitored(cfg.model) else 0.0
-    return cfg.epochs * per_epoch * 1.05 + probes + START_S
+    # the mechanism tables after training: forward passes, a third of a training step each
+    settings = aftertrain.mechanism_settings(n_train, device)
+    tables = aftertrain.mechanism_passes(cfg.model, settings) / (3 * rate) if aftertrain.dissected(cfg) else 0.0
+    return cfg.epochs * per_epoch * 1.05 + probes + tables + START_S
 
 
 def _claim(claims: Path | None, unit: list[TrainConfig]) -> bool:

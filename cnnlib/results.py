@@ -18,7 +18,6 @@ crash never leaves half a result.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,11 @@ class Run:
         return aftertrain.load_table(self, name)
 
 
+def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
+    for name, table in tables.items():
+        atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
+
+
 def run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
     return (root or results_root()) / cfg.run_id
 
@@ -74,11 +78,8 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
     folder = run_dir(cfg, root)
     (folder / "run.json").unlink(missing_ok=True)  # incomplete until the new one lands
     atomic_write_bytes(folder / "history.csv", result.history.to_csv(index=False).encode())
-    buf = io.BytesIO()
-    np.save(buf, result.predictions.numpy().astype(np.uint8))
-    atomic_write_bytes(folder / "predictions.npy", buf.getvalue())
-    for name, table in result.tables.items():
-        atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
+    atomic_write(folder / "predictions.npy", lambda f: np.save(f, result.predictions.numpy().astype(np.uint8)))
+    _write_tables(folder, result.tables)
     aftertrain.save_weights(cfg.run_id, result.state_dict)
     last = result.history.iloc[-1]
     meta = dict(
@@ -175,11 +176,7 @@ def recompute_tables(run: Run, data=None, device: str = "cpu") -> list[str]:
     data = cfg.select(data if data is not None else load_cifar10())
     ld = loaders(cfg, data, dev)
     clean, test = balanced_batches(ld, aftertrain.SURFACE_IMAGES)
-    mech = {}
-    if aftertrain.dissected(cfg.model, cfg.seed) and not cfg.tag:
-        mech = dict(init_state=init.state_dict(), clean=clean, test=test,
-                    settings=aftertrain.mechanism_settings(len(data.train_y), dev))  # fmt: skip
-    tables = aftertrain.finish(model, ld["test"], **mech)
-    for name, table in tables.items():
-        atomic_write_bytes(run.path / aftertrain.TABLES[name], table.to_csv(index=False).encode())
+    tables = aftertrain.after_training(cfg, model, ld["test"], init_state=init.state_dict(), clean=clean, test=test,
+                                       n_train=len(data.train_y), device=dev)  # fmt: skip
+    _write_tables(run.path, tables)
     return sorted(tables)

@@ -11,8 +11,10 @@ otherwise the verdict is "cannot tell", with a line saying what would settle it.
   comparing supervised classification learning algorithms").
 - Several seeds: t-interval of the mean; Welch (or paired) t-interval of a
   difference of means.
-- Convergence speed: mean test accuracy over the run and epochs to an absolute
-  target, so that a weak model that plateaus early is not called "fast".
+- Convergence speed: mean test accuracy over the run (the area under the
+  test-accuracy curve), so that a weak model that plateaus early is not called
+  "fast"; ``epochs_to_target`` gives the epochs to an absolute accuracy for
+  reading a curve.
 
 Statistics come from ``scipy.stats``; every resampling takes a seed.
 """

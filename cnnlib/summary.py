@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import verdicts
-from .analysis import ORIGINAL_ACCURACY
+from .analysis import ORIGINAL_ACCURACY, mean_std
 from .models import FAMILIES
 from .paths import PROJECT_ROOT
+from .report import PREFERRED
 from .results import Run, list_runs
 
 START, END = "<!-- results:start (python -m cnnlib readme) -->", "<!-- results:end -->"
@@ -23,30 +23,22 @@ README = PROJECT_ROOT / "README.md"
 
 def _profile(runs: list[Run], models: list[str]) -> str | None:
     """The richest profile in which every model has a run."""
-    for p in ("full", "cpu"):
+    for p in PREFERRED:
         have = {r.config.model for r in runs if r.config.profile == p and not r.config.tag}
         if set(models) <= have:
             return p
     return None
 
 
-def _mean_std(values: list[float], seeds: bool = False) -> str:
-    """Percent, with the sample std (and the number of seeds) where there are several values."""
-    v = np.array(values) * 100
-    if len(v) == 1:
-        return f"{v[0]:.1f}"
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" + (f" ({len(v)} seeds)" if seeds else "")
-
-
 def _accuracy_rows(runs: list[Run]) -> list[dict]:
     rows = []
     for model in [m for fam in FAMILIES.values() for m in fam]:
-        for profile in ("full", "cpu"):
+        for profile in PREFERRED:
             rs = [r for r in runs if r.config.model == model and r.config.profile == profile and not r.config.tag]
             if not rs:
                 continue
-            text = _mean_std([r.final["test_acc"] for r in rs], seeds=True)
-            clean = (_mean_std([r.history["clean_train_acc"].iloc[-1] for r in rs])
+            text = mean_std((r.final["test_acc"] for r in rs), seeds=True)
+            clean = (mean_std(r.history["clean_train_acc"].iloc[-1] for r in rs)
                      if all("clean_train_acc" in r.history for r in rs) else "not recorded")  # fmt: skip
             n_train, _ = rs[0].config.n_images()
             orig = ORIGINAL_ACCURACY.get(model)

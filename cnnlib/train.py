@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -344,10 +343,6 @@ def training_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return loss.detach(), logits.detach()
 
 
-def _progress_enabled() -> bool:
-    return sys.stderr.isatty()
-
-
 @dataclass
 class FitResult:
     """What a finished run hands to the results store."""
@@ -391,7 +386,7 @@ def fit(
         torch.backends.cudnn.benchmark = True
     model, opt = build(cfg, device)
     init_fingerprint = aftertrain.fingerprint(model)
-    dissect = aftertrain.dissected(cfg.model, cfg.seed) and not cfg.tag
+    dissect = aftertrain.dissected(cfg)
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if dissect else None
     ld = loaders(cfg, data, device)
     steps_per_epoch = len(ld["train"])
@@ -441,7 +436,7 @@ def fit(
             monitor_s = 0.0  # time of the gradient profiles inside the loop: not training
             bar = tqdm(
                 ld["train"], desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}",
-                leave=False, disable=not (verbose and _progress_enabled()),
+                leave=False, disable=None if verbose else True,  # None: only on a terminal
             )  # fmt: skip
             for i, (x, y) in enumerate(bar):
                 step = epoch * steps_per_epoch + i
@@ -516,11 +511,9 @@ def fit(
     history.attrs["config"] = cfg.to_dict()
     if start_epoch == cfg.epochs:  # a finished checkpoint: predictions from its weights
         _, _, preds = evaluate(model, ld["test"], device)
-    mech = {}
-    if dissect:
-        mech = dict(init_state=init_state, clean=(probe_x, probe_y), test=test_xy,
-                    settings=aftertrain.mechanism_settings(len(data.train_y), device))
-    tables = monitor.tables() | aftertrain.finish(model, ld["test"], **mech)
+    tables = monitor.tables() | aftertrain.after_training(
+        cfg, model, ld["test"], init_state=init_state, clean=(probe_x, probe_y), test=test_xy,
+        n_train=len(data.train_y), device=device)  # fmt: skip
     info = dict(
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),

@@ -20,16 +20,11 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import model_costs
+from .analysis import label, model_costs, timed_on_one_gpu
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
 NOT_IN_REGIME = "not supported in this regime"
-
-
-def label(run: Run) -> str:
-    """The model's name, with the recipe variant if any: 'plain56', 'plain56 (lr0.1x)'."""
-    return run.config.model + (f" ({run.config.tag})" if run.config.tag else "")
 
 
 def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
@@ -216,15 +211,16 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
                      "measured by": "final test accuracy" if claim == "accuracy" else "mean test accuracy over the run",
                      "evidence (95% intervals)": evidence, "verdict": rv.verdict,
                      "what would settle it": rv.settle or ""})  # fmt: skip
-    devices = {r.meta["device_name"] for v in names.values() for r in m[v].values()}
+    family = [r for v in names.values() for r in m[v].values()]
+    timed, card = timed_on_one_gpu(family)
     macs = {k: model_costs(v)["macs"] / 1e9 for k, v in names.items()}
     slowest = max(macs, key=macs.get)
     cost = f"multiply-adds per image: {', '.join(f'{k} {v:.2f} G' for k, v in macs.items())}"
-    if len(devices) == 1 and not next(iter(devices)).startswith("CPU"):
+    if len(timed) == len(family):  # every run timed on one kind of GPU
         sec = {k: np.median([r.final["seconds_per_epoch"] for r in m[v].values()]) for k, v in names.items()}
         order = sorted(sec, key=sec.get, reverse=True)
         v = CONFIRMED if [[o] for o in order] == RANKINGS["training time"] else REFUTED
-        evidence = f"seconds per epoch on {next(iter(devices))}: " + ", ".join(f"{k} {sec[k]:.1f}" for k in order)
+        evidence = f"seconds per epoch on {card}: " + ", ".join(f"{k} {sec[k]:.1f}" for k in order)
         settle = ""
     else:
         v = CANNOT_TELL
@@ -293,8 +289,8 @@ def markdown(df: pd.DataFrame, index: bool = False) -> str:
 
 def lesions(runs: Iterable[Run]) -> pd.DataFrame:
     """Veit et al.'s lesion study, per net (seed 0): intact accuracy, the mean accuracy after
-    deleting one deletable block, and after deleting one random block, with a Welch
-    interval over the random draws of the difference from the intact net."""
+    deleting one deletable block, the worst single deletion, the mean after deleting 5 random
+    blocks, and how many random draws each k has (``lesion_verdict`` puts the interval on them)."""
     rows = []
     for r in runs:
         single, rand = r.table("lesion_single"), r.table("lesion_random")
@@ -329,7 +325,7 @@ def lesion_verdict(runs: Iterable[Run], residual: str = "resnet56", plain: str =
     cmp = stats.seed_difference(loss[plain], loss[residual])
     v = stats.verdict(cmp.low, cmp.high, +1)
     return {"claim": f"deleting {k} random block(s) costs {plain} more accuracy than {residual}",
-            "difference (points)": f"{100 * cmp.difference:+.1f} [{100 * cmp.low:+.1f}, {100 * cmp.high:+.1f}]",
+            "difference (points)": stats.fmt_interval(cmp),
             "interval from": f"Welch t over {len(loss[plain])} and {len(loss[residual])} random draws (seed 0 nets)",
             "verdict": v}  # fmt: skip
 

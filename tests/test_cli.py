@@ -135,3 +135,19 @@ def test_train_missing_can_be_limited_to_some_models(store, synthetic, monkeypat
     assert out["trained"] == ["seed_cnn-smoke-s0"] and out["skipped"] == []
     with pytest.raises(ValueError, match="unknown model.*resnet21"):
         plan.train_missing(60, "smoke", device="cpu", data=synthetic, models=["resnet21"])
+
+
+def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
+    import torch
+
+    from cnnlib import plan
+    from cnnlib.train import make_config
+
+    monkeypatch.setattr(plan, "list_runs", lambda: [])
+    monkeypatch.setattr(plan, "measure_images_per_s", lambda cfg, data, dev: 100.0)
+    cpu = torch.device("cpu")
+    dissected, plain = make_config("plain56", "cpu", 0), make_config("plain56", "cpu", 1)  # seed 1: no tables
+    extra = plan.estimate_seconds(dissected, synthetic, cpu) - plan.estimate_seconds(plain, synthetic, cpu)
+    settings = plan.aftertrain.mechanism_settings(3000, cpu)
+    assert extra == pytest.approx(plan.aftertrain.mechanism_passes("plain56", settings) / 300)
+    assert 100 < extra < 1000  # measured on this CPU: 4-7 minutes per net (benchmarks/RESULTS.md)
