@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint-every", type=float, default=0.0, metavar="SECONDS",
                    help="checkpoint a run at most this often (0: after every epoch)")
     m.add_argument("--models", nargs="+", metavar="MODEL", help="only the runs of these models")
+    m.add_argument("--policy", choices=("sequential", "units"),
+                   help="sequential: run after run, the last one stops at the deadline and resumes next time "
+                        "(default on a CPU); units: a family starts only if it fits (default on a GPU)")
     m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
     tb = sub.add_parser("tables", help="measure a stored run's after-training tables again from its weights")
@@ -133,13 +136,23 @@ def _run(args: argparse.Namespace) -> int:
               f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']} -> {run.path}")  # fmt: skip
         return 0
     if args.command == "status":
-        from .plan import status
+        from .plan import stage_hours_left, status
 
-        rows = status(args.profile)
+        rows = status(args.profile, checkpoints=True)
         for st in rows:
-            extra = (f"test acc {st.test_acc:.4f}, {st.train_s:.0f} s on {st.device_name}"
-                     if st.state == "done" else "")  # fmt: skip
-            print(f"{st.state:<8} {st.config.run_id:<28} {extra}")
+            if st.state == "done":
+                extra = f"test acc {st.test_acc:.4f}, {st.train_s / 60:.0f} min of training on {st.device_name}"
+            elif st.state == "partly":
+                extra = (f"{st.epochs_done}/{st.config.epochs} epochs"
+                         + (f" and {st.steps_done} steps" if st.steps_done else "")
+                         + f", {st.train_s / 60:.0f} min of training so far (checkpoint)")  # fmt: skip
+            else:
+                extra = ""
+            print(f"{st.state:<8} {st.config.run_id:<34} {extra}")
+        print("training left, estimated on this machine from measured rates:")
+        for name, hours, unknown in stage_hours_left(args.profile):
+            note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
+            print(f"  stage {name}: {hours:.1f} h{note}")
         missing = sum(st.state != "done" for st in rows)
         print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing")
         return 0
@@ -150,7 +163,8 @@ def _run(args: argparse.Namespace) -> int:
 
         train_missing(args.budget, args.profile, device=args.device, workers=args.workers,
                       checkpoint_every_s=args.checkpoint_every, deadline=args.deadline,
-                      claims=Path(args.claims) if args.claims else None, models=args.models)  # fmt: skip
+                      claims=Path(args.claims) if args.claims else None, models=args.models,
+                      policy=args.policy)  # fmt: skip
         return 0
     if args.command == "tables":
         from .results import load_run, recompute_tables

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paths import atomic_write, project_path
+from .paths import atomic_write, project_path, user_cache
 
 __all__ = ["CLASSES", "CIFAR10", "DataError", "DeviceLoader", "augment", "cache_dir",
            "data_root", "load_cifar10"]
@@ -92,6 +92,18 @@ class CIFAR10:
         return CIFAR10(tx, ty, ex, ey, source=f"{self.source}, subset {n_train}/{n_test}")
 
 
+    def holdout(self, n: int) -> CIFAR10:
+        """The last n/10 training images of each class as the evaluation split (in place of the
+        test images, which are left out), the other training images as the training split."""
+        if n <= 0 or n % 10 or n // 10 >= int(torch.bincount(self.train_y).min()):
+            raise DataError(f"holdout: n={n} must be a positive multiple of 10, below the training images")
+        held = torch.zeros(len(self.train_y), dtype=torch.bool)
+        for c in range(len(CLASSES)):
+            held[(self.train_y == c).nonzero().flatten()[-(n // 10):]] = True
+        return CIFAR10(self.train_x[~held], self.train_y[~held], self.train_x[held], self.train_y[held],
+                       source=f"{self.source}, {n} training images held out for validation")  # fmt: skip
+
+
 def _balanced(x: torch.Tensor, y: torch.Tensor, n: int, split: str):
     try:
         n = operator.index(n)
@@ -117,10 +129,7 @@ def data_root() -> Path:
 
 def cache_dir() -> Path:
     """Where decoded arrays are cached: $CNNLIB_CACHE, $XDG_CACHE_HOME/cnnlib or ~/.cache/cnnlib."""
-    if os.environ.get("CNNLIB_CACHE"):
-        return Path(os.environ["CNNLIB_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "cnnlib"
+    return user_cache()
 
 
 def _natkey(name: str) -> tuple:
@@ -384,6 +393,16 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
     return ds
 
 
+def _crop_flip_draws(b: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random numbers ``augment`` draws for a batch of ``b``: crop offsets in the padded image
+    (rows, columns) and whether to flip."""
+    gdev = generator.device
+    dy = torch.randint(0, 9, (b,), generator=generator, device=gdev)
+    dx = torch.randint(0, 9, (b,), generator=generator, device=gdev)
+    flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).long()
+    return dy, dx, flip
+
+
 def augment(x_uint8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random 4-pixel-padded crop + horizontal flip of a uint8 batch (B, C, H, W), same shape.
 
@@ -392,9 +411,7 @@ def augment(x_uint8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """
     b, c, h, w = x_uint8.shape
     dev, gdev = x_uint8.device, generator.device
-    dy = torch.randint(0, 9, (b,), generator=generator, device=gdev)  # crop offsets in
-    dx = torch.randint(0, 9, (b,), generator=generator, device=gdev)  # the padded image
-    flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).long()
+    dy, dx, flip = _crop_flip_draws(b, generator)
     if dev != gdev:  # one small copy; pinned, so it does not stall the GPU's queue
         packed = torch.stack([dy, dx, flip])
         packed = packed.pin_memory() if dev.type == "cuda" else packed
@@ -450,9 +467,17 @@ class DeviceLoader:
         return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches()
+
+    def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from batch ``start`` on: the same batches as a full pass yields from
+        there (the random draws of the skipped batches are replayed, not their images)."""
         g = self._generator() if self.train else None
         order = torch.randperm(len(self.x), generator=g).to(self.device) if self.train else None
-        for i in range(len(self)):
+        if g is not None:
+            for i in range(start):
+                _crop_flip_draws(len(order[i * self.batch_size:(i + 1) * self.batch_size]), g)
+        for i in range(start, len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is None:
                 xb, yb = self.x[sl], self.y[sl]

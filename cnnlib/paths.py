@@ -25,9 +25,20 @@ def results_root() -> Path:
     return project_path("CNNLIB_RESULTS", "results")
 
 
+def user_cache() -> Path:
+    """The user's cache folder of the project: $CNNLIB_CACHE, $XDG_CACHE_HOME/cnnlib or ~/.cache/cnnlib."""
+    if os.environ.get("CNNLIB_CACHE"):
+        return Path(os.environ["CNNLIB_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "cnnlib"
+
+
 def checkpoint_root() -> Path:
-    """Resumable training state, one folder per run (never committed): $CNNLIB_CHECKPOINTS, else checkpoints/."""
-    return project_path("CNNLIB_CHECKPOINTS", "checkpoints")
+    """Resumable training state, one folder per run (never committed): $CNNLIB_CHECKPOINTS, else
+    ``checkpoints/`` in the user's cache folder (beside the decoded data), so that a fresh checkout
+    of the repository does not lose the unfinished runs."""
+    value = os.environ.get("CNNLIB_CHECKPOINTS")
+    return Path(value).expanduser() if value else user_cache() / "checkpoints"
 
 
 def weights_root() -> Path:

@@ -1,15 +1,25 @@
 """The study's plan of runs, what of it exists, and training what is missing within a budget.
 
-The plan is a list of *units*, trained in order: a family's runs of one seed form one
-unit, which starts only if all of its missing runs fit in what is left of the budget, so
-that no comparison is left with one member. A single model outside a family is a unit of
-its own. ``train_missing`` can run several units at once as separate processes on one
-device (``workers``), sharing one deadline; they take units from a queue of claim files.
+The plan is a list of *stages* (``stages``), each a list of *units*, trained in order: a
+family's runs of one seed form one unit, a single model outside a family is a unit of its
+own. A family counts for the notebooks only when all of its members of a seed exist.
+
+``train_missing`` has two policies:
+
+* ``"sequential"`` (the CPU's, where one run takes hours): the missing runs in plan order,
+  one after another; the run that reaches the deadline stops there, checkpointed (within an
+  epoch if need be), and the next call resumes it, bit for bit.
+* ``"units"`` (the GPU's, where a whole unit takes minutes): a unit starts only if all of
+  its missing runs fit in what is left of the budget, so no comparison is left with one
+  member; a run that projects past the deadline stops checkpointed. Several units can train
+  at once as separate processes on one device (``workers``), taking units from a queue of
+  claim files.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,32 +29,57 @@ from pathlib import Path
 
 import torch
 
-from . import aftertrain
+from . import aftertrain, engine
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
 from .results import fit_or_load, list_runs, load_run, results_root
-from .train import RunWontFit, TrainConfig, build, default_device, loaders, lr_at, make_config, training_step
+from .train import (
+    RECIPE_GRID,
+    RunWontFit,
+    TrainConfig,
+    build,
+    default_device,
+    loaders,
+    lr_at,
+    make_config,
+    peek_checkpoint,  # fmt: skip
+    training_step,
+)
+
+
+def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
+    """The plan in priority order: (stage name, units).
+
+    0. (full profile only) the recipe check: plain20 and resnet20 on 45,000 training images,
+       scored on the 5,000 held out, for each setting of ``train.RECIPE_GRID`` (profile ``tune``);
+    1. the original report's four models, seed 0;
+    2. the degradation family, seed 0;
+    3. the controlled family, seed 0 (densenet121, the most expensive run, last);
+    4. seeds 1 and 2 of the degradation family;
+    5. the depth sweep, seed 0; the plain56 lr/10 control; seeds 1-2 of the controlled family
+       and of the depth sweep.
+    """
+    cfg = lambda name, seed, **kw: make_config(name, profile, seed, **kw)  # noqa: E731
+    family = lambda fam, seed: [cfg(n, seed) for n in FAMILIES[fam]]  # noqa: E731
+    out = []
+    if profile == "full":
+        out.append(("0 recipe check", [[make_config(n, "tune", 0, tag=tag) for n in ("plain20", "resnet20")]
+                                       for tag in RECIPE_GRID]))  # fmt: skip
+    out += [
+        ("1 original report, seed 0", [[cfg(n, 0)] for n in FAMILIES["seed"]]),
+        ("2 degradation, seed 0", [family("degradation", 0)]),
+        ("3 controlled, seed 0", [family("controlled", 0)]),
+        ("4 degradation, seeds 1-2", [family("degradation", s) for s in (1, 2)]),
+        ("5 depth sweep, lr control, more seeds", [family("depth", 0), [cfg("plain56", 0, tag="lr0.1x")]]
+         + [family(f, s) for f in ("controlled", "depth") for s in (1, 2)]),
+    ]  # fmt: skip
+    return out
 
 
 def units(profile: str = "full") -> list[list[TrainConfig]]:
-    """The plan in priority order, as units (see the module docstring):
-
-    1. seed 0: the degradation family, the controlled family (densenet121, the most
-       expensive run, last within it), then the four models of the original report,
-       cheapest first;
-    2. seeds 1 and 2 of the degradation and controlled families;
-    3. the depth sweep (plain/resnet 32 and 44), seeds 0-2;
-    4. the learning-rate control: plain56 at a tenth of the peak lr, seed 0.
-    """
-    cfg = lambda name, seed, **kw: make_config(name, profile, seed, **kw)  # noqa: E731
-    out = [[cfg(n, 0) for n in FAMILIES["degradation"]], [cfg(n, 0) for n in FAMILIES["controlled"]]]
-    out += [[cfg(n, 0)] for n in ("seed_cnn", "seed_resnet18", "seed_densenet", "seed_senet18")]
-    for seed in (1, 2):
-        out += [[cfg(n, seed) for n in FAMILIES["degradation"]], [cfg(n, seed) for n in FAMILIES["controlled"]]]
-    out += [[cfg(n, seed) for n in FAMILIES["depth"]] for seed in (0, 1, 2)]
-    out.append([cfg("plain56", 0, tag="lr0.1x")])
-    return out
+    """The plan's units in priority order (the stages, flattened one level)."""
+    return [unit for _, us in stages(profile) for unit in us]
 
 
 def plan(profile: str = "full") -> list[TrainConfig]:
@@ -55,41 +90,48 @@ def plan(profile: str = "full") -> list[TrainConfig]:
 @dataclass
 class PlanStatus:
     config: TrainConfig
-    state: str  # "done", "missing" or "stale" (stored with another config)
+    state: str  # "done", "partly" (a checkpoint of this config), "missing" or "stale" (stored with another config)
     test_acc: float | None = None
     train_s: float | None = None
     device_name: str | None = None
+    epochs_done: int | None = None  # partly: finished epochs in the checkpoint
+    steps_done: int | None = None  # partly: optimizer steps into the next epoch
 
 
-def run_status(cfg: TrainConfig) -> PlanStatus:
+def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
+    """Whether ``cfg``'s run is stored; with ``checkpoints``, also how far an unfinished one got."""
     run = load_run(cfg)
-    if run is None:
-        return PlanStatus(cfg, "missing")
-    if not run.matches(cfg):
+    if run is not None and not run.matches(cfg):
         return PlanStatus(cfg, "stale")
-    return PlanStatus(cfg, "done", run.final["test_acc"], run.meta["train_s"], run.meta["device_name"])
+    if run is not None:
+        return PlanStatus(cfg, "done", run.final["test_acc"], run.meta["train_s"], run.meta["device_name"])
+    info = peek_checkpoint(cfg) if checkpoints else None
+    if info is not None:
+        return PlanStatus(cfg, "partly", train_s=info["train_s"], epochs_done=info["epoch"], steps_done=info["step"])
+    return PlanStatus(cfg, "missing")
 
 
-def status(profile: str = "full") -> list[PlanStatus]:
-    return [run_status(cfg) for cfg in plan(profile)]
+def status(profile: str = "full", *, checkpoints: bool = False) -> list[PlanStatus]:
+    return [run_status(cfg, checkpoints=checkpoints) for cfg in plan(profile)]
 
 
 def measure_images_per_s(cfg: TrainConfig, data: CIFAR10, device: torch.device, steps: int = 3) -> float:
-    """Training throughput of cfg's recipe (``train.training_step``) from a few timed steps
-    after one warm-up step."""
+    """Training throughput of cfg's recipe (``train.training_step``, the engine the run would get) from a
+    few timed steps after one warm-up step."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = cfg.select(data)
-    model, opt = build(cfg, device)
+    eng = engine.choose(device, cfg.model, cfg.batch_size)
+    model, opt = build(cfg, eng)
     model.train()
-    x, y = next(iter(loaders(cfg, data, device)["train"]))
-    lr = lr_at(0, 1, cfg)
-    training_step(model, opt, x, y, cfg, lr, device)
+    x, y = next(iter(loaders(cfg, data, eng)["train"]))
+    lr, loss_fn = lr_at(0, 1, cfg), eng.loss_fn(model, cfg.label_smoothing)
+    training_step(model, opt, x, y, lr, loss_fn)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        training_step(model, opt, x, y, cfg, lr, device)
+        training_step(model, opt, x, y, lr, loss_fn)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return steps * len(y) / (time.perf_counter() - t0)
@@ -99,22 +141,36 @@ _measured: dict[tuple[str, str, int], float] = {}  # (model, device type, batch 
 START_S = 5.0  # per run: building, moving the data, cuDNN autotuning
 
 
-def estimate_seconds(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> float:
-    """Expected wall time of a run, evaluation, probes and after-training tables included: from stored epoch
-    times of the same model and batch size on the same kind of device when there are any, else a short
-    measurement (once per model and batch size in a process)."""
-    n_train, n_test = cfg.n_images(data)
-    n_clean = min(cfg.clean_subset or n_train, n_train)
+def known_rate(cfg: TrainConfig, device_type: str) -> float | None:
+    """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device from what was
+    measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check
+    (at its small batch; on a CPU the rate per image barely depends on the batch). None if nothing."""
     rates = [
         r.history["images_per_s"].median()
         for r in list_runs()
         if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
-        and r.meta.get("device", "").split(":")[0] == device.type
+        and r.meta.get("device", "").split(":")[0] == device_type
     ]
+    if rates:
+        return max(rates)
+    if device_type == "cpu":
+        return engine.cached_rate(cfg.model)
+    return None
+
+
+def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.device, *, measure: bool = True,
+                     ) -> float:  # fmt: skip
+    """Expected wall time of a run, evaluation, probes and after-training tables included: from stored epoch
+    times of the same model and batch size on the same kind of device when there are any, else a short
+    measurement (once per model and batch size in a process; with ``measure=False`` NaN instead)."""
+    n_train, n_test = cfg.n_images(data)
+    n_clean = min(cfg.clean_subset or n_train, n_train)
     key = (cfg.model, device.type, cfg.batch_size)
-    if not rates and key not in _measured:
-        _measured[key] = measure_images_per_s(cfg, data, device)
-    rate = max(rates) if rates else _measured[key]
+    rate = known_rate(cfg, device.type) or _measured.get(key)
+    if rate is None:
+        if not measure:
+            return math.nan
+        _measured[key] = rate = measure_images_per_s(cfg, data if data is not None else load_cifar10(), device)
     # evaluation (clean training images and test images) runs forward only: about a
     # third of a training step per image; each gradient-profile point costs two
     # forward-backward passes over the probe batch
@@ -125,6 +181,30 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> f
     settings = aftertrain.mechanism_settings(n_train, device)
     tables = aftertrain.mechanism_passes(cfg.model, settings) / (3 * rate) if aftertrain.dissected(cfg) else 0.0
     return cfg.epochs * per_epoch * 1.05 + probes + tables + START_S
+
+
+def stage_hours_left(profile: str = "full", device: torch.device | None = None) -> list[tuple[str, float, int]]:
+    """Per stage: (name, estimated hours of training left on this kind of device, runs without a known
+    rate). Partly trained runs count what their checkpoints leave."""
+    device = device or default_device()
+    out = []
+    for name, us in stages(profile):
+        hours, unknown = 0.0, 0
+        for cfg in (c for u in us for c in u):
+            st = run_status(cfg, checkpoints=True)
+            if st.state == "done":
+                continue
+            est = estimate_seconds(cfg, None, device, measure=False)
+            if math.isnan(est):
+                unknown += 1
+                continue
+            if st.state == "partly":
+                total = cfg.epochs * len(range(0, cfg.n_images()[0] - cfg.batch_size + 1, cfg.batch_size))
+                spe = total // cfg.epochs
+                est *= max(0.0, 1 - (st.epochs_done * spe + st.steps_done) / max(1, total))
+            hours += est / 3600
+        out.append((name, hours, unknown))
+    return out
 
 
 def _claim(claims: Path | None, unit: list[TrainConfig]) -> bool:
@@ -141,23 +221,27 @@ def _claim(claims: Path | None, unit: list[TrainConfig]) -> bool:
 def train_missing(budget_s: float, profile: str = "full", *, device: str | None = None,
                   data: CIFAR10 | None = None, log=print, workers: int = 1,
                   checkpoint_every_s: float = 0.0, deadline: float | None = None,
-                  claims: Path | None = None, models: list[str] | None = None) -> dict[str, list[str]]:  # fmt: skip
-    """Train the plan's missing runs (of ``models`` only, if given), unit by unit, while the budget allows.
+                  claims: Path | None = None, models: list[str] | None = None,
+                  policy: str | None = None) -> dict[str, list[str]]:  # fmt: skip
+    """Train the plan's missing runs (of ``models`` only, if given) while the budget allows.
 
-    A unit starts only if the estimates of its missing runs add up to no more than what
-    is left (times ``workers``: runs sharing a device go slower); units that do not fit
-    are skipped and smaller ones further down are still tried. Each run gets the
-    deadline: one that projects past it after an epoch stops checkpointed
-    (``RunWontFit``) and resumes on the next call. Each finished run is stored at once.
+    ``policy`` (see the module docstring): ``"sequential"`` (the default on a CPU) or ``"units"``
+    (the default on a GPU). Under ``"units"`` a unit starts only if the estimates of its missing
+    runs add up to no more than what is left (times ``workers``: runs sharing a device go slower);
+    units that do not fit are skipped and smaller ones further down are still tried, and each run
+    stops checkpointed once it projects past the deadline. Each finished run is stored at once.
     ``workers > 1`` starts that many worker processes of this function instead.
     """
     deadline = deadline if deadline is not None else time.time() + budget_s
     known = {m for fam in FAMILIES.values() for m in fam}
     if models is not None and (unknown := sorted(set(models) - known)):
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; see python -m cnnlib list")
-    if workers > 1:
-        return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log, models)
     dev = torch.device(device) if device else default_device()
+    policy = policy or ("sequential" if dev.type == "cpu" else "units")
+    if policy not in ("sequential", "units"):
+        raise ValueError(f"unknown policy {policy!r}; use sequential or units")
+    if workers > 1:
+        return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log, models, policy)
     data = data if data is not None else load_cifar10()
     done, skipped, trained, stopped = [], [], [], []
     for unit in units(profile):
@@ -169,28 +253,38 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         if not todo or not _claim(claims, unit):
             continue
         left = deadline - time.time()
-        if left < 10:  # no run fits; do not spend more of it measuring
+        if stopped or left < 10:  # nothing more fits; do not spend more of it measuring
             skipped += [st.config.run_id for st in todo]
             continue
-        est = sum(estimate_seconds(st.config, data, dev) for st in todo) * (1 if claims is None else _workers(claims))
-        names = " ".join(st.config.run_id for st in todo)
-        if est > left:
-            skipped += [st.config.run_id for st in todo]
-            log(f"skip {names}: needs about {est:.0f} s, {left:.0f} s left")
-            continue
-        log(f"train {names} (about {est:.0f} s; {left:.0f} s left)")
+        if policy == "units":
+            sharing = 1 if claims is None else _workers(claims)
+            est = sum(estimate_seconds(st.config, data, dev) for st in todo) * sharing
+            names = " ".join(st.config.run_id for st in todo)
+            if est > left:
+                skipped += [st.config.run_id for st in todo]
+                log(f"skip {names}: needs about {est:.0f} s, {left:.0f} s left")
+                continue
+            log(f"train {names} (about {est:.0f} s; {left:.0f} s left)")
         for st in todo:
+            if stopped:
+                skipped.append(st.config.run_id)
+                continue
+            if policy == "sequential":
+                est = estimate_seconds(st.config, data, dev, measure=False)
+                about = f"about {est / 3600:.1f} h in all" if not math.isnan(est) else "no rate measured yet"
+                log(f"train {st.config.run_id} ({about}; {(deadline - time.time()) / 3600:.1f} h left in this call)")
             try:
                 run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev,
-                                  deadline=deadline, checkpoint_every_s=checkpoint_every_s)  # fmt: skip
+                                  deadline=deadline, until_deadline=policy == "sequential",
+                                  checkpoint_every_s=checkpoint_every_s)  # fmt: skip
             except RunWontFit as e:
                 log(str(e))
                 stopped.append(st.config.run_id)
-                break
+                continue
             trained.append(st.config.run_id)
             log(f"done {st.config.run_id}: test accuracy {run.final['test_acc']:.4f} "
                 f"in {run.meta['train_s']:.0f} s of training")  # fmt: skip
-    log(f"{len(trained)} trained, {len(done)} already present, {len(skipped)} skipped, "
+    log(f"{len(trained)} trained, {len(done)} already present, {len(skipped)} not started, "
         f"{len(stopped)} stopped to resume later; results in {results_root()}")  # fmt: skip
     result = dict(trained=trained, done=done, skipped=skipped, stopped=stopped)
     if claims is not None:  # a worker: report to the process that started it
@@ -203,14 +297,15 @@ def _workers(claims: Path) -> int:
 
 
 def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, checkpoint_every_s: float,
-                   log, models: list[str] | None = None) -> dict[str, list[str]]:  # fmt: skip
+                   log, models: list[str] | None = None, policy: str = "units") -> dict[str, list[str]]:  # fmt: skip
     claims = checkpoint_root() / "claims" / f"{int(time.time())}-{os.getpid()}"
     claims.mkdir(parents=True)
     (claims / "workers").write_text(str(n))
     before = {st.config.run_id for st in status(profile) if st.state == "done"}
     cmd = [sys.executable, "-m", "cnnlib", "train-missing", "--profile", profile, "--budget", "1",
            "--deadline", repr(deadline), "--claims", str(claims),
-           "--checkpoint-every", repr(checkpoint_every_s)] + (["--device", device] if device else [])  # fmt: skip
+           "--checkpoint-every", repr(checkpoint_every_s), "--policy", policy]  # fmt: skip
+    cmd += ["--device", device] if device else []
     cmd += ["--models", *models] if models else []
     log(f"{n} workers share the device until the deadline")
     procs = [subprocess.Popen(cmd) for _ in range(n)]

@@ -3,18 +3,21 @@
 The recipe is the same for all models so that comparisons measure the
 architecture, not the set-up: SGD with Nesterov momentum, weight decay, a
 one-cycle learning rate (linear warm-up, then linear decay to zero), label
-smoothing. On CUDA it trains in bf16 autocast with channels_last tensors and
-cuDNN autotuning; on the CPU in fp32, deterministically (the same config gives
-the same history, bit for bit).
+smoothing. How a device trains (precision, memory format, compiled or not,
+threads) is one ``cnnlib.engine.Engine``, chosen once per run: on CUDA bf16
+autocast with channels_last and cuDNN autotuning; on a CPU bf16 only where the
+hardware has it and a measured step finds it faster, else fp32, with
+channels_last where it is measured faster. On the CPU training is deterministic:
+the same config and engine give the same history, bit for bit.
 
 ``fit(cfg)`` returns a ``FitResult``: one history row per epoch (losses and
 accuracies on the augmented training batches, on clean training images and on
 the test images; per-stage diagnostics sampled every ``PROBE_EVERY`` steps), the
 test predictions, and the tables of ``cnnlib.aftertrain`` measured while the
 weights are in hand. It checkpoints (every epoch, or every
-``checkpoint_every_s`` seconds) so an interrupted run resumes where it stopped,
-and with a ``deadline`` it stops, checkpointed, as soon as the rest of the run
-projects past it. Persistence of finished runs belongs to ``cnnlib.results``.
+``checkpoint_every_s`` seconds, and inside long epochs) so an interrupted run
+resumes where it stopped, and with a ``deadline`` it stops, checkpointed, at the
+deadline or as soon as the rest of the run projects past it. Persistence of finished runs belongs to ``cnnlib.results``.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ from tqdm import tqdm
 
 from . import aftertrain
 from .data import CIFAR10, CLASSES, EXPECTED, DeviceLoader, load_cifar10
+from .engine import Engine, choose, cpu_name
 from .models import create_model, family_of
 from .paths import atomic_write, checkpoint_root
 
 # Fields added after runs were stored: at these values they are left out of the
 # hash, so runs stored before they existed keep their identity.
-_ADDED_LATER = {"clean_subset": 10_000, "tag": ""}
+_ADDED_LATER = {"clean_subset": 10_000, "tag": "", "holdout": 0}
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,14 @@ class TrainConfig:
     model_kwargs: tuple[tuple[str, object], ...] = ()  # extra builder arguments, e.g. (("norm", False),)
     clean_subset: int | None = 10_000  # training images (unaugmented) scored after every epoch; None = all
     tag: str = ""  # names a variant of a profile's recipe, e.g. "lr0.1x"; part of the run id
+    holdout: int = 0  # balanced training images held out and scored in place of the test set (0: none)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.holdout < 0 or self.holdout % 10:
+            raise ValueError(f"holdout must be 0 or a positive multiple of 10, got {self.holdout}")
         for name in ("train_subset", "test_subset", "clean_subset"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -106,7 +113,10 @@ class TrainConfig:
         return f"{self.model}-{self.profile}{tag}-s{self.seed}"
 
     def select(self, data: CIFAR10) -> CIFAR10:
-        """The images this config trains and tests on: balanced subsets of ``data``, or all of it."""
+        """The images this config trains and tests on: balanced subsets of ``data``, or all of it. With
+        ``holdout``, the held-out training images take the test images' place (the test set is not used)."""
+        if self.holdout:
+            data = data.holdout(self.holdout)
         if not (self.train_subset or self.test_subset):
             return data
         return data.subset(self.train_subset or len(data.train_y), self.test_subset or len(data.test_y))
@@ -115,6 +125,8 @@ class TrainConfig:
         """(training, test) image counts, of ``data`` or of the full CIFAR-10 when not given."""
         if data is None:  # the whole CIFAR-10: EXPECTED images per class, in each of its 10 classes
             n_train, n_test = (len(CLASSES) * EXPECTED[split] for split in ("train", "test"))
+            if self.holdout:
+                n_train, n_test = n_train - self.holdout, self.holdout
         else:
             n_train, n_test = len(data.train_y), len(data.test_y)
         return self.train_subset or n_train, self.test_subset or n_test
@@ -130,6 +142,9 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(epochs=2, batch_size=50, lr=0.05, train_subset=200, test_subset=100),
     "cpu": dict(epochs=6, batch_size=50, lr=0.05, train_subset=1000, test_subset=500),
     "full": dict(epochs=20, batch_size=512, lr=0.2),
+    # the recipe check before the full study: 10 epochs on 45,000 training images, scored on the
+    # 5,000 held out (the test set plays no part); one run per setting of RECIPE_GRID
+    "tune": dict(epochs=10, batch_size=512, lr=0.2, holdout=5000),
 }
 # Per-family settings where a profile departs from its defaults. On the CPU the
 # thin nets of the degradation family and the depth sweep are cheap enough for
@@ -144,6 +159,13 @@ FAMILY_OVERRIDES: dict[str, dict[str, dict]] = {
 # change one setting. "lr0.1x": a tenth of the peak learning rate (does plain56
 # fail for want of a smaller step?).
 TAGS: dict[str, Callable[[dict], dict]] = {"lr0.1x": lambda f: dict(lr=f["lr"] / 10)}
+# The recipe check's grid (profile "tune"): peak lr at batch 512 x weight decay. He et al.'s
+# lr 0.1 at batch 128 with weight decay 1e-4 is lr 0.4 at batch 512 under linear scaling.
+RECIPE_GRID: dict[str, dict] = {
+    f"lr{lr:g}_wd{wd:g}": dict(lr=lr, weight_decay=wd)
+    for lr, wd in ((0.2, 5e-4), (0.4, 1e-4), (0.4, 5e-4), (0.2, 1e-4), (0.8, 5e-4), (0.8, 1e-4))
+}
+TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_GRID.items()}
 
 
 def make_config(model: str, profile: str = "full", seed: int = 0, *, tag: str = "", **overrides) -> TrainConfig:
@@ -245,25 +267,32 @@ class StageProbe:
         self.steps = 0
         return out
 
+    def state(self) -> dict:
+        """The running sums of a partly done epoch (for a checkpoint within an epoch)."""
+        return dict(act_std=self.act_std.cpu(), grad_norm=self.grad_norm.cpu(), steps=self.steps)
+
+    def load_state(self, state: dict) -> None:
+        self.act_std.copy_(state["act_std"])
+        self.grad_norm.copy_(state["grad_norm"])
+        self.steps = state["steps"]
+
     def close(self):
         for h in self._handles:
             h.remove()
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, device: torch.device) -> tuple[float, float, torch.Tensor]:
-    """Mean loss (plain cross-entropy), accuracy and the predicted class of every image, in loader order."""
+def evaluate(model: nn.Module, loader: DeviceLoader, engine: Engine) -> tuple[float, float, torch.Tensor]:
+    """Mean loss (plain cross-entropy), accuracy and the predicted class of every image, in loader order,
+    under the engine's precision (eager: the evaluation batches have other shapes than training's)."""
     model.eval()
+    device = engine.torch_device
     loss_sum = torch.zeros((), device=device)
     preds = []
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
     for x, y in loader:
-        with _autocast(device):
+        with engine.autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         pred = logits.argmax(1)
@@ -273,12 +302,20 @@ def evaluate(model: nn.Module, loader: DeviceLoader, device: torch.device) -> tu
     return loss_sum.item() / n, correct.item() / n, torch.cat(preds).cpu()
 
 
-def build(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """The initialised model (seeded by cfg.seed; channels_last on CUDA) and its optimizer."""
+def as_engine(engine: Engine | str | torch.device) -> Engine:
+    """An engine as given, or for a bare device the plain one (fp32 NCHW on a CPU, bf16 channels_last on
+    CUDA): what rebuilding weights and measuring tables need, without the training check."""
+    if isinstance(engine, Engine):
+        return engine
+    device = torch.device(engine)
+    cuda = device.type == "cuda"
+    return Engine(str(device), "bf16" if cuda else "fp32", cuda, False, torch.get_num_threads(), "plain")
+
+
+def build(cfg: TrainConfig, engine: Engine | str | torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The initialised model (seeded by cfg.seed, on the engine's device and memory format) and its optimizer."""
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **dict(cfg.model_kwargs)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = as_engine(engine).prepare(create_model(cfg.model, **dict(cfg.model_kwargs)))
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
     )
@@ -298,10 +335,12 @@ def interleaved(labels: torch.Tensor, n: int | None = None) -> torch.Tensor:
     return torch.tensor(order[:n] if n is not None else order, dtype=torch.long)
 
 
-def loaders(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> dict[str, DeviceLoader]:
+def loaders(cfg: TrainConfig, data: CIFAR10, engine: Engine | str | torch.device) -> dict[str, DeviceLoader]:
     """The training loader (augmented, shuffled), the clean training images (a balanced subset
-    of cfg.clean_subset images, or all of them) and the test images."""
-    kw = dict(mean=data.mean, std=data.std, device=device, channels_last=device.type == "cuda")
+    of cfg.clean_subset images, or all of them) and the test images (the held-out training
+    images when cfg.holdout is set: see ``TrainConfig.select``)."""
+    engine = as_engine(engine)
+    kw = dict(mean=data.mean, std=data.std, device=engine.torch_device, channels_last=engine.channels_last)
     n_train = len(data.train_y)
     n_clean = min(cfg.clean_subset or n_train, n_train)
     if n_clean < n_train:
@@ -327,14 +366,13 @@ def balanced_batches(ld: dict[str, DeviceLoader], n_clean: int = 1000) -> tuple[
 
 
 def training_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                  cfg: TrainConfig, lr: float, device: torch.device,
-                  after_backward: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One optimizer step of the recipe; returns the (detached) loss and logits."""
+                  lr: float, loss_fn: Callable, after_backward: Callable[[], None] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimizer step of the recipe (``loss_fn`` from ``Engine.loss_fn``); returns the detached loss
+    and logits."""
     for group in opt.param_groups:
         group["lr"] = lr
-    with _autocast(device):
-        logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    loss, logits = loss_fn(x, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if after_backward is not None:
@@ -349,7 +387,7 @@ class FitResult:
 
     history: pd.DataFrame
     predictions: torch.Tensor  # (n_test,) predicted class per test image, data-set order
-    info: dict  # device, versions, data source, wall time, peak memory
+    info: dict  # device, engine, versions, data source, wall time, peak memory
     state_dict: dict  # the final weights, on the CPU
     tables: dict[str, pd.DataFrame]  # aftertrain.TABLES name -> table measured during/after training
 
@@ -358,142 +396,238 @@ def checkpoint_path(cfg: TrainConfig) -> Path:
     return checkpoint_root() / cfg.run_id / "last.pt"
 
 
+@dataclass
+class Progress:
+    """Where a run stands, as a checkpoint keeps it: epochs done, and within the next epoch the steps
+    done and their running sums (so a run stopped inside a long epoch resumes there, bit for bit)."""
+
+    epoch: int = 0  # finished epochs
+    step: int = 0  # optimizer steps done within epoch + 1
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0  # training time of epoch + 1 so far
+    probe: dict | None = None  # StageProbe.state() within epoch + 1
+
+
+def peek_checkpoint(cfg: TrainConfig) -> dict | None:
+    """What a checkpoint of ``cfg`` says about its progress (epochs done, steps into the next,
+    the engine), or None without one of this config."""
+    path = checkpoint_path(cfg)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 -- a damaged checkpoint is no checkpoint
+        return None
+    if state.get("config_hash") != cfg.hash:
+        return None
+    p = state.get("progress") or {"epoch": state["epoch"], "step": 0}
+    return dict(epoch=p["epoch"], step=p["step"], engine=state.get("engine"),
+                train_s=sum(r["seconds"] for r in state["history"]) + p.get("seconds", 0.0))  # fmt: skip
+
+
+class _Run:
+    """The state of one training run inside ``fit``: model, optimizer, loaders, probes, history."""
+
+    def __init__(self, cfg: TrainConfig, data: CIFAR10, engine: Engine):
+        self.cfg, self.engine, self.data = cfg, engine, data
+        self.device = engine.torch_device
+        self.model, self.opt = build(cfg, engine)
+        self.init_fingerprint = aftertrain.fingerprint(self.model)
+        dissect = aftertrain.dissected(cfg)
+        self.init_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if dissect else None
+        self.ld = loaders(cfg, data, engine)
+        self.steps_per_epoch = len(self.ld["train"])
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        (probe_x, probe_y), self.test_xy = balanced_batches(self.ld, aftertrain.SURFACE_IMAGES)
+        self.clean_xy = (probe_x, probe_y)
+        n_probe = aftertrain.probe_images(len(data.train_y))
+        self.monitor = aftertrain.Monitor(probe_x[:n_probe], probe_y[:n_probe], cfg.epochs,
+                                          enabled=aftertrain.monitored(cfg.model))  # fmt: skip
+        self.probe = StageProbe(self.model).to(self.device)
+        self.loss_fn = engine.loss_fn(self.model, cfg.label_smoothing)
+        self.rows: list[dict] = []
+        self.progress = Progress()
+
+    def resume(self, path: Path) -> bool:
+        """Pick up a checkpoint of the same config; False if there is none."""
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state["config_hash"] != self.cfg.hash:
+            return False
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.rows = state["history"]
+        self.monitor.load_state(state.get("monitor"))
+        self.progress = Progress(**(state.get("progress") or {"epoch": state["epoch"]}))
+        if self.progress.probe:
+            self.probe.load_state(self.progress.probe)
+        return True
+
+    def save(self, path: Path) -> None:
+        if self.progress.step:
+            self.progress.probe = self.probe.state()
+        state = dict(config_hash=self.cfg.hash, epoch=self.progress.epoch, history=self.rows,
+                     model=self.model.state_dict(), optimizer=self.opt.state_dict(),
+                     monitor=self.monitor.state(), progress=dataclasses.asdict(self.progress),
+                     engine=dataclasses.asdict(self.engine))  # fmt: skip
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total_steps, self.cfg)
+
+    def train_steps(self, epoch: int, verbose: bool, should_stop: Callable[[], bool],
+                    save: Callable[[], None], checkpoint_every_s: float) -> bool:  # fmt: skip
+        """The training steps of ``epoch`` (0-based) from ``progress.step`` on; False if stopped inside it."""
+        cfg, p = self.cfg, self.progress
+        self.model.train()
+        loader = self.ld["train"]
+        loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device) + p.loss_sum if p.step else torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long) + p.correct
+        seen, monitor_s = p.seen, 0.0
+        t0, last_save = time.perf_counter(), time.perf_counter()
+        bar = tqdm(loader.batches(start=p.step), total=self.steps_per_epoch, initial=p.step,
+                   desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None if verbose else True)  # fmt: skip  (None: only on a terminal)
+        for i, (x, y) in enumerate(bar, start=p.step):
+            step = epoch * self.steps_per_epoch + i
+            self.probe.recording = i % PROBE_EVERY == 0
+            loss, logits = training_step(self.model, self.opt, x, y, self.lr(step), self.loss_fn,
+                                         self.probe.after_backward)  # fmt: skip
+            self.probe.recording = False
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if step + 1 in aftertrain.PROBE_STEPS:
+                tm = time.perf_counter()
+                self.monitor.at_step(step + 1, self.model, self.lr(step))
+                monitor_s += time.perf_counter() - tm
+            last = i + 1 == self.steps_per_epoch
+            stop = not last and should_stop()
+            if stop or (not last and checkpoint_every_s and time.perf_counter() - last_save >= checkpoint_every_s):
+                self._sync()
+                p.step, p.loss_sum, p.correct, p.seen = i + 1, loss_sum.item(), int(correct.item()), seen
+                p.seconds += time.perf_counter() - t0 - monitor_s
+                t0, monitor_s = time.perf_counter(), 0.0
+                save()
+                last_save = time.perf_counter()
+                if stop:
+                    bar.close()
+                    return False
+        self._sync()
+        p.seconds += time.perf_counter() - t0 - monitor_s
+        p.loss_sum, p.correct, p.seen = loss_sum.item(), int(correct.item()), seen
+        return True
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def end_epoch(self, epoch: int, eval_started: float) -> dict:
+        """Evaluate after ``epoch`` (0-based), append its history row and reset the epoch's sums."""
+        cfg, p = self.cfg, self.progress
+        train_loss = p.loss_sum / p.seen
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"{cfg.run_id}: the training loss became {train_loss} in epoch {epoch + 1}; "
+                f"the {len(self.rows)} epoch(s) before it are kept in .history (try a lower lr)",
+                pd.DataFrame(self.rows),
+            )
+        clean_loss, clean_acc, _ = evaluate(self.model, self.ld["clean"], self.engine)
+        test_loss, test_acc, self.preds = evaluate(self.model, self.ld["test"], self.engine)
+        lr = self.lr((epoch + 1) * self.steps_per_epoch - 1)
+        self.monitor.at_epoch(epoch + 1, (epoch + 1) * self.steps_per_epoch, self.model, lr)
+        row = dict(
+            epoch=epoch + 1, train_loss=train_loss, train_acc=p.correct / p.seen,
+            clean_train_loss=clean_loss, clean_train_acc=clean_acc, test_loss=test_loss, test_acc=test_acc,
+            lr=lr, seconds=p.seconds, images_per_s=p.seen / p.seconds,
+            epoch_seconds=p.seconds + time.perf_counter() - eval_started, **self.probe.epoch_summary(),
+        )  # fmt: skip
+        self.rows.append(row)
+        self.progress = Progress(epoch=epoch + 1)
+        return row
+
+
 def fit(
     cfg: TrainConfig,
     *,
     data: CIFAR10 | None = None,
     device: str | torch.device | None = None,
+    engine: Engine | None = None,
     resume: bool = True,
     verbose: bool = True,
     deadline: float | None = None,
+    until_deadline: bool = False,
     checkpoint_every_s: float = 0.0,
+    checkpoint_within_s: float = 600.0,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``cfg.model`` under ``cfg``; see the module docstring.
 
-    The checkpoint ``checkpoint_root()/<run_id>/last.pt`` (one file: weights, optimizer,
-    history and the gradient monitor's rows) is written after an epoch when at least
-    ``checkpoint_every_s`` seconds passed since the last one (0: every epoch). With
-    ``resume=True`` a checkpoint of the same config is picked up, and the run ends with
-    the same history as an uninterrupted one. ``deadline`` (a ``time.time()`` value):
-    after every epoch, if the remaining epochs at the latest epoch's pace would end
-    past it, the run checkpoints and raises RunWontFit. ``on_epoch_end(epoch)`` is
-    called after each epoch's checkpoint decision (tests use it to interrupt).
+    The engine (precision, memory format, compiled or not: ``cnnlib.engine``) is ``engine``, else the
+    one a resumed checkpoint was trained with, else ``engine.choose`` for the device. The checkpoint
+    ``checkpoint_root()/<run_id>/last.pt`` (weights, optimizer, history, the gradient monitor's rows,
+    the progress within an epoch and the engine) is written after an epoch when at least
+    ``checkpoint_every_s`` seconds passed since the last one (0: every epoch), and within a long
+    epoch every ``checkpoint_within_s`` seconds (0: never). With ``resume=True`` a checkpoint of
+    the same config is picked up, and the run ends with the same history as an uninterrupted one.
+    ``deadline`` (a ``time.time()`` value): with ``until_deadline`` the run trains until the deadline,
+    checkpoints (inside an epoch if need be) and raises RunWontFit; without it, after every epoch, if
+    the remaining epochs at the latest epoch's pace would end past it, the run checkpoints and raises
+    RunWontFit. ``on_epoch_end(epoch)`` is called after each epoch's checkpoint decision (tests use it
+    to interrupt).
     """
     device = torch.device(device) if device is not None else default_device()
     data = cfg.select(data if data is not None else load_cifar10())
+    ckpt_path = checkpoint_path(cfg)
+    if engine is None:
+        engine = _checkpoint_engine(cfg, ckpt_path, device) if resume else None
+        engine = engine or choose(device, cfg.model, cfg.batch_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model, opt = build(cfg, device)
-    init_fingerprint = aftertrain.fingerprint(model)
-    dissect = aftertrain.dissected(cfg)
-    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if dissect else None
-    ld = loaders(cfg, data, device)
-    steps_per_epoch = len(ld["train"])
-    total_steps = cfg.epochs * steps_per_epoch
-    (probe_x, probe_y), test_xy = balanced_batches(ld, aftertrain.SURFACE_IMAGES)
-    n_probe = aftertrain.probe_images(len(data.train_y))
-    monitor = aftertrain.Monitor(probe_x[:n_probe], probe_y[:n_probe], cfg.epochs,
-                                 enabled=aftertrain.monitored(cfg.model))  # fmt: skip
-
-    ckpt_path = checkpoint_path(cfg)
-    rows: list[dict] = []
-    start_epoch = 0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["config_hash"] == cfg.hash:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            rows, start_epoch = state["history"], state["epoch"]
-            monitor.load_state(state.get("monitor"))
-            if verbose:
-                print(f"{cfg.run_id}: resuming after epoch {start_epoch}/{cfg.epochs}")
-
-    def save_checkpoint(epoch: int) -> None:
-        state = dict(config_hash=cfg.hash, epoch=epoch, history=rows, model=model.state_dict(),
-                     optimizer=opt.state_dict(), monitor=monitor.state())  # fmt: skip
-        atomic_write(ckpt_path, lambda f: torch.save(state, f))
-
-    if verbose and start_epoch < cfg.epochs:
-        print(f"{cfg.run_id}: training on {len(data.train_y):,} images for {cfg.epochs - start_epoch} epoch(s) "
-              f"on {device} ({steps_per_epoch} steps each)", flush=True)  # fmt: skip
-    probe = StageProbe(model).to(device)
+    run = _Run(cfg, data, engine)
+    resumed = resume and run.resume(ckpt_path)
+    start = run.progress
+    if verbose and resumed:
+        within = f", step {start.step}/{run.steps_per_epoch} of epoch {start.epoch + 1}" if start.step else ""
+        print(f"{cfg.run_id}: resuming after epoch {start.epoch}/{cfg.epochs}{within}")
+    if verbose and start.epoch < cfg.epochs:
+        print(f"{cfg.run_id}: training on {len(data.train_y):,} images for {cfg.epochs - start.epoch} epoch(s) "
+              f"on {device} ({run.steps_per_epoch} steps each; {engine.describe()})", flush=True)  # fmt: skip
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     wall = time.perf_counter()
     last_checkpoint = time.perf_counter()
-    lr = lr_at(start_epoch * steps_per_epoch, total_steps, cfg)
-    if start_epoch == 0:
-        monitor.at_step(0, model, lr)
+    save = lambda: run.save(ckpt_path)  # noqa: E731
+    past_deadline = lambda: until_deadline and deadline is not None and time.time() >= deadline  # noqa: E731
+    if start.epoch == 0 and start.step == 0:
+        run.monitor.at_step(0, run.model, run.lr(0))
+    run.preds = None
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            ld["train"].set_epoch(epoch)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            t0 = time.perf_counter()
-            monitor_s = 0.0  # time of the gradient profiles inside the loop: not training
-            bar = tqdm(
-                ld["train"], desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}",
-                leave=False, disable=None if verbose else True,  # None: only on a terminal
-            )  # fmt: skip
-            for i, (x, y) in enumerate(bar):
-                step = epoch * steps_per_epoch + i
-                lr = lr_at(step, total_steps, cfg)
-                probe.recording = i % PROBE_EVERY == 0
-                loss, logits = training_step(model, opt, x, y, cfg, lr, device, probe.after_backward)
-                probe.recording = False
-                loss_sum += loss * len(y)
-                correct += (logits.argmax(1) == y).sum()
-                seen += len(y)
-                if step + 1 in aftertrain.PROBE_STEPS:
-                    tm = time.perf_counter()
-                    monitor.at_step(step + 1, model, lr)
-                    monitor_s += time.perf_counter() - tm
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0 - monitor_s
-            train_loss = loss_sum.item() / seen
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(
-                    f"{cfg.run_id}: the training loss became {train_loss} in epoch {epoch + 1}; "
-                    f"the {len(rows)} epoch(s) before it are kept in .history "
-                    "(try a lower lr)",
-                    pd.DataFrame(rows),
-                )
-            clean_loss, clean_acc, _ = evaluate(model, ld["clean"], device)
-            test_loss, test_acc, preds = evaluate(model, ld["test"], device)
-            monitor.at_epoch(epoch + 1, (epoch + 1) * steps_per_epoch, model, lr)
-            epoch_s = time.perf_counter() - t0
-            rows.append(
-                dict(
-                    epoch=epoch + 1,
-                    train_loss=train_loss,
-                    train_acc=correct.item() / seen,
-                    clean_train_loss=clean_loss,
-                    clean_train_acc=clean_acc,
-                    test_loss=test_loss,
-                    test_acc=test_acc,
-                    lr=lr,
-                    seconds=seconds,
-                    images_per_s=seen / seconds,
-                    epoch_seconds=epoch_s,
-                    **probe.epoch_summary(),
-                )
-            )
+        for epoch in range(start.epoch, cfg.epochs):
+            if not run.train_steps(epoch, verbose, past_deadline, save, checkpoint_within_s):
+                p = run.progress
+                raise RunWontFit(f"{cfg.run_id}: stopped at the deadline in epoch {epoch + 1}/{cfg.epochs} "
+                                 f"(step {p.step}/{run.steps_per_epoch}); it resumes from its checkpoint",
+                                 epoch, float("nan"))  # fmt: skip
+            row = run.end_epoch(epoch, time.perf_counter())
             done = epoch + 1 == cfg.epochs
-            needed = (cfg.epochs - epoch - 1) * epoch_s
-            wont_fit = deadline is not None and not done and time.time() + needed > deadline
+            needed = (cfg.epochs - epoch - 1) * row["epoch_seconds"]
+            if until_deadline:
+                wont_fit = not done and past_deadline()
+            else:
+                wont_fit = deadline is not None and not done and time.time() + needed > deadline
             if wont_fit or time.perf_counter() - last_checkpoint >= checkpoint_every_s:
-                save_checkpoint(epoch + 1)
+                save()
                 last_checkpoint = time.perf_counter()
             if verbose:
-                r = rows[-1]
                 print(
-                    f"{cfg.run_id} epoch {r['epoch']:>3}/{cfg.epochs}  train loss {r['train_loss']:.3f}"
-                    f"  acc {r['train_acc']:.3f}  test loss {r['test_loss']:.3f}  acc {r['test_acc']:.3f}"
-                    f"  {epoch_s:.1f}s",
+                    f"{cfg.run_id} epoch {row['epoch']:>3}/{cfg.epochs}  train loss {row['train_loss']:.3f}"
+                    f"  acc {row['train_acc']:.3f}  test loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"
+                    f"  {row['epoch_seconds']:.1f}s  {row['images_per_s']:.0f} img/s",
                     flush=True,
                 )
             if on_epoch_end is not None:
@@ -505,36 +639,48 @@ def fit(
                     epoch + 1, needed,
                 )  # fmt: skip
     finally:
-        probe.close()
+        run.probe.close()
+    return _finish(run, wall, resumed_after=start.epoch)
 
-    history = pd.DataFrame(rows)
+
+def _checkpoint_engine(cfg: TrainConfig, path: Path, device: torch.device) -> Engine | None:
+    """The engine a checkpoint of ``cfg`` was trained with, if it can run on ``device``."""
+    info = peek_checkpoint(cfg) if path.exists() else None
+    if not info or not info.get("engine"):
+        return None
+    e = dict(info["engine"])
+    if torch.device(e["device"]).type != device.type:
+        return None
+    e["device"], e["threads"] = str(device), torch.get_num_threads()
+    return Engine(**e)
+
+
+def _finish(run: _Run, wall: float, resumed_after: int) -> FitResult:
+    cfg, device, engine = run.cfg, run.device, run.engine
+    history = pd.DataFrame(run.rows)
     history.attrs["config"] = cfg.to_dict()
-    if start_epoch == cfg.epochs:  # a finished checkpoint: predictions from its weights
-        _, _, preds = evaluate(model, ld["test"], device)
-    tables = monitor.tables() | aftertrain.after_training(
-        cfg, model, ld["test"], init_state=init_state, clean=(probe_x, probe_y), test=test_xy,
-        n_train=len(data.train_y), device=device)  # fmt: skip
+    preds = run.preds
+    if preds is None:  # a finished checkpoint: predictions from its weights
+        _, _, preds = evaluate(run.model, run.ld["test"], engine)
+    tables = run.monitor.tables() | aftertrain.after_training(
+        cfg, run.model, run.ld["test"], init_state=run.init_state, clean=run.clean_xy, test=run.test_xy,
+        n_train=len(run.data.train_y), device=device)  # fmt: skip
     info = dict(
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        engine=engine.record(),
         torch=torch.__version__,
         cuda=torch.version.cuda,
-        data_source=data.source,
+        data_source=run.data.source,
         wall_s=time.perf_counter() - wall,
         train_s=float(history["seconds"].sum()) if len(history) else 0.0,
         peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        resumed_after_epoch=start_epoch,
-        init_fingerprint=init_fingerprint,
+        resumed_after_epoch=resumed_after,
+        init_fingerprint=run.init_fingerprint,
     )
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
     return FitResult(history=history, predictions=preds, info=info, state_dict=state, tables=tables)
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU ({os.cpu_count()} cores)"
+    return f"CPU: {cpu_name()} ({os.cpu_count()} cores)"

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -68,22 +69,24 @@ def test_status_lists_the_plan(capsys, store):
     code, out, _ = run(capsys, "status", "--profile", "smoke")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].split()[:2] == ["missing", "plain20-smoke-s0"]  # the degradation family comes first
+    assert lines[0].split()[:2] == ["missing", "seed_cnn-smoke-s0"]  # the original report's models come first
     assert lines[-1] == "0/41 runs of the 'smoke' plan exist; 41 missing"
+    assert "training left, estimated on this machine from measured rates:" in lines
+    assert any(line.strip().startswith("stage 2 degradation, seed 0:") for line in lines)
 
 
 def test_train_missing_respects_the_budget_and_reports_skips(store, synthetic, monkeypatch):
     from cnnlib import plan
 
-    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev: 5 if cfg.model == "seed_cnn" else 1e9)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: 5 if cfg.model == "seed_cnn" else 1e9)
     lines = []
-    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
+    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append, policy="units")
     assert out["trained"] == ["seed_cnn-smoke-s0"]
     assert len(out["skipped"]) == 40 and "resnet18-smoke-s0" in out["skipped"]
     # a family is one unit: skipped together, never left with one member
     assert any(line.startswith("skip plainnet18-smoke-s0 resnet18-smoke-s0 se_resnet18-smoke-s0 densenet121-smoke-s0:")
                for line in lines)
-    again = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
+    again = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append, policy="units")
     assert again["done"] == ["seed_cnn-smoke-s0"] and again["trained"] == []
 
 
@@ -104,13 +107,37 @@ def test_a_family_trains_whole_or_not_at_all(store, synthetic, monkeypatch):
     from cnnlib import plan
 
     # each degradation run would fit alone, the four together do not
-    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev: 20 if cfg.model in FAMILIES["degradation"]
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, d, dev, **kw: 20 if cfg.model in FAMILIES["degradation"]
                         and not cfg.tag else 1e9)  # fmt: skip
     lines = []
-    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append)
+    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append, policy="units")
     assert out["trained"] == [] and "plain20-smoke-s0" in out["skipped"]
     family = "plain20-smoke-s0 plain56-smoke-s0 resnet20-smoke-s0 resnet56-smoke-s0"
-    assert lines[0].startswith(f"skip {family}: needs about 80 s")
+    assert any(line.startswith(f"skip {family}: needs about 80 s") for line in lines)
+
+
+def test_on_a_cpu_the_plan_trains_run_after_run_and_stops_at_the_deadline(store, synthetic, monkeypatch):
+    from cnnlib import plan
+    from cnnlib.train import RunWontFit
+
+    # estimates play no part: a run that does not fit trains until the deadline and resumes next time
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, measure=True: 1e9)
+    calls = []
+
+    def fake_fit_or_load(cfg, **kw):
+        calls.append((cfg.run_id, kw["until_deadline"]))
+        if cfg.model == "seed_resnet18":
+            raise RunWontFit(f"{cfg.run_id}: stopped at the deadline", 0, float("nan"))
+        return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 1.0})
+
+    monkeypatch.setattr(plan, "fit_or_load", fake_fit_or_load)
+    out = plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lambda line: None,
+                             models=["seed_cnn", "seed_resnet18", "plain20"])  # fmt: skip
+    assert calls == [("seed_cnn-smoke-s0", True), ("seed_resnet18-smoke-s0", True)]
+    assert out["trained"] == ["seed_cnn-smoke-s0"] and out["stopped"] == ["seed_resnet18-smoke-s0"]
+    assert out["skipped"][0] == "plain20-smoke-s0"  # what comes after the stopped run waits
+    with pytest.raises(ValueError, match="unknown policy"):
+        plan.train_missing(1, "smoke", device="cpu", data=synthetic, policy="random")
 
 
 def test_worker_reports_merge_into_one_result(tmp_path):
@@ -130,8 +157,9 @@ def test_worker_reports_merge_into_one_result(tmp_path):
 def test_train_missing_can_be_limited_to_some_models(store, synthetic, monkeypatch):
     from cnnlib import plan
 
-    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev: 5)
-    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lambda line: None, models=["seed_cnn"])
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, measure=True: 5)
+    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lambda line: None, models=["seed_cnn"],
+                             policy="units")  # fmt: skip
     assert out["trained"] == ["seed_cnn-smoke-s0"] and out["skipped"] == []
     with pytest.raises(ValueError, match="unknown model.*resnet21"):
         plan.train_missing(60, "smoke", device="cpu", data=synthetic, models=["resnet21"])
@@ -144,6 +172,7 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     from cnnlib.train import make_config
 
     monkeypatch.setattr(plan, "list_runs", lambda: [])
+    monkeypatch.setattr(plan.engine, "cached_rate", lambda model: None)
     monkeypatch.setattr(plan, "measure_images_per_s", lambda cfg, data, dev: 100.0)
     cpu = torch.device("cpu")
     dissected, plain = make_config("plain56", "cpu", 0), make_config("plain56", "cpu", 1)  # seed 1: no tables

@@ -17,7 +17,7 @@ from torch import nn
 from cnnlib import aftertrain, results
 from cnnlib.models import register
 from cnnlib.results import StaleRunError, fit_or_load, load_run, save_run
-from cnnlib.train import PROFILES, RunWontFit, TrainConfig, TrainingDiverged, fit, lr_at, make_config
+from cnnlib.train import PROFILES, RunWontFit, TrainConfig, TrainingDiverged, fit, lr_at, make_config, peek_checkpoint
 
 TIMING = ["seconds", "images_per_s", "epoch_seconds"]
 
@@ -128,6 +128,22 @@ def test_a_run_that_will_not_fit_stops_checkpointed_and_resumes(synthetic, store
     assert err.value.epoch == 1 and err.value.needed_s > 0
     resumed = fit(cfg, data=synthetic, device="cpu", verbose=False)
     assert resumed.info["resumed_after_epoch"] == 1 and len(resumed.history) == 3
+
+
+def test_a_run_stopped_inside_an_epoch_resumes_there_bit_for_bit(synthetic, store, tmp_path):
+    cfg = small("resnet20", epochs=2, train_subset=300, test_subset=100)  # 6 steps per epoch
+    with pytest.raises(RunWontFit, match=r"stopped at the deadline in epoch 1/2 \(step 1/6\)"):
+        fit(cfg, data=synthetic, device="cpu", verbose=False, deadline=time.time(), until_deadline=True)
+    info = peek_checkpoint(cfg)
+    assert (info["epoch"], info["step"]) == (0, 1) and info["engine"]["device"] == "cpu"
+    resumed = fit(cfg, data=synthetic, device="cpu", verbose=False)
+    assert resumed.info["resumed_after_epoch"] == 0 and len(resumed.history) == 2
+    os.environ["CNNLIB_CHECKPOINTS"] = str(tmp_path / "fresh")
+    straight = fit(cfg, data=synthetic, device="cpu", verbose=False)
+    pd.testing.assert_frame_equal(resumed.history.drop(columns=TIMING), straight.history.drop(columns=TIMING))
+    assert torch.equal(resumed.predictions, straight.predictions)
+    for name, table in straight.tables.items():
+        pd.testing.assert_frame_equal(resumed.tables[name], table)
 
 
 def test_store_round_trip_and_fit_or_load_reuses(synthetic, store, monkeypatch):
