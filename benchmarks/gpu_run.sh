@@ -152,7 +152,7 @@ else
     say "train-missing --profile $PROFILE --budget $budget --workers $WORKERS${MODELS:+ --models $MODELS}"
     # the runs stop themselves before the deadline; the timeout is the last resort
     timeout --foreground --signal=INT --kill-after=5 $(( budget + SPARE_S / 3 )) \
-        "$PYTHON" -m cnnlib train-missing --profile "$PROFILE" --budget "$budget" \
+        "$PYTHON" -m cnnlib train-missing --profile "$PROFILE" --policy units --budget "$budget" \
         --workers "$WORKERS" --checkpoint-every "$CHECKPOINT_EVERY_S" ${MODELS:+--models $MODELS}
     train_rc=$?
     case $train_rc in

@@ -1,20 +1,23 @@
-"""Training throughput: cnnlib's engine against a reference loop written the common way.
+"""Training throughput: cnnlib's chosen engine against its plain fp32 path and a reference loop.
 
-ours       the real ``cnnlib.train.fit`` on a ``train_subset`` of ``--images`` images: uint8
+chosen     the real ``cnnlib.train.fit`` on a ``train_subset`` of ``--images`` images: uint8
            images on the device, crop+flip+normalise on the device (``DeviceLoader``),
            SGD Nesterov with the one-cycle lr set per step, label-smoothing cross entropy,
-           per-stage diagnostics (``StageProbe``), bf16 autocast + channels_last on CUDA and
-           fp32 on the CPU. Images/s is fit's own ``images_per_s`` (training loop only; the
+           per-stage diagnostics (``StageProbe``), with the engine ``cnnlib.engine.choose``
+           picks (bf16 + channels_last on CUDA; on a CPU what its measured check found
+           fastest). Images/s is fit's own ``images_per_s`` (training loop only; the
            per-epoch evaluation and checkpoint are not timed).
+fp32       the same ``fit`` with the plain engine: fp32, NCHW, eager (the CPU path before the
+           engine existed).
 reference  the torchvision CIFAR10 style: a ``Dataset`` over HWC uint8 numpy images whose
            ``__getitem__`` builds a PIL image and applies RandomCrop(32, 4),
            RandomHorizontalFlip, ToTensor, Normalize; ``DataLoader(batch_size=128,
            shuffle=True, num_workers=2)``; fp32, SGD momentum, plain cross entropy, the same
            model. Timed over the same number of images after a few warm-up batches.
 
-Both run in one process, interleaved (ours, ref, ref, ours, ...), so background load affects
-both. Ours is warmed up once before the rounds (one untimed fit step of the same shapes); the
-reference skips its first batches (worker start-up, warm-up) in every round.
+All three run in one process, interleaved (the order rotates every round), so background load
+affects them alike. The fit sides are warmed up once before the rounds (one untimed fit step of
+the same shapes); the reference skips its first batches (worker start-up, warm-up) in every round.
 
     python benchmarks/throughput.py --model resnet18 --images 2048 --device auto --batch-size 512
 """
@@ -45,6 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from cnnlib.data import CIFAR10, load_cifar10  # noqa: E402
+from cnnlib.engine import Engine, choose  # noqa: E402
 from cnnlib.models import create_model  # noqa: E402
 from cnnlib.train import fit, make_config  # noqa: E402
 
@@ -120,11 +124,11 @@ def reference_round(model_name: str, data: CIFAR10, device: torch.device, *, bat
 
 
 def ours_round(model_name: str, data: CIFAR10, device: torch.device, *, batch_size: int,
-               images: int, epochs: int, seed: int) -> dict:
+               images: int, epochs: int, seed: int, engine: Engine) -> dict:
     """Images/s of cnnlib.train.fit over a train_subset of `images` images (all epochs timed)."""
     cfg = make_config(model_name, "full", seed, epochs=epochs, batch_size=batch_size,
                       train_subset=images, test_subset=10)
-    result = fit(cfg, data=data, device=device, resume=False, verbose=False)
+    result = fit(cfg, data=data, device=device, engine=engine, resume=False, verbose=False)
     h = result.history
     seen = float((h["images_per_s"] * h["seconds"]).sum())
     seconds = float(h["seconds"].sum())
@@ -172,21 +176,26 @@ def main(argv: list[str] | None = None) -> int:
 
     # ours' warm-up, untimed: fit over --ours-warmup-steps batches of the rounds' shapes. The
     # reference warms up inside each round (its first --warmup-batches batches are not timed).
+    engines = {"chosen": choose(device, args.model, args.batch_size),
+               "fp32": Engine(str(device), "fp32", False, False, torch.get_num_threads(), "plain fp32")}
+    print(f"chosen engine: {engines['chosen'].describe()} ({engines['chosen'].reason})", flush=True)
     if args.ours_warmup_steps:
-        t = time.perf_counter()
         warm = data.subset(10 * math.ceil(args.ours_warmup_steps * args.batch_size / 10), 10)
-        fit(make_config(args.model, "full", args.seed, epochs=1, batch_size=args.batch_size,
-                        train_subset=len(warm.train_y), test_subset=10),
-            data=warm, device=device, resume=False, verbose=False)
-        print(f"ours' warm-up: {time.perf_counter() - t:.1f} s", flush=True)
+        for side, eng in engines.items():
+            t = time.perf_counter()
+            fit(make_config(args.model, "full", args.seed, epochs=1, batch_size=args.batch_size,
+                            train_subset=len(warm.train_y), test_subset=10),
+                data=warm, device=device, engine=eng, resume=False, verbose=False)
+            print(f"{side} warm-up: {time.perf_counter() - t:.1f} s", flush=True)
 
     rows, device_name = [], None
+    sides = ["chosen", "fp32", "reference"]
     for r in range(args.rounds):
-        order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
+        order = sides[r % 3:] + sides[:r % 3]
         for side in order:
-            if side == "ours":
+            if side in engines:
                 res = ours_round(args.model, batch_size=args.batch_size, images=n,
-                                 epochs=args.epochs, **common)
+                                 epochs=args.epochs, engine=engines[side], **common)
                 device_name = res.pop("device_name")
             else:
                 res = reference_round(args.model, images=ours_images, batch_size=args.ref_batch_size,
@@ -197,10 +206,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rounds = pd.DataFrame(rows)
     med = rounds.groupby("side")["images_per_s"].median()
-    cuda = device.type == "cuda"
     settings = {
-        "ours": (f"cnnlib.train.fit, DeviceLoader, batch {args.batch_size}, "
-                 + ("bf16 autocast + channels_last" if cuda else "fp32")),
+        "chosen": f"cnnlib.train.fit, DeviceLoader, batch {args.batch_size}, {engines['chosen'].describe()}",
+        "fp32": f"cnnlib.train.fit, DeviceLoader, batch {args.batch_size}, {engines['fp32'].describe()}",
         "reference": (f"PIL Dataset + DataLoader(workers={args.workers}), batch "
                       f"{args.ref_batch_size}, fp32"),
     }
@@ -210,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": {k: ", ".join(f"{v:.1f}" for v in rounds.loc[rounds.side == k, "images_per_s"])
                    for k in settings},
     })  # fmt: skip
-    ratio = float(med["ours"] / med["reference"])
+    ratio = float(med["chosen"] / med["reference"])
+    ratio_fp32 = float(med["chosen"] / med["fp32"])
     by_round = rounds.pivot(index="round", columns="side", values="images_per_s")
-    paired = (by_round["ours"] / by_round["reference"]).round(3).tolist()  # same round, same load
+    paired = (by_round["chosen"] / by_round["reference"]).round(3).tolist()  # same round, same load
+    paired_fp32 = (by_round["chosen"] / by_round["fp32"]).round(3).tolist()
     print()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"model {args.model} | device {device} ({device_name}) | torch {torch.__version__} | "
@@ -221,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     with pd.option_context("display.max_colwidth", 80, "display.width", 200):
         print(table.to_string())
-    print(f"ratio ours/reference: {ratio:.2f}x (of the medians; per round: "
+    print(f"ratio chosen/reference: {ratio:.2f}x (of the medians; per round: "
           f"{', '.join(f'{r:.2f}' for r in paired)})")
+    print(f"ratio chosen/fp32: {ratio_fp32:.2f}x (of the medians; per round: "
+          f"{', '.join(f'{r:.2f}' for r in paired_fp32)})")
 
     if args.json:
         out = dict(
@@ -230,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
             torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
             date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             images_per_round=ours_images, rounds=args.rounds, epochs=args.epochs,
-            ours=dict(setting=settings["ours"], batch_size=args.batch_size,
-                      images_per_s=float(med["ours"])),
+            chosen=dict(setting=settings["chosen"], batch_size=args.batch_size,
+                        images_per_s=float(med["chosen"]), engine=engines["chosen"].record()),
+            fp32=dict(setting=settings["fp32"], batch_size=args.batch_size, images_per_s=float(med["fp32"])),
             reference=dict(setting=settings["reference"], batch_size=args.ref_batch_size,
                            workers=args.workers, warmup_batches=args.warmup_batches,
                            images_per_s=float(med["reference"])),
-            ratio=ratio, ratio_per_round=paired, per_round=rows, load_average=[load_start, load],
+            ratio=ratio, ratio_per_round=paired, ratio_fp32=ratio_fp32, ratio_fp32_per_round=paired_fp32,
+            per_round=rows, load_average=[load_start, load],
             torch_threads=torch.get_num_threads(),
             omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
         )  # fmt: skip

@@ -34,7 +34,7 @@ from .models.resnet import BasicBlock
 from .paths import atomic_write, weights_root
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
 __all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "finish", "fingerprint", "load_table",
            "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+
+from cnnlib import engine
+from cnnlib.engine import Engine
+from cnnlib.train import fit, make_config
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLIB_CACHE", str(tmp_path / "cache"))
+    for name in ("CNNLIB_PRECISION", "CNNLIB_CHANNELS_LAST", "CNNLIB_COMPILE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "cache"
+
+
+def fake_steps(monkeypatch, seconds: dict):
+    calls = []
+
+    def step(model, batch, precision, channels_last, steps=2):
+        calls.append((precision, channels_last))
+        return seconds[(precision, channels_last)]
+
+    monkeypatch.setattr(engine, "_step_seconds", step)
+    return calls
+
+
+def test_a_cpu_without_hardware_bf16_stays_in_fp32(cache, monkeypatch):
+    monkeypatch.setattr(engine, "bf16_features", lambda: ())
+    # even if bf16 would time faster, it is not a candidate without hardware support
+    calls = fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.01})
+    eng = engine.choose("cpu", "resnet20", 512)
+    assert (eng.precision, eng.channels_last, eng.compiled) == ("fp32", True, False)
+    assert ("bf16", True) not in calls and "no hardware bf16" in eng.reason
+    # measured once per machine, model, batch and threads: the second choice reads the cache
+    assert engine.choose("cpu", "resnet20", 512) == eng and len(calls) == 2
+    (key,) = json.loads((cache / "engine.json").read_text())
+    assert "resnet20|batch 64|" in key
+    assert engine.cached_rate("resnet20") == pytest.approx(64 / 0.2)
+
+
+def test_a_cpu_with_hardware_bf16_takes_it_only_when_measured_faster(cache, monkeypatch):
+    monkeypatch.setattr(engine, "bf16_features", lambda: ("amx_bf16",))
+    fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1})
+    assert engine.choose("cpu", "resnet20", 512).precision == "bf16"
+    fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.25})
+    assert engine.choose("cpu", "seed_cnn", 512).precision == "fp32"  # slower in bf16 (seed_cnn on such a CPU)
+
+
+def test_the_switches_override_the_check_and_bad_values_fail(cache, monkeypatch):
+    fake_steps(monkeypatch, {})  # any measurement would fail: the switches decide alone
+    monkeypatch.setenv("CNNLIB_PRECISION", "bf16")
+    monkeypatch.setenv("CNNLIB_CHANNELS_LAST", "0")
+    monkeypatch.setenv("CNNLIB_COMPILE", "1")
+    eng = engine.choose("cpu", "resnet20", 512)
+    assert (eng.precision, eng.channels_last, eng.compiled) == ("bf16", False, True)
+    monkeypatch.setenv("CNNLIB_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="CNNLIB_PRECISION='fp16'"):
+        engine.choose("cpu", "resnet20", 512)
+
+
+def test_a_tiny_model_trains_in_bf16_channels_last_and_records_how(synthetic, store):
+    bf16 = Engine("cpu", "bf16", True, False, torch.get_num_threads(), "test")
+    cfg = make_config("seed_cnn", "smoke", epochs=2)
+    result = fit(cfg, data=synthetic, device="cpu", engine=bf16, verbose=False)
+    h = result.history
+    assert torch.isfinite(torch.tensor(h["train_loss"].to_numpy())).all() and len(h) == 2
+    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+    rec = result.info["engine"]
+    assert (rec["precision"], rec["channels_last"], rec["compiled"]) == ("bf16", True, False)
+    assert "cpu" in rec and isinstance(rec["bf16_features"], list)
+    assert all(v.dtype == torch.float32 for v in result.state_dict.values() if v.is_floating_point())
+    # the same engine gives the same history, bit for bit
+    again = fit(cfg, data=synthetic, device="cpu", engine=bf16, verbose=False, resume=False)
+    cols = ["train_loss", "train_acc", "test_loss", "test_acc", "clean_train_loss"]
+    assert again.history[cols].equals(h[cols])
