@@ -1,7 +1,9 @@
-"""Command line: ``python -m cnnlib {list,summary,train,status,train-missing,report}``.
+"""Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status,
+train-missing, tables, readme and report (``python -m cnnlib --help`` lists them).
 
-User errors (unknown model or profile, bad numbers, missing data) print one
-line and exit with status 2; they never show a traceback.
+User errors (unknown model, profile or run, bad numbers, missing data) print a
+short message (one line, two for missing data) and exit with status 2; they
+never show a traceback.
 """
 
 from __future__ import annotations
@@ -61,15 +63,33 @@ def _device(text: str) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
-        """One line, no usage dump: the message names what was wrong."""
-        self.exit(2, f"error: {message} (see python -m cnnlib --help)\n")
+        """One line, no usage dump: the message names what was wrong and where the help is."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.HelpFormatter):
+    """Commands listed one a line with their help, without argparse's COMMAND header line above them."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=28)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._SubParsersAction):
+            return "".join(self._format_action(a) for a in action._get_subactions())
+        return super()._format_action(action)
+
+
+DESCRIPTION = "Train and study CNNs on CIFAR-10: plain nets, ResNet, DenseNet and SE-ResNet."
+EPILOG = ("Options of a command: python -m cnnlib COMMAND --help. User errors print a short message "
+          "and exit with status 2.")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
     from .train import PROFILES
 
-    p = _Parser(prog="python -m cnnlib", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _Parser(prog="python -m cnnlib", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Help)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, title="commands",
+                           metavar="COMMAND")  # fmt: skip
     sub.add_parser("list", help="list the registered models by family")
     s = sub.add_parser("summary", help="torchinfo table of a model")
     s.add_argument("model")
@@ -99,15 +119,35 @@ def _parser() -> argparse.ArgumentParser:
                         "(default on a CPU); units: a family starts only if it fits (default on a GPU)")
     m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
-    tb = sub.add_parser("tables", help="measure a stored run's after-training tables again from its weights")
+    tb = sub.add_parser("tables", help="redo a stored run's after-training tables from its weights")
     tb.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
-    r = sub.add_parser("report", help="train missing runs (GPU only), execute the notebooks, export HTML")
-    r.add_argument("--profile", default=None, help="profile the notebooks show (default: from CNNLIB_PROFILE)")
+    r = sub.add_parser("report", help="train missing runs (GPU only), run the notebooks, export HTML")
+    r.add_argument("--profile", choices=sorted(PROFILES),
+                   help="profile the notebooks show (default: from CNNLIB_PROFILE)")
     r.add_argument("--out", default="report", help="folder for the HTML report")
     r.add_argument("--in-place", action="store_true",
                    help="also save the executed notebooks over the committed ones (make refresh)")
     return p
+
+
+def _shown(path) -> str:
+    """A path as the user can type it: relative to the working folder when inside it."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _profile_of(run_id: str) -> str:
+    """The profile named in a run id (``<model>-<profile>[-<tag>]-s<seed>``), else PROFILE."""
+    from .train import PROFILES
+
+    parts = run_id.split("-")
+    return parts[1] if len(parts) > 2 and parts[1] in PROFILES else "PROFILE"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -123,17 +163,22 @@ def _run(args: argparse.Namespace) -> int:
         print(model_summary(args.model, depth=3))
         return 0
     if args.command == "train":
-        from .results import fit_or_load
+        from .results import fit_or_load, load_run
         from .train import make_config
 
         cfg = make_config(
             args.model, args.profile, args.seed, tag=args.tag,
             epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
         )  # fmt: skip
+        stored = None if args.retrain else load_run(cfg)  # fit_or_load returns a stored run untouched
         run = fit_or_load(cfg, retrain=args.retrain, device=args.device)
         f = run.final
-        print(f"{cfg.run_id}: test accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
-              f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']} -> {run.path}")  # fmt: skip
+        done = (f"test accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
+                f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']}")  # fmt: skip
+        if stored is not None:
+            print(f"{cfg.run_id}: loaded from {_shown(run.path)}, not retrained (use --retrain); {done}")
+        else:
+            print(f"{cfg.run_id}: {done} -> {_shown(run.path)}")
         return 0
     if args.command == "status":
         from .plan import stage_hours_left, status
@@ -169,10 +214,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "tables":
         from .results import load_run, recompute_tables
 
-        for run_id in args.run_ids:
-            run = load_run(run_id)
-            if run is None:
-                raise ValueError(f"no stored run {run_id!r}")
+        runs = {run_id: load_run(run_id) for run_id in args.run_ids}  # every name checked before any work
+        missing = [run_id for run_id, run in runs.items() if run is None]
+        if missing:
+            raise ValueError(f"no stored run {', '.join(map(repr, missing))}; see python -m cnnlib status "
+                             f"--profile {_profile_of(missing[0])} for the run ids")  # fmt: skip
+        for run_id, run in runs.items():
             print(f"{run_id}: wrote {', '.join(recompute_tables(run))}", flush=True)
         return 0
     if args.command == "readme":

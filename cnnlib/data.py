@@ -345,6 +345,22 @@ def _check_counts(ds: CIFAR10, allow_subset: bool, where: str) -> None:
                                 "smaller copy on purpose.")
 
 
+def _no_data(root: Path, off: str, allow: str) -> str:
+    """Two short lines: what is missing, and the ways to provide it."""
+    if root.exists() and not root.is_dir():
+        return (f"No CIFAR-10 data found: {root} is neither a folder nor a .tar.gz.\n"
+                f"Point CNNLIB_DATA at a folder holding cifar10-jpg.tar.gz "
+                f"(or {OFFICIAL_ARCHIVE}, with downloading on).")
+    where = f"{root}" if root.is_dir() else f"{root} (missing)"
+    if (root / OFFICIAL_ARCHIVE).is_file():  # only the download step unpacks it
+        return (f"No CIFAR-10 data found in {where}: {OFFICIAL_ARCHIVE} is there, but only downloading "
+                f"unpacks it (off: {off}).\n"
+                f"{allow[0].upper() + allow[1:]} to unpack it (no network needed), or put cifar10-jpg.tar.gz there.")
+    return (f"No CIFAR-10 data found in {where}, and downloading is off ({off}).\n"
+            f"Put cifar10-jpg.tar.gz there or point CNNLIB_DATA at its folder; "
+            f"or {allow} to download (or unpack) {OFFICIAL_ARCHIVE} there.")
+
+
 def load_cifar10(root: str | Path | None = None, *, download: bool | None = None,
                  cache: bool = True, allow_subset: bool = False) -> CIFAR10:
     """Load CIFAR-10 from the decoded cache, official batches, an image tree or a tarball.
@@ -357,6 +373,7 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
     """
     root = data_root() if root is None else Path(root).expanduser()
     src = _find_source(root)
+    from_env = download is None
     if download is None:
         allowed = os.environ.get("CNNLIB_DOWNLOAD", "1").strip().lower() not in ("0", "false", "no")
         download = allowed and src is None
@@ -364,16 +381,8 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
         _download(root)
         src = ("batches", root / BATCHES)
     if src is None:
-        missing = "" if root.is_dir() else " (not a folder)" if root.exists() else " (missing)"
-        raise DataError(
-            f"No CIFAR-10 data found. Looked in the data root {root}{missing} ($CNNLIB_DATA, "
-            f"default ./data) for the official '{BATCHES}' folder, an image tree "
-            "train/<class>/*.jpg + test/<class>/*.jpg (or .png), and a *.tar.gz/*.tgz of that "
-            f"tree; the cache folder {cache_dir()} only holds decoded copies of a source that is "
-            "present. Set CNNLIB_DATA (or pass root=) to a folder holding one of these, or set "
-            "unset CNNLIB_DOWNLOAD=0 (or pass download=True) to download the official archive there"
-            + (f" (it extracts the {OFFICIAL_ARCHIVE} already there)."
-               if (root / OFFICIAL_ARCHIVE).is_file() else "."))
+        raise DataError(_no_data(root, "CNNLIB_DOWNLOAD=0" if from_env else "download=False",
+                                 "unset CNNLIB_DOWNLOAD" if from_env else "pass download=True"))
     kind, path = src
     name = path.resolve().name
     label = {"batches": f"official {BATCHES}", "tree": f"image folder {name}",

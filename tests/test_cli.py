@@ -1,5 +1,6 @@
 """The command line: what works, and one clear line for each user error."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -7,8 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnnlib.__main__ import main
+from cnnlib.__main__ import _parser, main
 from cnnlib.models import FAMILIES
+
+COMMANDS = ["list", "summary", "train", "status", "train-missing", "tables", "readme", "report"]
 
 
 def run(capsys, *argv):
@@ -36,7 +39,9 @@ def test_summary_prints_a_torchinfo_table(capsys):
     "argv, words",
     [
         (["train", "resnet19"], "unknown model 'resnet19'"),
-        (["summary", "vgg16"], "unknown model 'vgg16'"),
+        (["summary", "vgg16"], "unknown model 'vgg16'; choose from seed_cnn, "),
+        (["summary", "vgg16"], "(see python -m cnnlib list)"),
+        (["report", "--profile", "bogus"], "invalid choice: 'bogus'"),
         (["train", "resnet20", "--profile", "huge"], "invalid choice: 'huge'"),
         (["train", "resnet20", "--epochs", "0"], "must be positive, got 0"),
         (["train", "resnet20", "--epochs", "two"], "expected a whole number"),
@@ -44,6 +49,7 @@ def test_summary_prints_a_torchinfo_table(capsys):
         (["train-missing", "--budget", "0"], "must be positive"),
         (["train-missing"], "--budget"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["train", "resnet20", "--epochs", "0"], "(see python -m cnnlib train --help)"),
     ],
 )
 def test_user_errors_give_one_line_and_exit_2(capsys, argv, words):
@@ -62,7 +68,82 @@ def test_missing_data_in_a_real_process(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: No CIFAR-10 data found")
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(len(line) < 160 for line in lines), proc.stderr  # what is missing; the fixes
+    assert "cifar10-jpg.tar.gz" in proc.stderr and "cifar-10-python.tar.gz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_every_command_in_plain_text(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "``" not in out
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(commands.choices) == COMMANDS
+    text = " ".join(out.split())  # help lines wrap with the terminal's width
+    assert text.startswith("usage: python -m cnnlib [-h] COMMAND ...")
+    for action in commands._get_subactions():
+        assert f" {action.dest} {' '.join(action.help.split())} " in text, action.dest
+    for command in COMMANDS:
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "``" not in out and out.startswith(f"usage: python -m cnnlib {command}")
+
+
+def _fake_fit(calls):
+    """A fit that trains nothing: one epoch's history, as cnnlib.train.fit hands it to the store."""
+    import pandas as pd
+    import torch
+
+    from cnnlib.train import FitResult
+
+    def fit(cfg, **kw):
+        calls.append(cfg.run_id)
+        history = pd.DataFrame(dict(epoch=[1], train_loss=[2.0], train_acc=[0.2], test_loss=[2.1], test_acc=[0.25],
+                                    seconds=[3.0]))  # fmt: skip
+        return FitResult(history, torch.zeros(10, dtype=torch.long), dict(train_s=3.0, device_name="cpu"), {}, {})
+
+    return fit
+
+
+def test_training_a_stored_run_again_says_it_was_loaded(capsys, store, monkeypatch):
+    from cnnlib import results
+
+    calls = []
+    monkeypatch.setattr(results, "fit", _fake_fit(calls))
+    monkeypatch.chdir(store)
+    argv = ["train", "seed_cnn", "--profile", "smoke"]
+    trained = "seed_cnn-smoke-s0: test accuracy 0.2500 after 1 epochs, 3 s of training on cpu"
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and out == f"{trained} -> results/seed_cnn-smoke-s0\n" and calls == ["seed_cnn-smoke-s0"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and calls == ["seed_cnn-smoke-s0"]  # not trained again
+    assert out == ("seed_cnn-smoke-s0: loaded from results/seed_cnn-smoke-s0, not retrained (use --retrain); "
+                   "test accuracy 0.2500 after 1 epochs, 3 s of training on cpu\n")  # fmt: skip
+    code, out, _ = run(capsys, *argv, "--retrain")
+    assert code == 0 and len(calls) == 2 and out.startswith(trained)
+
+
+def test_an_unknown_run_points_to_the_status_of_its_profile(capsys, store):
+    code, _, err = run(capsys, "tables", "resnet56-cpu-s0")
+    assert code == 2 and err == ("error: no stored run 'resnet56-cpu-s0'; see python -m cnnlib status --profile cpu "
+                                 "for the run ids\n")  # fmt: skip
+    code, _, err = run(capsys, "tables", "nonsense", "resnet56-cpu-s0")
+    assert code == 2 and "no stored run 'nonsense', 'resnet56-cpu-s0'; see python -m cnnlib status --profile PROFILE" \
+        in err
+
+
+def test_report_checks_the_profile_before_anything_starts(capsys, store, monkeypatch):
+    from cnnlib import data, report
+
+    def never(*args, **kwargs):
+        raise AssertionError("started although the profile is unknown")
+
+    monkeypatch.setattr(data, "load_cifar10", never)
+    monkeypatch.setattr(report, "_execute", never)
+    monkeypatch.setenv("CNNLIB_PROFILE", "bogus")
+    code, out, err = run(capsys, "report", "--out", str(store / "report"))
+    assert code == 2 and out == ""
+    assert err == "error: unknown profile 'bogus' (from CNNLIB_PROFILE); choose from cpu, full, smoke, tune\n"
+    assert not (store / "report").exists()
 
 
 def test_status_lists_the_plan(capsys, store):

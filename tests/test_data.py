@@ -228,11 +228,32 @@ def test_empty_root(mini, tmp_path):
     with pytest.raises(DataError) as e:
         load_cifar10(tmp_path / "empty")
     msg = str(e.value)
-    for words in (str(tmp_path / "empty"), str(data.cache_dir()), "cifar-10-batches-py",
-                  "CNNLIB_DATA", "CNNLIB_DOWNLOAD", ".tar.gz"):
-        assert words in msg
+    lines = msg.splitlines()
+    assert len(lines) == 2 and all(len(line) < 160 for line in lines), msg  # what is missing; how to provide it
+    assert str(tmp_path / "empty") in lines[0] and "CNNLIB_DOWNLOAD=0" in lines[0]
+    for words in ("cifar10-jpg.tar.gz", "cifar-10-python.tar.gz", "CNNLIB_DATA", "unset CNNLIB_DOWNLOAD"):
+        assert words in lines[1]
+    assert "set unset" not in msg
     with pytest.raises(DataError, match="missing"):
         load_cifar10(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="(?s)off \\(download=False\\).*pass download=True"):
+        load_cifar10(tmp_path / "empty", download=False)
+
+
+def test_an_official_archive_needs_downloading_on_to_be_unpacked(mini, tmp_path):
+    (tmp_path / "off").mkdir()
+    (tmp_path / "off" / "cifar-10-python.tar.gz").write_bytes(b"")
+    with pytest.raises(DataError) as e:
+        load_cifar10(tmp_path / "off")
+    lines = str(e.value).splitlines()
+    assert len(lines) == 2 and "cifar-10-python.tar.gz is there" in lines[0]
+    assert lines[1].startswith("Unset CNNLIB_DOWNLOAD to unpack it") and "cifar10-jpg.tar.gz" in lines[1]
+
+
+def test_a_file_as_the_data_root(mini, tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(DataError, match="(?s)notes.txt is neither a folder nor a .tar.gz.*CNNLIB_DATA"):
+        load_cifar10(tmp_path / "notes.txt")
 
 
 def test_corrupt_tarball(mini, tmp_path):

@@ -18,7 +18,8 @@ def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name, e.g. ``create_model("resnet18")``."""
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(_MODELS)}")
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())} "
+                         "(see python -m cnnlib list)")
     return _MODELS[name](**kwargs)
 
 
