@@ -8,13 +8,41 @@ otherwise the verdict is "cannot tell", with a line saying what would settle it.
 - Two runs on the same test images: paired bootstrap of the accuracy difference
   over images (Efron & Tibshirani 1993) and the exact McNemar test on the
   discordant images (Dietterich 1998, "Approximate statistical tests for
-  comparing supervised classification learning algorithms").
-- Several seeds: t-interval of the mean; Welch (or paired) t-interval of a
-  difference of means.
+  comparing supervised classification learning algorithms"). It measures the
+  test set's noise only: seed-to-seed variance is left out, so a verdict from it
+  holds for those trained networks, not for the architectures.
+- Several seeds: t-interval of the mean; Welch t-interval of a difference of
+  means (``welch_contrast`` for any weighted sum of means). The trained network
+  is the unit of replication, and two architectures trained with the same seed
+  share only the order of the data, so comparisons across architectures are
+  unpaired (Welch); ``paired=True`` is for values that share more than a seed
+  number (two nets built from the same weights and probed on the same inputs).
 - Convergence speed: mean test accuracy over the run (the area under the
   test-accuracy curve), so that a weak model that plateaus early is not called
   "fast"; ``epochs_to_target`` gives the epochs to an absolute accuracy for
   reading a curve.
+
+Bounded quantities. No interval leaves the feasible range, by one rule: the mean
+of a quantity bounded to [lo, hi] (``bounds``; an accuracy or error rate in
+[0, 1], a correlation in [-1, 1]) gets its t-interval on the logit scale of its
+position in the range, log(u / (1 - u)) with u = (x - lo) / (hi - lo), and the
+bounds are transformed back (for [-1, 1] this is Fisher's z = atanh(r), up to a
+factor 2 that cancels); the estimate stays the arithmetic mean. Where a value
+lies on a bound the logit is infinite, and the interval is the t-interval
+clipped to the range, which ``method`` says. A difference of bounded values has
+no fixed range of its own to transform, so its interval is clipped to the
+feasible range of the difference ([lo - hi, hi - lo] for two values).
+
+Many claims. A table of verdicts is one family of claims, and its family-wise
+error is held at ``ALPHA`` by Holm's step-down method (``holm``, ``holm_adjust``):
+each claim's interval is drawn at the level its Holm step tests it at, so the
+interval decides the claim exactly when its Holm-adjusted p-value is below
+``ALPHA``; the verdicts read the intervals as everywhere else.
+
+Ties. A claimed tie A ≈ B is tested against a margin fixed before looking at any
+run (``TIE_MARGIN``, 1 point of accuracy), in both directions (as in two one-sided
+tests): confirmed when the whole interval lies inside ±margin, refuted when it lies
+wholly outside, cannot tell otherwise.
 
 Statistics come from ``scipy.stats``; every resampling takes a seed.
 """
@@ -24,18 +52,37 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
+from scipy.special import expit
 
 CONFIRMED, REFUTED, CANNOT_TELL = "confirmed", "refuted", "cannot tell"
 CONSISTENT_WITH_TIE = "consistent with a tie"
 _MINUS = "\u2212"  # typographic minus for "A − B" in tables and text
+
+ALPHA = 0.05  # family-wise error rate of each table of verdicts (Holm)
+TIE_MARGIN = 0.01  # two accuracies within 1 point of each other count as tied; fixed before looking at any run
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """An estimate whose interval can be drawn at any confidence level (``interval``), so that a
+    table of claims can draw each claim's interval at its Holm-adjusted level."""
+
+    estimate: float
+    interval_at: Callable[[float], tuple[float, float]] = field(repr=False, compare=False)
+    n: int  # seeds, networks or test images behind the interval
+    method: str
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        _check_confidence(confidence)
+        return self.interval_at(confidence)
 
 
 @dataclass(frozen=True)
@@ -64,6 +111,7 @@ class PairedComparison:
     n: int  # test images
     confidence: float
     method: str
+    draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # the bootstrap distribution
 
 
 @dataclass(frozen=True)
@@ -78,6 +126,7 @@ class SeedComparison:
     df: float  # degrees of freedom of the t distribution
     confidence: float
     method: str
+    evidence: Evidence | None = field(default=None, repr=False, compare=False)  # the interval at any level
 
 
 @dataclass(frozen=True)
@@ -176,16 +225,33 @@ def paired_difference(
     n10, n01 = int((ca & ~cb).sum()), int((~ca & cb).sum())
     p = float(stats.binomtest(n10, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
 
-    low, high = _bootstrap_mean(d, confidence, resamples, seed, method)
+    low, high, draws = _bootstrap_mean(d, confidence, resamples, seed, method)
     used = method
     if method == "BCa" and not (np.isfinite(low) and np.isfinite(high)):
-        low, high = _bootstrap_mean(d, confidence, resamples, seed, "percentile")
+        low, high, draws = _bootstrap_mean(d, confidence, resamples, seed, "percentile")
         used = "percentile (BCa undefined on these data)"
     label = f"paired bootstrap over images ({used}, {resamples} resamples, seed {seed}); exact McNemar"
-    return PairedComparison(float(d.mean()), low, high, n01, n10, p, n, confidence, label)
+    return PairedComparison(float(d.mean()), low, high, n01, n10, p, n, confidence, label, draws)
 
 
-def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int, method: str) -> tuple[float, float]:
+def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
+    """A paired comparison's percentile bootstrap interval at any level, from its stored bootstrap
+    distribution (at ``cmp.confidence`` it is ``cmp``'s own interval when that was a percentile one)."""
+    if cmp.draws is None:
+        raise ValueError("this comparison carries no bootstrap distribution")
+    draws = np.asarray(cmp.draws, dtype=float)
+
+    def at(confidence: float) -> tuple[float, float]:
+        a = (1 - confidence) / 2
+        low, high = np.quantile(draws, [a, 1 - a])  # linear interpolation, as scipy's percentile interval
+        return float(low), float(high)
+
+    method = f"percentile bootstrap over {cmp.n} test images ({draws.size} resamples)"
+    return Evidence(cmp.difference, at, cmp.n, method)
+
+
+def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int,
+                    method: str) -> tuple[float, float, np.ndarray]:  # fmt: skip
     rng = np.random.default_rng(seed)
     # scipy >= 1.15 calls the generator `rng`; older versions `random_state`.
     key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
@@ -201,44 +267,250 @@ def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int,
             method=method,
             **{key: rng},
         )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    ci = res.confidence_interval
+    return float(ci.low), float(ci.high), np.asarray(res.bootstrap_distribution, dtype=float)
 
 
 # --- across seeds -----------------------------------------------------------------------------------------------------
 
 
-def seed_interval(values: ArrayLike, *, confidence: float = 0.95) -> Interval:
-    """Mean across seeds with a t-interval; with one seed the bounds are NaN (no spread to go on)."""
-    _check_confidence(confidence)
+def _check_bounds(v: np.ndarray, bounds: tuple[float, float] | None, name: str) -> None:
+    if bounds is None:
+        return
+    lo, hi = bounds
+    if not lo < hi:
+        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+    if np.any(v < lo) or np.any(v > hi):
+        raise ValueError(f"{name} has values outside their feasible range [{lo:g}, {hi:g}]")
+
+
+def _t_evidence(estimate: float, centre: float, se: float, df: float, n: int, method: str, *,
+                back: Callable[[float], float] | None = None,
+                clip: tuple[float, float] | None = None) -> Evidence:  # fmt: skip
+    """centre ± t(df) * se on the analysis scale, transformed back by ``back`` and clipped to ``clip``."""
+
+    def at(confidence: float) -> tuple[float, float]:
+        half = float(stats.t.ppf((1 + confidence) / 2, df)) * se if se > 0 else 0.0
+        low, high = centre - half, centre + half
+        if back is not None:
+            low, high = back(low), back(high)
+        if clip is not None:
+            low, high = max(low, clip[0]), min(high, clip[1])
+        return float(low), float(high)
+
+    return Evidence(estimate, at, n, method)
+
+
+def seed_evidence(values: ArrayLike, *, bounds: tuple[float, float] | None = None) -> Evidence | None:
+    """The mean across seeds with its t-interval at any level (None for one seed: no spread to go on).
+
+    With ``bounds`` (the feasible range of each value) the interval is a t-interval of the logit
+    of the values' position in the range, transformed back (see the module's rule on bounded
+    quantities), so it never leaves the range; a value on a bound gives the clipped t-interval."""
     v = _values(values, "values")
+    _check_bounds(v, bounds, "values")
     n, mean = len(v), float(v.mean())
     if n == 1:
-        return Interval(mean, math.nan, math.nan, 1, confidence, "t-interval undefined: one seed")
-    std = float(v.std(ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, confidence, f"t-interval of the mean, {n - 1} df", std)
+        return None
+    if bounds is None:
+        return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n,
+                           f"t-interval of the mean, {n - 1} df")  # fmt: skip
+    lo, hi = bounds
+    if np.any(v == lo) or np.any(v == hi):
+        return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n,
+                           f"t-interval of the mean, {n - 1} df, clipped to [{lo:g}, {hi:g}] (a value lies on "
+                           "a bound, where the logit is infinite)", clip=bounds)  # fmt: skip
+    u = (v - lo) / (hi - lo)
+    z = np.log(u / (1 - u))
+    name = {(-1, 1): "Fisher's z", (0, 1): "the logit"}.get((lo, hi), f"the logit of the position in [{lo:g}, {hi:g}]")
+    return _t_evidence(mean, float(z.mean()), float(z.std(ddof=1)) / math.sqrt(n), n - 1, n,
+                       f"t-interval of {name}, {n - 1} df, transformed back",
+                       back=lambda y: lo + (hi - lo) * float(expit(y)))  # fmt: skip
+
+
+def seed_interval(values: ArrayLike, *, confidence: float = 0.95,
+                  bounds: tuple[float, float] | None = None) -> Interval:  # fmt: skip
+    """Mean across seeds with a t-interval; with one seed the bounds are NaN (no spread to go on).
+    ``bounds``: the values' feasible range, which the interval then never leaves (``seed_evidence``)."""
+    _check_confidence(confidence)
+    v = _values(values, "values")
+    ev = seed_evidence(v, bounds=bounds)
+    if ev is None:
+        return Interval(float(v.mean()), math.nan, math.nan, 1, confidence, "t-interval undefined: one seed")
+    low, high = ev.interval(confidence)
+    return Interval(ev.estimate, low, high, len(v), confidence, ev.method, float(v.std(ddof=1)))
+
+
+def _difference_range(weights: Sequence[float], bounds: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = bounds
+    return (float(sum(min(w * lo, w * hi) for w in weights)), float(sum(max(w * lo, w * hi) for w in weights)))
+
+
+def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
+                   bounds: tuple[float, float] | None = None) -> Evidence:  # fmt: skip
+    """sum_i w_i mean(sample_i) over independent samples (e.g. different architectures, each over
+    its own seeds), with a Welch t-interval: se^2 = sum w_i^2 s_i^2 / n_i and Welch-Satterthwaite
+    degrees of freedom. ``bounds``: each value's feasible range; the interval is clipped to the
+    contrast's feasible range. Each sample needs two or more values."""
+    if len(samples) != len(weights) or not samples:
+        raise ValueError(f"need one weight per sample, got {len(samples)} samples and {len(weights)} weights")
+    vs = [_values(x, f"sample {i}", 2) for i, x in enumerate(samples)]
+    for i, v in enumerate(vs):
+        _check_bounds(v, bounds, f"sample {i}")
+    terms = [w * w * v.var(ddof=1) / len(v) for w, v in zip(weights, vs, strict=True)]
+    est = float(sum(w * v.mean() for w, v in zip(weights, vs, strict=True)))
+    se = math.sqrt(sum(terms))
+    clip = _difference_range(weights, bounds) if bounds is not None else None
+    n = sum(len(v) for v in vs)
+    if se == 0:  # no spread in any sample: the contrast is what it is
+        return _t_evidence(est, est, 0.0, math.nan, n, "Welch t (no spread)", clip=clip)
+    df = sum(terms) ** 2 / sum(t * t / (len(v) - 1) for t, v in zip(terms, vs, strict=True) if t > 0)
+    return _t_evidence(est, est, se, float(df), n, "Welch t", clip=clip)
 
 
 def seed_difference(
-    values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = False, confidence: float = 0.95
-) -> SeedComparison:
-    """mean(a) - mean(b) across seeds: Welch t-interval, or a paired t-interval when the
-    i-th value of a and of b come from the same seed (``paired=True``)."""
+    values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = False, confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> SeedComparison:  # fmt: skip
+    """mean(a) - mean(b) across seeds: Welch t-interval, or a paired t-interval when the i-th value
+    of a and of b share more than a seed number (``paired=True``: e.g. two nets built from the same
+    weights and probed on the same inputs; two architectures trained with one seed share only the
+    order of their data, which is no reason to pair them). ``bounds``: each value's feasible range;
+    the interval is clipped to the difference's ([lo - hi, hi - lo]), and ``method`` says when."""
     _check_confidence(confidence)
     a, b = _values(values_a, "values_a", 2), _values(values_b, "values_b", 2)
-    q = (1 + confidence) / 2
+    _check_bounds(a, bounds, "values_a")
+    _check_bounds(b, bounds, "values_b")
+    clip = _difference_range((1, -1), bounds) if bounds is not None else None
     if paired:
         if len(a) != len(b):
             raise ValueError(f"paired=True needs one value per seed on each side, got {len(a)} and {len(b)}")
-        iv = seed_interval(a - b, confidence=confidence)
-        return SeedComparison(iv.estimate, iv.low, iv.high, len(a), len(b), len(a) - 1, confidence, "paired t")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    diff, se = float(a.mean() - b.mean()), math.sqrt(va + vb)
-    if se == 0:  # no spread on either side: the difference is what it is
-        return SeedComparison(diff, diff, diff, len(a), len(b), math.nan, confidence, "Welch t (no spread)")
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
-    half = float(stats.t.ppf(q, df)) * se
-    return SeedComparison(diff, diff - half, diff + half, len(a), len(b), float(df), confidence, "Welch t")
+        d = a - b
+        mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d))
+        ev = _t_evidence(mean, mean, se, len(d) - 1, len(d), "paired t", clip=clip)
+        df = float(len(a) - 1)
+    else:
+        ev = welch_contrast([a, b], [1, -1], bounds=bounds)
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else math.nan
+    low, high = ev.interval(confidence)
+    method = ev.method
+    if clip is not None and (low == clip[0] or high == clip[1]) and low != high:
+        method += f", clipped to [{clip[0]:+g}, {clip[1]:+g}]"
+    return SeedComparison(ev.estimate, low, high, len(a), len(b), float(df), confidence, method, ev)
+
+
+# --- many claims: Holm ------------------------------------------------------------------------------------------------
+
+
+def holm(p_values: ArrayLike) -> np.ndarray:
+    """Holm's (1979) step-down adjusted p-values: with the k p-values sorted ascending, the i-th
+    (from 1) is multiplied by k - i + 1, then made non-decreasing in that order (running maximum)
+    and capped at 1. A claim is rejected at family-wise error rate alpha when its adjusted p-value
+    is below alpha. NaN entries (claims without a test) stay NaN and do not count in k."""
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"p_values must be 1-D, got shape {p.shape}")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    k = len(order)
+    out[order] = np.minimum(np.maximum.accumulate(p[order] * (k - np.arange(k))), 1.0)
+    return out
+
+
+def decision_p(evidence: Evidence, decided: Callable[[float, float], bool]) -> float:
+    """The smallest 1 - confidence at which ``decided(low, high)`` holds for the evidence's interval:
+    the p-value of the claim's test by the interval (1 when no level decides it; 0 when every level
+    does, e.g. no spread). Found by bisection: intervals widen with the level."""
+    lo_g, hi_g = 1e-15, 1 - 1e-6  # 1 - confidence
+    if decided(*evidence.interval(1 - lo_g)):
+        return 0.0
+    if not decided(*evidence.interval(1 - hi_g)):
+        return 1.0
+    for _ in range(80):
+        mid = (lo_g + hi_g) / 2
+        if decided(*evidence.interval(1 - mid)):
+            hi_g = mid
+        else:
+            lo_g = mid
+    return hi_g
+
+
+@dataclass(frozen=True)
+class Adjusted:
+    """One claim's interval at its Holm level."""
+
+    low: float
+    high: float
+    confidence: float  # the level the interval is drawn at
+    p: float  # the claim's p-value (``decision_p``)
+    p_holm: float  # Holm-adjusted across the family
+
+
+def holm_adjust(claims: Sequence[tuple[Evidence | None, Callable[[float, float], bool]]],
+                alpha: float = ALPHA) -> list[Adjusted | None]:  # fmt: skip
+    """Each claim's interval at its Holm level, for a family of claims given as (evidence, decided)
+    pairs; ``decided(low, high)`` says whether an interval settles the claim (either way).
+
+    The r-th smallest p-value's Holm step tests at alpha / (k - r + 1); drawing that claim's interval
+    at confidence 1 - alpha * p / p_holm (that step's level, or a higher one where an earlier step
+    failed and carried its larger adjusted p-value on) makes the interval decide the claim exactly
+    when its Holm-adjusted p-value is below alpha. Claims without evidence (None) are not tested, do
+    not count in k, and give None."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    p = np.array([decision_p(ev, d) if ev is not None else np.nan for ev, d in claims], dtype=float)
+    adj = holm(p)
+    tested = np.flatnonzero(np.isfinite(p))
+    rank = np.empty(len(p), dtype=int)
+    rank[tested[np.argsort(p[tested], kind="stable")]] = np.arange(len(tested))
+    out: list[Adjusted | None] = []
+    for i, (ev, _) in enumerate(claims):
+        if ev is None:
+            out.append(None)
+            continue
+        gamma = alpha * p[i] / adj[i] if adj[i] > 0 else alpha / (len(tested) - rank[i])
+        conf = min(1 - gamma, 1 - 1e-15)
+        low, high = ev.interval(conf)
+        out.append(Adjusted(low, high, conf, float(p[i]), float(adj[i])))
+    return out
+
+
+def holm_note(k: int, alpha: float = ALPHA) -> str:
+    """The sentence a table of verdicts prints once to say how its intervals were adjusted."""
+    if k <= 1:
+        return (f"{'One claim' if k == 1 else 'No claim'} of this table is tested (has an interval and is not at "
+                f"the floor): no multiplicity adjustment{' (its interval is at 95%)' if k == 1 else ''}.")  # fmt: skip
+    return (f"Holm-adjusted across the {k} claims of this table that are tested (those with an interval, not at "
+            "the floor): each interval is drawn "
+            f"at the level its Holm step tests it at (given per claim), so it settles a claim exactly when the "
+            f"claim's Holm-adjusted p-value is below {alpha:g}, and the chance of any wrong confirmation or "
+            f"refutation in the table stays at most {100 * alpha:g}%.")
+
+
+def sign_decided(low: float, high: float) -> bool:
+    """A claim A > B (or A < B) is settled, either way, by an interval of A - B that excludes 0."""
+    return bool(low > 0 or high < 0)
+
+
+def tie_verdict(low: float, high: float, margin: float = TIE_MARGIN) -> str:
+    """A claimed tie A ≈ B from an interval of A - B, against ±``margin``: confirmed when the whole
+    interval lies inside it, refuted when the whole interval lies outside it (beyond +margin or below
+    -margin), cannot tell otherwise (and for NaN bounds)."""
+    if margin <= 0:
+        raise ValueError(f"margin must be positive, got {margin}")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return CANNOT_TELL
+    if low > high:
+        raise ValueError(f"interval bounds out of order: [{low}, {high}]")
+    if -margin <= low and high <= margin:
+        return CONFIRMED
+    if low > margin or high < -margin:
+        return REFUTED
+    return CANNOT_TELL
 
 
 # --- verdicts ---------------------------------------------------------------------------------------------------------
@@ -249,9 +521,10 @@ def verdict(low: float, high: float, claimed_sign: int = 1) -> str:
 
     ``claimed_sign`` +1 claims A > B, -1 claims A < B: confirmed when the whole
     interval lies on the claimed side of 0, refuted when it lies wholly on the
-    other side, else cannot tell. 0 claims A ≈ B: refuted when the interval
-    excludes 0, else cannot tell (an interval alone cannot prove a tie; see
-    ``ranking_verdict``'s ``tie_margin``). NaN bounds give cannot tell.
+    other side, else cannot tell. 0 claims A ≈ B without a margin: refuted when
+    the interval excludes 0, else cannot tell (without a margin no interval can
+    prove a tie; ``tie_verdict`` tests one against a margin). NaN bounds give
+    cannot tell.
     """
     if claimed_sign not in (-1, 0, 1):
         raise ValueError(f"claimed_sign must be +1 (A > B), -1 (A < B) or 0 (A ≈ B), got {claimed_sign}")
@@ -290,7 +563,7 @@ def ranking_verdict(
     claimed_tiers: Sequence[Sequence[str]],
     pairwise: Mapping[tuple[str, str], Any],
     *,
-    tie_margin: float | None = None,
+    tie_margin: float | None = TIE_MARGIN,
     scale: float = 100,
     unit: str = "points",
     remedy: str = "more seeds or a larger test set",
@@ -304,13 +577,15 @@ def ranking_verdict(
     must be present in one orientation.
 
     Each strict pair A > B must be confirmed (interval of A - B above 0). A
-    claimed tie is refuted when its interval excludes 0; otherwise it is
-    "consistent with a tie", which is not a confirmation: without an
-    equivalence margin no interval can show two numbers equal. With
-    ``tie_margin`` (same units as the comparisons) a tie whose whole interval
-    lies inside ±tie_margin is confirmed. The ranking is refuted if any pair is
-    refuted, confirmed if every pair is confirmed, and cannot tell otherwise.
-    ``scale`` and ``unit`` format the 'what would settle it' line.
+    claimed tie is tested against ``tie_margin`` (same units as the comparisons;
+    by default ``TIE_MARGIN``, 1 point of accuracy) with ``tie_verdict``:
+    confirmed when the whole interval lies inside ±tie_margin, refuted when it
+    lies wholly outside, cannot tell otherwise. With ``tie_margin=None`` a tie
+    is refuted when its interval excludes 0 and is otherwise only "consistent
+    with a tie", which is not a confirmation: without a margin no interval can
+    show two numbers equal. The ranking is refuted if any pair is refuted,
+    confirmed if every pair is confirmed, and cannot tell otherwise. ``scale``
+    and ``unit`` format the 'what would settle it' line.
     """
     tiers = [list(t) for t in claimed_tiers]
     names = [m for t in tiers for m in t]
@@ -333,10 +608,10 @@ def ranking_verdict(
         tie = tier_of[a] == tier_of[b]
         if not tie:
             pair_verdict = verdict(low, high, +1)
+        elif tie_margin is not None:
+            pair_verdict = tie_verdict(low, high, tie_margin)
         elif verdict(low, high, 0) == REFUTED:
             pair_verdict = REFUTED
-        elif tie_margin is not None and -tie_margin <= low and high <= tie_margin:
-            pair_verdict = CONFIRMED
         else:
             pair_verdict = CONSISTENT_WITH_TIE
         if pair_verdict not in (CONFIRMED, REFUTED):
@@ -360,12 +635,12 @@ def _settle_text(undecided: list, tie_margin: float | None, scale: float, unit: 
         if not np.isfinite(low):
             no_interval.append(pair)
             continue
-        level = f"{100 * conf:g}% " if conf is not None else ""
+        level = f"{100 * conf:.4g}% " if conf is not None else ""
         text = f"the {level}interval of {pair} is [{_signed(low * scale, 1)}, {_signed(high * scale, 1)}] {unit}"
         if tie and tie_margin is None:
             text += " (and two models count as equal only inside an agreed margin, which this claim does not state)"
         elif tie:
-            text += f" (a tie needs it inside ±{tie_margin * scale:g})"
+            text += f" (a tie needs it inside ±{tie_margin * scale:g}, a difference wholly outside)"
         parts.append(text)
     if no_interval:
         parts.append(f"{', '.join(no_interval)} {'has' if len(no_interval) == 1 else 'have'} no interval: one seed, "

@@ -62,9 +62,11 @@ def readme_block(runs: list[Run] | None = None) -> str:
                and not r.config.tag]  # fmt: skip
         d = verdicts.degradation(deg)
         o = verdicts.overfitting(deg).iloc[0]
-        out += [f"Verdicts on the degradation family (profile `{deg_profile}`, notebooks 06 and 07):", "",
+        out += [f"Verdicts on the degradation family (profile `{deg_profile}`, notebooks 06 and 07; each table's "
+                f"intervals Holm-adjusted across its claims, family-wise error {100 * verdicts.ALPHA:g}%):", "",
                 f"- *\"Plain CNNs with many layers overfit\"*: **{o['verdict']}**: {o['why']}.",
-                "- Degradation, in clean training error (95% intervals across seeds): "
+                f"- Degradation, in clean training error (Welch intervals across seeds, Holm-adjusted across the "
+                f"{d.attrs['claims']} claims of notebook 06's table): "
                 + "; ".join(f"{r['comparison (clean training error)']} {r['difference']} (**{r['verdict']}**)"
                             for _, r in d.iterrows()) + ". " + d.attrs.get("reading", "")]  # fmt: skip
         vg = verdicts.vanishing_gradients(deg)
@@ -72,13 +74,21 @@ def readme_block(runs: list[Run] | None = None) -> str:
             end = vg["point"].iloc[-1]
             rows = vg[vg["point"].isin(["step 0", end])]
             out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
-                       "(first block / last block, log10, 95% interval across seeds): "
-                       + "; ".join(f"{r['model']} at {r['point']}: {r['log10, 95% interval']} "
+                       f"(first block / last block, log10; the whole interval below −{verdicts.GRADIENT_THRESHOLD:g} "
+                       f"vanishes, above +{verdicts.GRADIENT_THRESHOLD:g} explodes, within "
+                       f"±{verdicts.GRADIENT_THRESHOLD:g} neither; intervals across seeds, Holm-adjusted across the "
+                       f"{vg.attrs['claims']} rows of notebook 06's table): "
+                       + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} "
                                    f"(**{r['signal towards the input']}**)" for _, r in rows.iterrows()) + ".")
-        lz = [v for v in (verdicts.lesion_verdict(deg, "resnet56", "plain56", k) for k in (1, 5)) if v]
-        if lz:
+        lz = verdicts.lesion_verdicts(deg)  # notebook 07's table, so its Holm adjustment
+        lz = lz[lz["claim"].str.endswith("than resnet56")]
+        if len(lz):
             out.append("- Lesions (Veit et al. 2016): " + "; ".join(
-                f"{v['claim']}: {v['difference (points)']} points (**{v['verdict']}**)" for v in lz) + ".")
+                f"{v['claim']}: {v['difference (points)']} points"
+                + (" (over random deletions within one trained network each)"
+                   if "within one network" in v["interval from"] else "") + f" (**{v['verdict']}**"
+                + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else "") + ")"
+                for _, v in lz.iterrows()) + ".")
     out += ["", END]
     return "\n".join(out)
 

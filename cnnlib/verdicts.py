@@ -1,30 +1,53 @@
 """The original report's claims, checked with intervals (see ``cnnlib.stats``).
 
 Each function takes stored runs (and the test labels where predictions are compared) and
-returns a DataFrame with one row per claim or comparison: the estimate, its 95% interval,
-how the interval was made, and a verdict that is "confirmed" or "refuted" only when the
+returns a DataFrame with one row per claim or comparison: the estimate, its interval, how
+the interval was made, and a verdict that is "confirmed" or "refuted" only when the
 interval separates the compared numbers; otherwise "cannot tell", with what would settle
-it. ``markdown`` renders such a table for a notebook.
+it. ``markdown`` renders such a table for a notebook, with the table's note (``attrs``).
 
-Comparisons of two models use every seed both have: with two or more seeds, a t-interval
-across seeds (paired by seed where the seeds match); with one seed, the paired bootstrap
-over test images (test accuracy only: other metrics need seeds for an interval).
+The rules, the same in every table:
+
+- The unit of replication is the trained network. Comparisons of two models use every
+  seed both have: with two or more seeds each, a Welch t-interval across seeds, unpaired
+  (two architectures trained with one seed share only the order of their data); with one
+  seed, the paired bootstrap over test images (test accuracy only: other metrics need
+  seeds for an interval), and a verdict from it holds for these trained networks only
+  (seed-to-seed variance is left out), which the verdict says.
+- Intervals stay in the feasible range (``cnnlib.stats``: logit / Fisher z for means of
+  bounded values, clipping for their differences).
+- One table is one family of claims: its intervals are drawn at their Holm-adjusted levels
+  (``stats.holm_adjust``; family-wise error ``ALPHA`` = 5%), and the table's note says so.
+- A claimed tie is tested against ``TIE_MARGIN`` (1 point) in both directions.
+- A comparison of accuracy losses in which one side sits near chance (within
+  ``NEAR_CHANCE`` of 10%, as ``analysis.near_chance``) says "cannot tell (floor)": a net at
+  chance has nothing left to lose. Comparisons of accuracy levels keep their verdict: a
+  net at chance is worse than one above it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import label, model_costs, timed_on_one_gpu
+from .analysis import CHANCE, label, model_costs, timed_on_one_gpu
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
-NOT_IN_REGIME = "not supported in this regime"
+NOT_IN_REGIME = "not testable in this regime"
+CANNOT_TELL_FLOOR = "cannot tell (floor)"
+CANNOT_TELL_ONE_NET = "cannot tell (one network per architecture)"
+THESE_NETWORKS = "these trained networks only"
+ALPHA, TIE_MARGIN = stats.ALPHA, stats.TIE_MARGIN
+FITS_TRAINING = 0.90  # clean training accuracy at which a net counts as fitting its training data
+NEAR_CHANCE = 0.05  # a side within this of chance (10%) is at the floor; the margin analysis.near_chance uses
+GRADIENT_THRESHOLD = 1.0  # log10 of the first/last block ratio: below -1 vanishes, above +1 explodes
+VANISHES, EXPLODES, NEITHER = "vanishes", "explodes", "neither"
+UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
 
 
 def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
@@ -54,29 +77,62 @@ def auc(run: Run) -> float:
     return stats.area_under_curve(h["epoch"], h["test_acc"])
 
 
+def _seeds(n_a: int, n_b: int) -> str:
+    return f"{n_a} seeds" if n_a == n_b else f"{n_a} and {n_b} seeds"
+
+
 def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float], *,
-            labels: np.ndarray | None = None) -> dict:  # fmt: skip
-    """metric(a) - metric(b) with an interval: across seeds (paired where both have the
-    same seeds) when each side has two or more, else the paired bootstrap over test
-    images when the metric is test accuracy and ``labels`` are given, else no interval."""
+            labels: np.ndarray | None = None, bounds: tuple[float, float] = UNIT) -> dict:  # fmt: skip
+    """metric(a) - metric(b) with a 95% interval: a Welch t-interval across seeds (unpaired:
+    different architectures share only the data order of a seed number) when each side has
+    two or more, else the paired bootstrap over test images when the metric is test accuracy
+    and ``labels`` are given (its verdicts hold for these trained networks only), else no
+    interval. ``bounds``: the metric's feasible range (accuracies and errors: [0, 1]); the
+    interval is clipped to the difference's. The dict carries the ``evidence`` to draw the
+    interval at another level (None without an interval) and ``seeds`` (0: not recorded)."""
     va = {s: metric(r) for s, r in a.items() if np.isfinite(metric(r))}
     vb = {s: metric(r) for s, r in b.items() if np.isfinite(metric(r))}
     if not va or not vb:
-        return dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, method="not recorded by these runs")
+        return dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, method="not recorded by these runs",
+                    evidence=None, confidence=0.95)  # fmt: skip
     if len(va) >= 2 and len(vb) >= 2:
-        paired = sorted(va) == sorted(vb)
-        keys = sorted(va)
-        cmp = stats.seed_difference([va[k] for k in keys], [vb[k] for k in (keys if paired else sorted(vb))],
-                                    paired=paired)  # fmt: skip
+        cmp = stats.seed_difference(list(va.values()), list(vb.values()), bounds=bounds)
+        method = cmp.method.replace("Welch t", f"Welch t over {_seeds(len(va), len(vb))}", 1)
         return dict(estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=min(len(va), len(vb)),
-                    method=f"{cmp.method} over {min(len(va), len(vb))} seeds")  # fmt: skip
+                    method=method, evidence=cmp.evidence, confidence=0.95)  # fmt: skip
     seed = min(set(va) & set(vb)) if set(va) & set(vb) else None
     if metric is final_test_acc and labels is not None and seed is not None:
         cmp = stats.paired_difference(a[seed].predictions, b[seed].predictions, labels)
         return dict(estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=1,
-                    method=f"paired bootstrap over {cmp.n} test images, seed {seed}; McNemar p={cmp.p_mcnemar:.2g}")
+                    evidence=stats.bootstrap_evidence(cmp),
+                    method=f"paired bootstrap over {cmp.n} test images, seed {seed} ({THESE_NETWORKS}); "
+                           f"McNemar p={cmp.p_mcnemar:.2g}", confidence=0.95)  # fmt: skip
     est = np.mean(list(va.values())) - np.mean(list(vb.values()))
-    return dict(estimate=float(est), low=math.nan, high=math.nan, seeds=1, method="one seed: no interval")
+    return dict(estimate=float(est), low=math.nan, high=math.nan, seeds=1, method="one seed: no interval",
+                evidence=None, confidence=0.95)  # fmt: skip
+
+
+def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]]) -> int:
+    """Draw each row's interval at its Holm level across ``rows`` (one table's claims); rows without
+    ``evidence`` or marked ``untested`` (e.g. at the floor) keep theirs and do not count. Returns k."""
+    claims = [(None if r.get("untested") else r.get("evidence"), d) for r, d in zip(rows, decided, strict=True)]
+    out = stats.holm_adjust(claims)
+    for r, a in zip(rows, out, strict=True):
+        if a is not None:
+            r.update(low=a.low, high=a.high, confidence=a.confidence, p_holm=a.p_holm)
+    return sum(a is not None for a in out)
+
+
+def _level(row: dict) -> str:
+    """'98.33% level' for a row with an interval, '' otherwise."""
+    if not (np.isfinite(row.get("low", math.nan)) and np.isfinite(row.get("high", math.nan))):
+        return ""
+    return f"{100 * row.get('confidence', 0.95):.4g}% level"
+
+
+def _near_chance(accuracies: Iterable[float]) -> bool:
+    v = [a for a in accuracies if np.isfinite(a)]
+    return bool(v) and float(np.mean(v)) <= CHANCE + NEAR_CHANCE
 
 
 def final_test_acc(run: Run) -> float:
@@ -85,17 +141,38 @@ def final_test_acc(run: Run) -> float:
 
 def _fmt(row: dict, scale: float = 100, unit: str = "points") -> str:
     est, low, high = row["estimate"] * scale, row["low"] * scale, row["high"] * scale
+    unit = f" {unit}" if unit else ""
     if not np.isfinite(est):
         return "n/a"
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{est:+.1f} {unit} [no interval]"
-    return f"{est:+.1f} [{low:+.1f}, {high:+.1f}] {unit}"
+        return f"{est:+.1f}{unit} [no interval]"
+    return f"{est:+.1f} [{low:+.1f}, {high:+.1f}]{unit}"
 
 
 def _settle(row: dict) -> str:
+    if row.get("floor"):
+        return (f"not settled by more seeds: {row['floor']} within {100 * NEAR_CHANCE:g} points of chance, where "
+                "the error cannot rise further; a budget in which every net learns settles it")
     if row["seeds"] <= 1:
         return "settled by 3 seeds of each run (an interval across seeds)"
     return f"settled by more seeds or a longer budget (the interval spans 0 with {row['seeds']} seeds)"
+
+
+def _depth_contrast(m: dict[str, dict[int, Run]], names: Sequence[str]) -> dict:
+    """(names[0] - names[1]) - (names[2] - names[3]) in clean training error, Welch across each net's seeds."""
+    vals = [[v for v in (clean_train_error(r) for r in m[n].values()) if np.isfinite(v)] for n in names]
+    if any(not v for v in vals):
+        return dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, method="not recorded by these runs",
+                    evidence=None, confidence=0.95)  # fmt: skip
+    if all(len(v) >= 2 for v in vals):
+        ev = stats.welch_contrast(vals, [1, -1, -1, 1], bounds=UNIT)
+        low, high = ev.interval(0.95)
+        seeds = ", ".join(str(len(v)) for v in vals)
+        return dict(estimate=ev.estimate, low=low, high=high, seeds=min(len(v) for v in vals), evidence=ev,
+                    method=f"{ev.method} over the four nets' seeds ({seeds})", confidence=0.95)  # fmt: skip
+    est = float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3]))
+    return dict(estimate=est, low=math.nan, high=math.nan, seeds=1, method="one seed: no interval", evidence=None,
+                confidence=0.95)  # fmt: skip
 
 
 def degradation(runs: Iterable[Run]) -> pd.DataFrame:
@@ -103,9 +180,12 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
 
     Rows: plain56 - plain20, resnet56 - resnet20 (depth's effect in each family), and the
     difference of differences (plain56 - plain20) - (resnet56 - resnet20): degradation that
-    shortcuts remove shows as a positive first row and a positive third row. When the
-    residual pair also gets worse with depth, the budget is too short to tell degradation
-    from slower training of the deeper nets, and the reading says so.
+    shortcuts remove shows as a positive first row and a positive third row. Welch intervals
+    across seeds (unpaired), Holm-adjusted across the three rows (``attrs['note']``). The third
+    row compares losses of fit, so it says "cannot tell (floor)" when a net's clean training
+    accuracy sits within ``NEAR_CHANCE`` of chance. When the residual pair also gets worse with
+    depth, the budget is too short to tell degradation from slower training of the deeper nets,
+    and the reading (``attrs['reading']``) says so.
     """
     m = by_model(runs)
     need = ("plain20", "plain56", "resnet20", "resnet56")
@@ -113,62 +193,68 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
         return pd.DataFrame()
     plain = compare(m["plain56"], m["plain20"], clean_train_error)
     res = compare(m["resnet56"], m["resnet20"], clean_train_error)
-    seeds = sorted(set.intersection(*(set(m[n]) for n in need)))
-    dd = [(clean_train_error(m["plain56"][s]) - clean_train_error(m["plain20"][s]))
-          - (clean_train_error(m["resnet56"][s]) - clean_train_error(m["resnet20"][s])) for s in seeds]  # fmt: skip
-    dd = [v for v in dd if np.isfinite(v)]
-    if len(dd) >= 2:
-        iv = stats.seed_interval(dd)
-        diff = dict(estimate=iv.estimate, low=iv.low, high=iv.high, seeds=len(dd), method=f"{iv.method} over seeds")
-    else:
-        diff = dict(estimate=float(np.mean(dd)) if dd else math.nan, low=math.nan, high=math.nan, seeds=len(dd),
-                    method="one seed: no interval")  # fmt: skip
+    diff = _depth_contrast(m, ("plain56", "plain20", "resnet56", "resnet20"))
+    low_nets = [n for n in need if _near_chance(final(r, "clean_train_acc") for r in m[n].values())]
+    if low_nets:
+        diff.update(untested=True, floor=f"{' and '.join(low_nets)} {'sits' if len(low_nets) == 1 else 'sit'}")
+    rows_in = [plain, res, diff]
+    k = _holm(rows_in, [stats.sign_decided] * 3)
     rows = []
     for name, row, claim in (
         ("plain56 − plain20", plain, "the deeper plain net fits its training data worse"),
         ("resnet56 − resnet20", res, "the deeper residual net fits its training data worse"),
         ("(plain56 − plain20) − (resnet56 − resnet20)", diff, "depth hurts the plain nets more than the residual"),
     ):
-        v = stats.verdict(row["low"], row["high"], +1)
+        v = CANNOT_TELL_FLOOR if row.get("floor") else stats.verdict(row["low"], row["high"], +1)
+        level = _level(row)
         rows.append({"comparison (clean training error)": name, "claim": claim, "difference": _fmt(row),
-                     "interval from": row["method"], "verdict": v,
-                     "what would settle it": _settle(row) if v == CANNOT_TELL else ""})  # fmt: skip
+                     "interval from": row["method"] + (f"; {level}" if level else ""), "verdict": v,
+                     "what would settle it": _settle(row) if v.startswith(CANNOT_TELL) else ""})  # fmt: skip
     table = pd.DataFrame(rows)
-    res_worse = stats.verdict(res["low"], res["high"], +1) == CONFIRMED
-    if res_worse or (res["estimate"] > 0 and stats.verdict(diff["low"], diff["high"], +1) != CONFIRMED):
+    verdict_of = dict(zip(("plain", "res", "diff"), table["verdict"], strict=True))
+    res_worse = verdict_of["res"] == CONFIRMED
+    if res_worse or (res["estimate"] > 0 and verdict_of["diff"] != CONFIRMED):
         how = "also gets worse" if res_worse else "may also get worse (on average; its interval spans 0)"
-        table.attrs["reading"] = (
+        reading = (
             f"The residual pair {how} with depth in this budget: the deeper nets may just train more slowly, "
             "so degradation (an optimisation failure specific to plain nets) cannot be separated from slower "
             "training here; the full profile's longer runs settle it."
         )
-    elif stats.verdict(diff["low"], diff["high"], +1) == CONFIRMED:
-        table.attrs["reading"] = ("Depth hurts the plain nets' fit of their own training data more than the "
-                                  "residual nets': degradation, which the shortcuts remove (He et al. 2016).")
+    elif verdict_of["diff"] == CONFIRMED:
+        reading = ("Depth hurts the plain nets' fit of their own training data more than the "
+                   "residual nets': degradation, which the shortcuts remove (He et al. 2016).")  # fmt: skip
+    elif verdict_of["diff"] == CANNOT_TELL_FLOOR:
+        reading = (f"{diff['floor'].capitalize()} near chance: the losses of fit with depth do not compare, so "
+                   "no verdict on degradation from these runs.")  # fmt: skip
     else:
-        table.attrs["reading"] = "The intervals do not separate: no verdict on degradation from these runs."
+        reading = "The intervals do not separate: no verdict on degradation from these runs."
+    table.attrs.update(reading=reading, note=stats.holm_note(k), claims=k)
     return table
 
 
 def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plain56",
-                fitted_gap: float = 0.05) -> pd.DataFrame:  # fmt: skip
-    """"Plain CNNs with many layers overfit": testable only when some model fits its
-    training data (clean training accuracy at least ``fitted_gap`` above its test
-    accuracy). Overfitting means the deeper net fits the training data better and
-    generalises worse; a deeper net that fits its training data *worse* refutes it."""
+                fits: float = FITS_TRAINING) -> pd.DataFrame:  # fmt: skip
+    """"Plain CNNs with many layers overfit": overfitting means the deeper net fits its training
+    data better and generalises worse, which can only show once the nets fit their training data:
+    the claim is "not testable in this regime" unless the shallow net's mean clean training accuracy
+    is at least ``fits`` (``FITS_TRAINING``, 90%). Then a deeper net that fits its training data
+    *worse* refutes it (that is degradation), and it is confirmed when the deeper net's clean training
+    error is lower and its test error higher. One claim (95% intervals, no multiplicity adjustment:
+    confirming it needs both intervals, an intersection-union test, which needs none)."""
     m = by_model(runs)
     if shallow not in m or deep not in m:
         return pd.DataFrame()
-    gaps = {n: np.mean([final(r, "clean_train_acc") - final(r, "test_acc") for r in rs.values()])
-            for n, rs in m.items()}  # fmt: skip
-    widest = max(gaps, key=lambda n: gaps[n] if np.isfinite(gaps[n]) else -1)
+    accs = [a for a in (final(r, "clean_train_acc") for r in m[shallow].values()) if np.isfinite(a)]
+    fit = float(np.mean(accs)) if accs else math.nan
     train = compare(m[deep], m[shallow], clean_train_error)
     test = compare(m[deep], m[shallow], test_error)
-    if not np.isfinite(gaps[widest]) or gaps[widest] < fitted_gap:
+    if not np.isfinite(fit):
+        v, why = NOT_IN_REGIME, f"the runs of {shallow} do not record a clean training accuracy"
+    elif fit < fits:
         v = NOT_IN_REGIME
-        why = (f"no model fits its training data: the widest gap between clean training and test accuracy is "
-               f"{100 * gaps[widest]:.1f} points ({widest}); overfitting needs a model that fits its training "
-               "set, which the full profile's 50,000-image runs may show")
+        why = (f"{shallow} reaches {100 * fit:.1f}% clean training accuracy, below the {100 * fits:g}% at which a "
+               "net counts as fitting its training data; overfitting (the deeper net fitting its training data "
+               "better and generalising worse) can only show among nets that fit it")  # fmt: skip
     elif stats.verdict(train["low"], train["high"], +1) == CONFIRMED:
         v, why = REFUTED, f"{deep} fits its training data worse than {shallow}: that is degradation, not overfitting"
     elif stats.verdict(train["low"], train["high"], -1) == CONFIRMED and stats.verdict(
@@ -177,11 +263,15 @@ def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plai
         v, why = CONFIRMED, f"{deep} fits its training data better than {shallow} and generalises worse"
     else:
         v, why = CANNOT_TELL, "the intervals do not separate; " + _settle(train)
-    return pd.DataFrame([{
+    table = pd.DataFrame([{
         "claim": f"plain CNNs with many layers overfit ({deep} vs {shallow})",
         "clean training error, deep − shallow": _fmt(train), "test error, deep − shallow": _fmt(test),
         "verdict": v, "why": why,
     }])  # fmt: skip
+    table.attrs.update(note=(f"One claim, 95% intervals, no multiplicity adjustment (confirming it needs both "
+                             f"intervals: an intersection-union test). Testable once {shallow} reaches "
+                             f"{100 * fits:g}% clean training accuracy."), claims=1)  # fmt: skip
+    return table
 
 
 RANKINGS = {  # the original report's rankings, tiers in decreasing order
@@ -191,36 +281,59 @@ RANKINGS = {  # the original report's rankings, tiers in decreasing order
 }
 
 
+def _tie_decided(low: float, high: float) -> bool:
+    return stats.tie_verdict(low, high, TIE_MARGIN) != CANNOT_TELL
+
+
 def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | None = None) -> pd.DataFrame:
     """The original's three rankings on one family. ``names`` maps 'SE-ResNet', 'DenseNet',
     'ResNet' to model names. Accuracy: final test accuracy. Convergence: the mean test
     accuracy over the run (area under the curve; a model that plateaus early at a low level
     is not rewarded). Training time: only from runs timed on one GPU; until then the
     multiply-adds per image are the machine-independent cost, and the claim that DenseNet is
-    the slowest is checked against them."""
+    the slowest is checked against them.
+
+    The pairwise intervals of the accuracy and convergence rankings are one family, Holm-adjusted
+    (``attrs['note']``); a claimed tie is tested against ``TIE_MARGIN``. A verdict resting on one
+    seed per model (paired bootstrap over test images) says it holds for these trained networks only."""
     m = by_model(runs)
     if not all(v in m for v in names.values()):
         return pd.DataFrame()
-    rows = []
+    order = list(names)
+    claims = {}
     for claim, metric in (("accuracy", final_test_acc), ("convergence speed", auc)):
-        pairwise = {(a, b): compare(m[names[a]], m[names[b]], metric, labels=labels)
-                    for i, a in enumerate(names) for b in list(names)[i + 1:]}  # fmt: skip
-        rv = stats.ranking_verdict(RANKINGS[claim], pairwise)
-        evidence = "; ".join(f"{a} − {b}: {_fmt(c)}" for (a, b), c in pairwise.items())
+        claims[claim] = {(a, b): compare(m[names[a]], m[names[b]], metric, labels=labels)
+                         for i, a in enumerate(order) for b in order[i + 1:]}  # fmt: skip
+    family, decided = [], []
+    for claim, pairwise in claims.items():
+        tier_of = {n: i for i, t in enumerate(RANKINGS[claim]) for n in t}
+        for (a, b), c in pairwise.items():
+            family.append(c)
+            decided.append(_tie_decided if tier_of[a] == tier_of[b] else stats.sign_decided)
+    k = _holm(family, decided)
+    one_seed = False
+    rows = []
+    for claim, pairwise in claims.items():
+        rv = stats.ranking_verdict(RANKINGS[claim], pairwise, tie_margin=TIE_MARGIN)
+        verdict = rv.verdict
+        if verdict in (CONFIRMED, REFUTED) and any(c["seeds"] == 1 for c in pairwise.values()):
+            verdict, one_seed = f"{verdict} ({THESE_NETWORKS})", True
+        evidence = "; ".join(f"{a} − {b}: {_fmt(c)}" + (f" ({_level(c)})" if _level(c) else "")
+                             for (a, b), c in pairwise.items())  # fmt: skip
         rows.append({"claim": f"{claim}: " + " > ".join(" ≈ ".join(t) for t in RANKINGS[claim]),
                      "measured by": "final test accuracy" if claim == "accuracy" else "mean test accuracy over the run",
-                     "evidence (95% intervals)": evidence, "verdict": rv.verdict,
+                     "evidence (Holm-adjusted intervals)": evidence, "verdict": verdict,
                      "what would settle it": rv.settle or ""})  # fmt: skip
-    family = [r for v in names.values() for r in m[v].values()]
-    timed, card = timed_on_one_gpu(family)
+    family_runs = [r for v in names.values() for r in m[v].values()]
+    timed, card = timed_on_one_gpu(family_runs)
     macs = {k: model_costs(v)["macs"] / 1e9 for k, v in names.items()}
     slowest = max(macs, key=macs.get)
     cost = f"multiply-adds per image: {', '.join(f'{k} {v:.2f} G' for k, v in macs.items())}"
-    if len(timed) == len(family):  # every run timed on one kind of GPU
+    if len(timed) == len(family_runs):  # every run timed on one kind of GPU
         sec = {k: np.median([r.final["seconds_per_epoch"] for r in m[v].values()]) for k, v in names.items()}
-        order = sorted(sec, key=sec.get, reverse=True)
-        v = CONFIRMED if [[o] for o in order] == RANKINGS["training time"] else REFUTED
-        evidence = f"seconds per epoch on {card}: " + ", ".join(f"{k} {sec[k]:.1f}" for k in order)
+        ranked = sorted(sec, key=sec.get, reverse=True)
+        v = CONFIRMED if [[o] for o in ranked] == RANKINGS["training time"] else REFUTED
+        evidence = f"seconds per epoch on {card}: " + ", ".join(f"{k} {sec[k]:.1f}" for k in ranked)
         settle = ""
     else:
         v = CANNOT_TELL
@@ -228,19 +341,93 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
         evidence = f"no runs timed on one GPU; {cost} (DenseNet {costliest} the costliest)"
         settle = "training the family on one GPU (the full profile) times it"
     rows.append({"claim": "training time: DenseNet > SE-ResNet > ResNet", "measured by": "seconds per epoch",
-                 "evidence (95% intervals)": evidence, "verdict": v, "what would settle it": settle})  # fmt: skip
-    return pd.DataFrame(rows)
+                 "evidence (Holm-adjusted intervals)": evidence, "verdict": v,
+                 "what would settle it": settle})  # fmt: skip
+    table = pd.DataFrame(rows)
+    note = (stats.holm_note(k) + f" A claimed tie is confirmed when its whole interval lies inside "
+            f"±{100 * TIE_MARGIN:g} point (a margin fixed before looking at the runs) and refuted when it lies "
+            "wholly outside.")  # fmt: skip
+    if one_seed:
+        note += (" A verdict from one seed per model (paired bootstrap over the test images) leaves seed-to-seed "
+                 f"variance out: it holds for {THESE_NETWORKS}.")
+    table.attrs.update(note=note, claims=k)
+    return table
+
+
+def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESHOLD) -> str:
+    """The backward signal's first/last block ratio, from an interval of its log10: "vanishes" when
+    the whole interval lies below -``threshold`` (a tenfold loss towards the input), "explodes" when
+    it lies wholly above +``threshold``, "neither" when it lies wholly within ±``threshold``, else
+    cannot tell (NaN bounds too). A point value (low == high) gives the point's reading."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return CANNOT_TELL
+    if low > high:
+        raise ValueError(f"interval bounds out of order: [{low}, {high}]")
+    if high < -threshold:
+        return VANISHES
+    if low > threshold:
+        return EXPLODES
+    if -threshold <= low and high <= threshold:
+        return NEITHER
+    return CANNOT_TELL
+
+
+def _gradient_decided(low: float, high: float) -> bool:
+    return gradient_outcome(low, high) != CANNOT_TELL
+
+
+def _init_ratio_reading(ratios: pd.DataFrame, plain: str, residual: str) -> str:
+    """Interpret notebook 06's weight-gradient ratios at initialisation (index: model; columns
+    'with BN' / 'without BN'), one value per net: readings by the same thresholds, no interval."""
+    have = [(n, c) for c in ("with BN", "without BN") for n in (plain, residual)
+            if n in ratios.index and c in ratios.columns and np.isfinite(ratios.loc[n, c])]  # fmt: skip
+    if not have:
+        return ""
+
+    def one(n: str, c: str) -> str:
+        x = float(ratios.loc[n, c])
+        lx = math.log10(x) if x > 0 else -math.inf
+        return f"{n} {x:.3g} (log10 {lx:+.2f}: {gradient_outcome(lx, lx)})"
+
+    parts = [f"{'with' if c == 'with BN' else 'without'} BatchNorm, "
+             + ", ".join(one(n, cc) for n, cc in have if cc == c) for c in dict.fromkeys(c for _, c in have)]
+    text = ("Weight gradients at initialisation (first over last convolution; one initialisation each, so "
+            "readings by the same thresholds, without an interval): " + "; ".join(parts) + ".")
+    def reads(n: str, c: str) -> str:
+        x = float(ratios.loc[n, c])
+        return gradient_outcome(math.log10(x), math.log10(x)) if x > 0 else VANISHES
+
+    if (plain, "without BN") in have and (residual, "without BN") in have:
+        p, r = float(ratios.loc[plain, "without BN"]), float(ratios.loc[residual, "without BN"])
+        if r < p:
+            what = "vanishing" if reads(residual, "without BN") == VANISHES else "shrinking"
+            text += (f" In the control without BatchNorm, {residual}'s gradient shrinks more towards the input than "
+                     f"{plain}'s ({r:.3g} against {p:.3g}): the shortcuts alone do not keep it from {what} at "
+                     "initialisation.")
+        else:
+            text += (f" In the control without BatchNorm, {residual} keeps more of the gradient at the input than "
+                     f"{plain} ({r:.3g} against {p:.3g}).")
+    if (plain, "with BN") in have and reads(plain, "with BN") == EXPLODES:
+        text += (f" With BatchNorm, {plain}'s gradient grows towards the input instead: the opposite of a vanishing "
+                 "gradient.")
+    return text
 
 
 def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: str = "resnet56",
-                        *others: str) -> pd.DataFrame:  # fmt: skip
+                        *others: str, init_ratios: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
     """"Skip connections avoid vanishing gradients", from the backward signal itself.
 
     For each probe point (initialisation, steps 1, 5, 20, the probed epochs), the ratio of
     the per-image gradient norm dL/dh at the first block's output to that at the last
-    block before the head (``gradients_blocks.csv``), as log10, with an interval across
-    seeds. A ratio far below 1 (log10 < -1) means the signal vanishes towards the input.
-    ``others``: more labels to include, e.g. 'plain56 (lr0.1x)'.
+    block before the head (``gradients_blocks.csv``), as log10, with a t-interval across
+    seeds. Three outcomes (``gradient_outcome``): the whole interval below -1 (a tenfold loss
+    towards the input) "vanishes", wholly above +1 "explodes", wholly within ±1 "neither";
+    else cannot tell (and with one seed). The rows with an interval are one family,
+    Holm-adjusted (``attrs['note']``). ``others``: more labels to include, e.g.
+    'plain56 (lr0.1x)'. ``init_ratios``: notebook 06's table of first/last weight-gradient
+    ratios at initialisation with and without BatchNorm (index model, columns 'with BN' and
+    'without BN'); when given, ``attrs['reading']`` interprets it, the control without
+    BatchNorm included.
     """
     m = by_model(runs)
     rows = []
@@ -260,28 +447,39 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    groups = [(model, point, g) for (model, point), g in df.groupby(["model", "point"], sort=False)]
+    cells = [dict(estimate=float(g["log10 first/last"].mean()), low=math.nan, high=math.nan, confidence=0.95,
+                  evidence=stats.seed_evidence(g["log10 first/last"])) for _, _, g in groups]  # fmt: skip
+    k = _holm(cells, [_gradient_decided] * len(cells))
     out = []
-    for (model, point), g in df.groupby(["model", "point"], sort=False):
-        iv = stats.seed_interval(g["log10 first/last"]) if len(g) else None
-        low, high = iv.low, iv.high
-        if len(g) >= 2:
-            v = "vanishes" if high < -1 else "does not vanish" if low > -1 else CANNOT_TELL
-        else:
-            v = CANNOT_TELL
+    for (model, point, g), c in zip(groups, cells, strict=True):
+        est, low, high = c["estimate"], c["low"], c["high"]
+        has = np.isfinite(low) and np.isfinite(high)
         out.append({"model": model, "point": point, "step": int(g["step"].iloc[0]), "seeds": len(g),
-                    "first/last block signal": f"{10 ** iv.estimate:.3g}",
-                    "log10, 95% interval": f"{iv.estimate:+.2f} [{low:+.2f}, {high:+.2f}]" if len(g) >= 2
-                    else f"{iv.estimate:+.2f} [one seed]", "signal towards the input": v})  # fmt: skip
-    return pd.DataFrame(out).sort_values(["step", "model"], kind="stable").reset_index(drop=True)
+                    "first/last block signal": f"{10 ** est:.3g}",
+                    "log10 [interval]": f"{est:+.2f} [{low:+.2f}, {high:+.2f}]" if has else f"{est:+.2f} [one seed]",
+                    "level": f"{100 * c['confidence']:.4g}%" if has else "",
+                    "signal towards the input": gradient_outcome(low, high) if has else CANNOT_TELL})  # fmt: skip
+    table = pd.DataFrame(out).sort_values(["step", "model"], kind="stable").reset_index(drop=True)
+    table.attrs.update(
+        note=(f"Outcomes: the whole interval of log10(first/last) below −{GRADIENT_THRESHOLD:g} vanishes, above "
+              f"+{GRADIENT_THRESHOLD:g} explodes, within ±{GRADIENT_THRESHOLD:g} neither; otherwise cannot tell. "
+              + stats.holm_note(k)),
+        reading=_init_ratio_reading(init_ratios, plain, residual) if init_ratios is not None else "",
+        claims=k,
+    )  # fmt: skip
+    return table
 
 
-def markdown(df: pd.DataFrame, index: bool = False) -> str:
-    """A DataFrame as a Markdown table (cells' '|' escaped), for IPython.display.Markdown."""
+def markdown(df: pd.DataFrame, index: bool = False, note: bool = True) -> str:
+    """A DataFrame as a Markdown table (cells' '|' escaped), for IPython.display.Markdown; with
+    ``note`` the table's ``attrs['note']`` (how its intervals were adjusted) follows it."""
+    text = df.attrs.get("note", "") if note else ""
     if index:
         df = df.reset_index()
     cells = [[str(v).replace("|", "\\|").replace("\n", " ") for v in row] for row in df.itertuples(index=False)]
     head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(r) + " |\n" for r in cells)
+    return head + "".join("| " + " | ".join(r) + " |\n" for r in cells) + (f"\n{text}\n" if text else "")
 
 
 # --- notebook 07: why skip connections work -------------------------------------------------------------------------
@@ -290,7 +488,7 @@ def markdown(df: pd.DataFrame, index: bool = False) -> str:
 def lesions(runs: Iterable[Run]) -> pd.DataFrame:
     """Veit et al.'s lesion study, per net (seed 0): intact accuracy, the mean accuracy after
     deleting one deletable block, the worst single deletion, the mean after deleting 5 random
-    blocks, and how many random draws each k has (``lesion_verdict`` puts the interval on them)."""
+    blocks, and how many random draws each k has (``lesion_verdicts`` puts the interval on them)."""
     rows = []
     for r in runs:
         single, rand = r.table("lesion_single"), r.table("lesion_random")
@@ -310,47 +508,136 @@ def lesions(runs: Iterable[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
 
 
-def lesion_verdict(runs: Iterable[Run], residual: str = "resnet56", plain: str = "plain56", k: int = 1) -> dict:
-    """"Residual nets degrade smoothly, plain nets collapse" (Veit et al.): the accuracy lost
-    by deleting k random blocks, residual minus plain, with a Welch interval over the draws
-    (the draws are the only source of spread: one trained net each)."""
-    m = by_model(runs)
-    loss = {}
-    for name in (residual, plain):
-        r = m.get(name, {}).get(0)
-        t = r.table("lesion_random") if r is not None else pd.DataFrame()
+def _lesion_curves(seeds: dict[int, Run], k: int) -> dict[int, dict]:
+    """seed -> the accuracy lost by deleting k random blocks (one value per draw), the intact accuracy and
+    the mean accuracy left, for each trained network that stores a lesion table with k."""
+    out = {}
+    for seed, r in sorted(seeds.items()):
+        t = r.table("lesion_random")
         if t.empty or not (t["k"] == k).any():
-            return {}
-        loss[name] = (t["intact"] - t["accuracy"])[t["k"] == k].to_numpy()
-    cmp = stats.seed_difference(loss[plain], loss[residual])
-    v = stats.verdict(cmp.low, cmp.high, +1)
-    return {"claim": f"deleting {k} random block(s) costs {plain} more accuracy than {residual}",
-            "difference (points)": stats.fmt_interval(cmp),
-            "interval from": f"Welch t over {len(loss[plain])} and {len(loss[residual])} random draws (seed 0 nets)",
-            "verdict": v}  # fmt: skip
+            continue
+        g = t[t["k"] == k]
+        out[seed] = {"loss": (g["intact"] - g["accuracy"]).to_numpy(dtype=float),
+                     "intact": float(g["intact"].iloc[0]), "left": float(g["accuracy"].mean())}  # fmt: skip
+    return out
+
+
+LESION_PAIRS = (("resnet56", "plain56"), ("resnet20", "plain20"))
+
+
+def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESION_PAIRS,
+                    ks: Sequence[int] = (1, 5)) -> pd.DataFrame:  # fmt: skip
+    """"Residual nets degrade smoothly, plain nets collapse" (Veit et al.), one row per (residual,
+    plain) pair and k: the accuracy lost by deleting k random blocks, plain minus residual.
+
+    The unit of replication is the trained network: each network's lesion curve gives one value
+    (its mean loss over the random draws), and with two or more networks per architecture the
+    verdict rests on a Welch interval across networks. With one network per architecture the draws
+    are the only spread, which is variation within one network: the verdict is "cannot tell (one
+    network per architecture)", and the column 'these trained networks only' gives what the Welch
+    interval over the draws says about those two networks. A net left within ``NEAR_CHANCE`` of
+    chance (after the deletions, or intact) has nothing left to lose: "cannot tell (floor)". The
+    table's intervals are Holm-adjusted across its rows (``attrs['note']``)."""
+    m = by_model(runs)
+    rows = []
+    for residual, plain in pairs:
+        for k in ks:
+            cr, cp = _lesion_curves(m.get(residual, {}), k), _lesion_curves(m.get(plain, {}), k)
+            if not cr or not cp:
+                continue
+            low_nets = [f"{n} ({100 * np.mean([v['left'] for v in c.values()]):.1f}% left, intact "
+                        f"{100 * np.mean([v['intact'] for v in c.values()]):.1f}%)"
+                        for n, c in ((plain, cp), (residual, cr))
+                        if _near_chance([np.mean([v["left"] for v in c.values()])])
+                        or _near_chance([np.mean([v["intact"] for v in c.values()])])]  # fmt: skip
+            row = {"residual": residual, "plain": plain, "k": k, "nets": (len(cp), len(cr)), "floor": low_nets,
+                   "untested": bool(low_nets), "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
+            if min(len(cp), len(cr)) >= 2:
+                per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]
+                ev = stats.welch_contrast(per_net, [1, -1], bounds=(-1, 1))
+                row.update(evidence=ev, method=f"Welch t over {len(cp)} and {len(cr)} trained networks (each: its "
+                                               f"mean loss over {len(next(iter(cp.values()))['loss'])} random draws)")
+            else:
+                common = sorted(set(cp) & set(cr))
+                sp, sr = (common[0], common[0]) if common else (next(iter(cp)), next(iter(cr)))
+                ev = stats.welch_contrast([cp[sp]["loss"], cr[sr]["loss"]], [1, -1], bounds=(-1, 1))
+                seeds = f"seed {sp} nets" if sp == sr else f"seeds {sp} and {sr}"
+                row.update(evidence=ev, one_net=True, seeds=seeds,
+                           method=f"Welch t over {len(cp[sp]['loss'])} and {len(cr[sr]['loss'])} random draws of one "
+                                  f"trained network each ({seeds}): spread within one network")  # fmt: skip
+            row.update(estimate=ev.estimate)
+            row["low"], row["high"] = ev.interval(0.95)
+            rows.append(row)
+    k_claims = _holm(rows, [stats.sign_decided] * len(rows))
+    out = []
+    for r in rows:
+        within = stats.verdict(r["low"], r["high"], +1)
+        if r["floor"]:
+            v = CANNOT_TELL_FLOOR
+            why = (f"{' and '.join(r['floor'])}: within {100 * NEAR_CHANCE:g} points of chance (10%) a net has "
+                   "nothing left to lose, so the losses do not compare; the accuracies left (the lesion table) "
+                   "show which net still works")  # fmt: skip
+            only = ""
+        elif r.get("one_net"):
+            v = CANNOT_TELL_ONE_NET
+            only = f"{within} for these two trained networks ({r['seeds']}) only"
+            why = ("one trained network per architecture stores lesion tables: the random draws vary the deleted "
+                   "blocks of one network, not the training, so the interval says nothing about the architectures")
+        else:
+            v, only, why = within, "", ""
+        level = _level(r)
+        out.append({"claim": f"deleting {r['k']} random block(s) costs {r['plain']} more accuracy than {r['residual']}",
+                    "difference (points)": _fmt(r, unit=""),
+                    "interval from": r["method"] + (f"; {level}" if level else ""), "verdict": v,
+                    THESE_NETWORKS: only, "why": why})  # fmt: skip
+    table = pd.DataFrame(out, columns=["claim", "difference (points)", "interval from", "verdict", THESE_NETWORKS,
+                                       "why"])  # fmt: skip
+    table.attrs.update(note=stats.holm_note(k_claims), claims=k_claims)
+    return table
+
+
+def lesion_verdict(runs: Iterable[Run], residual: str = "resnet56", plain: str = "plain56", k: int = 1) -> dict:
+    """One row of ``lesion_verdicts`` as a dict (a family of one claim: no Holm adjustment), {} when
+    either net lacks a lesion table with k."""
+    t = lesion_verdicts(runs, ((residual, plain),), (k,))
+    return t.iloc[0].to_dict() if len(t) else {}
 
 
 def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Balduzzi et al.: lag-1 autocorrelation of the input-gradient trace at initialisation, per
-    depth and net, mean with a t-interval over the initialisation seeds (one table per seed),
-    and whether the residual net's exceeds the plain net's at each depth."""
+    depth and net, mean with a 95% interval over the initialisation seeds (one table per seed;
+    t on Fisher's z, transformed back, so it stays in [-1, 1]), and whether the residual net's
+    exceeds the plain net's at each depth: a paired t-interval of residual - plain, since each
+    seed builds both nets from the same weights and probes them on the same line of inputs
+    (the pairing removes the spread between initialisations and input lines), clipped to
+    [-2, 2] and Holm-adjusted across the depths (``attrs['note']``)."""
     df = pd.concat(list(tables), ignore_index=True)
-    rows = []
+    rows, cells = [], []
     for depth, g in df.groupby("depth"):
         p = g[g["net"] == "plain"]["lag1_autocorrelation"].to_numpy()
         r = g[g["net"] == "residual"]["lag1_autocorrelation"].to_numpy()
-        ip, ir = stats.seed_interval(p), stats.seed_interval(r)
-        cmp = stats.seed_difference(r, p, paired=True) if len(p) >= 2 else None
-        rows.append({"depth": depth, "plain": stats.fmt_interval(ip, 1, 2), "residual": stats.fmt_interval(ir, 1, 2),
-                     "residual − plain": stats.fmt_interval(cmp, 1, 2) if cmp else "n/a",
-                     "verdict: residual more correlated": stats.verdict(cmp.low, cmp.high, +1) if cmp
-                     else CANNOT_TELL})  # fmt: skip
-    return pd.DataFrame(rows).set_index("depth")
+        ip, ir = stats.seed_interval(p, bounds=(-1, 1)), stats.seed_interval(r, bounds=(-1, 1))
+        cmp = stats.seed_difference(r, p, paired=True, bounds=(-1, 1)) if len(p) >= 2 and len(p) == len(r) else None
+        cells.append(dict(estimate=cmp.difference if cmp else math.nan, low=cmp.low if cmp else math.nan,
+                          high=cmp.high if cmp else math.nan, evidence=cmp.evidence if cmp else None,
+                          confidence=0.95))  # fmt: skip
+        rows.append({"depth": depth, "plain": stats.fmt_interval(ip, 1, 2), "residual": stats.fmt_interval(ir, 1, 2)})
+    k = _holm(cells, [stats.sign_decided] * len(cells))
+    for row, c in zip(rows, cells, strict=True):
+        has = np.isfinite(c["low"]) and np.isfinite(c["high"])
+        row["residual − plain"] = (f"{stats._signed(c['estimate'], 2)} [{stats._signed(c['low'], 2)}, "
+                                   f"{stats._signed(c['high'], 2)}]" if has else "n/a")  # fmt: skip
+        row["level"] = f"{100 * c['confidence']:.4g}%" if has else ""
+        row["verdict: residual more correlated"] = stats.verdict(c["low"], c["high"], +1) if has else CANNOT_TELL
+    table = pd.DataFrame(rows).set_index("depth")
+    table.attrs.update(note="Per-net columns: 95% intervals. " + stats.holm_note(k), claims=k)
+    return table
 
 
 def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
     """He et al. Fig. 6 as a table: final clean training error and test error by depth and
-    family, mean and 95% t-interval over the seeds that exist."""
+    family, mean and 95% t-interval over the seeds that exist (on the logit scale, so it stays
+    in [0, 1]); descriptive, no verdicts."""
     rows = []
     for model, seeds in by_model(runs).items():
         fam = "plain" if model.startswith("plain") else "residual"
@@ -358,7 +645,7 @@ def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
         for col, fn in (("clean training error", clean_train_error), ("test error", test_error)):
             vals = [v for v in (fn(r) for r in seeds.values()) if np.isfinite(v)]
             if vals:
-                iv = stats.seed_interval(vals)
+                iv = stats.seed_interval(vals, bounds=UNIT)
                 rows.append({"family": fam, "depth": depth, "metric": col, "seeds": len(vals), "mean": iv.estimate,
                              "low": iv.low, "high": iv.high, "text": stats.fmt_interval(iv)})  # fmt: skip
     return pd.DataFrame(rows).sort_values(["metric", "family", "depth"]).reset_index(drop=True)

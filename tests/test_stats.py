@@ -1,5 +1,6 @@
 """cnnlib.stats: known intervals, McNemar by hand, bootstrap behaviour, t-intervals
-against scipy's t-tests, and verdicts on constructed comparisons."""
+against scipy's t-tests, bounded intervals, Holm by hand, tie margins, and verdicts on
+constructed comparisons."""
 
 import math
 
@@ -8,18 +9,28 @@ import pytest
 from scipy import stats as sps
 
 from cnnlib.stats import (
+    TIE_MARGIN,
     Interval,
     PairedComparison,
     accuracy_interval,
     area_under_curve,
     areas_under_curves,
+    bootstrap_evidence,
+    decision_p,
     epochs_to_target,
     fmt_interval,
+    holm,
+    holm_adjust,
+    holm_note,
     paired_difference,
     ranking_verdict,
     seed_difference,
+    seed_evidence,
     seed_interval,
+    sign_decided,
+    tie_verdict,
     verdict,
+    welch_contrast,
 )
 
 
@@ -240,13 +251,17 @@ def test_ranking_with_an_open_tie_cannot_tell_and_says_what_would_settle_it():
     tie = {"estimate": -0.002, "low": -0.012, "high": 0.008, "confidence": 0.95}
     pairwise = {("SE-ResNet", "ResNet"): (0.05, 0.04, 0.06), ("SE-ResNet", "DenseNet"): (0.05, 0.04, 0.06),
                 ("ResNet", "DenseNet"): tie}  # fmt: skip
-    out = ranking_verdict(CLAIM, pairwise)
+    out = ranking_verdict(CLAIM, pairwise, tie_margin=None)  # no margin: a tie can only be "consistent"
     assert out.verdict == "cannot tell"
     assert out.table.set_index("pair").loc["ResNet − DenseNet", "verdict"] == "consistent with a tie"
     assert out.settle.startswith("more seeds or a larger test set: the 95% interval of ResNet − DenseNet")
     assert "[-1.2, +0.8] points" in out.settle
     assert ranking_verdict(CLAIM, pairwise, tie_margin=0.015).verdict == "confirmed"  # inside ±1.5 points
     assert ranking_verdict(CLAIM, pairwise, tie_margin=0.005).verdict == "cannot tell"
+    out = ranking_verdict(CLAIM, pairwise)  # the default margin, ±1 point: [-1.2, +0.8] is neither inside nor outside
+    assert out.verdict == "cannot tell" and out.table.set_index("pair").loc["ResNet − DenseNet", "verdict"] == (
+        "cannot tell")
+    assert "a tie needs it inside ±1, a difference wholly outside" in out.settle
 
 
 def test_ranking_from_paired_comparisons_carries_mcnemar():
@@ -255,10 +270,12 @@ def test_ranking_from_paired_comparisons_carries_mcnemar():
     pairwise = {("SE-ResNet", "ResNet"): paired_difference(se_pred, res_pred, labels),
                 ("SE-ResNet", "DenseNet"): paired_difference(se_pred, dense_pred, labels),
                 ("ResNet", "DenseNet"): paired_difference(res_pred, dense_pred, labels)}  # fmt: skip
-    out = ranking_verdict(CLAIM, pairwise)
+    out = ranking_verdict(CLAIM, pairwise, tie_margin=None)
     assert out.verdict == "cannot tell" and "equal only inside an agreed margin" in out.settle
     assert list(out.table["verdict"]) == ["confirmed", "confirmed", "consistent with a tie"]
     assert out.table["p_mcnemar"].iloc[-1] == 1.0 and out.table["p_mcnemar"].iloc[0] < 1e-20
+    out = ranking_verdict(CLAIM, pairwise)  # against the stated margin, identical predictions are a tie
+    assert out.verdict == "confirmed" and list(out.table["verdict"]) == ["confirmed"] * 3
 
 
 def test_ranking_needs_every_pair():
@@ -307,3 +324,148 @@ def test_settle_line_says_when_one_seed_gives_no_interval():
     out = ranking_verdict([["A"], ["B"]], {("A", "B"): (0.05, nan, nan)})
     assert out.verdict == "cannot tell"
     assert "A − B has no interval: one seed" in out.settle and "3 seeds" in out.settle
+
+
+# --- bounded intervals ------------------------------------------------------------------------------------------------
+
+
+def test_bounded_interval_of_a_correlation_is_fishers_z_transformed_back():
+    r = np.array([0.33, 0.75, 0.93])  # a lag-1 autocorrelation over 3 seeds: the plain t-interval leaves [-1, 1]
+    plain = seed_interval(r)
+    assert plain.high > 1
+    iv = seed_interval(r, bounds=(-1, 1))
+    z = np.arctanh(r)
+    half = sps.t.ppf(0.975, 2) * z.std(ddof=1) / math.sqrt(3)
+    assert (iv.low, iv.high) == (pytest.approx(np.tanh(z.mean() - half)), pytest.approx(np.tanh(z.mean() + half)))
+    assert -1 < iv.low < iv.estimate < iv.high < 1 and iv.estimate == pytest.approx(0.67)  # estimate: the mean
+    assert "Fisher's z" in iv.method and iv.std == pytest.approx(plain.std)
+
+
+def test_bounded_interval_of_an_accuracy_is_on_the_logit_scale():
+    acc = np.array([0.90, 0.92, 0.94])
+    iv = seed_interval(acc, bounds=(0, 1))
+    y = np.log(acc / (1 - acc))
+    half = sps.t.ppf(0.975, 2) * y.std(ddof=1) / math.sqrt(3)
+    assert (iv.low, iv.high) == (pytest.approx(sps.logistic.cdf(y.mean() - half)),
+                                 pytest.approx(sps.logistic.cdf(y.mean() + half)))  # fmt: skip
+    assert iv.high < 1 and "logit" in iv.method
+    near_half = seed_interval([0.50, 0.51, 0.52], bounds=(0, 1))  # far from the bounds: close to the plain t-interval
+    plain = seed_interval([0.50, 0.51, 0.52])
+    assert near_half.low == pytest.approx(plain.low, abs=5e-4) and near_half.high == pytest.approx(plain.high, abs=5e-4)
+
+
+def test_bounded_intervals_never_leave_the_feasible_range():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lo, hi = ((0, 1), (-1, 1))[rng.integers(2)]
+        v = rng.uniform(lo, hi, rng.integers(2, 6))
+        for conf in (0.5, 0.95, 0.9999):
+            iv = seed_interval(v, bounds=(lo, hi), confidence=conf)
+            assert lo <= iv.low <= iv.high <= hi
+        d = seed_difference(v, rng.uniform(lo, hi, 3), bounds=(lo, hi), confidence=0.999)
+        assert lo - hi <= d.low <= d.high <= hi - lo
+
+
+def test_a_value_on_a_bound_gives_the_clipped_t_interval_and_says_so():
+    iv = seed_interval([1.0, 0.90, 0.95], bounds=(0, 1))
+    assert iv.high == 1.0 and "clipped to [0, 1]" in iv.method
+    assert iv.low == pytest.approx(seed_interval([1.0, 0.90, 0.95]).low)
+    with pytest.raises(ValueError, match="outside their feasible range"):
+        seed_interval([1.2, 0.9], bounds=(0, 1))
+
+
+def test_difference_of_bounded_values_is_clipped_to_its_feasible_range():
+    d = seed_difference([0.1, 0.9, 0.5], [0.9, 0.1, 0.95], bounds=(0, 1))
+    assert d.low == -1.0 and d.high < 1 and "clipped to [-1, +1]" in d.method
+    unclipped = seed_difference([0.1, 0.9, 0.5], [0.9, 0.1, 0.95])
+    assert unclipped.low < -1 and d.high == pytest.approx(unclipped.high)
+
+
+def test_welch_contrast_of_two_samples_is_welchs_t_and_of_four_uses_welch_satterthwaite():
+    a, b = [0.931, 0.934, 0.929, 0.936], [0.925, 0.921, 0.930]
+    ev = welch_contrast([a, b], [1, -1])
+    ref = sps.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert ev.interval(0.95) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    groups = [[0.2, 0.3, 0.25], [0.5, 0.52, 0.51], [0.3, 0.5, 0.4], [0.6, 0.61, 0.62]]
+    ev = welch_contrast(groups, [1, -1, -1, 1])
+    terms = [np.var(g, ddof=1) / 3 for g in groups]
+    df = sum(terms) ** 2 / sum(t * t / 2 for t in terms)
+    half = sps.t.ppf(0.975, df) * math.sqrt(sum(terms))
+    est = 0.25 - 0.51 - 0.4 + 0.61
+    assert ev.estimate == pytest.approx(est)
+    assert ev.interval(0.95) == (pytest.approx(est - half), pytest.approx(est + half))
+
+
+# --- Holm -------------------------------------------------------------------------------------------------------------
+
+
+def test_holm_against_a_hand_computed_example():
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> running max 0.06
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.4]), [0.8, 0.8])
+    np.testing.assert_allclose(holm([0.6, 0.9]), [1.0, 1.0])  # capped at 1
+    out = holm([0.01, np.nan, 0.02])  # an untested claim does not count in k
+    assert math.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
+    assert holm_note(3).startswith("Holm-adjusted across the 3 claims of this table")
+
+
+def test_decision_p_of_a_sign_claim_is_the_t_tests_p_value():
+    v = [0.01, 0.03, 0.02, 0.04]
+    assert decision_p(seed_evidence(v), sign_decided) == pytest.approx(sps.ttest_1samp(v, 0).pvalue, rel=1e-6)
+    assert decision_p(seed_evidence([0.02, 0.02]), sign_decided) == 0.0  # no spread: settled at every level
+    assert decision_p(seed_evidence([-0.01, 0.01]), sign_decided) == 1.0  # mean 0: settled at no level
+
+
+def test_holm_levels_make_each_interval_decide_exactly_when_its_adjusted_p_is_below_alpha():
+    samples = [[0.010, 0.012, 0.011], [0.02, -0.01, 0.03], [0.004, 0.006, 0.0055], [0.05, 0.01, 0.02]]
+    evs = [seed_evidence(v) for v in samples]
+    out = holm_adjust([(ev, sign_decided) for ev in evs] + [(None, sign_decided)])
+    assert out[-1] is None
+    p = [sps.ttest_1samp(v, 0).pvalue for v in samples]
+    np.testing.assert_allclose([a.p for a in out[:-1]], p, rtol=1e-6)
+    np.testing.assert_allclose([a.p_holm for a in out[:-1]], holm(p), rtol=1e-6)
+    for a in out[:-1]:
+        assert sign_decided(a.low, a.high) == (a.p_holm < 0.05)
+    smallest = int(np.argmin(p))
+    assert out[smallest].confidence == pytest.approx(1 - 0.05 / 4)  # the first Holm step tests at alpha / k
+    assert all(a.confidence >= 0.95 for a in out[:-1])
+
+
+def test_bootstrap_evidence_reproduces_the_percentile_interval():
+    cmp = paired_difference(*paired_predictions(700, 90, 70, 140))
+    ev = bootstrap_evidence(cmp)
+    assert ev.interval(0.95) == (pytest.approx(cmp.low), pytest.approx(cmp.high))
+    wide = ev.interval(0.99)
+    assert wide[0] < cmp.low and cmp.high < wide[1]
+
+
+# --- ties against a margin --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "low, high, expected",
+    [
+        (-0.006, 0.008, "confirmed"),  # wholly inside ±1 point
+        (0.012, 0.030, "refuted"),  # wholly above +1 point
+        (-0.040, -0.015, "refuted"),  # wholly below -1 point
+        (-0.004, 0.015, "cannot tell"),  # inside and beyond
+        (0.004, 0.020, "cannot tell"),  # excludes 0 but reaches inside the margin: no refutation
+        (math.nan, math.nan, "cannot tell"),
+    ],
+)
+def test_tie_verdict_against_the_stated_margin(low, high, expected):
+    assert TIE_MARGIN == 0.01
+    assert tie_verdict(low, high) == expected
+
+
+def test_ranking_ties_use_the_stated_margin_by_default():
+    strict = (0.05, 0.04, 0.06)
+
+    def tie(low, high):
+        pairwise = {("SE-ResNet", "ResNet"): strict, ("SE-ResNet", "DenseNet"): strict,
+                    ("ResNet", "DenseNet"): (0.0, low, high)}  # fmt: skip
+        return ranking_verdict(CLAIM, pairwise)
+
+    assert tie(-0.006, 0.008).verdict == "confirmed"
+    assert tie(0.012, 0.030).verdict == "refuted"
+    assert tie(-0.004, 0.015).verdict == "cannot tell"
