@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -23,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from cnnlib.engine import Engine, bf16_features, cpu_name  # noqa: E402
-from cnnlib.models import create_model  # noqa: E402
+from cnnlib.engine import Engine, bf16_features, cpu_name, time_step  # noqa: E402
 from cnnlib.verdicts import markdown  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False, False), "fp32+cl": ("fp32", True, False), "bf16+cl": ("bf16", True, False),
@@ -34,29 +32,9 @@ SETTINGS = {"fp32": ("fp32", False, False), "fp32+cl": ("fp32", True, False), "b
 def rate(model_name: str, batch: int, setting: str, steps: int, warmup: int) -> tuple[float, float]:
     """(images/s of the timed steps, seconds of the warm-up steps: the compile time when compiled)."""
     precision, cl, compiled = SETTINGS[setting]
-    eng = Engine("cpu", precision, cl, compiled, torch.get_num_threads())
-    torch.manual_seed(0)
-    model = eng.prepare(create_model(model_name))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
-    f = eng.loss_fn(model, 0.1)
-
-    def step():
-        loss, _ = f(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    t = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    warm_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - t), warm_s
+    step_s, warm_s = time_step(model_name, batch, Engine("cpu", precision, cl, compiled, torch.get_num_threads()),
+                               steps, warmup)  # fmt: skip
+    return batch / step_s, warm_s
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,18 +123,19 @@ def _cache_path() -> Path:
     return cache_dir() / "engine.json"
 
 
-def _step_seconds(model_name: str, batch: int, precision: str, channels_last: bool, steps: int = 2) -> float:
-    """Seconds of one training step (forward, backward, SGD) after one warm-up step, on random images."""
+def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmup: int = 1) -> tuple[float, float]:
+    """(seconds per training step, seconds of the ``warmup`` untimed steps before: the compile time
+    when compiled) of the recipe's step (forward, label-smoothing loss, backward, SGD with Nesterov)
+    under ``engine``, on random images."""
     from .models import create_model
 
     torch.manual_seed(0)
-    eng = Engine("cpu", precision, channels_last)
-    model = eng.prepare(create_model(model_name))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    model = engine.prepare(create_model(model_name))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    if channels_last:
+    if engine.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    f = eng.loss_fn(model, 0.1)
+    f = engine.loss_fn(model, 0.1)
 
     def step():
         loss, _ = f(x, y)
@@ -142,11 +143,18 @@ def _step_seconds(model_name: str, batch: int, precision: str, channels_last: bo
         loss.backward()
         opt.step()
 
-    step()
     t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    t1 = time.perf_counter()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t1) / steps, t1 - t0
+
+
+def _step_seconds(model_name: str, batch: int, precision: str, channels_last: bool, steps: int = 2) -> float:
+    """Seconds of one eager training step in that precision and memory format, after one warm-up step."""
+    return time_step(model_name, batch, Engine("cpu", precision, channels_last), steps)[0]
 
 
 def measured_cpu_choice(model_name: str, batch: int, threads: int) -> dict:

@@ -19,7 +19,7 @@ import torch
 
 from .paths import figures_root
 from .results import Run, fit_or_load, load_run
-from .train import make_config
+from .train import PROFILES, make_config
 
 PREFERRED = ("full", "cpu")  # the richest profile first
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -89,17 +89,30 @@ def run_names(runs: list[Run]) -> str:
                      for m, s in seeds.items())  # fmt: skip
 
 
+def how_trained(run: Run) -> str:
+    """Precision, memory format, compiled or not and threads of a run, from its ``run.json``; runs stored
+    before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
+    e = run.meta.get("engine")
+    if e is None:
+        cuda = run.meta.get("device", "cpu").startswith("cuda")
+        return "bf16 autocast, channels_last, eager" if cuda else "fp32, NCHW, eager"
+    fmt = "channels_last" if e["channels_last"] else "NCHW"
+    precision = "bf16 autocast" if e["precision"] == "bf16" else e["precision"]
+    return f"{precision}, {fmt}, {'compiled' if e['compiled'] else 'eager'}, {e['threads']} thread(s)"
+
+
 def provenance(runs: list[Run]) -> str:
-    """One Markdown line per distinct (profile, device, data) that produced ``runs``."""
+    """One Markdown line per distinct (profile, device, engine, data) that produced ``runs``."""
     seen: dict[tuple, list[Run]] = {}
     for r in runs:
         c = r.config
         n_train, n_test = c.n_images()
-        key = (c.profile, r.meta["device_name"], r.meta["torch"], f"{n_train:,} training / {n_test:,} test images")
+        key = (c.profile, r.meta["device_name"], how_trained(r), r.meta["torch"],
+               f"{n_train:,} training / {n_test:,} test images")  # fmt: skip
         seen.setdefault(key, []).append(r)
     return "\n".join(
-        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} with torch {t}: {run_names(rs)}"
-        for (p, dev, t, d), rs in seen.items()
+        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} ({how}) with torch {t}: {run_names(rs)}"
+        for (p, dev, how, t, d), rs in seen.items()
     )
 
 
@@ -142,6 +155,11 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     checked once before any notebook runs, and a failing notebook ends the report with
     one line naming it, its cell and its error.
     """
+    chosen = profile or os.environ.get("CNNLIB_PROFILE")
+    if chosen and chosen not in PROFILES:  # before any data check or kernel start
+        source = "" if profile else " (from CNNLIB_PROFILE)"
+        raise ValueError(f"unknown profile {chosen!r}{source}; choose from {', '.join(sorted(PROFILES))}")
+
     import logging
     import warnings
 
