@@ -105,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--retrain", action="store_true", help="train again and replace a stored run")
     st = sub.add_parser("status", help="which runs of the plan exist and which are missing")
     st.add_argument("--profile", default="full", choices=sorted(PROFILES))
+    st.add_argument("--measure", action="store_true",
+                    help="time one training step of each model with no measured rate yet (cached; minutes)")
     m = sub.add_parser("train-missing", help="train the plan's missing runs within a time budget")
     m.add_argument("--budget", type=_positive_float, required=True, metavar="SECONDS")
     m.add_argument("--profile", default="full", choices=sorted(PROFILES))
@@ -181,8 +183,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{cfg.run_id}: {done} -> {_shown(run.path)}")
         return 0
     if args.command == "status":
-        from .plan import stage_hours_left, status
+        from .plan import measure_missing_rates, stage_hours_left, status
 
+        if args.measure:
+            for model in measure_missing_rates(args.profile):
+                print(f"measured one training step of {model}", flush=True)
         rows = status(args.profile, checkpoints=True)
         for st in rows:
             if st.state == "done":
@@ -194,6 +199,20 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 extra = ""
             print(f"{st.state:<8} {st.config.run_id:<34} {extra}")
+        if args.profile == "full":
+            from . import recipe
+
+            check = recipe.table()
+            got = int(check.filter(like="held-out").notna().sum().sum())
+            chosen = recipe.choice(check)
+            state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen) else ", not yet applied")
+                     if chosen else "not chosen yet")  # fmt: skip
+            print(f"recipe check: {got}/{2 * len(check)} runs; {state}")
+            if got:
+                shown = check.copy()
+                for col in [c for c in shown if "acc" in c or c == "mean"]:
+                    shown[col] = (100 * shown[col]).round(2)
+                print(shown.to_string(index=False, na_rep="-"))
         print("training left, estimated on this machine from measured rates:")
         for name, hours, unknown in stage_hours_left(args.profile):
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""

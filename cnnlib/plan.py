@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import aftertrain, engine
+from . import aftertrain, engine, recipe
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
@@ -96,6 +96,7 @@ class PlanStatus:
     device_name: str | None = None
     epochs_done: int | None = None  # partly: finished epochs in the checkpoint
     steps_done: int | None = None  # partly: optimizer steps into the next epoch
+    images_per_s: float | None = None  # partly: median training rate of its epochs so far
 
 
 def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
@@ -107,7 +108,8 @@ def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
         return PlanStatus(cfg, "done", run.final["test_acc"], run.meta["train_s"], run.meta["device_name"])
     info = peek_checkpoint(cfg) if checkpoints else None
     if info is not None:
-        return PlanStatus(cfg, "partly", train_s=info["train_s"], epochs_done=info["epoch"], steps_done=info["step"])
+        return PlanStatus(cfg, "partly", train_s=info["train_s"], epochs_done=info["epoch"], steps_done=info["step"],
+                          images_per_s=info["images_per_s"])  # fmt: skip
     return PlanStatus(cfg, "missing")
 
 
@@ -141,6 +143,9 @@ _measured: dict[tuple[str, str, int], float] = {}  # (model, device type, batch 
 START_S = 5.0  # per run: building, moving the data, cuDNN autotuning
 
 
+_checkpoint_rates: dict[tuple[str, int], float] = {}  # (model, batch size) -> images/s of unfinished runs
+
+
 def known_rate(cfg: TrainConfig, device_type: str) -> float | None:
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device from what was
     measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check
@@ -154,7 +159,7 @@ def known_rate(cfg: TrainConfig, device_type: str) -> float | None:
     if rates:
         return max(rates)
     if device_type == "cpu":
-        return engine.cached_rate(cfg.model)
+        return _checkpoint_rates.get((cfg.model, cfg.batch_size)) or engine.cached_rate(cfg.model)
     return None
 
 
@@ -183,15 +188,32 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.devic
     return cfg.epochs * per_epoch * 1.05 + probes + tables + START_S
 
 
+def measure_missing_rates(profile: str = "full") -> list[str]:
+    """On a CPU, run the engine's cached check (one training step per setting) for every model of the plan
+    that has no known rate yet, so that ``stage_hours_left`` can count it; returns the models measured."""
+    if default_device().type != "cpu":
+        return []
+    measured = []
+    for cfg in {c.model: c for c in plan(profile)}.values():
+        if known_rate(cfg, "cpu") is None:
+            engine.choose("cpu", cfg.model, cfg.batch_size)
+            measured.append(cfg.model)
+    return measured
+
+
 def stage_hours_left(profile: str = "full", device: torch.device | None = None) -> list[tuple[str, float, int]]:
     """Per stage: (name, estimated hours of training left on this kind of device, runs without a known
     rate). Partly trained runs count what their checkpoints leave."""
     device = device or default_device()
+    states = {c.run_id: run_status(c, checkpoints=True) for c in plan(profile)}
+    for st in states.values():  # what unfinished runs measured counts for their model and batch size
+        if st.state == "partly" and st.images_per_s and device.type == "cpu":
+            _checkpoint_rates[(st.config.model, st.config.batch_size)] = st.images_per_s
     out = []
     for name, us in stages(profile):
         hours, unknown = 0.0, 0
         for cfg in (c for u in us for c in u):
-            st = run_status(cfg, checkpoints=True)
+            st = states[cfg.run_id]
             if st.state == "done":
                 continue
             est = estimate_seconds(cfg, None, device, measure=False)
@@ -244,9 +266,17 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log, models, policy)
     data = data if data is not None else load_cifar10()
     done, skipped, trained, stopped = [], [], [], []
+    waiting = None  # why the study waits for the recipe check's choice
     for unit in units(profile):
         unit = [c for c in unit if models is None or c.model in models]
         if not unit:
+            continue
+        if profile == "full" and unit[0].profile == "full" and waiting is None:
+            waiting = recipe.blocking() or ""
+            if waiting:
+                log(f"stop: {waiting}")
+        if waiting:
+            skipped += [c.run_id for c in unit if run_status(c).state != "done"]
             continue
         todo = [st for st in map(run_status, unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]

@@ -284,7 +284,9 @@ def peek_checkpoint(cfg: TrainConfig) -> dict | None:
     if state.get("config_hash") != cfg.hash:
         return None
     p = state.get("progress") or {"epoch": state["epoch"], "step": 0}
+    rates = sorted(r["images_per_s"] for r in state["history"])
     return dict(epoch=p["epoch"], step=p["step"], engine=state.get("engine"),
+                images_per_s=rates[len(rates) // 2] if rates else None,
                 train_s=sum(r["seconds"] for r in state["history"]) + p.get("seconds", 0.0))  # fmt: skip
 
 

@@ -261,3 +261,35 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     settings = plan.aftertrain.mechanism_settings(3000, cpu)
     assert extra == pytest.approx(plan.aftertrain.mechanism_passes("plain56", settings) / 300)
     assert 100 < extra < 1000  # measured on this CPU: 4-7 minutes per net (benchmarks/RESULTS.md)
+
+
+def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypatch):
+    from cnnlib import plan, recipe
+    from cnnlib.config import RECIPE_GRID
+
+    # every run of the check stored, with a best setting that is not the full profile's recipe
+    best = "lr0.4_wd0.0001"
+    fake = {}
+    for tag in RECIPE_GRID:
+        for net in recipe.NETS:
+            cfg = plan.make_config(net, "tune", 0, tag=tag)
+            fake[cfg.run_id] = SimpleNamespace(final={"test_acc": 0.9 if tag == best else 0.8},
+                                               matches=lambda c, cfg=cfg: c == cfg)  # fmt: skip
+    table = recipe.table(fake)
+    assert table["mean"].notna().all()
+    chosen = recipe.choice(table)
+    assert chosen["setting"] == best and (chosen["lr"], chosen["weight_decay"]) == (0.4, 1e-4)
+    assert not recipe.applied(chosen)
+    real_choice = recipe.choice
+    monkeypatch.setattr(recipe, "choice", lambda df=None: chosen)
+    trained = []
+    monkeypatch.setattr(plan, "run_status", lambda cfg, **kw: plan.PlanStatus(cfg, "done" if cfg.profile == "tune"
+                                                                               else "missing"))  # fmt: skip
+    monkeypatch.setattr(plan, "fit_or_load", lambda cfg, **kw: trained.append(cfg.run_id))
+    lines = []
+    out = plan.train_missing(3600, "full", device="cpu", data=synthetic, log=lines.append)
+    assert trained == [] and "seed_cnn-full-s0" in out["skipped"]
+    assert any("set lr=0.4 and weight_decay=0.0001 in the full profile" in line for line in lines)
+    # a table with a missing run chooses nothing
+    fake.pop(next(iter(fake)))
+    assert real_choice(recipe.table(fake)) is None
