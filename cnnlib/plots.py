@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .data import CIFAR10, CLASSES
 from .paths import figures_root
@@ -28,6 +28,26 @@ METRICS = {
     "clean_train_acc": "training accuracy (clean images, eval mode)",
     "clean_train_err": "training error (clean images, eval mode)",
 }
+
+
+class PlainLogFormatter(LogFormatter):
+    """Tick labels of a log axis as plain numbers (3, 0.5, 20), not 3x10^0: which ticks get a label is
+    matplotlib's choice (decades; the ticks between them too when the axis spans little)."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        text = f"{x:.3g}"
+        return np.format_float_positional(float(text), trim="-") if "e" in text else text
+
+
+def plain_log_labels(fig_or_axes) -> None:
+    """Plain tick labels (``PlainLogFormatter``) on every log-scaled axis of a figure or of some axes. Call it
+    after the last ``set_xscale``/``set_yscale``: setting a scale resets the axis' formatters."""
+    axes = fig_or_axes.axes if isinstance(fig_or_axes, plt.Figure) else np.ravel([fig_or_axes])
+    for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(PlainLogFormatter())
+                axis.set_minor_formatter(PlainLogFormatter())
 
 
 def use_style() -> None:
@@ -50,7 +70,7 @@ def save(fig: plt.Figure, name: str) -> Path:
 def curves(history: pd.DataFrame, *, pairs=(("train_loss", "test_loss"), ("train_acc", "test_acc")),
            hue: str = "model", title: str | None = None) -> plt.Figure:  # fmt: skip
     """One panel per metric pair: test (solid) and training (dashed) per ``hue``, mean over seeds
-    with a band for their spread; loss axes are logarithmic. The line styles are the study's
+    with a band for their spread; loss axes are logarithmic, with plain tick labels. The line styles are the study's
     convention in every figure (He et al. 2016, Fig. 6, draw them the same way)."""
     fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4), squeeze=False)
     for i, (ax, (train_col, test_col)) in enumerate(zip(axes[0], pairs, strict=True)):
@@ -68,6 +88,7 @@ def curves(history: pd.DataFrame, *, pairs=(("train_loss", "test_loss"), ("train
             ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
         else:
             ax.get_legend().remove()
+    plain_log_labels(fig)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -89,7 +110,7 @@ def overlay(history: pd.DataFrame, metric: str = "test_acc", *, hue: str = "mode
 def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "model",
                  title: str | None = None) -> plt.Figure:  # fmt: skip
     """One row per metric, one column per group of models (``histories``: title -> long history);
-    rows share their y axis, loss rows are logarithmic, one legend per column."""
+    rows share their y axis, loss rows are logarithmic (plain tick labels), one legend per column."""
     fig, axes = plt.subplots(len(metrics), len(histories), figsize=(6.5 * len(histories), 3.3 * len(metrics)),
                              sharey="row", squeeze=False)  # fmt: skip
     for col, (group, history) in enumerate(histories.items()):
@@ -104,6 +125,7 @@ def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "mod
                 ax.get_legend().remove()
             elif ax.get_legend() is not None:
                 ax.legend(fontsize="small")
+    plain_log_labels(fig)  # after every row's scale: a shared axis' scale resets its siblings' formatters
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -10,9 +10,11 @@ which command produces it, instead of starting hours of CPU training.
 
 from __future__ import annotations
 
+import html as html_lib
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -140,10 +142,181 @@ def _execute(path: Path, timeout: int = 3600):
     return nb
 
 
-def _html(nb, exporter) -> str:
-    """The notebook as HTML, with links to sibling notebooks pointing at their pages."""
+# The notebook pages: the code hidden (every Markdown cell and output kept), no prompts, and a text column a
+# laptop screen reads comfortably.
+PAGE_CSS = """
+:root { --jp-content-font-size1: 16px; --jp-content-line-height: 1.6; --jp-ui-font-size1: 15px;
+        --jp-content-font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+body.jp-Notebook { max-width: 64rem; margin: 0 auto; padding: 1rem 1.5rem 4rem; }
+.jp-Cell { padding: 0.2rem 0; }
+.jp-RenderedHTMLCommon { padding-right: 0; }
+.jp-RenderedHTMLCommon p, .jp-RenderedHTMLCommon li { max-width: 48rem; }
+.jp-RenderedHTMLCommon table { font-size: 0.9rem; display: block; overflow-x: auto; max-width: 100%; }
+.jp-RenderedImage img, .jp-OutputArea-output img { max-width: 100%; height: auto; }
+.jp-OutputArea-output pre { font-size: 0.85rem; white-space: pre-wrap; }
+nav.report { font: 15px/1.5 system-ui, sans-serif; margin: 0 0 1rem; padding: 0.5rem 0; border-bottom: 1px solid #ddd;
+             color: #444; }
+"""
+
+
+def exporter():
+    """nbconvert's HTML exporter for the report's pages: code cells show their outputs only."""
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+
+
+def _html(nb, exporter, stem: str | None = None) -> str:
+    """The notebook as HTML, with links to sibling notebooks pointing at their pages; with ``stem``, the
+    page's style and a line linking back to the index (and naming the notebook that holds the code)."""
     html, _ = exporter.from_notebook_node(nb)
-    return re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb', r'href="\1.html', html)
+    html = re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb', r'href="\1.html', html)
+    if stem is None:
+        return html
+    nav = (f'<nav class="report"><a href="index.html">&larr; the report\'s index</a> &middot; the code is hidden '
+           f"here; <code>notebooks/{stem}.ipynb</code> has it</nav>")
+    html = html.replace("</head>", f"<style>{PAGE_CSS}</style>\n</head>", 1)
+    return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)
+
+
+PAGES = {  # what each notebook's page shows, one line each on the index
+    "01_cnn": "the original report's plain CNN and the controlled family's plain net: the data, training curves, "
+              "where the errors are, against the original's accuracy",
+    "02_resnet": "the original's ResNet18 (two bugs fixed) and the CIFAR ResNet18: curves, errors per class, "
+                 "against the original",
+    "03_densenet": "the original's DenseNet and DenseNet-BC 121: curves, errors per class, against the original",
+    "04_senet": "the original's SE-ResNet18 and the controlled SE-ResNet18: curves, errors per class, against the "
+                "original",
+    "05_comparison": "the four architectures side by side: the original's rankings of accuracy, convergence speed "
+                     "and training time, tested on its models and on the controlled family",
+    "06_skip_connections": "degradation (He et al. Fig. 6), gradient flow at initialisation and in training, layer "
+                           "responses: the verdicts on \"overfit\" and \"vanishing gradients\"",
+    "07_why_skip_connections": "why shortcuts help: lesions, path lengths, loss landscapes, shattered gradients "
+                               "and the depth sweep",
+}
+INDEX_FIGURE = "06_degradation.png"  # the one figure that shows what skip connections change
+INDEX_CSS = """
+body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 68rem; margin: 2rem auto;
+       padding: 0 1.5rem; color: #1a1a1a; }
+h1 { font-size: 1.7rem; line-height: 1.25; } h2 { font-size: 1.3rem; margin-top: 2.2rem; }
+p.first { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.7rem 1rem; }
+table { border-collapse: collapse; font-size: 0.92rem; margin: 0.5rem 0; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.55rem; text-align: left; vertical-align: top; }
+thead th { border-bottom: 2px solid #888; } tr.family th { background: #f2f2f2; font-weight: 600; }
+td.num, td.nowrap { text-align: right; white-space: nowrap; } td.nowrap { text-align: left; }
+.note { font-size: 0.88rem; color: #444; }
+td.verdict { white-space: nowrap; font-weight: 600; } .confirmed { color: #176b1d; } .refuted { color: #a31515; }
+.cannot-tell, .not-testable-in-this-regime { color: #6b5200; }
+figure { margin: 1.5rem 0; } figure img { width: 100%; height: auto; } figcaption { font-size: 0.9rem; color: #444; }
+code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
+ol li { margin: 0.35rem 0; }
+"""
+NUMERIC = {"original report (%)", "test accuracy (%)", "clean training accuracy (%)", "training images", "epochs",
+           "s / epoch"}
+
+
+def _inline(markdown: str) -> str:
+    """The Markdown of one line (code spans, bold, italics) as HTML, the rest escaped."""
+    text = html_lib.escape(markdown, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"\*(.+?)\*", r"<em>\1</em>", text)
+
+
+def _cell_class(column: str) -> str:
+    return " class=num" if column in NUMERIC else " class=nowrap" if column in ("model", "device") else ""
+
+
+def _results_table(rows: list[dict]) -> str:
+    from .summary import FAMILY_NAMES
+
+    if not rows:
+        return "<p>No run is stored yet.</p>"
+    cols = [c for c in rows[0] if c != "family"]
+    head = "".join(f"<th>{html_lib.escape(c)}</th>" for c in cols)
+    body, family = [], None
+    for r in rows:
+        if r["family"] != family:
+            family = r["family"]
+            body.append(f'<tr class="family"><th colspan="{len(cols)}">{FAMILY_NAMES.get(family, family)}</th></tr>')
+        body.append("<tr>" + "".join(f"<td{_cell_class(c)}>{_inline(str(r[c]))}</td>" for c in cols) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _verdict_table(rows: list[dict], pages: dict[str, str]) -> str:
+    def where(nb: str) -> str:
+        stem = next((s for s in pages if s.startswith(nb)), None)
+        return f'<a href="{stem}.html">{nb}</a>' if stem else nb
+
+    def kind(verdict: str) -> str:  # the CSS class of a verdict: 'cannot tell (floor)' -> 'cannot-tell'
+        return verdict.split(" (")[0].split(";")[0].replace(" ", "-")
+
+    body = "".join(
+        f"<tr><td>{_inline(r['claim'])}</td><td class=\"verdict {kind(r['verdict'])}\">{_inline(r['verdict'])}</td>"
+        f"<td>{_inline(r['evidence'])}</td><td>{where(r['notebook'])}</td></tr>"
+        for r in rows
+    )
+    return ("<table><thead><tr><th>claim</th><th>verdict</th><th>evidence</th><th>notebook</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>")  # fmt: skip
+
+
+def _figure(path: Path | None) -> str:
+    """The figure inlined (base64), so that the index shows it wherever it is opened; '' if it is missing."""
+    if path is None or not path.exists():
+        return ""
+    import base64
+
+    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | None = None) -> str:
+    """The report's index: what the stored runs say (where they come from, the results table and the verdicts,
+    the same as the README's, from ``cnnlib.summary``), the figure of what skip connections change, then the
+    notebooks' pages (``pages``: (file stem, title)) with one line each."""
+    from . import summary, verdicts
+    from .analysis import data_note
+
+    titles = dict(pages)
+    c = summary.claims(runs)
+    if c is not None:
+        deg = [r for r in runs if r.config.profile == c.profile and r.config.model in summary.FAMILIES["degradation"]
+               and not r.config.tag]  # fmt: skip
+        devices = ", ".join(dict.fromkeys(summary.device(r) for r in deg))
+        verdict_part = (
+            f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
+            "richest profile in which the family is complete). Each notebook table's intervals are Holm-adjusted "
+            f"across its claims (family-wise error {100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
+            "do not settle, and the notebooks say what would.</p>" + _verdict_table(summary.verdict_rows(c), titles)
+            + f"<p class=note>{_inline(c.degradation.attrs.get('reading', ''))}</p>"
+        )  # fmt: skip
+    else:
+        verdict_part, deg = "<p>No verdicts yet: no profile holds a run of every net of the degradation family.</p>", []
+    src = _figure(figure)
+    fig = (f"<figure><img src='{src}' alt='training and test error of plain and residual nets of 20 and 56 layers'>"
+           "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 layers "
+           f"against epochs, mean over the stored seeds{f' ({data_note(deg)})' if deg else ''}, as notebook 06 "
+           "draws it; the degradation rows above put intervals on what it shows.</figcaption></figure>"
+           ) if src else ""  # fmt: skip
+    items = "\n".join(f'<li><a href="{stem}.html">{html_lib.escape(title)}</a>'
+                      + (f": {html_lib.escape(PAGES[stem])}" if stem in PAGES else "") + "</li>"
+                      for stem, title in pages)  # fmt: skip
+    origin = "".join(f"<li>{_inline(line.removeprefix('- '))}</li>" for line in provenance(runs).splitlines())
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>cnnlib report</title>"
+        f"<style>{INDEX_CSS}</style></head><body>"
+        "<h1>How do networks with and without skip connections differ in training?</h1>"
+        "<p>A CIFAR-10 study of a plain CNN, ResNet, DenseNet and SE-ResNet, and of plain and residual nets that "
+        "differ only in their shortcuts. The answer so far first; each notebook's page (linked below) shows how "
+        "it was measured.</p>"
+        f"<p class=first>{_inline(summary.read_first(runs))}</p>"
+        "<h2>Results: the original report's accuracy and ours</h2>"
+        + _results_table(summary.accuracy_rows(runs)) + f"<p class=note>{_inline(summary.ACCURACY_NOTE)}</p>"
+        "<h2>Verdicts on the original report's claims</h2>" + verdict_part + fig
+        + f"<h2>The notebooks</h2><ol>{items}</ol>"
+        f"<h2>Where the numbers come from</h2><ul>{origin}</ul>"
+        "</body></html>\n"
+    )  # fmt: skip
 
 
 def build_report(profile: str | None = None, out: str | Path = "report", *, in_place: bool = False) -> Path:
@@ -164,7 +337,6 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     import warnings
 
     import nbformat
-    from nbconvert import HTMLExporter
 
     from .data import load_cifar10
 
@@ -177,14 +349,17 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     out.mkdir(parents=True, exist_ok=True)
     if not in_place:  # the kernels save their figures with the report, not over the committed ones
         os.environ["CNNLIB_FIGURES"] = str(out / "figures")
-    exporter = HTMLExporter()
+    html_exporter = exporter()
     pages = []
+    start = time.perf_counter()
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
-        print(f"executing {path.name} ...", flush=True)
+        print(f"executing {path.name} ...", end="", flush=True)
+        began = time.perf_counter()
         nb = _execute(path)
+        print(f" {time.perf_counter() - began:.0f} s", flush=True)
         if in_place:
             nbformat.write(nb, path)
-        (out / f"{path.stem}.html").write_text(_html(nb, exporter))
+        (out / f"{path.stem}.html").write_text(_html(nb, html_exporter, path.stem))
         title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
         pages.append((path.stem, title))
     figures = figures_root()
@@ -192,22 +367,6 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
         shutil.copytree(figures, out / "figures", dirs_exist_ok=True)
     from .results import list_runs
 
-    runs = list_runs()
-    items = "\n".join(f'<li><a href="{stem}.html">{title}</a></li>' for stem, title in pages)
-    origin = "".join(f"<li>{line.removeprefix('- ').replace('`', '')}</li>" for line in provenance(runs).splitlines())
-    (out / "index.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>cnnlib report</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:46rem;margin:3rem auto;line-height:1.5}"
-        "img{max-width:100%}figcaption{font-size:.9em;color:#444}</style></head><body>"
-        "<h1>How do networks with and without skip connections differ in training?</h1>"
-        "<p>A CIFAR-10 study of a plain CNN, ResNet, DenseNet and SE-ResNet. Each page is an executed notebook.</p>"
-        f"<ol>{items}</ol><figure><img src='figures/06_degradation.png' "
-        "alt='training and test error of plain and residual nets of 20 and 56 layers'>"
-        "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 "
-        "layers against epochs, mean over the stored seeds; notebook 06 says which profile and how many "
-        "images.</figcaption></figure>"
-        f"<h2>Where the numbers come from</h2><ul>{origin}</ul>"
-        "</body></html>\n"
-    )
-    print(f"report written to {out / 'index.html'}")
+    (out / "index.html").write_text(index_html(pages, list_runs(), out / "figures" / INDEX_FIGURE))
+    print(f"report written to {out / 'index.html'} in {time.perf_counter() - start:.0f} s")
     return out / "index.html"

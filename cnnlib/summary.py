@@ -1,24 +1,35 @@
-"""The README's results section, computed from the stored runs (never typed in by hand).
+"""The README's results section and the report's index, computed from the stored runs (never typed in by hand).
 
 ``python -m cnnlib readme`` (and ``make refresh``) rewrites the part of README.md between
-the two markers below; a test fails when the README no longer matches the stored runs.
+the two markers below: the "Read this first" paragraph (which profile and device the numbers
+come from, and how far the full profile got), the results table and the verdicts. A test fails
+when the README no longer matches the stored runs. ``cnnlib.report`` builds the index page of
+the HTML report from the same functions, so the two never disagree.
 """
 
 from __future__ import annotations
 
+import re
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import verdicts
 from .analysis import ORIGINAL_ACCURACY, mean_std
 from .models import FAMILIES
 from .paths import PROJECT_ROOT
-from .report import PREFERRED
+from .report import PREFERRED, run_names
 from .results import Run, list_runs
 
 START, END = "<!-- results:start (python -m cnnlib readme) -->", "<!-- results:end -->"
 README = PROJECT_ROOT / "README.md"
+FAMILY_NAMES = {"seed": "the original report's models", "controlled": "the controlled family",
+                "degradation": "the degradation family (He et al. 2016)",
+                "depth": "the depth sweep (He et al. Fig. 6)"}  # fmt: skip
+PILOT = "cpu"  # the reduced profile the study was piloted in
 
 
 def _profile(runs: list[Run], models: list[str]) -> str | None:
@@ -30,71 +41,238 @@ def _profile(runs: list[Run], models: list[str]) -> str | None:
     return None
 
 
-def _accuracy_rows(runs: list[Run]) -> list[dict]:
+def device(run: Run) -> str:
+    """The device that trained a run, as its ``run.json`` names it (without the 'CPU: ' prefix)."""
+    return run.meta["device_name"].removeprefix("CPU: ")
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f}" if s < 100 else f"{s:,.0f}"
+
+
+def _range(values) -> str:
+    v = sorted(set(values))
+    return f"{v[0]:,}" if len(v) == 1 else f"{v[0]:,}-{v[-1]:,}"
+
+
+def accuracy_rows(runs: list[Run]) -> list[dict]:
+    """One row per model and profile (the richest first), family by family: the original report's
+    accuracy, ours (mean ± sample std over seeds), how it was trained, and the training time per
+    epoch on the device that trained it. ``family`` is the key of ``models.FAMILIES``."""
     rows = []
-    for model in [m for fam in FAMILIES.values() for m in fam]:
-        for profile in PREFERRED:
-            rs = [r for r in runs if r.config.model == model and r.config.profile == profile and not r.config.tag]
-            if not rs:
-                continue
-            text = mean_std((r.final["test_acc"] for r in rs), seeds=True)
-            clean = (mean_std(r.history["clean_train_acc"].iloc[-1] for r in rs)
-                     if all("clean_train_acc" in r.history for r in rs) else "not recorded")  # fmt: skip
-            n_train, _ = rs[0].config.n_images()
-            orig = ORIGINAL_ACCURACY.get(model)
-            rows.append({"model": f"`{model}`", "profile": profile, "training images": f"{n_train:,}",
-                         "epochs": rs[0].final["epochs"], "clean training accuracy (%)": clean,
-                         "test accuracy (%)": text,
-                         "device": rs[0].meta["device_name"].split(" (")[0].removeprefix("CPU: "),
-                         "original report (%)": f"{100 * orig:.0f}" if orig else ""})  # fmt: skip
+    for family, models in FAMILIES.items():
+        for model in models:
+            for profile in PREFERRED:
+                rs = [r for r in runs if r.config.model == model and r.config.profile == profile and not r.config.tag]
+                if not rs:
+                    continue
+                clean = (mean_std(r.history["clean_train_acc"].iloc[-1] for r in rs)
+                         if all("clean_train_acc" in r.history for r in rs) else "not recorded")  # fmt: skip
+                orig = ORIGINAL_ACCURACY.get(model)
+                devices = list(dict.fromkeys(device(r) for r in rs))
+                rows.append({"family": family, "model": f"`{model}`",
+                             "original report (%)": f"{100 * orig:.0f}" if orig else "",
+                             "test accuracy (%)": mean_std((r.final["test_acc"] for r in rs), seeds=True),
+                             "clean training accuracy (%)": clean, "profile": profile,
+                             "training images": f"{rs[0].config.n_images()[0]:,}", "epochs": rs[0].final["epochs"],
+                             "s / epoch": _seconds(float(np.median([r.final["seconds_per_epoch"] for r in rs]))),
+                             "device": ", ".join(devices)})  # fmt: skip
+    return rows
+
+
+ACCURACY_NOTE = ("Final epoch. Test accuracy on the JPEG copy's test images; clean training accuracy: the model in "
+                 "eval mode on unaugmented training images, scored as the test images are. Mean ± sample std where "
+                 "several seeds exist. s / epoch: median wall time of one training epoch on the device named.")
+
+
+@dataclass
+class Standing:
+    """Where the study stands, from the stored runs: which models have a run of the full profile, which
+    only pilot runs, which devices trained them, and how much of the full plan is stored."""
+
+    full: list[Run]  # untagged runs of the full profile
+    pilots: dict[str, list[str]]  # family -> its models that have pilot runs only
+    pilot_runs: list[Run]
+    missing: list[str]  # models with neither
+    devices: list[str]  # every device that trained a stored run
+    gpu: list[str]  # those that are GPUs
+    plan_done: int
+    plan_size: int
+    full_images: str
+    full_epochs: str
+
+
+def standing(runs: list[Run]) -> Standing:
+    from .plan import plan  # the plan imports the training machinery; only needed here
+
+    untagged = [r for r in runs if not r.config.tag]
+    full = [r for r in untagged if r.config.profile == "full"]
+    with_full = {r.config.model for r in full}
+    pilot_runs = [r for r in untagged if r.config.profile == PILOT and r.config.model not in with_full]
+    piloted = {r.config.model for r in pilot_runs}
+    pilots = {f: [m for m in ms if m in piloted] for f, ms in FAMILIES.items()}
+    missing = [m for ms in FAMILIES.values() for m in ms if m not in with_full | piloted]
+    stored = {r.config.run_id: r for r in runs}
+    wanted = plan("full")
+    done = sum(1 for c in wanted if c.run_id in stored and stored[c.run_id].matches(c))
+    study = [c for c in wanted if c.profile == "full"]
+    gpu = list(dict.fromkeys(device(r) for r in runs if r.meta.get("device", "cpu").startswith("cuda")))
+    return Standing(full, {f: ms for f, ms in pilots.items() if ms}, pilot_runs, missing,
+                    list(dict.fromkeys(device(r) for r in runs)), gpu, done, len(wanted),
+                    _range(c.n_images()[0] for c in study), _range(c.epochs for c in study))  # fmt: skip
+
+
+def _families(pilots: dict[str, list[str]]) -> str:
+    parts = [FAMILY_NAMES[f] if len(ms) == len(FAMILIES[f]) else ", ".join(f"`{m}`" for m in ms)
+             for f, ms in pilots.items()]  # fmt: skip
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _cpus(names: list[str]) -> str:
+    return f"the CPU {names[0]}" if len(names) == 1 else "the CPUs " + ", ".join(names)
+
+
+def _wrap(text: str, width: int = 80) -> str:
+    """``text`` wrapped at ``width``, never inside a code span."""
+    spans = re.split(r"(`[^`]*`)", text)
+    kept = "".join(p.replace(" ", "\x00") if p.startswith("`") else p for p in spans)
+    return textwrap.fill(kept, width, break_long_words=False, break_on_hyphens=False).replace("\x00", " ")
+
+
+def read_first(runs: list[Run] | None = None) -> str:
+    """The README's "Read this first" paragraph (Markdown, one line): which models have a run of the
+    full profile, which are still pilots, which devices trained them, and how far the full plan got."""
+    runs = list_runs() if runs is None else runs
+    s = standing(runs)
+    cpus = [d for d in s.devices if d not in s.gpu]
+    if not runs:
+        trained = "no run is stored yet"
+    elif not s.gpu:
+        trained = f"no GPU has trained the study yet: every stored run was trained on {_cpus(cpus)}"
+    else:
+        trained = f"stored runs were trained on {', '.join(s.gpu)}" + (f" and on {_cpus(cpus)}" if cpus else "")
+    text = f"**Read this first:** {trained}. "
+    protocol = f"all {s.full_images} training images, {s.full_epochs} epochs"
+    if s.full:
+        n = len({r.config.model for r in s.full})
+        text += (f"{n} of the {sum(map(len, FAMILIES.values()))} models {'has' if n == 1 else 'have'} a run of the "
+                 f"`full` profile (the report's protocol: {protocol}): {run_names(s.full)}. ")
+    else:
+        text += f"No model has a run of the `full` profile yet (the report's protocol: {protocol}). "
+    if s.pilots:
+        n_train = _range(r.config.n_images()[0] for r in s.pilot_runs)
+        epochs = _range(int(r.final["epochs"]) for r in s.pilot_runs)
+        text += (f"{'The others' if s.full else 'All'} — {_families(s.pilots)} — are still pilots of the reduced "
+                 f"`{PILOT}` profile ({n_train} training images, {epochs} epochs), which shows the pipeline working "
+                 "but settles few claims: most numbers and verdicts below are the pilot's until the full runs "
+                 "land. ")
+    if s.missing:
+        text += f"Not yet trained in either profile: {', '.join(f'`{m}`' for m in s.missing)}. "
+    if s.plan_done < s.plan_size:
+        are = "is" if s.plan_done == 1 else "are"
+        text += (f"The `full` profile is being trained on the CPU, run by run ({s.plan_done} of the {s.plan_size} "
+                 f"runs of its plan, recipe check included, {are} stored; `python -m cnnlib status --profile full` "
+                 "shows progress), and `make refresh` brings each finished run into the notebooks, the README "
+                 "and the HTML report; on one GPU, `bash benchmarks/gpu_run.sh` trains the whole plan "
+                 "(`benchmarks/RESULTS.md`).")
+    else:
+        text += f"All {s.plan_size} runs of the `full` profile's plan are stored."
+    return text.rstrip()
+
+
+@dataclass
+class Claims:
+    """The verdicts the README and the report's index show, computed once: the degradation family's
+    tables of notebooks 06 and 07 in the richest profile where the family is complete."""
+
+    profile: str
+    overfitting: pd.Series
+    degradation: pd.DataFrame
+    gradients: pd.DataFrame  # the whole table (its attrs: how many claims)
+    gradient_rows: pd.DataFrame  # the rows shown: initialisation and the last probe
+    lesions: pd.DataFrame  # plain56 against resnet56 (notebook 07's table, so its Holm adjustment)
+
+
+def claims(runs: list[Run]) -> Claims | None:
+    profile = _profile(runs, list(FAMILIES["degradation"]))
+    if not profile:
+        return None
+    deg = [r for r in runs if r.config.profile == profile and r.config.model in FAMILIES["degradation"]
+           and not r.config.tag]  # fmt: skip
+    vg = verdicts.vanishing_gradients(deg)
+    shown = vg[vg["point"].isin(["step 0", vg["point"].iloc[-1]])] if len(vg) else vg
+    lz = verdicts.lesion_verdicts(deg)
+    return Claims(profile, verdicts.overfitting(deg).iloc[0], verdicts.degradation(deg), vg, shown,
+                  lz[lz["claim"].str.endswith("than resnet56")] if len(lz) else lz)  # fmt: skip
+
+
+def _one_net(v: pd.Series) -> str:
+    within = "within one network" in v["interval from"]
+    return " (over random deletions within one trained network each)" if within else ""
+
+
+def verdict_lines(c: Claims) -> list[str]:
+    """The README's verdict lines (Markdown)."""
+    o, d, vg = c.overfitting, c.degradation, c.gradients
+    out = [f"Verdicts on the degradation family (profile `{c.profile}`, notebooks 06 and 07; each table's "
+           f"intervals Holm-adjusted across its claims, family-wise error {100 * verdicts.ALPHA:g}%):", "",
+           f"- *\"Plain CNNs with many layers overfit\"*: **{o['verdict']}**: {o['why']}.",
+           f"- Degradation, in clean training error (Welch intervals across seeds, Holm-adjusted across the "
+           f"{d.attrs['claims']} claims of notebook 06's table): "
+           + "; ".join(f"{r['comparison (clean training error)']} {r['difference']} (**{r['verdict']}**)"
+                       for _, r in d.iterrows()) + ". " + d.attrs.get("reading", "")]  # fmt: skip
+    if len(c.gradient_rows):
+        out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
+                   f"(first block / last block, log10; the whole interval below −{verdicts.GRADIENT_THRESHOLD:g} "
+                   f"vanishes, above +{verdicts.GRADIENT_THRESHOLD:g} explodes, within "
+                   f"±{verdicts.GRADIENT_THRESHOLD:g} neither; intervals across seeds, Holm-adjusted across the "
+                   f"{vg.attrs['claims']} rows of notebook 06's table): "
+                   + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} "
+                               f"(**{r['signal towards the input']}**)" for _, r in c.gradient_rows.iterrows()) + ".")
+    if len(c.lesions):
+        out.append("- Lesions (Veit et al. 2016): " + "; ".join(
+            f"{v['claim']}: {v['difference (points)']} points" + _one_net(v) + f" (**{v['verdict']}**"
+            + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else "") + ")"
+            for _, v in c.lesions.iterrows()) + ".")
+    return out
+
+
+def verdict_rows(c: Claims) -> list[dict]:
+    """The same verdicts as one short table (the report's index): claim, verdict, the evidence in a few
+    words, and the notebook that shows it (Markdown cells)."""
+    o = c.overfitting
+    rows = [{"claim": "*\"Plain CNNs with many layers overfit\"* (plain56 against plain20)", "verdict": o["verdict"],
+             "evidence": o["why"].split(";")[0], "notebook": "06"}]
+    rows += [{"claim": f"degradation: {r['claim']}", "verdict": r["verdict"],
+              "evidence": f"{r['comparison (clean training error)']}: {r['difference']} of clean training error",
+              "notebook": "06"} for _, r in c.degradation.iterrows()]  # fmt: skip
+    rows += [{"claim": f"*\"Skip connections avoid vanishing gradients\"*: {r['model']}'s backward signal towards "
+                       f"the input at {r['point']}", "verdict": r["signal towards the input"],
+              "evidence": f"log10 first/last block {r['log10 [interval]']}", "notebook": "06"}
+             for _, r in c.gradient_rows.iterrows()]  # fmt: skip
+    rows += [{"claim": f"lesions: {v['claim']}",
+              "verdict": v["verdict"] + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else ""),
+              "evidence": f"{v['difference (points)']} points" + _one_net(v), "notebook": "07"}
+             for _, v in c.lesions.iterrows()]  # fmt: skip
     return rows
 
 
 def readme_block(runs: list[Run] | None = None) -> str:
     runs = list_runs() if runs is None else runs
-    out = [START, "", verdicts.markdown(pd.DataFrame(_accuracy_rows(runs))),
-           "(Final epoch. Clean training accuracy: the model in eval mode on unaugmented training images, scored "
-           "as the test images are. Test accuracy on the JPEG copy's test images. Mean ± sample std where several "
-           "seeds exist.)", ""]
-    deg_profile = _profile(runs, list(FAMILIES["degradation"]))
-    if deg_profile:
-        deg = [r for r in runs if r.config.profile == deg_profile and r.config.model in FAMILIES["degradation"]
-               and not r.config.tag]  # fmt: skip
-        d = verdicts.degradation(deg)
-        o = verdicts.overfitting(deg).iloc[0]
-        out += [f"Verdicts on the degradation family (profile `{deg_profile}`, notebooks 06 and 07; each table's "
-                f"intervals Holm-adjusted across its claims, family-wise error {100 * verdicts.ALPHA:g}%):", "",
-                f"- *\"Plain CNNs with many layers overfit\"*: **{o['verdict']}**: {o['why']}.",
-                f"- Degradation, in clean training error (Welch intervals across seeds, Holm-adjusted across the "
-                f"{d.attrs['claims']} claims of notebook 06's table): "
-                + "; ".join(f"{r['comparison (clean training error)']} {r['difference']} (**{r['verdict']}**)"
-                            for _, r in d.iterrows()) + ". " + d.attrs.get("reading", "")]  # fmt: skip
-        vg = verdicts.vanishing_gradients(deg)
-        if len(vg):
-            end = vg["point"].iloc[-1]
-            rows = vg[vg["point"].isin(["step 0", end])]
-            out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
-                       f"(first block / last block, log10; the whole interval below −{verdicts.GRADIENT_THRESHOLD:g} "
-                       f"vanishes, above +{verdicts.GRADIENT_THRESHOLD:g} explodes, within "
-                       f"±{verdicts.GRADIENT_THRESHOLD:g} neither; intervals across seeds, Holm-adjusted across the "
-                       f"{vg.attrs['claims']} rows of notebook 06's table): "
-                       + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} "
-                                   f"(**{r['signal towards the input']}**)" for _, r in rows.iterrows()) + ".")
-        lz = verdicts.lesion_verdicts(deg)  # notebook 07's table, so its Holm adjustment
-        lz = lz[lz["claim"].str.endswith("than resnet56")]
-        if len(lz):
-            out.append("- Lesions (Veit et al. 2016): " + "; ".join(
-                f"{v['claim']}: {v['difference (points)']} points"
-                + (" (over random deletions within one trained network each)"
-                   if "within one network" in v["interval from"] else "") + f" (**{v['verdict']}**"
-                + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else "") + ")"
-                for _, v in lz.iterrows()) + ".")
+    table = pd.DataFrame(accuracy_rows(runs)).drop(columns="family", errors="ignore")
+    first = read_first(runs) + (" This section, this paragraph included, is generated from the stored runs by "
+                                "`python -m cnnlib readme`; a test keeps it in step with them.")
+    out = [START, "", _wrap(first), "",
+           verdicts.markdown(table), f"({ACCURACY_NOTE})", ""]  # fmt: skip
+    c = claims(runs)
+    if c is not None:
+        out += verdict_lines(c)
     out += ["", END]
     return "\n".join(out)
 
 
 def update_readme(path: Path = README) -> bool:
-    """Rewrite the results block of the README; True if it changed."""
+    """Rewrite the generated block of the README; True if it changed."""
     text = path.read_text()
     if START not in text or END not in text:
         raise ValueError(f"{path} lacks the markers {START!r} and {END!r}")

@@ -1,9 +1,17 @@
-"""The HTML report's pages link to each other, not to the notebooks."""
+"""The HTML report: pages that link to each other, show no code, and an index that opens with the answer."""
+
+import re
 
 import nbformat
+import pandas as pd
+import pytest
+import torch
 from nbconvert import HTMLExporter
 
+from cnnlib import report, summary
 from cnnlib.report import _html
+from cnnlib.results import list_runs, save_run
+from cnnlib.train import FitResult, make_config
 
 
 def test_links_between_notebooks_point_at_their_pages():
@@ -12,3 +20,103 @@ def test_links_between_notebooks_point_at_their_pages():
     html = _html(nb, HTMLExporter())
     assert 'href="06_skip_connections.html"' in html and 'href="07_why_skip_connections.html#1.-Lesion-study"' in html
     assert ".ipynb" not in html.split("<body", 1)[1]
+
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def test_the_pages_hide_the_code_and_keep_every_output_and_markdown_cell():
+    exporter = report.exporter()
+    assert exporter.exclude_input and exporter.exclude_input_prompt and exporter.exclude_output_prompt
+    assert not exporter.exclude_output and not exporter.exclude_markdown
+    code = nbformat.v4.new_code_cell("hidden_source_line = 41 + 1", execution_count=3, outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="a printed line\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": PIXEL, "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={"text/markdown": "a **Markdown** output"}),
+    ])  # fmt: skip
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A title\n\nSome *prose*."), code])
+    html = _html(nb, exporter, "01_cnn")
+    body = html.split("<body", 1)[1]
+    assert "hidden_source_line" not in html and "In&nbsp;[" not in body and "Out[" not in body
+    assert "a printed line" in body and f"data:image/png;base64,{PIXEL}" in body
+    assert "<strong>Markdown</strong>" in body and "<em>prose</em>" in body and "A title" in body
+    assert 'href="index.html"' in body and "notebooks/01_cnn.ipynb" in body  # back to the index; where the code is
+    assert re.search(r"body\.jp-Notebook \{ max-width: \d+rem", html)  # a column a laptop screen reads
+
+
+def _store_run(model, profile, seed, clean, test, device="Test CPU (2 cores)", kind="cpu", seconds=2.0):
+    cfg = make_config(model, profile, seed)
+    epochs = cfg.epochs
+    ramp = lambda end: [0.1 + (end - 0.1) * (e + 1) / epochs for e in range(epochs)]  # noqa: E731
+    history = pd.DataFrame(dict(epoch=range(1, epochs + 1), train_loss=[2.0] * epochs, train_acc=ramp(clean),
+                                clean_train_acc=ramp(clean), test_loss=[2.1] * epochs, test_acc=ramp(test),
+                                seconds=[seconds] * epochs))  # fmt: skip
+    info = dict(device=kind, device_name=device if kind == "cpu" else device, torch="2.x", train_s=seconds * epochs)
+    save_run(cfg, FitResult(history, torch.zeros(10, dtype=torch.long), info, {}, {}))
+
+
+@pytest.fixture
+def small_store(store):
+    """One full-profile run of seed_cnn; the degradation family in the pilot profile, three seeds each, where
+    the deeper plain net fits its training data far worse and the residual nets do not."""
+    _store_run("seed_cnn", "full", 0, 0.68, 0.66, seconds=3.0)
+    _store_run("seed_cnn", "cpu", 0, 0.30, 0.26)
+    accs = {"plain20": (0.80, 0.81, 0.79), "plain56": (0.60, 0.62, 0.61), "resnet20": (0.82, 0.83, 0.81),
+            "resnet56": (0.85, 0.86, 0.84)}  # fmt: skip
+    for model, values in accs.items():
+        for seed, a in enumerate(values):
+            _store_run(model, "cpu", seed, a, a - 0.05)
+    return list_runs()
+
+
+def test_the_index_opens_with_the_results_and_the_verdicts_of_the_stored_runs(small_store, tmp_path):
+    runs = small_store
+    figure = tmp_path / "06_degradation.png"
+    figure.write_bytes(b"\x89PNG fake")
+    pages = [("01_cnn", "A plain CNN"), ("06_skip_connections", "Skip connections")]
+    html = report.index_html(pages, runs, figure)
+    text = re.sub(r"<[^>]+>", "", html)
+
+    # where the numbers come from, said first and computed from the runs
+    first = html.index("class=first")
+    assert first < html.index("<table") and "no GPU has trained the study yet" in text
+    assert "1 of the 16 models has a run of the full profile" in text and "seed_cnn (seed 0)" in text
+    assert "the degradation family (He et al. 2016) — are still pilots of the reduced cpu profile" in text
+    assert "3,000 training images, 12 epochs" in text  # the pilot's size, from the runs
+    assert "python -m cnnlib status --profile full" in text
+
+    # (a) the results table: the README's rows, family by family
+    results = html[html.index("<h2>Results"):html.index("<h2>Verdicts")]
+    for col in ("original report (%)", "test accuracy (%)", "profile", "s / epoch", "device"):
+        assert f"<th>{col}</th>" in results
+    assert results.count("<tr><td class=nowrap><code>") == len(summary.accuracy_rows(runs)) == 6
+    assert "<td class=num>60</td>" in results and "<td class=num>66.0</td>" in results  # the original's, ours
+    assert "75.0 ± 1.0 (3 seeds)" in results and "<td class=num>3.0</td>" in results  # spread; s / epoch
+    assert results.index("the original report's models") < results.index("the degradation family")
+    assert "Test CPU (2 cores)" in results
+
+    # (b) the verdicts, from the code that writes the README's verdict lines
+    claims = summary.claims(runs)
+    assert claims.profile == "cpu"
+    rows = summary.verdict_rows(claims)
+    verdicts_part = html[html.index("<h2>Verdicts"):html.index("<h2>The notebooks")]
+    assert verdicts_part.count("<td class=\"verdict ") == len(rows) == 4  # overfitting + degradation's three
+    assert '<td class="verdict confirmed">confirmed</td>' in verdicts_part
+    assert "degradation: the deeper plain net fits its training data worse" in verdicts_part
+    assert "plain56 − plain20: +19.0 [" in verdicts_part
+    assert '<a href="06_skip_connections.html">06</a>' in verdicts_part
+    block = summary.readme_block(runs)
+    assert "plain56 − plain20 +19.0 [" in block and "(**confirmed**)" in block  # the README says the same
+
+    # (c) the figure, inlined; then the pages, one line each
+    assert "data:image/png;base64," in verdicts_part
+    notebooks = html[html.index("<h2>The notebooks"):]
+    assert notebooks.count("<li><a href=") == 2 and report.PAGES["06_skip_connections"].split(":")[0] in notebooks
+
+
+def test_the_read_first_paragraph_follows_the_runs(store):
+    assert "no run is stored yet" in summary.read_first([])
+    _store_run("resnet20", "full", 0, 0.9, 0.88, device="Test GPU", kind="cuda:0")
+    text = summary.read_first(list_runs())
+    assert "stored runs were trained on Test GPU" in text and "`resnet20` (seed 0)" in text
+    assert "pilots" not in text and "Not yet trained in either profile" in text
