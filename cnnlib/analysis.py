@@ -71,7 +71,9 @@ def mean_std(values: Iterable[float], scale: float = 100, digits: int = 1, *, se
 def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
     """One row per model: costs, time per epoch, memory, final training (running; and clean,
     where recorded) and test accuracy (mean ± sample std over seeds when there are several),
-    and the mean test accuracy over the run (convergence as the area under the curve)."""
+    and the mean test accuracy over the run (convergence as the area under the curve). The peak
+    GPU memory column is left out when no run of the table was trained on a GPU."""
+    runs = list(runs)
     rows = []
     for model, group in _by_model(runs).items():
         costs = model_costs(group[0].config.model)
@@ -99,7 +101,10 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
                 ),
             }
         )
-    return pd.DataFrame(rows).set_index("model")
+    table = pd.DataFrame(rows).set_index("model")
+    if not any(r.meta.get("peak_memory_mb") is not None for r in runs):
+        table = table.drop(columns="peak GPU MB")
+    return table
 
 
 CHANCE = 1 / len(CLASSES)

@@ -1,7 +1,11 @@
-"""The report's figures: one seaborn style, readable labels, every figure saved as PNG.
+"""The report's figures: one seaborn style, one colour per model, readable labels, every figure saved as PNG.
 
 Figures go to ``$CNNLIB_FIGURES`` (default ``figures/``) under stable names,
 so the README and the HTML report can link them.
+
+This module owns the palette: ``MODEL_COLORS`` gives each registered model a fixed colour, and
+``palette(names)`` the colours of the models (or model labels such as 'plain56 (lr0.1x)') a figure shows,
+so a model has the same colour in every panel of every notebook.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .data import CIFAR10, CLASSES
@@ -28,6 +33,91 @@ METRICS = {
     "clean_train_acc": "training accuracy (clean images, eval mode)",
     "clean_train_err": "training error (clean images, eval mode)",
 }
+
+
+# One colour per registered model. Nets without skip connections are warm (orange, reds), residual nets blue,
+# DenseNets green, SE-ResNets purple: the hue says the architecture, so a DenseNet is green in the panel of the
+# original models and in that of the controlled family. Within a hue the original (seed) model and its controlled
+# counterpart differ in lightness (notebooks 01-04 show them side by side), and the depth ladders (He et al.'s plain
+# and residual nets of 20-56 layers) grow darker with depth. The four models of each family differ in lightness as
+# well as hue, so they stay apart for red-green colour-blind readers too; the seed and controlled colours are drawn
+# from Okabe & Ito's and Tol's colour-blind-safe sets, the ladders are the two ends of ColorBrewer's RdBu.
+MODEL_COLORS: dict[str, str] = {
+    # seed: the original report's models
+    "seed_cnn": "#E69F00",  # orange
+    "seed_resnet18": "#56B4E9",  # sky blue
+    "seed_densenet": "#117733",  # dark green
+    "seed_senet18": "#882255",  # wine
+    # controlled: one recipe; each the other shade of its seed model's hue
+    "plainnet18": "#B84A00",  # burnt orange
+    "resnet18": "#0072B2",  # blue
+    "se_resnet18": "#CC79A7",  # pink
+    "densenet121": "#6CC08B",  # light green
+    # degradation and depth: plain nets red, residual nets blue, darker with depth
+    "plain20": "#F4A582",
+    "plain32": "#D6604D",
+    "plain44": "#B2182B",
+    "plain56": "#67001F",
+    "resnet20": "#92C5DE",
+    "resnet32": "#4393C3",
+    "resnet44": "#2166AC",
+    "resnet56": "#053061",
+}
+
+# Groups of models (plain against residual nets, as in He et al.'s depth sweep), in the hue of their models.
+FAMILY_COLORS: dict[str, str] = {"plain": "#B2182B", "residual": "#2166AC"}
+
+# Names that are neither a registered model nor a label of one: neutral colours, in order of appearance.
+OTHER_COLORS = ("#000000", "#7F7F7F", "#BCBD22", "#8C564B", "#17BECF", "#BBBBBB")
+
+_TAG_SEPARATORS = (" (", "-", "_", " ")
+
+
+def split_label(label: str) -> tuple[str | None, str]:
+    """A model label as (registered model, tag): 'plain56 (lr0.1x)' and 'plain56-lr0.1x' are
+    ('plain56', 'lr0.1x'), 'resnet20' is ('resnet20', ''), a name of no registered model (None, name)."""
+    if label in MODEL_COLORS:
+        return label, ""
+    for model in sorted(MODEL_COLORS, key=len, reverse=True):  # longest first: 'se_resnet18' before 'resnet18'
+        for sep in _TAG_SEPARATORS:
+            if label.startswith(model + sep):
+                return model, label.removeprefix(model + sep).strip(" ()")
+    return None, label
+
+
+def _variant(color: str, tag: str) -> str:
+    """A tagged model's colour: its model's colour muted towards grey by 35, 50 or 65% (the share picked by the
+    tag, so two variants of one model mostly differ): kin of its model's colour, yet apart from it."""
+    share = (0.5, 0.35, 0.65)[sum(tag.encode()) % 3]
+    rgb = np.asarray(to_rgb(color))
+    return to_hex((1 - share) * rgb + share * np.asarray(to_rgb("#A0A0A0"))).upper()
+
+
+def model_color(label: str) -> str | None:
+    """The fixed colour of a registered model or of a tagged label of one; None for any other name."""
+    model, tag = split_label(label)
+    if model is None:
+        return None
+    return MODEL_COLORS[model] if not tag else _variant(MODEL_COLORS[model], tag)
+
+
+def palette(names) -> dict[str, str]:
+    """name -> colour for the models (or model labels) of one figure, in the order given (duplicates once):
+    pass it as seaborn's ``palette=`` with ``hue="model"``, or look up ``color=`` for matplotlib calls.
+    Names of no registered model get neutral colours in their order of appearance."""
+    out: dict[str, str] = {}
+    others = 0
+    for name in dict.fromkeys(names):
+        out[name] = model_color(str(name))
+        if out[name] is None:
+            out[name], others = OTHER_COLORS[others % len(OTHER_COLORS)], others + 1
+    return out
+
+
+def _model_palette(data: pd.DataFrame, hue: str) -> dict[str, str] | None:
+    """The palette for a seaborn call colouring ``data`` by ``hue``: the model colours when ``hue`` is the
+    model column, else None (seaborn's default colours)."""
+    return palette(data[hue].unique()) if hue == "model" and hue in data else None
 
 
 class PlainLogFormatter(LogFormatter):
@@ -77,8 +167,8 @@ def curves(history: pd.DataFrame, *, pairs=(("train_loss", "test_loss"), ("train
         long = history.melt(id_vars=["epoch", hue, "seed"], value_vars=[train_col, test_col],
                             var_name="split", value_name="value")  # fmt: skip
         long["split"] = long["split"].map({train_col: "training", test_col: "test"})
-        sns.lineplot(data=long, x="epoch", y="value", hue=hue, style="split",
-                     style_order=["test", "training"], errorbar="sd", ax=ax)  # fmt: skip
+        sns.lineplot(data=long, x="epoch", y="value", hue=hue, style="split", style_order=["test", "training"],
+                     palette=_model_palette(long, hue), errorbar="sd", ax=ax)  # fmt: skip
         if "loss" in train_col:
             ax.set_yscale("log")
         ax.set_ylabel(METRICS[train_col].replace("training ", "").split(" (")[0])
@@ -99,7 +189,7 @@ def overlay(history: pd.DataFrame, metric: str = "test_acc", *, hue: str = "mode
             ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:  # fmt: skip
     """One metric for many models on one axis (mean over seeds, band = spread)."""
     ax = ax or plt.subplots(figsize=(7, 4))[1]
-    sns.lineplot(data=history, x="epoch", y=metric, hue=hue, errorbar="sd", ax=ax)
+    sns.lineplot(data=history, x="epoch", y=metric, hue=hue, palette=_model_palette(history, hue), errorbar="sd", ax=ax)
     ax.set_ylabel(METRICS.get(metric, metric))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:

@@ -1,0 +1,98 @@
+"""The palette: one fixed colour per model, the same in every panel of every figure."""
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import to_hex, to_rgb  # noqa: E402
+
+from cnnlib import plots  # noqa: E402
+from cnnlib.models import FAMILIES, list_models  # noqa: E402
+
+# notebooks 01-04: each original model next to its controlled twin
+PAGES = (("seed_cnn", "plainnet18"), ("seed_resnet18", "resnet18"), ("seed_densenet", "densenet121"),
+         ("seed_senet18", "se_resnet18"))  # fmt: skip
+
+
+def lab(color: str) -> np.ndarray:
+    """CIELAB (D65) of an sRGB colour, for perceptual distances."""
+    c = np.asarray(to_rgb(color))
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_every_registered_model_has_its_own_colour():
+    assert set(plots.MODEL_COLORS) == set(list_models())
+    assert len({c.upper() for c in plots.MODEL_COLORS.values()}) == len(plots.MODEL_COLORS)
+    for color in plots.MODEL_COLORS.values():
+        to_rgb(color)  # a valid matplotlib colour
+
+
+def test_models_shown_together_are_far_apart():
+    """Each family shares figures (and notebooks 01-04 pair each original model with its twin): every two
+    of their colours differ clearly (CIELAB distance), and each is visible on a white background."""
+    for names in (*FAMILIES.values(), *PAGES):
+        for a, b in itertools.combinations(names, 2):
+            distance = np.linalg.norm(lab(plots.MODEL_COLORS[a]) - lab(plots.MODEL_COLORS[b]))
+            assert distance > 15, (a, b, distance)
+    assert all(lab(c)[0] < 85 for c in plots.MODEL_COLORS.values())
+
+
+def test_palette_of_a_list_is_a_dict_in_the_order_given():
+    names = ["resnet56", "plain20", "resnet56", "densenet121"]
+    pal = plots.palette(names)
+    assert list(pal) == ["resnet56", "plain20", "densenet121"]
+    assert pal == {n: plots.MODEL_COLORS[n] for n in pal}
+    assert plots.palette(pd.Series(names)) == pal == plots.palette(n for n in names)
+    assert plots.palette(["plain20", "resnet56"])["resnet56"] == pal["resnet56"]  # fixed, whatever else is shown
+
+
+def test_tagged_labels_get_a_fixed_colour_of_their_own():
+    tagged = plots.palette(["plain56", "plain56 (lr0.1x)", "plain56-lr0.1x"])
+    assert plots.split_label("plain56 (lr0.1x)") == plots.split_label("plain56-lr0.1x") == ("plain56", "lr0.1x")
+    assert plots.split_label("se_resnet18 (lr0.1x)") == ("se_resnet18", "lr0.1x")
+    assert tagged["plain56 (lr0.1x)"] == tagged["plain56-lr0.1x"] != tagged["plain56"]
+    assert tagged["plain56 (lr0.1x)"] not in {c.upper() for c in plots.MODEL_COLORS.values()}
+    degradation = [plots.MODEL_COLORS[m] for m in FAMILIES["degradation"]]  # the figures it is shown in
+    assert min(np.linalg.norm(lab(tagged["plain56 (lr0.1x)"]) - lab(c)) for c in degradation) > 15
+
+
+def test_other_names_get_neutral_colours_apart_from_the_models():
+    pal = plots.palette(["resnet20", "tiny", "other"])
+    assert pal["resnet20"] == plots.MODEL_COLORS["resnet20"]
+    assert pal["tiny"] != pal["other"]
+    assert not {pal["tiny"], pal["other"]} & set(plots.MODEL_COLORS.values())
+
+
+def history(models, epochs=3) -> pd.DataFrame:
+    rows = [{"epoch": e, "model": m, "seed": 0, "train_loss": 1 / e, "test_loss": 1.2 / e, "train_acc": 0.1 * e,
+             "test_acc": 0.08 * e} for m in models for e in range(1, epochs + 1)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def legend_colors(ax) -> dict[str, str]:
+    legend = ax.get_legend()
+    pairs = zip(legend.texts, legend.legend_handles, strict=True)
+    return {text.get_text(): to_hex(handle.get_color()).upper() for text, handle in pairs}
+
+
+def test_a_model_has_the_same_colour_in_every_panel():
+    fig = plots.overlay_grid({"left": history(["seed_densenet", "resnet18", "densenet121"]),
+                              "right": history(["densenet121", "plain20"])}, ["train_acc", "test_loss"])  # fmt: skip
+    left, right = (legend_colors(ax) for ax in fig.axes[:2])
+    assert left["densenet121"] == right["densenet121"] == plots.MODEL_COLORS["densenet121"]
+    assert left == {m: plots.MODEL_COLORS[m] for m in ("seed_densenet", "resnet18", "densenet121")}
+    plt.close(fig)
+
+    fig = plots.curves(history(["plain56", "resnet56"]))
+    colors = legend_colors(fig.axes[-1])
+    assert colors["plain56"] == plots.MODEL_COLORS["plain56"] and colors["resnet56"] == plots.MODEL_COLORS["resnet56"]
+    plt.close(fig)
