@@ -147,30 +147,30 @@ def confusion_matrix(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFram
 
 
 def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
-    """Per-class test accuracy (%) of each run with its exact 95% binomial interval, one column per run."""
-    from .stats import accuracy_interval, fmt_interval
-
+    """Per-class test accuracy (%) of each run, one column per run (model label), one row per class;
+    ``per_class_note`` says how precise each entry is."""
     out = {}
     for r in runs:
         labels, preds = test_labels(data, r), np.asarray(r.predictions)
-        out[r.config.model] = [fmt_interval(accuracy_interval(preds[labels == c], labels[labels == c]))
-                               for c in range(len(CLASSES))]  # fmt: skip
+        out[label(r)] = [round(100 * float(np.mean(preds[labels == c] == c)), 1) if np.any(labels == c) else np.nan
+                         for c in range(len(CLASSES))]  # fmt: skip
     return pd.DataFrame(out, index=pd.Index(CLASSES, name="class"))
 
 
-def closing_lines(runs: Iterable[Run]) -> str:
-    """One Markdown line per run: final test accuracy, the gap to training accuracy (clean,
-    eval mode, where recorded; else the running one) and the mean test accuracy over the run."""
-    lines = []
-    for r in runs:
-        h = r.history
-        clean = "clean_train_acc" in h
-        col, what = ("clean_train_acc", "clean training") if clean else ("train_acc", "running training")
-        gap = 100 * (h[col].iloc[-1] - h["test_acc"].iloc[-1])
-        lines.append(f"- `{r.config.model}`: final test accuracy {100 * h['test_acc'].iloc[-1]:.1f}%, {what} minus "
-                     f"test accuracy {gap:+.1f} points, mean test accuracy over the {len(h)} epochs "
-                     f"{100 * area_under_curve(h['epoch'], h['test_acc']):.1f}%")  # fmt: skip
-    return "\n".join(lines)
+def per_class_note(runs: Iterable[Run], data: CIFAR10) -> str:
+    """How many test images each per-class entry rests on, and the width of its exact 95% interval at the
+    widest (an accuracy of 50%), e.g. '50 test images per class: ... about ±14 points'."""
+    from .stats import accuracy_interval
+
+    counts = sorted({int(n) for r in runs for n in np.bincount(test_labels(data, r), minlength=len(CLASSES))})
+    n = counts[0]
+    half = np.zeros(n, dtype=int)
+    half[: n // 2] = 1  # half right: the widest interval
+    iv = accuracy_interval(half, np.ones(n, dtype=int))
+    per = f"{n:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
+    return (f"Each entry rests on {per} test images of its class: its exact 95% binomial interval is up to about "
+            f"±{100 * (iv.high - iv.low) / 2:.0f} points wide, so differences between classes or models smaller "
+            "than that are noise.")
 
 
 def run_data(data: CIFAR10, run: Run) -> CIFAR10:

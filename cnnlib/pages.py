@@ -9,9 +9,9 @@ Each notebook narrates in Markdown and calls one method per section::
     page.curves()         # loss and accuracy against epochs
     page.table()          # costs and final numbers
     page.confusion()      # confusion matrices
-    page.per_class()      # per-class accuracy with intervals
+    page.per_class()      # per-class accuracy, one compact table, with its precision
     page.versus_original()
-    page.closing()        # computed closing lines (Markdown)
+    page.reading()        # what the curves show, in sentences computed from the runs (Markdown)
 
 Figures are saved under ``<name>_<section>`` (see ``plots.save``).
 """
@@ -23,7 +23,7 @@ from functools import cached_property
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import analysis, plots
+from . import analysis, findings, plots
 from .data import CIFAR10, load_cifar10
 from .report import get_runs, provenance, resolve_profile
 from .results import Run
@@ -54,10 +54,17 @@ class ModelPage:
     def data(self) -> CIFAR10:
         return load_cifar10()
 
-    def architecture(self) -> None:
-        """Print the torchinfo summary of the original model (output shape and parameters per layer)."""
-        print(analysis.model_summary(self.original, depth=3, col_names=("output_size", "num_params"),
-                                     row_settings=("var_names",)))  # fmt: skip
+    def architecture(self, max_lines: int = 50) -> None:
+        """Print the torchinfo summary of the original model (output shape and parameters per layer), to
+        depth 3, or to depth 2 (whole blocks) where depth 3 would run past ``max_lines`` lines."""
+        kwargs = dict(col_names=("output_size", "num_params"), row_settings=("var_names",))
+        table = analysis.model_summary(self.original, depth=3, **kwargs)
+        if len(table.splitlines()) > max_lines:
+            rows = len(table.splitlines())
+            table = analysis.model_summary(self.original, depth=2, **kwargs)
+            table += (f"\n(blocks shown whole; the layer-by-layer table has {rows} lines: "
+                      f"cnnlib.analysis.model_summary({self.original!r}, depth=3))")
+        print(table)
 
     def samples(self) -> None:
         """How many images there are, and the first training images of each class."""
@@ -96,6 +103,10 @@ class ModelPage:
         plt.show()
 
     def per_class(self) -> pd.DataFrame:
+        """Per-class test accuracy (%) of the final models, after a line on how precise each entry is."""
+        from IPython.display import Markdown, display
+
+        display(Markdown(analysis.per_class_note(self.final, self.data)))
         return analysis.per_class_table(self.final, self.data)
 
     @cached_property
@@ -111,7 +122,13 @@ class ModelPage:
         shown = list(self.final) + ([self.full_original] if self.full_original is not None else [])
         return analysis.versus_original(shown)
 
-    def closing(self):
+    def reading(self):
+        """Markdown: what the curves show, computed from the runs (``findings.page_reading``)."""
         from IPython.display import Markdown
 
-        return Markdown(analysis.closing_lines(self.final))
+        def group(model):
+            return [r for r in self.runs if r.config.model == model]
+
+        return Markdown(findings.page_reading(group(self.original), group(self.ours),
+                                              lambda r: analysis.test_labels(self.data, r),
+                                              full_original=self.full_original))  # fmt: skip

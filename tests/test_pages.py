@@ -32,5 +32,7 @@ def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, mon
     assert list(page.per_class().columns) == ["seed_cnn", "seed_resnet18"]
     assert page.full_original is None  # no full-protocol run stored here
     assert list(page.versus_original()["original report (%)"]) == [60, 72]
-    closing = page.closing().data
-    assert closing.count("\n- ") == 1 and "clean training minus test accuracy" in closing
+    reading = page.reading().data.split("\n\n")
+    assert reading[0].startswith("`seed_cnn` ends at ") and reading[1].startswith("`seed_resnet18` ends at ")
+    assert reading[2].startswith("`seed_resnet18` ends ") and "times the multiply-adds per image" in reading[2]
+    assert reading[3].startswith("The original report's `seed_cnn` ended at about 60%; ours (smoke profile")

@@ -163,7 +163,7 @@ def test_missing_models_give_an_empty_table(missing):
     assert verdicts.degradation(family(accs)).empty
 
 
-def test_per_class_table_and_closing_lines(synthetic):
+def test_per_class_table_is_compact_and_its_note_gives_the_precision(synthetic):
     from cnnlib import analysis
     from cnnlib.train import TrainConfig
 
@@ -173,10 +173,9 @@ def test_per_class_table_and_closing_lines(synthetic):
     h = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.2, 0.4], "test_acc": [0.1, 0.3]})
     run = Run(cfg, h, preds.astype(np.uint8), {"device_name": "CPU", "final": {}}, Path("/nonexistent"))
     t = analysis.per_class_table([run], synthetic)
-    assert t.loc["airplane", "seed_cnn"].startswith("100.0 [") and t.loc["cat", "seed_cnn"].startswith("0.0 [0.0, ")
-    line = analysis.closing_lines([run])
-    assert line == ("- `seed_cnn`: final test accuracy 30.0%, running training minus test accuracy +10.0 points, "
-                    "mean test accuracy over the 2 epochs 20.0%")
+    assert t.loc["airplane", "seed_cnn"] == 100.0 and t.loc["cat", "seed_cnn"] == 0.0
+    note = analysis.per_class_note([run], synthetic)  # 20 test images per class: Clopper-Pearson at 10/20
+    assert note.startswith("Each entry rests on 20 test images of its class") and "about ±23 points" in note
 
 
 def test_training_times_compare_only_on_the_card_that_trained_most_runs():
