@@ -105,6 +105,10 @@ class TrainConfig:
             n_train, n_test = len(data.train_y), len(data.test_y)
         return self.train_subset or n_train, self.test_subset or n_test
 
+    def steps_per_epoch(self, data: CIFAR10 | None = None) -> int:
+        """Optimizer steps per epoch: full batches only (the last partial batch is dropped)."""
+        return self.n_images(data)[0] // self.batch_size
+
 
 # Presets. "full" is the report's protocol, meant for a GPU: its epochs per
 # family are chosen so that the twelve seed-0 runs fit in 9 minutes of one H200

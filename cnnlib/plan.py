@@ -221,9 +221,8 @@ def stage_hours_left(profile: str = "full", device: torch.device | None = None) 
                 unknown += 1
                 continue
             if st.state == "partly":
-                total = cfg.epochs * len(range(0, cfg.n_images()[0] - cfg.batch_size + 1, cfg.batch_size))
-                spe = total // cfg.epochs
-                est *= max(0.0, 1 - (st.epochs_done * spe + st.steps_done) / max(1, total))
+                spe = cfg.steps_per_epoch()
+                est *= max(0.0, 1 - (st.epochs_done * spe + st.steps_done) / max(1, cfg.epochs * spe))
             hours += est / 3600
         out.append((name, hours, unknown))
     return out

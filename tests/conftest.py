@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -21,3 +22,18 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLIB_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.delenv("CNNLIB_RETRAIN", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def _engine_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("engine")
+
+
+@pytest.fixture(autouse=True)
+def _engine_checks_stay_in_the_test_session(_engine_cache, monkeypatch):
+    """The engine's measured checks of tests (tiny models, loaded machine) never reach the user's cache,
+    whose rates the plan's estimates read; a test that points CNNLIB_CACHE somewhere gets it there."""
+    from cnnlib import engine
+
+    monkeypatch.setattr(engine, "_cache_path",
+                        lambda: Path(os.environ.get("CNNLIB_CACHE") or _engine_cache) / "engine.json")  # fmt: skip

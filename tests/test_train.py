@@ -40,6 +40,8 @@ def test_config_validates_and_hashes():
     assert a.hash != b.hash and a.hash == make_config("resnet20", "smoke").hash
     assert TrainConfig.from_dict(a.to_dict()) == a
     assert set(PROFILES) >= {"smoke", "full"}
+    tune = make_config("resnet20", "tune")  # 45,000 images at batch 512: 87 full batches, the last one dropped
+    assert tune.steps_per_epoch() == 87 == 45_000 // tune.batch_size
 
 
 def test_one_cycle_schedule_warms_up_then_decays_to_zero():
