@@ -20,8 +20,9 @@ from . import stats, verdicts
 from .analysis import CHANCE, ORIGINAL_ACCURACY, label, model_costs
 from .results import Run
 
-CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over the 10 classes
-EXPLODED = 10 * CHANCE_LOSS  # an eval-mode test loss after epoch 1 above this counts as a blow-up
+CHANCE_LOSS = math.log(1 / CHANCE)  # cross-entropy of a uniform guess over the 10 classes: ln 10 = 2.30
+EXPLOSION_FACTOR = 10.0  # an eval-mode test loss after epoch 1 above this many times CHANCE_LOSS is a blow-up
+EXPLODED = EXPLOSION_FACTOR * CHANCE_LOSS
 LATE = 0.2  # "the last epochs": this fraction of the run (at least one epoch)
 PEAK_MARGIN = 0.01  # a best epoch this far above the final one is worth a sentence
 
@@ -44,11 +45,6 @@ def first_epoch_loss(run: Run) -> float:
     """The eval-mode test loss after the first epoch (NaN if the run has no epoch)."""
     h = run.history
     return float(h["test_loss"].iloc[0]) if len(h) and "test_loss" in h else math.nan
-
-
-def exploded(runs: Iterable[Run], threshold: float = EXPLODED) -> list[tuple[Run, float]]:
-    """The runs whose eval-mode test loss after epoch 1 exceeds ``threshold``, with that loss."""
-    return [(r, first_epoch_loss(r)) for r in runs if first_epoch_loss(r) > threshold]
 
 
 def _train_col(run: Run) -> tuple[str, str]:

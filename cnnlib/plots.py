@@ -18,6 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.ticker import LogFormatter, MaxNLocator
+from matplotlib.transforms import offset_copy
 
 from .data import CIFAR10, CLASSES
 from .paths import figures_root
@@ -122,9 +123,15 @@ def _model_palette(data: pd.DataFrame, hue: str) -> dict[str, str] | None:
 
 class PlainLogFormatter(LogFormatter):
     """Tick labels of a log axis as plain numbers (3, 0.5, 20), not 3x10^0: which ticks get a label is
-    matplotlib's choice (decades; the ticks between them too when the axis spans little)."""
+    matplotlib's choice (decades; the ticks between them too when the axis spans little). Numbers below
+    ``SMALL`` or from ``LARGE`` up, whose plain form would run to many zeros, read as 1e-12 or 1e7."""
+
+    SMALL, LARGE = 1e-4, 1e7
 
     def _num_to_string(self, x, vmin, vmax):
+        if x != 0 and not self.SMALL <= abs(x) < self.LARGE:
+            mantissa, exponent = f"{x:.2g}".split("e")
+            return f"{mantissa}e{int(exponent)}"
         text = f"{x:.3g}"
         return np.format_float_positional(float(text), trim="-") if "e" in text else text
 
@@ -138,6 +145,87 @@ def plain_log_labels(fig_or_axes) -> None:
             if axis.get_scale() == "log":
                 axis.set_major_formatter(PlainLogFormatter())
                 axis.set_minor_formatter(PlainLogFormatter())
+
+
+def outlier_limits(y, keep, *, margin: float = 1.5, log: bool = True) -> tuple[float, float] | None:
+    """The y-limits ``clip_outliers`` sets: the range of the points ``keep`` selects, widened by ``margin``."""
+    y, keep = np.asarray(y, dtype=float), np.asarray(keep, dtype=bool)
+    kept = y[keep & np.isfinite(y)]
+    if not len(kept):
+        return None
+    lo, hi = float(kept.min()), float(kept.max())
+    if log:
+        return lo / margin, hi * margin
+    pad = (margin - 1) * max(hi - lo, abs(hi) * 0.1, 1e-12)
+    return lo - pad, hi + pad
+
+
+FIRST_EPOCH_FAR = 3.0  # a loss panel is scaled to epochs 2 on when its first epoch lies this many times above them
+
+
+def _first_epoch_points(data: pd.DataFrame, hue: str, y: str, by=()) -> pd.DataFrame:
+    """The plotted points of a loss panel: the mean over seeds per ``hue`` (and ``by``) and epoch, labelled."""
+    keys = [hue, *by, "epoch"]
+    m = data.groupby(keys, sort=False)[y].mean().reset_index()
+    m["label"] = m[[hue, *by]].astype(str).agg(" ".join, axis=1)
+    m["keep"] = m["epoch"] > m["epoch"].min()
+    return m
+
+
+def _far_first_epoch(m: pd.DataFrame, y: str) -> bool:
+    rest = m.loc[m["keep"], y]
+    return m["epoch"].nunique() >= 3 and bool(len(rest)) and m[y].max() > FIRST_EPOCH_FAR * rest.max()
+
+
+def clip_first_epoch(axes_data: list[tuple[plt.Axes, pd.DataFrame]], hue: str, y: str, by=()) -> None:
+    """Scale loss panels (log axes; several when they share their y axis) to epochs 2 on when the first epoch
+    lies far above the rest (``FIRST_EPOCH_FAR``), marking the clipped first-epoch points and their values
+    (``clip_outliers``): one blow-up then no longer flattens the curves."""
+    points = [(ax, _first_epoch_points(d, hue, y, by)) for ax, d in axes_data if len(d)]
+    if not points or not any(_far_first_epoch(m, y) for _, m in points):
+        return
+    every = pd.concat([m for _, m in points], ignore_index=True)
+    limits = outlier_limits(every[y], every["keep"])
+    colors = palette(dict.fromkeys(every[hue]))
+    for ax, m in points:
+        by_label = {lab: colors[h] for lab, h in zip(m["label"], m[hue], strict=True)}
+        clip_outliers(ax, m["epoch"], m[y], m["label"], by_label, keep=m["keep"], limits=limits)
+
+
+def clip_outliers(ax: plt.Axes, x, y, labels, colors, *, keep, margin: float = 1.5, log: bool = True,
+                  what: str = "epoch", fmt: str = "{:.3g}", limits: tuple[float, float] | None = None,
+                  ) -> list[int]:  # fmt: skip
+    """Scale the y-axis to the points ``keep`` selects (e.g. every epoch but the first), so an outlier does not
+    flatten the rest: limits from their minimum and maximum, widened by ``margin`` (a factor on a log axis, a
+    share of the range on a linear one). Each point above the new top is drawn as a triangle at the top edge in
+    its colour (``colors[labels[i]]``), and one note in the upper right corner, with an arrow to each x that has
+    clipped points, lists their values ('off the axis at epoch 1: plain56 s0: 4.6e+05'). Returns the indices of
+    the clipped points. ``limits``: the axis' (bottom, top), when several axes share them (``outlier_limits``
+    of all their points)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    labels, keep = list(labels), np.asarray(keep, dtype=bool)
+    if limits is None:
+        limits = outlier_limits(y, keep, margin=margin, log=log)
+        if limits is None:
+            return []
+    bottom, top = limits
+    ax.set_ylim(bottom, top)
+    clipped = np.flatnonzero(np.isfinite(y) & (y > top))
+    lines = []
+    for xv in dict.fromkeys(x[clipped]):
+        idx = [i for i in clipped if x[i] == xv]
+        for j, i in enumerate(idx):  # side by side at the top edge
+            shift = offset_copy(ax.transData, fig=ax.figure, x=7 * (j - (len(idx) - 1) / 2), y=0, units="points")
+            ax.plot([xv], [top], marker="^", ms=8, ls="none", color=colors[labels[i]], mec="black", mew=0.6,
+                    transform=shift, clip_on=False, zorder=6)  # fmt: skip
+        lines += [f"off the axis at {what} {xv:g}:"] + [f"  {labels[i]}: {fmt.format(y[i])}" for i in idx]
+    for k, xv in enumerate(dict.fromkeys(x[clipped])):  # one note, an arrow to each clipped x
+        ax.annotate("\n".join(lines) if k == 0 else "", xy=(xv, top), xycoords="data", xytext=(0.97, 0.95),
+                    textcoords="axes fraction", ha="right", va="top", multialignment="left", fontsize="x-small",
+                    zorder=7,
+                    bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.6", alpha=0.95) if k == 0 else None,
+                    arrowprops=dict(arrowstyle="->", color="0.3", lw=1.0, shrinkB=6))  # fmt: skip
+    return [int(i) for i in clipped]
 
 
 def use_style() -> None:
@@ -171,6 +259,7 @@ def curves(history: pd.DataFrame, *, pairs=(("train_loss", "test_loss"), ("train
                      palette=_model_palette(long, hue), errorbar="sd", ax=ax)  # fmt: skip
         if "loss" in train_col:
             ax.set_yscale("log")
+            clip_first_epoch([(ax, long)], hue, "value", by=("split",))
         ax.set_ylabel(METRICS[train_col].replace("training ", "").split(" (")[0])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -209,6 +298,8 @@ def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "mod
             overlay(history, metric, hue=hue, ax=ax, title=group if row == 0 else None)
             if "loss" in metric:
                 ax.set_yscale("log")
+                if col == len(histories) - 1:  # the row's axes share their limits: scale them once, together
+                    clip_first_epoch(list(zip(axes[row], histories.values(), strict=True)), hue, metric)
             if row < len(metrics) - 1:
                 ax.set_xlabel("")
             if ax.get_legend() is not None and row > 0:

@@ -97,3 +97,33 @@ def test_a_model_has_the_same_colour_in_every_panel():
     colors = legend_colors(fig.axes[-1])
     assert colors["plain56"] == plots.MODEL_COLORS["plain56"] and colors["resnet56"] == plots.MODEL_COLORS["resnet56"]
     plt.close(fig)
+
+
+def _history(first_test_loss: float) -> pd.DataFrame:
+    rows = [{"epoch": e, "model": m, "seed": 0, "train_loss": 2.0 / e, "train_acc": 0.2 * e, "test_acc": 0.2 * e,
+             "test_loss": first_test_loss if e == 1 else 2.2 / e} for m in ("plain20", "resnet20")
+            for e in (1, 2, 3, 4)]
+    return pd.DataFrame(rows)
+
+
+def test_a_first_epoch_blow_up_does_not_flatten_the_loss_panel():
+    fig = plots.curves(_history(460.0))
+    loss_ax = fig.axes[0]
+    bottom, top = loss_ax.get_ylim()
+    assert (bottom, top) == (0.5 / 1.5, 1.1 * 1.5)  # scaled to epochs 2-4 (losses 0.5-1.1), widened by 1.5
+    notes = [t.get_text() for t in loss_ax.texts if t.get_text()]
+    assert len(notes) == 1 and notes[0].startswith("off the axis at epoch 1:")
+    assert "plain20 test: 460" in notes[0] and "resnet20 training: 2" in notes[0]  # 2.0 lies above 1.65 too
+    plt.close(fig)
+    calm = plots.curves(_history(2.3))  # no first epoch far above the rest: matplotlib's limits, no note
+    assert calm.axes[0].get_ylim()[1] > 2.2 and not [t for t in calm.axes[0].texts if t.get_text()]
+    plt.close(calm)
+
+
+def test_loss_rows_of_a_grid_clip_together():
+    h = _history(460.0)
+    fig = plots.overlay_grid({"a": h[h["model"] == "plain20"], "b": h[h["model"] == "resnet20"]}, ["test_loss"])
+    (ax_a, ax_b) = fig.axes
+    assert ax_a.get_ylim() == ax_b.get_ylim() and ax_a.get_ylim()[1] < 10
+    assert all(any("off the axis" in t.get_text() for t in ax.texts) for ax in (ax_a, ax_b))
+    plt.close(fig)
