@@ -336,8 +336,12 @@ def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, ch
            "--checkpoint-every", repr(checkpoint_every_s), "--policy", policy]  # fmt: skip
     cmd += ["--device", device] if device else []
     cmd += ["--models", *models] if models else []
-    log(f"{n} workers share the device until the deadline")
-    procs = [subprocess.Popen(cmd) for _ in range(n)]
+    env, each = dict(os.environ), ""
+    if (torch.device(device) if device else default_device()).type == "cpu" and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))  # the cores split, not oversubscribed
+        each = f" ({env['OMP_NUM_THREADS']} thread(s) each)"
+    log(f"{n} workers share the device until the deadline{each}")
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
     codes = [p.wait() for p in procs]
     after = {st.config.run_id for st in status(profile) if st.state == "done"}
     if any(codes):

@@ -290,6 +290,26 @@ def peek_checkpoint(cfg: TrainConfig) -> dict | None:
                 train_s=sum(r["seconds"] for r in state["history"]) + p.get("seconds", 0.0))  # fmt: skip
 
 
+class _LogLine:
+    """Without a terminal, a progress line inside an epoch every ``PROGRESS_EVERY_S`` seconds: the rate since
+    the last line and the time the epoch's training still needs at that rate."""
+
+    def __init__(self, enabled: bool, prefix: str, steps: int, batch: int, seen: int):
+        self.enabled, self.prefix, self.steps, self.batch = enabled, prefix, steps, batch
+        self.t, self.seen = time.perf_counter(), seen
+        self.due = self.t + PROGRESS_EVERY_S
+
+    def __call__(self, i: int, seen: int) -> None:
+        """After step ``i`` (0-based) of the epoch, with ``seen`` images trained in it."""
+        if not self.enabled or (now := time.perf_counter()) < self.due:
+            return
+        rate = (seen - self.seen) / (now - self.t)
+        left = (self.steps - i - 1) * self.batch / rate
+        print(f"{self.prefix} step {i + 1}/{self.steps}: {rate:.0f} img/s, the epoch's training ends in about "
+              f"{left / 60:.0f} min", flush=True)  # fmt: skip
+        self.t, self.seen, self.due = now, seen, now + PROGRESS_EVERY_S
+
+
 class _Run:
     """The state of one training run inside ``fit``: model, optimizer, loaders, probes, history."""
 
@@ -368,8 +388,8 @@ class _Run:
         correct = torch.zeros((), device=self.device, dtype=torch.long) + p.correct
         seen, monitor_s = p.seen, 0.0
         t0, last_save = time.perf_counter(), time.perf_counter()
-        lines = verbose and not sys.stdout.isatty()  # a log: a line now and then instead of the bar
-        next_line, line_t, line_seen = t0 + PROGRESS_EVERY_S, t0, seen
+        log = _LogLine(verbose and not sys.stdout.isatty(), f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}",
+                       self.steps_per_epoch, cfg.batch_size, seen)  # a log: a line now and then, not the bar
         bar = tqdm(loader.batches(start=p.step), total=self.steps_per_epoch, initial=p.step,
                    desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=None if verbose else True)  # fmt: skip  (None: only on a terminal)
@@ -387,15 +407,10 @@ class _Run:
                 self.monitor.at_step(step + 1, self.model, self.lr(step))
                 monitor_s += time.perf_counter() - tm
             last = i + 1 == self.steps_per_epoch
-            if lines and (now := time.perf_counter()) >= next_line:
-                rate = (seen - line_seen) / (now - line_t)
-                left = (self.steps_per_epoch - i - 1) * cfg.batch_size / rate
-                print(f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{self.steps_per_epoch}: "
-                      f"{rate:.0f} img/s, the epoch's training ends in about {left / 60:.0f} min", flush=True)
-                next_line, line_t, line_seen = now + PROGRESS_EVERY_S, now, seen
+            log(i, seen)
             stop = not last and should_stop()
             if stop or (not last and checkpoint_every_s and time.perf_counter() - last_save >= checkpoint_every_s):
-                self._sync()
+                self._sync()  # the epoch's sums so far go into the checkpoint; the clock restarts
                 p.step, p.loss_sum, p.correct, p.seen = i + 1, loss_sum.item(), int(correct.item()), seen
                 p.seconds += time.perf_counter() - t0 - monitor_s
                 t0, monitor_s = time.perf_counter(), 0.0

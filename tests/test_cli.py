@@ -293,3 +293,30 @@ def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypa
     # a table with a missing run chooses nothing
     fake.pop(next(iter(fake)))
     assert real_choice(recipe.table(fake)) is None
+
+
+def test_cpu_workers_split_the_cores_between_them(store, monkeypatch):
+    from cnnlib import plan
+
+    started = []
+
+    class Worker:  # stands in for the worker process: records how it was started
+        def __init__(self, cmd, env):
+            started.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(plan.subprocess, "Popen", Worker)
+    monkeypatch.setattr(plan.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    lines = []
+    result = plan.train_missing(60, "smoke", device="cpu", workers=2, log=lines.append)
+    assert len(started) == 2 and all(env["OMP_NUM_THREADS"] == "1" for _, env in started)
+    assert "--claims" in started[0][0] and started[0][0][started[0][0].index("--policy") + 1] == "sequential"
+    assert lines == ["2 workers share the device until the deadline (1 thread(s) each)"]
+    assert result["trained"] == []
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice stands
+    started.clear()
+    plan.train_missing(60, "smoke", device="cpu", workers=2, log=lines.append)
+    assert all(env["OMP_NUM_THREADS"] == "2" for _, env in started)

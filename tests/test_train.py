@@ -260,3 +260,25 @@ def test_interleaved_prefixes_are_balanced():
     idx = interleaved(labels, 25)
     assert torch.bincount(labels[idx], minlength=10).tolist() == [3] * 5 + [2] * 5
     assert sorted(interleaved(labels).tolist()) == list(range(300))
+
+
+def test_without_a_terminal_a_progress_line_comes_every_few_minutes(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from cnnlib import train
+
+    now = [1000.0]
+    monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    line = train._LogLine(True, "resnet20-full-s0 epoch 2/40", steps=97, batch=512, seen=0)
+    now[0] += train.PROGRESS_EVERY_S - 1
+    line(9, 5120)
+    assert capsys.readouterr().out == ""
+    now[0] += 1  # 10 steps of 512 images in 180 s: 28 images/s, 87 steps left
+    line(9, 5120)
+    assert capsys.readouterr().out == ("resnet20-full-s0 epoch 2/40 step 10/97: 28 img/s, the epoch's training ends "
+                                       "in about 26 min\n")
+    line(10, 5632)  # the next line is due a period later
+    silent = train._LogLine(False, "x", steps=97, batch=512, seen=0)  # on a terminal the bar shows progress
+    now[0] += 10 * train.PROGRESS_EVERY_S
+    silent(10, 5632)
+    assert capsys.readouterr().out == ""
