@@ -338,8 +338,10 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
     else:
         v = CANNOT_TELL
         costliest = "is" if slowest == "DenseNet" else "is not"
-        evidence = f"no runs timed on one GPU; {cost} (DenseNet {costliest} the costliest)"
-        settle = "training the family on one GPU (the full profile) times it"
+        evidence = (f"no runs timed on one GPU (CPU runs share their machine with other work); {cost} (DenseNet "
+                    f"{costliest} the costliest)")  # fmt: skip
+        settle = ("timing the three on one otherwise idle machine: their runs on one GPU, or their training steps "
+                  "on one CPU (benchmarks/step_rates.py)")
     rows.append({"claim": "training time: DenseNet > SE-ResNet > ResNet", "measured by": "seconds per epoch",
                  "evidence (Holm-adjusted intervals)": evidence, "verdict": v,
                  "what would settle it": settle})  # fmt: skip
