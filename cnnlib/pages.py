@@ -32,6 +32,13 @@ CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"
 RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
 
 
+def caption(text: str) -> None:
+    """A figure's one-line caption, in italics under it."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"*{text}*"))
+
+
 class ModelPage:
     """The runs of ``original`` and ``ours`` in one profile, and the sections built from them."""
 
@@ -73,6 +80,7 @@ class ModelPage:
         fig = plots.samples(data)
         plots.save(fig, "samples")
         plt.show()
+        caption("The first training images of each class, one row per class, at their 32x32 pixels.")
 
     def curves(self, runs: list[Run] | None = None, *, suffix: str = "curves", title: str | None = None) -> None:
         """Loss and accuracy per epoch, test solid and training dashed. The training curves are the
@@ -87,6 +95,10 @@ class ModelPage:
                            title=f"{head} ({analysis.data_note(runs)};\n{what})")  # fmt: skip
         plots.save(fig, f"{self.name}_{suffix}")
         plt.show()
+        models = " and ".join(f"`{m}`" for m in dict.fromkeys(r.config.model for r in runs))
+        caption(f"Loss (log scale) and accuracy after each epoch of {models}: "
+                f"test solid, training dashed ({what}); {analysis.data_note(runs)}. A first-epoch loss far above "
+                "the rest lies off the axis, marked at its top edge with its value.")
 
     def table(self) -> pd.DataFrame:
         return analysis.summary_table(self.runs)
@@ -101,6 +113,9 @@ class ModelPage:
         fig.tight_layout()
         plots.save(fig, f"{self.name}_confusion")
         plt.show()
+        n = len(analysis.test_labels(self.data, self.final[0]))
+        caption(f"For each true class (row), the share of its test images ({n:,} in all) given each predicted class "
+                "(column) by the final model; the diagonal is the per-class accuracy.")
 
     def per_class(self) -> pd.DataFrame:
         """Per-class test accuracy (%) of the final models, after a line on how precise each entry is."""
