@@ -12,6 +12,10 @@ from cnnlib.train import make_config  # noqa: E402
 def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, monkeypatch, capsys):
     monkeypatch.setenv("CNNLIB_FIGURES", str(store / "figures"))
     monkeypatch.delenv("CNNLIB_PROFILE", raising=False)
+    # one engine for both runs, so that they share one provenance line on any machine (left to the
+    # measured choice, one model may train in channels_last and the other not)
+    monkeypatch.setenv("CNNLIB_PRECISION", "fp32")
+    monkeypatch.setenv("CNNLIB_CHANNELS_LAST", "1")
     for model in ("seed_cnn", "seed_resnet18"):
         fit_or_load(make_config(model, "smoke", epochs=1), data=synthetic, device="cpu", verbose=False)
     page = ModelPage("seed_cnn", "seed_resnet18", "smoke", name="01_test")
