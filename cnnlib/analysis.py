@@ -46,14 +46,22 @@ def long_history(runs: Iterable[Run]) -> pd.DataFrame:
     return df
 
 
-def data_note(runs: Iterable[Run]) -> str:
-    """What a figure of ``runs`` shows, for its title: profile(s), images and seeds."""
+def profile_groups(runs: Iterable[Run]) -> list[tuple[str, str, list[Run]]]:
+    """``runs`` by profile, in order of first appearance: (profile, its image counts in words, its runs),
+    e.g. ("cpu", "3,000 training / 1,000 test images", [...])."""
     runs = list(runs)
-    parts = []
+    out = []
     for profile in dict.fromkeys(r.config.profile for r in runs):
         group = [r for r in runs if r.config.profile == profile]
         sizes = sorted({r.config.n_images() for r in group})
-        imgs = "; ".join(f"{a:,} training / {b:,} test images" for a, b in sizes)
+        out.append((profile, "; ".join(f"{a:,} training / {b:,} test images" for a, b in sizes), group))
+    return out
+
+
+def data_note(runs: Iterable[Run]) -> str:
+    """What a figure of ``runs`` shows, for its title: profile(s), images and seeds."""
+    parts = []
+    for profile, imgs, group in profile_groups(runs):
         seeds = sorted({r.config.seed for r in group})
         parts.append(f"profile '{profile}', {imgs}, seed{'s' if len(seeds) > 1 else ''} "
                      f"{', '.join(map(str, seeds))}")  # fmt: skip

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import mechanisms, verdicts
-from .analysis import CHANCE, label
+from .analysis import CHANCE, label, profile_groups
 from .findings import CHANCE_LOSS, EXPLOSION_FACTOR  # the blow-up threshold notebooks 01-05 use too
 from .results import Run
 
@@ -64,10 +64,7 @@ def figure_note(runs: Iterable[Run], seeds: bool = True) -> str:
     e.g. "profile 'cpu' (3,000 training / 1,000 test images, 12 epochs), seeds 0, 1, 2"."""
     runs = list(runs)
     parts = []
-    for profile in dict.fromkeys(r.config.profile for r in runs):
-        group = [r for r in runs if r.config.profile == profile]
-        counts = sorted({r.config.n_images() for r in group})
-        sizes = "; ".join(f"{a:,} training / {b:,} test images" for a, b in counts)
+    for profile, sizes, group in profile_groups(runs):
         epochs = sorted({len(r.history) for r in group})
         ep = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
         parts.append(f"profile '{profile}' ({sizes}, {ep} epoch{'s' if epochs != [1] else ''})")
