@@ -46,8 +46,15 @@ class ModelPage:
         self.original, self.ours, self.name = original, ours, name
         self.models = [original, ours]
         self.seeds = tuple(seeds)
-        self.profile = resolve_profile(profile, self.models, self.seeds)
-        self.runs: list[Run] = get_runs(self.models, self.profile, self.seeds)
+        # Left to choose, the page shows the richest profile holding the original model's runs: its full
+        # run is the main result as soon as it lands, and ``ours`` joins when its own run of that profile
+        # does (the plan trains the controlled family later); until then ``ours`` is listed as missing.
+        self.profile = resolve_profile(profile, [original], self.seeds)
+        both = resolve_profile(profile, self.models, self.seeds) == self.profile
+        self.runs: list[Run] = (get_runs(self.models, self.profile, self.seeds) if both else
+                                get_runs([original], self.profile, self.seeds)
+                                + get_runs([ours], self.profile, self.seeds, required=False))  # fmt: skip
+        self.missing = [m for m in self.models if not any(r.config.model == m for r in self.runs)]
         self.final: list[Run] = [r for r in self.runs if r.config.seed == self.seeds[0]]
         plots.use_style()
 
@@ -55,7 +62,13 @@ class ModelPage:
         """Markdown: the profile shown, and which machine trained which runs."""
         from IPython.display import Markdown
 
-        return Markdown(f"Results shown: profile **{self.profile}**.\n\n" + provenance(self.runs))
+        text = f"Results shown: profile **{self.profile}**.\n\n" + provenance(self.runs)
+        if self.missing:
+            names = ", ".join(f"`{m}`" for m in self.missing)
+            text += (f"\n\n{names} has no run of this profile yet (the training plan reaches it later: "
+                     f"`python -m cnnlib status --profile {self.profile}`); this page shows `{self.original}` "
+                     "alone until it lands, and the two are compared then.")
+        return Markdown(text)
 
     @cached_property
     def data(self) -> CIFAR10:

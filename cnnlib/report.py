@@ -31,15 +31,21 @@ def may_train(profile: str) -> bool:
     return profile == "smoke" or torch.cuda.is_available() or os.environ.get("CNNLIB_TRAIN_ON_CPU") == "1"
 
 
+def stored(cfg) -> bool:
+    """Whether a run of exactly ``cfg`` is stored (one of another config, e.g. an older recipe, is not)."""
+    run = load_run(cfg)
+    return run is not None and run.matches(cfg)
+
+
 def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str:
     """The profile a notebook shows: $CNNLIB_PROFILE, else ``requested``, else the
-    first of PREFERRED whose runs of ``models`` all exist, else "full"."""
+    first of PREFERRED whose runs of ``models`` all exist (with today's config), else "full"."""
     chosen = os.environ.get("CNNLIB_PROFILE") or requested
     if chosen:
         make_config(models[0], chosen)  # validates the name
         return chosen
     for profile in PREFERRED:
-        if all(load_run(make_config(m, profile, s)) for m in models for s in seeds):
+        if all(stored(make_config(m, profile, s)) for m in models for s in seeds):
             return profile
     return "full"
 

@@ -40,3 +40,22 @@ def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, mon
     assert reading[0].startswith("`seed_cnn` ends at ") and reading[1].startswith("`seed_resnet18` ends at ")
     assert reading[2].startswith("`seed_resnet18` ends ") and "times the multiply-adds per image" in reading[2]
     assert reading[3].startswith("The original report's `seed_cnn` ended at about 60%; ours (smoke profile")
+
+
+def test_a_page_shows_the_original_models_richest_run_before_its_counterpart_has_one(synthetic, store, monkeypatch):
+    import cnnlib.report as report
+
+    monkeypatch.delenv("CNNLIB_PROFILE", raising=False)
+    monkeypatch.setattr(report, "PREFERRED", ("smoke",))
+    # a run of another config (an older recipe) does not make its profile the one shown
+    fit_or_load(make_config("seed_cnn", "smoke", epochs=1), data=synthetic, device="cpu", verbose=False)
+    assert report.resolve_profile(None, ["seed_cnn"]) == "full"
+    fit_or_load(make_config("seed_cnn", "smoke"), data=synthetic, device="cpu", verbose=False, retrain=True)
+    assert report.resolve_profile(None, ["seed_cnn"]) == "smoke"
+    assert report.resolve_profile(None, ["seed_cnn", "seed_resnet18"]) == "full"  # no seed_resnet18 run yet
+
+    page = ModelPage("seed_cnn", "seed_resnet18", None, name="01_test")
+    assert page.profile == "smoke" and [r.config.model for r in page.runs] == ["seed_cnn"]
+    assert page.missing == ["seed_resnet18"]
+    assert "`seed_resnet18` has no run of this profile yet" in page.origin().data
+    assert page.full_original is None  # and no full-protocol run to add
