@@ -23,7 +23,7 @@ NBVAL := --nbval-current-env -p no:cacheprovider notebooks
 # committed results; figures go to a temporary folder); 3. every notebook from
 # scratch in the smoke profile (retraining into a temporary folder, lax).
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=15 tests
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	CNNLIB_FIGURES=$$tmp/figures $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg $(NBVAL) && \
 	CNNLIB_PROFILE=smoke CNNLIB_RESULTS=$$tmp/results CNNLIB_CHECKPOINTS=$$tmp/checkpoints CNNLIB_WEIGHTS=$$tmp/weights \

@@ -64,8 +64,9 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     family = lambda fam, seed: [cfg(n, seed) for n in FAMILIES[fam]]  # noqa: E731
     out = []
     if profile == "full":
-        out.append(("0 recipe check", [[make_config(n, "tune", 0, tag=tag) for n in ("plain20", "resnet20")]
-                                       for tag in RECIPE_GRID]))  # fmt: skip
+        # one run a unit, so that two workers share the check's last setting too
+        out.append(("0 recipe check", [[make_config(n, "tune", 0, tag=tag)] for tag in RECIPE_GRID
+                                       for n in ("plain20", "resnet20")]))  # fmt: skip
     out += [
         ("1 original report, seed 0", [[cfg(n, 0)] for n in FAMILIES["seed"]]),
         ("2 degradation, seed 0", [family("degradation", 0)]),

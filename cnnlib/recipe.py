@@ -54,11 +54,16 @@ def applied(chosen: dict) -> bool:
     return math.isclose(full.lr, chosen["lr"]) and math.isclose(full.weight_decay, chosen["weight_decay"])
 
 
-def blocking() -> str | None:
-    """Why the full study must wait (the check is complete but its choice is not the full profile's
-    recipe yet), or None."""
-    chosen = choice()
-    if chosen is None or applied(chosen):
+def blocking(df: pd.DataFrame | None = None) -> str | None:
+    """Why the full study must wait, or None: the check still has runs to train (another worker may be
+    training them), or it is complete but its choice is not the full profile's recipe yet."""
+    df = table() if df is None else df
+    chosen = choice(df)
+    if chosen is None:
+        missing = int(df[[f"{n} held-out acc" for n in NETS]].isna().to_numpy().sum())
+        return (f"the recipe check has {missing} of its {len(NETS) * len(df)} runs still to train; the study "
+                "starts once it is complete and its choice is the full profile's recipe")
+    if applied(chosen):
         return None
     return (f"the recipe check is complete: setting {chosen['setting']} (mean held-out accuracy "
             f"{100 * chosen['mean']:.2f}%) is best; set lr={chosen['lr']:g} and weight_decay="

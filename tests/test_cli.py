@@ -290,9 +290,15 @@ def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypa
     out = plan.train_missing(3600, "full", device="cpu", data=synthetic, log=lines.append)
     assert trained == [] and "seed_cnn-full-s0" in out["skipped"]
     assert any("set lr=0.4 and weight_decay=0.0001 in the full profile" in line for line in lines)
-    # a table with a missing run chooses nothing
+    # a table with a missing run chooses nothing, and the study waits for that run too (another worker
+    # may be training it)
     fake.pop(next(iter(fake)))
     assert real_choice(recipe.table(fake)) is None
+    monkeypatch.setattr(recipe, "choice", real_choice)
+    assert recipe.blocking(recipe.table(fake)).startswith("the recipe check has 1 of its 12 runs still to train")
+    # the check's runs are units of their own, so that two workers can share its last setting
+    check = dict(plan.stages("full"))["0 recipe check"]
+    assert len(check) == 12 and all(len(unit) == 1 for unit in check)
 
 
 def test_cpu_workers_split_the_cores_between_them(store, monkeypatch):
