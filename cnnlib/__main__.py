@@ -201,18 +201,21 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{st.state:<8} {st.config.run_id:<34} {extra}")
         if args.profile == "full":
             from . import recipe
+            from .config import RECIPE_CHECKS
 
-            check = recipe.table()
-            got = int(check.filter(like="held-out").notna().sum().sum())
-            chosen = recipe.choice(check)
-            state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen) else ", not yet applied")
-                     if chosen else "not chosen yet")  # fmt: skip
-            print(f"recipe check: {got}/{2 * len(check)} runs; {state}")
-            if got:
-                shown = check.copy()
-                for col in [c for c in shown if "acc" in c or c == "mean"]:
-                    shown[col] = (100 * shown[col]).round(2)
-                print(shown.to_string(index=False, na_rep="-"))
+            for name in RECIPE_CHECKS:
+                check = recipe.table(check=name)
+                got = int(check.filter(like="held-out").notna().sum().sum())
+                chosen = recipe.choice(check, name)
+                state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen, name) else ", not yet applied")
+                         if chosen else "not chosen yet")  # fmt: skip
+                print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
+                      f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
+                if got:
+                    shown = check.copy()
+                    for col in [c for c in shown if "acc" in c or c == "mean"]:
+                        shown[col] = (100 * shown[col]).round(2)
+                    print(shown.to_string(index=False, na_rep="-"))
         print("training left, estimated on this machine from measured rates:")
         for name, hours, unknown in stage_hours_left(args.profile):
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""

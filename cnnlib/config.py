@@ -119,7 +119,8 @@ class TrainConfig:
 PROFILES: dict[str, dict] = {
     "smoke": dict(epochs=2, batch_size=50, lr=0.05, train_subset=200, test_subset=100),
     "cpu": dict(epochs=6, batch_size=50, lr=0.05, train_subset=1000, test_subset=500),
-    "full": dict(epochs=20, batch_size=512, lr=0.2),
+    # lr and weight decay: the recipe check's choice (benchmarks/RESULTS.md, "The recipe check")
+    "full": dict(epochs=20, batch_size=512, lr=0.8, weight_decay=5e-4),
     # the recipe check before the full study: 10 epochs on 45,000 training images, scored on the
     # 5,000 held out (the test set plays no part); one run per setting of RECIPE_GRID
     "tune": dict(epochs=10, batch_size=512, lr=0.2, holdout=5000),
@@ -144,6 +145,17 @@ RECIPE_GRID: dict[str, dict] = {
     for lr, wd in ((0.2, 5e-4), (0.4, 1e-4), (0.4, 5e-4), (0.2, 1e-4), (0.8, 5e-4), (0.8, 1e-4))
 }
 TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_GRID.items()}
+# The recipe checks: which nets train each setting (profile "tune"), and which families take the choice.
+# "shared": plain20 and resnet20 over RECIPE_GRID choose the lr and weight decay of every family. "seed":
+# the original report's models include seed_cnn, the study's one net without normalisation layers, which
+# the shared choice (lr 0.8) left at 29% (benchmarks/RESULTS.md); its family's peak lr is chosen again, at
+# the shared weight decay, by the mean held-out accuracy of its two cheapest nets (seed_cnn without and
+# seed_resnet18 with BatchNorm), for all four of its models alike.
+RECIPE_CHECKS: dict[str, dict] = {
+    "shared": dict(nets=("plain20", "resnet20"), tags=tuple(RECIPE_GRID), families=None),
+    "seed": dict(nets=("seed_cnn", "seed_resnet18"), tags=("lr0.2_wd0.0005", "lr0.4_wd0.0005", "lr0.8_wd0.0005"),
+                 families=("seed",)),
+}
 
 
 def make_config(model: str, profile: str = "full", seed: int = 0, *, tag: str = "", **overrides) -> TrainConfig:

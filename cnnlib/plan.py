@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 
 from . import aftertrain, engine, recipe
+from .config import RECIPE_CHECKS
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
 from .results import fit_or_load, list_runs, load_run, results_root
 from .train import (
-    RECIPE_GRID,
     RunWontFit,
     TrainConfig,
     build,
@@ -51,8 +51,9 @@ from .train import (
 def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     """The plan in priority order: (stage name, units).
 
-    0. (full profile only) the recipe check: plain20 and resnet20 on 45,000 training images,
-       scored on the 5,000 held out, for each setting of ``train.RECIPE_GRID`` (profile ``tune``);
+    0. (full profile only) the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``): plain20
+       and resnet20 for each setting of ``config.RECIPE_GRID``, then seed_cnn and seed_resnet18 for
+       the seed family's peak lr; 45,000 training images, scored on the 5,000 held out;
     1. the original report's four models, seed 0;
     2. the degradation family, seed 0;
     3. the controlled family, seed 0 (densenet121, the most expensive run, last);
@@ -64,9 +65,8 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     family = lambda fam, seed: [cfg(n, seed) for n in FAMILIES[fam]]  # noqa: E731
     out = []
     if profile == "full":
-        # one run a unit, so that two workers share the check's last setting too
-        out.append(("0 recipe check", [[make_config(n, "tune", 0, tag=tag)] for tag in RECIPE_GRID
-                                       for n in ("plain20", "resnet20")]))  # fmt: skip
+        # one run a unit, so that two workers share a check's last setting too
+        out.append(("0 recipe check", [[c] for check in RECIPE_CHECKS for c in recipe.configs(check)]))
     out += [
         ("1 original report, seed 0", [[cfg(n, 0)] for n in FAMILIES["seed"]]),
         ("2 degradation, seed 0", [family("degradation", 0)]),
@@ -266,18 +266,20 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log, models, policy)
     data = data if data is not None else load_cifar10()
     done, skipped, trained, stopped = [], [], [], []
-    waiting = None  # why the study waits for the recipe check's choice
+    waiting: dict[str, str] = {}  # per recipe check: why its families wait for its choice ("" if not)
     for unit in units(profile):
         unit = [c for c in unit if models is None or c.model in models]
         if not unit:
             continue
-        if profile == "full" and unit[0].profile == "full" and waiting is None:
-            waiting = recipe.blocking() or ""
-            if waiting:
-                log(f"stop: {waiting}")
-        if waiting:
-            skipped += [c.run_id for c in unit if run_status(c).state != "done"]
-            continue
+        if profile == "full" and unit[0].profile == "full":
+            for check in recipe.checks_of(unit[0].model):
+                if check not in waiting:
+                    waiting[check] = recipe.blocking(check=check) or ""
+                    if waiting[check]:
+                        log(f"wait: {waiting[check]}")
+            if any(waiting[check] for check in recipe.checks_of(unit[0].model)):
+                skipped += [c.run_id for c in unit if run_status(c).state != "done"]
+                continue
         todo = [st for st in map(run_status, unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
         if not todo or not _claim(claims, unit):

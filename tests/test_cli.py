@@ -281,7 +281,7 @@ def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypa
     assert chosen["setting"] == best and (chosen["lr"], chosen["weight_decay"]) == (0.4, 1e-4)
     assert not recipe.applied(chosen)
     real_choice = recipe.choice
-    monkeypatch.setattr(recipe, "choice", lambda df=None: chosen)
+    monkeypatch.setattr(recipe, "choice", lambda df=None, check="shared": chosen if check == "shared" else None)
     trained = []
     monkeypatch.setattr(plan, "run_status", lambda cfg, **kw: plan.PlanStatus(cfg, "done" if cfg.profile == "tune"
                                                                                else "missing"))  # fmt: skip
@@ -296,9 +296,31 @@ def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypa
     assert real_choice(recipe.table(fake)) is None
     monkeypatch.setattr(recipe, "choice", real_choice)
     assert recipe.blocking(recipe.table(fake)).startswith("the recipe check has 1 of its 12 runs still to train")
-    # the check's runs are units of their own, so that two workers can share its last setting
+    # the checks' runs are units of their own, so that two workers can share a check's last setting
     check = dict(plan.stages("full"))["0 recipe check"]
-    assert len(check) == 12 and all(len(unit) == 1 for unit in check)
+    assert len(check) == 12 + 6 and all(len(unit) == 1 for unit in check)
+
+
+def test_the_seed_family_waits_for_its_own_recipe_check_and_the_others_do_not(store, synthetic, monkeypatch):
+    from cnnlib import plan, recipe
+
+    assert recipe.checks_of("seed_cnn") == ["shared", "seed"] and recipe.checks_of("resnet20") == ["shared"]
+    assert [c.run_id for c in recipe.configs("seed")][:2] == ["seed_cnn-tune-lr0.2_wd0.0005-s0",
+                                                              "seed_resnet18-tune-lr0.2_wd0.0005-s0"]
+    # the shared check complete and applied, the seed family's still missing its runs
+    monkeypatch.setattr(recipe, "blocking", lambda df=None, check="shared": "seed runs missing" if check == "seed"
+                        else None)  # fmt: skip
+    monkeypatch.setattr(plan, "run_status", lambda cfg, **kw: plan.PlanStatus(cfg, "done" if cfg.profile == "tune"
+                                                                               else "missing"))  # fmt: skip
+    trained = []
+    monkeypatch.setattr(plan, "fit_or_load", lambda cfg, **kw: trained.append(cfg.run_id) or SimpleNamespace(
+        final={"test_acc": 0.5}, meta={"train_s": 1.0}))  # fmt: skip
+    monkeypatch.setattr(plan, "estimate_seconds", lambda *a, **kw: 1.0)
+    lines = []
+    out = plan.train_missing(3600, "full", device="cpu", data=synthetic, log=lines.append)
+    assert "seed_cnn-full-s0" in out["skipped"] and not any(r.startswith("seed_") for r in trained)
+    assert trained[:4] == ["plain20-full-s0", "plain56-full-s0", "resnet20-full-s0", "resnet56-full-s0"]
+    assert lines.count("wait: seed runs missing") == 1
 
 
 def test_cpu_workers_split_the_cores_between_them(store, monkeypatch):
