@@ -131,7 +131,8 @@ PROFILES: dict[str, dict] = {
 _THIN_CPU = dict(epochs=12, batch_size=128, lr=0.1, train_subset=3000, test_subset=1000)
 FAMILY_OVERRIDES: dict[str, dict[str, dict]] = {
     "cpu": {"seed": dict(epochs=6), "controlled": dict(epochs=3), "degradation": _THIN_CPU, "depth": _THIN_CPU},
-    "full": {"seed": dict(epochs=20), "controlled": dict(epochs=20), "degradation": dict(epochs=40),
+    # the seed family's peak lr: its own recipe check's choice (RECIPE_CHECKS["seed"]; benchmarks/RESULTS.md)
+    "full": {"seed": dict(epochs=20, lr=0.2), "controlled": dict(epochs=20), "degradation": dict(epochs=40),
              "depth": dict(epochs=40)},
 }
 # Named variants of a profile's recipe (the ``tag`` of a config): controls that
