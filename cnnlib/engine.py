@@ -173,12 +173,27 @@ def measured_cpu_choice(model_name: str, batch: int, threads: int) -> dict:
     best = min(times, key=times.get)
     choice = dict(precision=best.split("+")[0], channels_last=best.endswith("+cl"),
                   step_s={k: round(v, 4) for k, v in times.items()}, batch=batch)  # fmt: skip
-    known[key] = choice
     try:
-        atomic_write(path, lambda f: f.write((json.dumps(known, indent=1, sort_keys=True) + "\n").encode()))
+        _remember(path, key, choice)
     except OSError:
         pass  # an unwritable cache only costs the check again next time
     return choice
+
+
+def _remember(path: Path, key: str, choice: dict) -> None:
+    """Add one check to the cache. Parallel training jobs check their models at the same time, so
+    the file is read again and merged under an exclusive lock: no job's entry overwrites another's."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        known[key] = choice
+        atomic_write(path, lambda f: f.write((json.dumps(known, indent=1, sort_keys=True) + "\n").encode()))
 
 
 def cached_rate(model_name: str) -> float | None:

@@ -49,6 +49,22 @@ def test_a_cpu_with_hardware_bf16_takes_it_only_when_measured_faster(cache, monk
     assert engine.choose("cpu", "seed_cnn", 512).precision == "fp32"  # slower in bf16 (seed_cnn on such a CPU)
 
 
+def test_two_jobs_checking_at_once_both_keep_their_entry(cache, monkeypatch):
+    # job A reads an empty cache, then measures; meanwhile job B stores its model's check
+    monkeypatch.setattr(engine, "bf16_features", lambda: ())
+    steps = {("fp32", False): 0.3, ("fp32", True): 0.2}
+
+    def step(model_name, batch, precision, channels_last, steps_=2):
+        if model_name == "seed_densenet" and not (cache / "engine.json").exists():
+            engine.measured_cpu_choice("seed_resnet18", 64, 1)  # B finishes while A measures
+        return steps[(precision, channels_last)]
+
+    monkeypatch.setattr(engine, "_step_seconds", step)
+    engine.measured_cpu_choice("seed_densenet", 64, 1)
+    keys = json.loads((cache / "engine.json").read_text())
+    assert sorted(k.split("|")[2] for k in keys) == ["seed_densenet", "seed_resnet18"]
+
+
 def test_the_switches_override_the_check_and_bad_values_fail(cache, monkeypatch):
     fake_steps(monkeypatch, {})  # any measurement would fail: the switches decide alone
     monkeypatch.setenv("CNNLIB_PRECISION", "bf16")
