@@ -216,7 +216,8 @@ def _run(args: argparse.Namespace) -> int:
                     for col in [c for c in shown if "acc" in c or c == "mean"]:
                         shown[col] = (100 * shown[col]).round(2)
                     print(shown.to_string(index=False, na_rep="-"))
-        print("training left, estimated on this machine from measured rates:")
+        print("training left on this machine, in hours of one training job at its measured rate "
+              "(stored runs on this device or CPU model, else a checked step; --workers 2 trains two at once):")
         for name, hours, unknown in stage_hours_left(args.profile):
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
             print(f"  stage {name}: {hours:.1f} h{note}")

@@ -198,18 +198,20 @@ def _remember(path: Path, key: str, choice: dict) -> None:
 
 def cached_rate(model_name: str) -> float | None:
     """Training images/s of ``model_name`` in its chosen setting, from this machine's cached check
-    (at the check's small batch), or None if it was never checked here."""
+    (at the check's small batch) at this process's thread count, else at the thread count it was
+    checked at (the training workers' one thread each, say), or None if it was never checked here."""
     try:
         known = json.loads(_cache_path().read_text())
     except (OSError, ValueError):
         return None
     prefix = f"{cpu_name()}|torch {torch.__version__}|{model_name}|"
-    rates = []
+    rates: dict[bool, list[float]] = {True: [], False: []}  # at this thread count or not -> rates
     for key, m in known.items():
-        if key.startswith(prefix) and key.endswith(f"|threads {torch.get_num_threads()}"):
+        if key.startswith(prefix):
             best = f"{m['precision']}{'+cl' if m['channels_last'] else ''}"
-            rates.append(m["batch"] / m["step_s"][best])
-    return max(rates) if rates else None
+            rates[key.endswith(f"|threads {torch.get_num_threads()}")].append(m["batch"] / m["step_s"][best])
+    found = rates[True] or rates[False]
+    return max(found) if found else None
 
 
 def choose(device: torch.device | str, model_name: str, batch: int) -> Engine:

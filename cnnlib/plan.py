@@ -148,14 +148,16 @@ _checkpoint_rates: dict[tuple[str, int], float] = {}  # (model, batch size) -> i
 
 
 def known_rate(cfg: TrainConfig, device_type: str) -> float | None:
-    """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device from what was
-    measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check
+    """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
+    model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check
     (at its small batch; on a CPU the rate per image barely depends on the batch). None if nothing."""
+    here = engine.cpu_name() if device_type == "cpu" else None  # a CPU's rates say nothing of another CPU's
     rates = [
         r.history["images_per_s"].median()
         for r in list_runs()
         if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
         and r.meta.get("device", "").split(":")[0] == device_type
+        and (here is None or r.meta.get("engine", {}).get("cpu") == here)
     ]
     if rates:
         return max(rates)

@@ -152,7 +152,7 @@ def test_status_lists_the_plan(capsys, store):
     lines = out.strip().splitlines()
     assert lines[0].split()[:2] == ["missing", "seed_cnn-smoke-s0"]  # the original report's models come first
     assert lines[-1] == "0/41 runs of the 'smoke' plan exist; 41 missing"
-    assert "training left, estimated on this machine from measured rates:" in lines
+    assert any(line.startswith("training left on this machine, in hours of one training job") for line in lines)
     assert any(line.strip().startswith("stage 2 degradation, seed 0:") for line in lines)
 
 
@@ -244,6 +244,27 @@ def test_train_missing_can_be_limited_to_some_models(store, synthetic, monkeypat
     assert out["trained"] == ["seed_cnn-smoke-s0"] and out["skipped"] == []
     with pytest.raises(ValueError, match="unknown model.*resnet21"):
         plan.train_missing(60, "smoke", device="cpu", data=synthetic, models=["resnet21"])
+
+
+def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from cnnlib import plan
+
+    cfg = plan.make_config("resnet20", "full", 0)
+
+    def run(cpu, rate):
+        return SimpleNamespace(config=cfg, history=pd.DataFrame({"images_per_s": [rate]}),
+                               meta=dict(device="cpu", engine=dict(cpu=cpu)))  # fmt: skip
+
+    monkeypatch.setattr(plan.engine, "cpu_name", lambda: "Intel(R) Xeon(R) Processor")
+    monkeypatch.setattr(plan.engine, "cached_rate", lambda model: 123.0)
+    monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0)])
+    assert plan.known_rate(cfg, "cpu") == 123.0  # the other CPU's run does not count here
+    monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0), run("Intel(R) Xeon(R) Processor", 600.0)])
+    assert plan.known_rate(cfg, "cpu") == 600.0
 
 
 def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):

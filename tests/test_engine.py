@@ -65,6 +65,15 @@ def test_two_jobs_checking_at_once_both_keep_their_entry(cache, monkeypatch):
     assert sorted(k.split("|")[2] for k in keys) == ["seed_densenet", "seed_resnet18"]
 
 
+def test_a_rate_checked_at_another_thread_count_still_counts(cache, monkeypatch):
+    monkeypatch.setattr(engine, "bf16_features", lambda: ())
+    fake_steps(monkeypatch, {("fp32", False): 0.4, ("fp32", True): 0.5})
+    engine.measured_cpu_choice("resnet20", 64, 1)  # a training worker's check, at one thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the status command, at two
+    assert engine.cached_rate("resnet20") == pytest.approx(64 / 0.4)
+    assert engine.cached_rate("resnet56") is None
+
+
 def test_the_switches_override_the_check_and_bad_values_fail(cache, monkeypatch):
     fake_steps(monkeypatch, {})  # any measurement would fail: the switches decide alone
     monkeypatch.setenv("CNNLIB_PRECISION", "bf16")
