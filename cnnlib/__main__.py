@@ -196,6 +196,8 @@ def _run(args: argparse.Namespace) -> int:
                 extra = (f"{st.epochs_done}/{st.config.epochs} epochs"
                          + (f" and {st.steps_done} steps" if st.steps_done else "")
                          + f", {st.train_s / 60:.0f} min of training so far (checkpoint)")  # fmt: skip
+            elif st.state == "diverged":
+                extra = f"after {st.epochs_done} good epoch(s): {st.message}"
             else:
                 extra = ""
             print(f"{st.state:<8} {st.config.run_id:<34} {extra}")

@@ -38,10 +38,12 @@ from .results import fit_or_load, list_runs, load_run, results_root
 from .train import (
     RunWontFit,
     TrainConfig,
+    TrainingDiverged,
     build,
     default_device,
     loaders,
     lr_at,
+    checkpoint_path,
     make_config,
     peek_checkpoint,  # fmt: skip
     training_step,
@@ -91,13 +93,39 @@ def plan(profile: str = "full") -> list[TrainConfig]:
 @dataclass
 class PlanStatus:
     config: TrainConfig
-    state: str  # "done", "partly" (a checkpoint of this config), "missing" or "stale" (stored with another config)
+    # "done", "partly" (a checkpoint of this config), "diverged" (this config's loss became NaN: a recipe
+    # finding, not retrained until the recipe changes), "missing" or "stale" (stored with another config)
+    state: str
     test_acc: float | None = None
     train_s: float | None = None
     device_name: str | None = None
     epochs_done: int | None = None  # partly: finished epochs in the checkpoint
     steps_done: int | None = None  # partly: optimizer steps into the next epoch
     images_per_s: float | None = None  # partly: median training rate of its epochs so far
+    message: str | None = None  # diverged: what happened
+
+
+def diverged_path(cfg: TrainConfig) -> Path:
+    """Where a run that diverged leaves its record: beside its checkpoint, out of the committed results."""
+    return checkpoint_path(cfg).parent / "diverged.json"
+
+
+def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
+    """Keep what a diverged run trained (its message and the epochs before) so that later calls skip this config
+    and a person can look at why; a change of the recipe changes the config and clears it."""
+    path = diverged_path(cfg)
+    record = dict(run_id=cfg.run_id, config_hash=cfg.hash, message=str(error), at=time.strftime("%Y-%m-%d %H:%M"),
+                  history=error.history.to_dict(orient="records"))  # fmt: skip
+    atomic_write(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    return path
+
+
+def _divergence(cfg: TrainConfig) -> dict | None:
+    try:
+        record = json.loads(diverged_path(cfg).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("config_hash") == cfg.hash else None
 
 
 def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
@@ -107,6 +135,8 @@ def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
         return PlanStatus(cfg, "stale")
     if run is not None:
         return PlanStatus(cfg, "done", run.final["test_acc"], run.meta["train_s"], run.meta["device_name"])
+    if (record := _divergence(cfg)) is not None:
+        return PlanStatus(cfg, "diverged", epochs_done=len(record["history"]), message=record["message"])
     info = peek_checkpoint(cfg) if checkpoints else None
     if info is not None:
         return PlanStatus(cfg, "partly", train_s=info["train_s"], epochs_done=info["epoch"], steps_done=info["step"],
@@ -284,6 +314,11 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 continue
         todo = [st for st in map(run_status, unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
+        for st in [st for st in todo if st.state == "diverged"]:
+            log(f"skip {st.config.run_id}: it diverged before with this recipe ({st.message}); change the "
+                f"recipe of its family (benchmarks/RESULTS.md) or delete {diverged_path(st.config)}")  # fmt: skip
+            skipped.append(st.config.run_id)
+        todo = [st for st in todo if st.state != "diverged"]
         if not todo or not _claim(claims, unit):
             continue
         left = deadline - time.time()
@@ -314,6 +349,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             except RunWontFit as e:
                 log(str(e))
                 stopped.append(st.config.run_id)
+                continue
+            except TrainingDiverged as e:  # a finding about the recipe: keep it, and go on with the plan
+                log(f"error: {e}; recorded in {record_divergence(st.config, e)}")
+                skipped.append(st.config.run_id)
                 continue
             trained.append(st.config.run_id)
             log(f"done {st.config.run_id}: test accuracy {run.final['test_acc']:.4f} "

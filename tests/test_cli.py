@@ -369,3 +369,39 @@ def test_cpu_workers_split_the_cores_between_them(store, monkeypatch):
     started.clear()
     plan.train_missing(60, "smoke", device="cpu", workers=2, log=lines.append)
     assert all(env["OMP_NUM_THREADS"] == "2" for _, env in started)
+
+
+def test_a_run_that_diverges_is_recorded_skipped_and_the_plan_goes_on(store, synthetic, monkeypatch, capsys):
+    import pandas as pd
+
+    from cnnlib import plan
+    from cnnlib.train import TrainingDiverged
+
+    trained = []
+
+    def fake_fit_or_load(cfg, **kw):
+        trained.append(cfg.run_id)
+        if cfg.model == "seed_resnet18":
+            raise TrainingDiverged(f"{cfg.run_id}: the training loss became nan in epoch 2",
+                                   pd.DataFrame([dict(epoch=1, train_loss=1.9)]))  # fmt: skip
+        return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 1.0})
+
+    monkeypatch.setattr(plan, "fit_or_load", fake_fit_or_load)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda *a, **kw: 1.0)
+    models = ["seed_cnn", "seed_resnet18", "seed_densenet"]
+    lines = []
+    out = plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, models=models)
+    # the worker does not die of it: the next run trains, and the divergence is kept beside the checkpoints
+    assert trained == ["seed_cnn-smoke-s0", "seed_resnet18-smoke-s0", "seed_densenet-smoke-s0"]
+    assert "seed_resnet18-smoke-s0" in out["skipped"]
+    cfg = plan.make_config("seed_resnet18", "smoke", 0)
+    st = plan.run_status(cfg)
+    assert (st.state, st.epochs_done) == ("diverged", 1) and "nan in epoch 2" in st.message
+    assert any(line.startswith("error: seed_resnet18-smoke-s0: the training loss became nan") for line in lines)
+    # a later call does not train the same config again, and says why
+    trained.clear()
+    lines.clear()
+    plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, models=["seed_resnet18"])
+    assert trained == [] and any(line.startswith("skip seed_resnet18-smoke-s0: it diverged before") for line in lines)
+    # another recipe is another config: it trains
+    assert plan.run_status(plan.make_config("seed_resnet18", "smoke", 0, lr=0.01)).state == "missing"
