@@ -39,6 +39,9 @@ from .train import (
     RunWontFit,
     TrainConfig,
     TrainingDiverged,
+    divergence,
+    diverged_path,
+    record_divergence,
     build,
     default_device,
     loaders,
@@ -54,8 +57,8 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     """The plan in priority order: (stage name, units).
 
     0. (full profile only) the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``): plain20
-       and resnet20 for each setting of ``config.RECIPE_GRID``, then seed_cnn and seed_resnet18 for
-       the seed family's peak lr; 45,000 training images, scored on the 5,000 held out;
+       and resnet20 for each setting of ``config.RECIPE_GRID``, then seed_cnn, seed_resnet18 and
+       seed_densenet for the seed family's peak lr; 45,000 training images, scored on the 5,000 held out;
     1. the original report's four models, seed 0;
     2. the degradation family, seed 0;
     3. the controlled family, seed 0 (densenet121, the most expensive run, last);
@@ -105,29 +108,6 @@ class PlanStatus:
     message: str | None = None  # diverged: what happened
 
 
-def diverged_path(cfg: TrainConfig) -> Path:
-    """Where a run that diverged leaves its record: beside its checkpoint, out of the committed results."""
-    return checkpoint_path(cfg).parent / "diverged.json"
-
-
-def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
-    """Keep what a diverged run trained (its message and the epochs before) so that later calls skip this config
-    and a person can look at why; a change of the recipe changes the config and clears it."""
-    path = diverged_path(cfg)
-    record = dict(run_id=cfg.run_id, config_hash=cfg.hash, message=str(error), at=time.strftime("%Y-%m-%d %H:%M"),
-                  history=error.history.to_dict(orient="records"))  # fmt: skip
-    atomic_write(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
-    return path
-
-
-def _divergence(cfg: TrainConfig) -> dict | None:
-    try:
-        record = json.loads(diverged_path(cfg).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if record.get("config_hash") == cfg.hash else None
-
-
 def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
     """Whether ``cfg``'s run is stored; with ``checkpoints``, also how far an unfinished one got."""
     run = load_run(cfg)
@@ -135,7 +115,7 @@ def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
         return PlanStatus(cfg, "stale")
     if run is not None:
         return PlanStatus(cfg, "done", run.final["test_acc"], run.meta["train_s"], run.meta["device_name"])
-    if (record := _divergence(cfg)) is not None:
+    if (record := divergence(cfg)) is not None:
         return PlanStatus(cfg, "diverged", epochs_done=len(record["history"]), message=record["message"])
     info = peek_checkpoint(cfg) if checkpoints else None
     if info is not None:

@@ -3,13 +3,17 @@
 Before the full study, two nets train for a short schedule (profile ``tune``) on 45,000 training
 images under each setting of a check (``config.RECIPE_CHECKS``), and are scored on the 5,000
 training images held out; the test set plays no part. The setting with the best mean held-out
-accuracy of the two nets is chosen once and never per model:
+accuracy of the check's nets is chosen once and never per model:
 
 * ``shared``: plain20 and resnet20 over ``config.RECIPE_GRID`` (peak lr x weight decay) choose the
   recipe of every family;
-* ``seed``: seed_cnn and seed_resnet18 over three peak learning rates at the shared weight decay
-  choose the peak lr of the original report's four models (seed_cnn has no normalisation layers,
-  and the shared choice left it at 29%).
+* ``seed``: seed_cnn, seed_resnet18 and seed_densenet over three peak learning rates at the shared
+  weight decay choose the peak lr of the original report's four models (seed_cnn has no
+  normalisation layers, and the shared choice left it at 29%; seed_densenet's full run diverged
+  at the first version's choice).
+
+A setting under which a check's run or a full run of its families diverged (its loss turned NaN:
+``train.divergence``) is never chosen.
 
 ``python -m cnnlib status --profile full`` shows the tables; ``train-missing`` trains nothing of a
 family until its checks are complete and the full profile uses their choice.
@@ -21,9 +25,10 @@ import math
 
 import pandas as pd
 
-from .config import RECIPE_CHECKS, RECIPE_GRID, make_config
-from .models import family_of
+from .config import RECIPE_CHECKS, RECIPE_SETTINGS, make_config
+from .models import FAMILIES, family_of
 from .results import Run, load_run
+from .train import divergence
 
 NETS = RECIPE_CHECKS["shared"]["nets"]
 
@@ -38,34 +43,57 @@ def checks_of(model: str) -> list[str]:
     return [name for name, c in RECIPE_CHECKS.items() if c["families"] is None or fam in c["families"]]
 
 
+def family_models(check: str = "shared") -> list[str]:
+    """The models whose full-profile recipe the check chooses."""
+    fams = RECIPE_CHECKS[check]["families"]
+    return [m for fam, models in FAMILIES.items() if fams is None or fam in fams for m in models]
+
+
 def configs(check: str = "shared"):
     """The check's runs, setting by setting."""
     return [make_config(net, "tune", 0, tag=tag) for tag in RECIPE_CHECKS[check]["tags"] for net in nets(check)]
 
 
 def table(runs: dict[str, Run | None] | None = None, check: str = "shared") -> pd.DataFrame:
-    """One row per setting: lr, weight decay, each net's final held-out accuracy (NaN while missing)
-    and their mean (NaN unless both exist)."""
+    """One row per setting: lr, weight decay, each net's final held-out accuracy (NaN while missing or
+    diverged), the runs whose loss turned NaN under it ("diverged": the check's nets, and the full runs of
+    its families' models, seed 0, marked "(full)"; "" if none) and the nets' mean accuracy (NaN unless all
+    of them exist and nothing diverged)."""
     rows = []
     for tag in RECIPE_CHECKS[check]["tags"]:
-        setting = RECIPE_GRID[tag]
+        setting = RECIPE_SETTINGS[tag]
         row = {"setting": tag, "lr": setting["lr"], "weight decay": setting["weight_decay"]}
+        diverged = []
         for net in nets(check):
             cfg = make_config(net, "tune", 0, tag=tag)
             run = runs.get(cfg.run_id) if runs is not None else load_run(cfg)
             ok = run is not None and run.matches(cfg)
             row[f"{net} held-out acc"] = run.final["test_acc"] if ok else math.nan
+            if not ok and divergence(cfg) is not None:
+                diverged.append(net)
+        # a full run of the check's families that diverged under this setting rules it out as well
+        for model in family_models(check):
+            full = make_config(model, "full", 0, lr=setting["lr"], weight_decay=setting["weight_decay"])
+            if divergence(full) is not None:
+                diverged.append(f"{model} (full)")
         accs = [row[f"{n} held-out acc"] for n in nets(check)]
-        row["mean"] = sum(accs) / len(accs) if not any(math.isnan(a) for a in accs) else math.nan
+        row["diverged"] = ", ".join(diverged)
+        row["mean"] = sum(accs) / len(accs) if not diverged and not any(math.isnan(a) for a in accs) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _missing(df: pd.DataFrame, check: str) -> int:
+    """Runs of the check neither stored nor diverged."""
+    return sum(math.isnan(row[f"{net} held-out acc"]) and net not in row["diverged"].split(", ")
+               for _, row in df.iterrows() for net in nets(check))  # fmt: skip
+
+
 def choice(df: pd.DataFrame | None = None, check: str = "shared") -> dict | None:
     """The chosen setting ({"setting", "lr", "weight_decay", "mean"}) once every run of the check
-    exists, else None."""
+    exists or diverged: the best mean among the settings where no net diverged; else None."""
     df = table(check=check) if df is None else df
-    if df["mean"].isna().any():
+    if _missing(df, check) or df["mean"].isna().all():
         return None
     best = df.loc[df["mean"].idxmax()]
     return dict(setting=best["setting"], lr=float(best["lr"]), weight_decay=float(best["weight decay"]),
@@ -84,10 +112,12 @@ def blocking(df: pd.DataFrame | None = None, check: str = "shared") -> str | Non
     df = table(check=check) if df is None else df
     chosen = choice(df, check)
     name = "recipe check" if check == "shared" else f"{check} family's recipe check"
-    if chosen is None:
-        missing = int(df[[f"{n} held-out acc" for n in nets(check)]].isna().to_numpy().sum())
+    if chosen is None and (missing := _missing(df, check)):
         return (f"the {name} has {missing} of its {len(nets(check)) * len(df)} runs still to train; its "
                 "families start once it is complete and its choice is the full profile's recipe")
+    if chosen is None:
+        return (f"every setting of the {name} diverged for one of its nets: try lower learning rates "
+                "(config.RECIPE_CHECKS) before its families train")
     if applied(chosen, check):
         return None
     where = "the full profile" if check == "shared" else f"the full profile's {check} family"

@@ -23,6 +23,7 @@ deadline or as soon as the rest of the run projects past it. Persistence of fini
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -257,6 +258,30 @@ def checkpoint_path(cfg: TrainConfig) -> Path:
     return checkpoint_root() / cfg.run_id / "last.pt"
 
 
+def diverged_path(cfg: TrainConfig) -> Path:
+    """Where a run that diverged leaves its record: beside its checkpoint, out of the committed results."""
+    return checkpoint_path(cfg).parent / "diverged.json"
+
+
+def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
+    """Keep what a diverged run trained (its message and the epochs before) so that later calls skip this config
+    and a person can look at why; a change of the recipe changes the config and clears it."""
+    path = diverged_path(cfg)
+    record = dict(run_id=cfg.run_id, config_hash=cfg.hash, message=str(error), at=time.strftime("%Y-%m-%d %H:%M"),
+                  history=error.history.to_dict(orient="records"))  # fmt: skip
+    atomic_write(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    return path
+
+
+def divergence(cfg: TrainConfig) -> dict | None:
+    """The record of ``cfg``'s divergence (run_id, message, history, ...), or None if it did not diverge."""
+    try:
+        record = json.loads(diverged_path(cfg).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("config_hash") == cfg.hash else None
+
+
 @dataclass
 class Progress:
     """Where a run stands, as a checkpoint keeps it: epochs done, and within the next epoch the steps
@@ -433,10 +458,11 @@ class _Run:
         cfg, p = self.cfg, self.progress
         train_loss = p.loss_sum / p.seen
         if not math.isfinite(train_loss):
+            lrs = (self.lr(epoch * self.steps_per_epoch), self.lr((epoch + 1) * self.steps_per_epoch - 1))
             raise TrainingDiverged(
-                f"{cfg.run_id}: the training loss became {train_loss} in epoch {epoch + 1}; "
-                f"the {len(self.rows)} epoch(s) before it are kept in .history (try a lower lr)",
-                pd.DataFrame(self.rows),
+                f"{cfg.run_id}: the training loss became {train_loss} in epoch {epoch + 1} of {cfg.epochs}, "
+                f"where the schedule's lr went from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {cfg.lr:g}); try a lower lr",
+                pd.DataFrame(self.rows),  # the epochs before it
             )
         clean_loss, clean_acc, _ = evaluate(self.model, self.ld["clean"], self.engine)
         test_loss, test_acc, self.preds = evaluate(self.model, self.ld["test"], self.engine)

@@ -319,15 +319,15 @@ def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypa
     assert recipe.blocking(recipe.table(fake)).startswith("the recipe check has 1 of its 12 runs still to train")
     # the checks' runs are units of their own, so that two workers can share a check's last setting
     check = dict(plan.stages("full"))["0 recipe check"]
-    assert len(check) == 12 + 6 and all(len(unit) == 1 for unit in check)
+    assert len(check) == 12 + 9 and all(len(unit) == 1 for unit in check)
 
 
 def test_the_seed_family_waits_for_its_own_recipe_check_and_the_others_do_not(store, synthetic, monkeypatch):
     from cnnlib import plan, recipe
 
     assert recipe.checks_of("seed_cnn") == ["shared", "seed"] and recipe.checks_of("resnet20") == ["shared"]
-    assert [c.run_id for c in recipe.configs("seed")][:2] == ["seed_cnn-tune-lr0.2_wd0.0005-s0",
-                                                              "seed_resnet18-tune-lr0.2_wd0.0005-s0"]
+    assert [c.run_id for c in recipe.configs("seed")][:2] == ["seed_cnn-tune-lr0.05_wd0.0005-s0",
+                                                              "seed_resnet18-tune-lr0.05_wd0.0005-s0"]
     # the shared check complete and applied, the seed family's still missing its runs
     monkeypatch.setattr(recipe, "blocking", lambda df=None, check="shared": "seed runs missing" if check == "seed"
                         else None)  # fmt: skip
@@ -405,3 +405,45 @@ def test_a_run_that_diverges_is_recorded_skipped_and_the_plan_goes_on(store, syn
     assert trained == [] and any(line.startswith("skip seed_resnet18-smoke-s0: it diverged before") for line in lines)
     # another recipe is another config: it trains
     assert plan.run_status(plan.make_config("seed_resnet18", "smoke", 0, lr=0.01)).state == "missing"
+
+
+def test_a_check_never_chooses_a_setting_under_which_a_run_diverged(store):
+    import pandas as pd
+
+    from cnnlib import recipe
+    from cnnlib.config import RECIPE_CHECKS
+    from cnnlib.train import TrainingDiverged, make_config, record_divergence
+
+    tags = RECIPE_CHECKS["seed"]["tags"]
+    accs = {tags[0]: 0.6, tags[1]: 0.7, tags[2]: 0.8}  # the highest lr would win on accuracy alone
+    fake = {}
+    for tag in tags:
+        for net in recipe.nets("seed"):
+            cfg = make_config(net, "tune", 0, tag=tag)
+            fake[cfg.run_id] = SimpleNamespace(final={"test_acc": accs[tag]}, matches=lambda c, cfg=cfg: c == cfg)
+    assert recipe.choice(recipe.table(fake, "seed"), "seed")["setting"] == tags[2]
+
+    def diverge(cfg):
+        record_divergence(cfg, TrainingDiverged(f"{cfg.run_id}: the training loss became nan", pd.DataFrame()))
+
+    # a check run that diverged is not missing: the check is complete, and its setting is out
+    net = recipe.nets("seed")[-1]
+    bad = make_config(net, "tune", 0, tag=tags[2])
+    diverge(bad)
+    del fake[bad.run_id]
+    table = recipe.table(fake, "seed")
+    assert table.set_index("setting").loc[tags[2], "diverged"] == net
+    assert recipe.choice(table, "seed")["setting"] == tags[1]
+    assert not recipe.blocking(table, "seed").startswith("the seed family's recipe check has")
+    # so is a setting under which a full run of the family diverged (seed 0, the family's full profile)
+    full = make_config("seed_senet18", "full", 0, **{k: v for k, v in recipe.RECIPE_SETTINGS[tags[1]].items()})
+    diverge(full)
+    table = recipe.table(fake, "seed")
+    assert table.set_index("setting").loc[tags[1], "diverged"] == "seed_senet18 (full)"
+    assert recipe.choice(table, "seed")["setting"] == tags[0]
+    # and with every setting out, the family waits and says why
+    diverge(make_config(net, "tune", 0, tag=tags[0]))
+    del fake[make_config(net, "tune", 0, tag=tags[0]).run_id]
+    table = recipe.table(fake, "seed")
+    assert recipe.choice(table, "seed") is None
+    assert recipe.blocking(table, "seed").startswith("every setting of the seed family's recipe check diverged")
