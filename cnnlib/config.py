@@ -150,7 +150,9 @@ RECIPE_GRID: dict[str, dict] = {
 }
 # The seed family's check goes below the shared grid's lowest lr: its first version (0.2 / 0.4 / 0.8) chose
 # 0.2, the lowest it tried, and seed_densenet's full run then diverged at 0.2 (benchmarks/RESULTS.md).
-SEED_GRID: dict[str, dict] = {f"lr{lr:g}_wd{wd:g}": dict(lr=lr, weight_decay=wd) for lr, wd in ((0.05, 5e-4), (0.1, 5e-4))}
+SEED_GRID: dict[str, dict] = {
+    f"lr{lr:g}_wd{wd:g}": dict(lr=lr, weight_decay=wd) for lr, wd in ((0.05, 5e-4), (0.1, 5e-4))
+}
 RECIPE_SETTINGS = RECIPE_GRID | SEED_GRID  # every setting a check may try, by tag
 TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_SETTINGS.items()}
 # The recipe checks: which nets train each setting (profile "tune"), and which families take the choice.

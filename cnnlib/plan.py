@@ -39,16 +39,15 @@ from .train import (
     RunWontFit,
     TrainConfig,
     TrainingDiverged,
-    divergence,
-    diverged_path,
-    record_divergence,
     build,
     default_device,
+    diverged_path,
+    divergence,
     loaders,
     lr_at,
-    checkpoint_path,
     make_config,
     peek_checkpoint,  # fmt: skip
+    record_divergence,
     training_step,
 )
 
@@ -159,8 +158,9 @@ _checkpoint_rates: dict[tuple[str, int], float] = {}  # (model, batch size) -> i
 
 def known_rate(cfg: TrainConfig, device_type: str) -> float | None:
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
-    model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check
-    (at its small batch; on a CPU the rate per image barely depends on the batch). None if nothing."""
+    model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
+    engine's cached check (at its small batch; on a CPU the rate per image barely depends on the batch).
+    None if nothing."""
     here = engine.cpu_name() if device_type == "cpu" else None  # a CPU's rates say nothing of another CPU's
     rates = [
         r.history["images_per_s"].median()
