@@ -30,9 +30,6 @@ from .models import FAMILIES, family_of
 from .results import Run, load_run
 from .train import divergence
 
-NETS = RECIPE_CHECKS["shared"]["nets"]
-
-
 def nets(check: str = "shared") -> tuple[str, ...]:
     return RECIPE_CHECKS[check]["nets"]
 

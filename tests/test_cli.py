@@ -292,7 +292,7 @@ def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypa
     best = "lr0.4_wd0.0001"
     fake = {}
     for tag in RECIPE_GRID:
-        for net in recipe.NETS:
+        for net in recipe.nets("shared"):
             cfg = plan.make_config(net, "tune", 0, tag=tag)
             fake[cfg.run_id] = SimpleNamespace(final={"test_acc": 0.9 if tag == best else 0.8},
                                                matches=lambda c, cfg=cfg: c == cfg)  # fmt: skip
