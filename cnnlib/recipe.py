@@ -81,9 +81,10 @@ def table(runs: dict[str, Run | None] | None = None, check: str = "shared") -> p
 
 
 def _missing(df: pd.DataFrame, check: str) -> int:
-    """Runs of the check neither stored nor diverged."""
-    return sum(math.isnan(row[f"{net} held-out acc"]) and net not in row["diverged"].split(", ")
-               for _, row in df.iterrows() for net in nets(check))  # fmt: skip
+    """Runs of the check still to train: neither stored nor diverged, in settings not ruled out already (a
+    setting under which something diverged is out whatever its other runs would say)."""
+    return sum(math.isnan(row[f"{net} held-out acc"]) for _, row in df.iterrows() if not row["diverged"]
+               for net in nets(check))  # fmt: skip
 
 
 def choice(df: pd.DataFrame | None = None, check: str = "shared") -> dict | None:
