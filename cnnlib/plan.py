@@ -227,7 +227,7 @@ def stage_hours_left(profile: str = "full", device: torch.device | None = None) 
         hours, unknown = 0.0, 0
         for cfg in (c for u in us for c in u):
             st = states[cfg.run_id]
-            if st.state == "done":
+            if st.state in ("done", "diverged"):  # a diverged config is not trained again
                 continue
             est = estimate_seconds(cfg, None, device, measure=False)
             if math.isnan(est):
