@@ -30,6 +30,7 @@ from .models import FAMILIES, family_of
 from .results import Run, load_run
 from .train import divergence
 
+
 def nets(check: str = "shared") -> tuple[str, ...]:
     return RECIPE_CHECKS[check]["nets"]
 
