@@ -183,10 +183,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{cfg.run_id}: {done} -> {_shown(run.path)}")
         return 0
     if args.command == "status":
-        from .plan import measure_missing_rates, stage_hours_left, status
+        from .plan import job_threads, measure_missing_rates, stage_hours_left, status
 
+        threads = job_threads(2)  # estimates are for the jobs of `--workers 2`, not for this process's threads
         if args.measure:
-            for model in measure_missing_rates(args.profile):
+            for model in measure_missing_rates(args.profile, threads):
                 print(f"measured one training step of {model}", flush=True)
         rows = status(args.profile, checkpoints=True)
         for st in rows:
@@ -218,9 +219,9 @@ def _run(args: argparse.Namespace) -> int:
                     for col in [c for c in shown if "acc" in c or c == "mean"]:
                         shown[col] = (100 * shown[col]).round(2)
                     print(shown.to_string(index=False, na_rep="-"))
-        print("training left on this machine, in hours of one training job at its measured rate "
+        print(f"training left on this machine, in hours of one {threads}-thread training job at its measured rate "
               "(stored runs on this device or CPU model, else a checked step; --workers 2 trains two at once):")
-        for name, hours, unknown in stage_hours_left(args.profile):
+        for name, hours, unknown in stage_hours_left(args.profile, threads=threads):
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
             print(f"  stage {name}: {hours:.1f} h{note}")
         missing = sum(st.state != "done" for st in rows)

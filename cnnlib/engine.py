@@ -120,7 +120,10 @@ def _switch(name: str, allowed: tuple[str, ...]) -> str:
 
 
 def _cache_path() -> Path:
-    return cache_dir() / "engine.json"
+    """$CNNLIB_ENGINE_CACHE (the test suite's notebooks keep their checks, taken on a loaded machine, out of
+    the user's cache, whose rates the plan's estimates read), else ``engine.json`` beside the data cache."""
+    value = os.environ.get("CNNLIB_ENGINE_CACHE")
+    return Path(value).expanduser() if value else cache_dir() / "engine.json"
 
 
 def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmup: int = 1) -> tuple[float, float]:
@@ -196,10 +199,10 @@ def _remember(path: Path, key: str, choice: dict) -> None:
         atomic_write(path, lambda f: f.write((json.dumps(known, indent=1, sort_keys=True) + "\n").encode()))
 
 
-def cached_rate(model_name: str) -> float | None:
+def cached_rate(model_name: str, threads: int | None = None) -> float | None:
     """Training images/s of ``model_name`` in its chosen setting, from this machine's cached check
-    (at the check's small batch) at this process's thread count, else at the thread count it was
-    checked at (the training workers' one thread each, say), or None if it was never checked here."""
+    (at the check's small batch) at ``threads`` (default: this process's thread count), else at the
+    thread count it was checked at, or None if it was never checked here."""
     try:
         known = json.loads(_cache_path().read_text())
     except (OSError, ValueError):
@@ -209,7 +212,7 @@ def cached_rate(model_name: str) -> float | None:
     for key, m in known.items():
         if key.startswith(prefix):
             best = f"{m['precision']}{'+cl' if m['channels_last'] else ''}"
-            rates[key.endswith(f"|threads {torch.get_num_threads()}")].append(m["batch"] / m["step_s"][best])
+            rates[key.endswith(f"|threads {threads or torch.get_num_threads()}")].append(m["batch"] / m["step_s"][best])
     found = rates[True] or rates[False]
     return max(found) if found else None
 

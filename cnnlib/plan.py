@@ -156,11 +156,11 @@ START_S = 5.0  # per run: building, moving the data, cuDNN autotuning
 _checkpoint_rates: dict[tuple[str, int], float] = {}  # (model, batch size) -> images/s of unfinished runs
 
 
-def known_rate(cfg: TrainConfig, device_type: str) -> float | None:
+def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None) -> float | None:
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
     model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
-    engine's cached check (at its small batch; on a CPU the rate per image barely depends on the batch).
-    None if nothing."""
+    engine's cached check (at its small batch, preferably at ``threads``, default this process's; on a CPU
+    the rate per image barely depends on the batch). None if nothing."""
     here = engine.cpu_name() if device_type == "cpu" else None  # a CPU's rates say nothing of another CPU's
     rates = [
         r.history["images_per_s"].median()
@@ -172,19 +172,19 @@ def known_rate(cfg: TrainConfig, device_type: str) -> float | None:
     if rates:
         return max(rates)
     if device_type == "cpu":
-        return _checkpoint_rates.get((cfg.model, cfg.batch_size)) or engine.cached_rate(cfg.model)
+        return _checkpoint_rates.get((cfg.model, cfg.batch_size)) or engine.cached_rate(cfg.model, threads)
     return None
 
 
 def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.device, *, measure: bool = True,
-                     ) -> float:  # fmt: skip
+                     threads: int | None = None) -> float:  # fmt: skip
     """Expected wall time of a run, evaluation, probes and after-training tables included: from stored epoch
     times of the same model and batch size on the same kind of device when there are any, else a short
     measurement (once per model and batch size in a process; with ``measure=False`` NaN instead)."""
     n_train, n_test = cfg.n_images(data)
     n_clean = min(cfg.clean_subset or n_train, n_train)
     key = (cfg.model, device.type, cfg.batch_size)
-    rate = known_rate(cfg, device.type) or _measured.get(key)
+    rate = known_rate(cfg, device.type, threads) or _measured.get(key)
     if rate is None:
         if not measure:
             return math.nan
@@ -201,22 +201,29 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.devic
     return cfg.epochs * per_epoch * 1.05 + probes + tables + START_S
 
 
-def measure_missing_rates(profile: str = "full") -> list[str]:
-    """On a CPU, run the engine's cached check (one training step per setting) for every model of the plan
-    that has no known rate yet, so that ``stage_hours_left`` can count it; returns the models measured."""
+def measure_missing_rates(profile: str = "full", threads: int | None = None) -> list[str]:
+    """On a CPU, run the engine's cached check (one training step per setting, at ``threads``, default this
+    process's) for every model of the plan that has no known rate yet, so that ``stage_hours_left`` can
+    count it; returns the models measured."""
     if default_device().type != "cpu":
         return []
-    measured = []
-    for cfg in {c.model: c for c in plan(profile)}.values():
-        if known_rate(cfg, "cpu") is None:
-            engine.choose("cpu", cfg.model, cfg.batch_size)
-            measured.append(cfg.model)
+    measured, before = [], torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads or before)
+        for cfg in {c.model: c for c in plan(profile)}.values():
+            if known_rate(cfg, "cpu", threads) is None:
+                engine.choose("cpu", cfg.model, cfg.batch_size)
+                measured.append(cfg.model)
+    finally:
+        torch.set_num_threads(before)
     return measured
 
 
-def stage_hours_left(profile: str = "full", device: torch.device | None = None) -> list[tuple[str, float, int]]:
-    """Per stage: (name, estimated hours of training left on this kind of device, runs without a known
-    rate). Partly trained runs count what their checkpoints leave."""
+def stage_hours_left(profile: str = "full", device: torch.device | None = None, threads: int | None = None,
+                     ) -> list[tuple[str, float, int]]:  # fmt: skip
+    """Per stage: (name, estimated hours of training left on this kind of device for one job of ``threads``
+    threads (default: this process's), runs without a known rate). Partly trained runs count what their
+    checkpoints leave."""
     device = device or default_device()
     states = {c.run_id: run_status(c, checkpoints=True) for c in plan(profile)}
     for st in states.values():  # what unfinished runs measured counts for their model and batch size
@@ -229,7 +236,7 @@ def stage_hours_left(profile: str = "full", device: torch.device | None = None) 
             st = states[cfg.run_id]
             if st.state in ("done", "diverged"):  # a diverged config is not trained again
                 continue
-            est = estimate_seconds(cfg, None, device, measure=False)
+            est = estimate_seconds(cfg, None, device, measure=False, threads=threads)
             if math.isnan(est):
                 unknown += 1
                 continue
@@ -345,6 +352,11 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
     return result
 
 
+def job_threads(workers: int) -> int:
+    """Threads of each of ``workers`` CPU training jobs: the cores split, not oversubscribed."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def _workers(claims: Path) -> int:
     return int((claims / "workers").read_text())
 
@@ -362,7 +374,7 @@ def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, ch
     cmd += ["--models", *models] if models else []
     env, each = dict(os.environ), ""
     if (torch.device(device) if device else default_device()).type == "cpu" and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))  # the cores split, not oversubscribed
+        env["OMP_NUM_THREADS"] = str(job_threads(n))
         each = f" ({env['OMP_NUM_THREADS']} thread(s) each)"
     log(f"{n} workers share the device until the deadline{each}")
     procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]

@@ -51,7 +51,7 @@ from .config import (  # noqa: F401 -- the config and the recipe, re-exported fo
 from .data import CIFAR10, DeviceLoader, load_cifar10
 from .engine import Engine, cached_rate, choose, cpu_name
 from .models import create_model
-from .paths import atomic_write, checkpoint_root
+from .paths import atomic_write, checkpoint_root, results_root
 
 
 class TrainingDiverged(RuntimeError):
@@ -259,8 +259,9 @@ def checkpoint_path(cfg: TrainConfig) -> Path:
 
 
 def diverged_path(cfg: TrainConfig) -> Path:
-    """Where a run that diverged leaves its record: beside its checkpoint, out of the committed results."""
-    return checkpoint_path(cfg).parent / "diverged.json"
+    """Where a run that diverged leaves its record: ``diverged/<run>.json`` in the results, committed like a
+    finished run, so that the finding (and the skip) survives a move to another machine."""
+    return results_root() / "diverged" / f"{cfg.run_id}.json"
 
 
 def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
@@ -453,18 +454,23 @@ class _Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _diverged(self, epoch: int, what: str):
+        lrs = (self.lr(epoch * self.steps_per_epoch), self.lr((epoch + 1) * self.steps_per_epoch - 1))
+        raise TrainingDiverged(
+            f"{self.cfg.run_id}: {what} in epoch {epoch + 1} of {self.cfg.epochs}, where the schedule's lr went "
+            f"from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {self.cfg.lr:g}); try a lower lr",
+            pd.DataFrame(self.rows),  # the epochs before it
+        )
+
     def end_epoch(self, epoch: int, eval_started: float) -> dict:
         """Evaluate after ``epoch`` (0-based), append its history row and reset the epoch's sums."""
-        cfg, p = self.cfg, self.progress
+        p = self.progress
         train_loss = p.loss_sum / p.seen
         if not math.isfinite(train_loss):
-            lrs = (self.lr(epoch * self.steps_per_epoch), self.lr((epoch + 1) * self.steps_per_epoch - 1))
-            raise TrainingDiverged(
-                f"{cfg.run_id}: the training loss became {train_loss} in epoch {epoch + 1} of {cfg.epochs}, "
-                f"where the schedule's lr went from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {cfg.lr:g}); try a lower lr",
-                pd.DataFrame(self.rows),  # the epochs before it
-            )
+            self._diverged(epoch, f"the training loss became {train_loss}")
         clean_loss, clean_acc, _ = evaluate(self.model, self.ld["clean"], self.engine)
+        if not math.isfinite(clean_loss):  # BatchNorm's running statistics are gone for good: NaN stays NaN
+            self._diverged(epoch, f"the eval-mode loss on the training images became {clean_loss}")
         test_loss, test_acc, self.preds = evaluate(self.model, self.ld["test"], self.engine)
         lr = self.lr((epoch + 1) * self.steps_per_epoch - 1)
         self.monitor.at_epoch(epoch + 1, (epoch + 1) * self.steps_per_epoch, self.model, lr)

@@ -147,12 +147,15 @@ def test_report_checks_the_profile_before_anything_starts(capsys, store, monkeyp
 
 
 def test_status_lists_the_plan(capsys, store):
+    from cnnlib.plan import job_threads
+
     code, out, _ = run(capsys, "status", "--profile", "smoke")
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0].split()[:2] == ["missing", "seed_cnn-smoke-s0"]  # the original report's models come first
     assert lines[-1] == "0/41 runs of the 'smoke' plan exist; 41 missing"
-    assert any(line.startswith("training left on this machine, in hours of one training job") for line in lines)
+    # the hours are those of the jobs `--workers 2` starts, at their thread count
+    assert f"training left on this machine, in hours of one {job_threads(2)}-thread training job" in out
     assert any(line.strip().startswith("stage 2 degradation, seed 0:") for line in lines)
 
 
@@ -260,7 +263,7 @@ def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
                                meta=dict(device="cpu", engine=dict(cpu=cpu)))  # fmt: skip
 
     monkeypatch.setattr(plan.engine, "cpu_name", lambda: "Intel(R) Xeon(R) Processor")
-    monkeypatch.setattr(plan.engine, "cached_rate", lambda model: 123.0)
+    monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None: 123.0)
     monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0)])
     assert plan.known_rate(cfg, "cpu") == 123.0  # the other CPU's run does not count here
     monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0), run("Intel(R) Xeon(R) Processor", 600.0)])
@@ -274,7 +277,7 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     from cnnlib.train import make_config
 
     monkeypatch.setattr(plan, "list_runs", lambda: [])
-    monkeypatch.setattr(plan.engine, "cached_rate", lambda model: None)
+    monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None: None)
     monkeypatch.setattr(plan, "measure_images_per_s", lambda cfg, data, dev: 100.0)
     cpu = torch.device("cpu")
     dissected, plain = make_config("plain56", "cpu", 0), make_config("plain56", "cpu", 1)  # seed 1: no tables
@@ -398,6 +401,13 @@ def test_a_run_that_diverges_is_recorded_skipped_and_the_plan_goes_on(store, syn
     st = plan.run_status(cfg)
     assert (st.state, st.epochs_done) == ("diverged", 1) and "nan in epoch 2" in st.message
     assert any(line.startswith("error: seed_resnet18-smoke-s0: the training loss became nan") for line in lines)
+    # the record is a finding, kept with the committed results: a machine without the checkpoints knows it
+    import shutil
+
+    from cnnlib.paths import checkpoint_root
+
+    shutil.rmtree(checkpoint_root(), ignore_errors=True)
+    assert plan.run_status(cfg).state == "diverged"
     # a later call does not train the same config again, and says why
     trained.clear()
     lines.clear()

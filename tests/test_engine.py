@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -101,3 +102,26 @@ def test_a_tiny_model_trains_in_bf16_channels_last_and_records_how(synthetic, st
     again = fit(cfg, data=synthetic, device="cpu", engine=bf16, verbose=False, resume=False)
     cols = ["train_loss", "train_acc", "test_loss", "test_acc", "clean_train_loss"]
     assert again.history[cols].equals(h[cols])
+
+
+def test_the_plan_reads_the_rate_checked_at_its_jobs_thread_count(cache, monkeypatch):
+    # a one-thread worker's check with the cores free, and a two-thread check taken on a loaded machine
+    monkeypatch.setattr(engine, "bf16_features", lambda: ())
+    fake_steps(monkeypatch, {("fp32", False): 0.4, ("fp32", True): 0.5})
+    engine.measured_cpu_choice("resnet20", 64, 1)
+    fake_steps(monkeypatch, {("fp32", False): 1.6, ("fp32", True): 2.0})
+    engine.measured_cpu_choice("resnet20", 64, 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert engine.cached_rate("resnet20") == pytest.approx(64 / 1.6)  # this process's own thread count
+    assert engine.cached_rate("resnet20", threads=1) == pytest.approx(64 / 0.4)  # the training jobs'
+
+
+def test_the_engine_cache_can_live_elsewhere(tmp_path):
+    import subprocess
+    import sys
+
+    where = tmp_path / "checks.json"
+    env = {**os.environ, "CNNLIB_ENGINE_CACHE": str(where)}
+    code = "from cnnlib import engine; print(engine._cache_path())"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == str(where)  # fmt: skip

@@ -232,6 +232,31 @@ def _nan_after_one_epoch(num_classes: int = 10) -> nn.Module:
     return _Explodes()
 
 
+class _EvalBreaks(_Explodes):
+    """Trains with finite losses, but in eval mode its outputs turn NaN after ten steps (as when BatchNorm's
+    running statistics overflow: the training loss stays finite, the evaluated model is gone for good)."""
+
+    def forward(self, x):
+        if self.training and len(x) == 100:
+            _calls["n"] += 1
+        out = self.fc(x.flatten(1))
+        return out * float("nan") if not self.training and _calls["n"] > 10 else out
+
+
+@register
+def _eval_nan_after_one_epoch(num_classes: int = 10) -> nn.Module:
+    """Test model: its eval-mode loss turns NaN after the second epoch."""
+    return _EvalBreaks()
+
+
+def test_an_eval_mode_loss_that_turns_nan_stops_the_run_too(synthetic, store):
+    _calls["n"] = 0
+    cfg = make_config("_eval_nan_after_one_epoch", "smoke", epochs=3, train_subset=1000, test_subset=100,
+                      batch_size=100)  # fmt: skip
+    with pytest.raises(TrainingDiverged, match="eval-mode loss on the training images became nan in epoch 2"):
+        fit(cfg, data=synthetic, device="cpu", verbose=False)
+
+
 def test_nan_loss_stops_with_the_epoch_and_keeps_history(synthetic, store):
     _calls["n"] = 0
     # 1000 images in batches of 100: 10 finite steps make exactly one epoch
