@@ -156,18 +156,25 @@ START_S = 5.0  # per run: building, moving the data, cuDNN autotuning
 _checkpoint_rates: dict[tuple[str, int], float] = {}  # (model, batch size) -> images/s of unfinished runs
 
 
+def _cpu_of(run) -> tuple:
+    eng = run.meta.get("engine", {})
+    return eng.get("cpu"), eng.get("bf16_features")
+
+
 def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None) -> float | None:
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
     model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
     engine's cached check (at its small batch, preferably at ``threads``, default this process's; on a CPU
     the rate per image barely depends on the batch). None if nothing."""
-    here = engine.cpu_name() if device_type == "cpu" else None  # a CPU's rates say nothing of another CPU's
+    # a CPU's rates say nothing of another CPU's; one name ("AMD EPYC") covers CPUs with and without
+    # hardware bf16, so the bf16 features must agree too
+    here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
     rates = [
         r.history["images_per_s"].median()
         for r in list_runs()
         if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
         and r.meta.get("device", "").split(":")[0] == device_type
-        and (here is None or r.meta.get("engine", {}).get("cpu") == here)
+        and (here is None or _cpu_of(r) == here)
     ]
     if rates:
         return max(rates)

@@ -258,16 +258,20 @@ def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
 
     cfg = plan.make_config("resnet20", "full", 0)
 
-    def run(cpu, rate):
+    def run(cpu, rate, bf16=("amx_bf16",)):
         return SimpleNamespace(config=cfg, history=pd.DataFrame({"images_per_s": [rate]}),
-                               meta=dict(device="cpu", engine=dict(cpu=cpu)))  # fmt: skip
+                               meta=dict(device="cpu", engine=dict(cpu=cpu, bf16_features=list(bf16))))  # fmt: skip
 
     monkeypatch.setattr(plan.engine, "cpu_name", lambda: "Intel(R) Xeon(R) Processor")
+    monkeypatch.setattr(plan.engine, "bf16_features", lambda: ("amx_bf16",))
     monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None: 123.0)
     monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0)])
     assert plan.known_rate(cfg, "cpu") == 123.0  # the other CPU's run does not count here
     monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0), run("Intel(R) Xeon(R) Processor", 600.0)])
     assert plan.known_rate(cfg, "cpu") == 600.0
+    # nor does a run on a CPU of the same name without hardware bf16
+    monkeypatch.setattr(plan, "list_runs", lambda: [run("Intel(R) Xeon(R) Processor", 300.0, bf16=())])
+    assert plan.known_rate(cfg, "cpu") == 123.0
 
 
 def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
