@@ -32,8 +32,10 @@ def _engine_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _engine_checks_stay_in_the_test_session(_engine_cache, monkeypatch):
     """The engine's measured checks of tests (tiny models, loaded machine) never reach the user's cache,
-    whose rates the plan's estimates read; a test that points CNNLIB_CACHE somewhere gets it there."""
+    whose rates the plan's estimates read; a test that points CNNLIB_CACHE somewhere gets it there. The
+    commands that tests start as subprocesses inherit CNNLIB_ENGINE_CACHE, which keeps theirs out too."""
     from cnnlib import engine
 
+    monkeypatch.setenv("CNNLIB_ENGINE_CACHE", str(_engine_cache / "engine.json"))
     monkeypatch.setattr(engine, "_cache_path",
                         lambda: Path(os.environ.get("CNNLIB_CACHE") or _engine_cache) / "engine.json")  # fmt: skip
