@@ -255,12 +255,13 @@ def stage_hours_left(profile: str = "full", device: torch.device | None = None, 
     return out
 
 
-def _claim(claims: Path | None, unit: list[TrainConfig]) -> bool:
-    """Take a unit from the shared queue (first come); always True without a queue."""
+def _claim(claims: Path | None, unit: list[TrainConfig], what: str = "claim") -> bool:
+    """Take a unit from the shared queue (first come; ``what`` names the task, e.g. logging that it is
+    skipped, so that only one worker does it); always True without a queue."""
     if claims is None:
         return True
     try:
-        os.close(os.open(claims / f"{unit[0].run_id}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.close(os.open(claims / f"{unit[0].run_id}.{what}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         return True
     except FileExistsError:
         return False
@@ -308,7 +309,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 continue
         todo = [st for st in map(run_status, unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
-        for st in [st for st in todo if st.state == "diverged"]:
+        for st in [st for st in todo if st.state == "diverged" and _claim(claims, [st.config], "skip")]:
             log(f"skip {st.config.run_id}: it diverged before with this recipe ({st.message}); change the "
                 f"recipe of its family (benchmarks/RESULTS.md) or delete {diverged_path(st.config)}")  # fmt: skip
             skipped.append(st.config.run_id)

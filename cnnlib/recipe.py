@@ -42,9 +42,11 @@ def checks_of(model: str) -> list[str]:
 
 
 def family_models(check: str = "shared") -> list[str]:
-    """The models whose full-profile recipe the check chooses."""
+    """The models whose full-profile recipe the check chooses: those of its families that no later, more
+    specific check governs (the seed family's peak lr is the seed check's, not the shared one's)."""
     fams = RECIPE_CHECKS[check]["families"]
-    return [m for fam, models in FAMILIES.items() if fams is None or fam in fams for m in models]
+    return [m for fam, models in FAMILIES.items() if fams is None or fam in fams for m in models
+            if checks_of(m)[-1] == check]  # fmt: skip
 
 
 def configs(check: str = "shared"):

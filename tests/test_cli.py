@@ -455,6 +455,12 @@ def test_a_check_never_chooses_a_setting_under_which_a_run_diverged(store):
     table = recipe.table(fake, "seed")
     assert table.set_index("setting").loc[tags[1], "diverged"] == "seed_senet18 (full)"
     assert recipe.choice(table, "seed")["setting"] == tags[0]
+    # but a full run of the seed family does not rule out the shared check's setting of the same lr and
+    # weight decay: the seed check, not the shared one, sets that family's lr
+    shared_tag = next(iter(RECIPE_CHECKS["shared"]["tags"]))
+    diverge(make_config("seed_cnn", "full", 0, **recipe.RECIPE_SETTINGS[shared_tag]))
+    assert "seed_cnn" not in recipe.family_models("shared") and "resnet20" in recipe.family_models("shared")
+    assert recipe.table({}, "shared").set_index("setting").loc[shared_tag, "diverged"] == ""
     # a setting that is out needs no more runs: the check is complete without them
     del fake[make_config(recipe.nets("seed")[0], "tune", 0, tag=tags[1]).run_id]
     assert recipe.choice(recipe.table(fake, "seed"), "seed")["setting"] == tags[0]
