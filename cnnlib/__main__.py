@@ -116,9 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint-every", type=float, default=0.0, metavar="SECONDS",
                    help="checkpoint a run at most this often (0: after every epoch)")
     m.add_argument("--models", nargs="+", metavar="MODEL", help="only the runs of these models")
-    m.add_argument("--policy", choices=("sequential", "units"),
+    m.add_argument("--policy", choices=("sequential", "units", "finish"),
                    help="sequential: run after run, the last one stops at the deadline and resumes next time "
-                        "(default on a CPU); units: a family starts only if it fits (default on a GPU)")
+                        "(default on a CPU); units: a family starts only if it fits (default on a GPU); "
+                        "finish: run after run, but only those that fit in what is left at this job's threads "
+                        "(for a machine whose checkpoints may not last until the next call)")
     m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
     tb = sub.add_parser("tables", help="redo a stored run's after-training tables from its weights")

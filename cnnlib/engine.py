@@ -199,10 +199,10 @@ def _remember(path: Path, key: str, choice: dict) -> None:
         atomic_write(path, lambda f: f.write((json.dumps(known, indent=1, sort_keys=True) + "\n").encode()))
 
 
-def cached_rate(model_name: str, threads: int | None = None) -> float | None:
+def cached_rate(model_name: str, threads: int | None = None, *, exact: bool = False) -> float | None:
     """Training images/s of ``model_name`` in its chosen setting, from this machine's cached check
-    (at the check's small batch) at ``threads`` (default: this process's thread count), else at the
-    thread count it was checked at, or None if it was never checked here."""
+    (at the check's small batch) at ``threads`` (default: this process's thread count), else (unless
+    ``exact``) at the thread count it was checked at, or None if it was never checked here."""
     try:
         known = json.loads(_cache_path().read_text())
     except (OSError, ValueError):
@@ -213,7 +213,7 @@ def cached_rate(model_name: str, threads: int | None = None) -> float | None:
         if key.startswith(prefix):
             best = f"{m['precision']}{'+cl' if m['channels_last'] else ''}"
             rates[key.endswith(f"|threads {threads or torch.get_num_threads()}")].append(m["batch"] / m["step_s"][best])
-    found = rates[True] or rates[False]
+    found = rates[True] or ([] if exact else rates[False])
     return max(found) if found else None
 
 

@@ -14,6 +14,9 @@ own. A family counts for the notebooks only when all of its members of a seed ex
   member; a run that projects past the deadline stops checkpointed. Several units can train
   at once as separate processes on one device (``workers``), taking units from a queue of
   claim files.
+* ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time):
+  sequential, but a run starts (or resumes) only if its estimate at this job's thread count fits in
+  what is left; the others wait for a longer call, and shorter runs further down the plan go first.
 """
 
 from __future__ import annotations
@@ -161,11 +164,13 @@ def _cpu_of(run) -> tuple:
     return eng.get("cpu"), eng.get("bf16_features")
 
 
-def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None) -> float | None:
+def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *, exact: bool = False,
+               ) -> float | None:  # fmt: skip
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
     model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
     engine's cached check (at its small batch, preferably at ``threads``, default this process's; on a CPU
-    the rate per image barely depends on the batch). None if nothing."""
+    the rate per image barely depends on the batch). With ``exact``, on a CPU, only what was measured at
+    that thread count counts. None if nothing."""
     # a CPU's rates say nothing of another CPU's; one name ("AMD EPYC") covers CPUs with and without
     # hardware bf16, so the bf16 features must agree too
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
@@ -175,23 +180,26 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None) -
         if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
         and r.meta.get("device", "").split(":")[0] == device_type
         and (here is None or _cpu_of(r) == here)
+        and not (exact and r.meta.get("engine", {}).get("threads") != (threads or torch.get_num_threads()))
     ]
     if rates:
         return max(rates)
     if device_type == "cpu":
-        return _checkpoint_rates.get((cfg.model, cfg.batch_size)) or engine.cached_rate(cfg.model, threads)
+        ckpt = None if exact else _checkpoint_rates.get((cfg.model, cfg.batch_size))
+        return ckpt or engine.cached_rate(cfg.model, threads, exact=exact)
     return None
 
 
 def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.device, *, measure: bool = True,
-                     threads: int | None = None) -> float:  # fmt: skip
+                     threads: int | None = None, exact: bool = False) -> float:  # fmt: skip
     """Expected wall time of a run, evaluation, probes and after-training tables included: from stored epoch
-    times of the same model and batch size on the same kind of device when there are any, else a short
-    measurement (once per model and batch size in a process; with ``measure=False`` NaN instead)."""
+    times of the same model and batch size on the same kind of device when there are any (with ``exact``,
+    only those at ``threads``: ``known_rate``), else a short measurement (once per model and batch size in a
+    process, at its threads; with ``measure=False`` NaN instead)."""
     n_train, n_test = cfg.n_images(data)
     n_clean = min(cfg.clean_subset or n_train, n_train)
     key = (cfg.model, device.type, cfg.batch_size)
-    rate = known_rate(cfg, device.type, threads) or _measured.get(key)
+    rate = known_rate(cfg, device.type, threads, exact=exact) or _measured.get(key)
     if rate is None:
         if not measure:
             return math.nan
@@ -287,8 +295,8 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; see python -m cnnlib list")
     dev = torch.device(device) if device else default_device()
     policy = policy or ("sequential" if dev.type == "cpu" else "units")
-    if policy not in ("sequential", "units"):
-        raise ValueError(f"unknown policy {policy!r}; use sequential or units")
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
     if workers > 1:
         return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log, models, policy)
     data = data if data is not None else load_cifar10()
@@ -333,13 +341,21 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             if stopped:
                 skipped.append(st.config.run_id)
                 continue
+            if policy == "finish":
+                need, left = seconds_to_finish(st.config, data, dev), deadline - time.time()
+                if need > left:
+                    log(f"skip {st.config.run_id}: needs about {need / 3600:.1f} h at {torch.get_num_threads()} "
+                        f"thread(s), {left / 3600:.1f} h left; it waits for a longer call")  # fmt: skip
+                    skipped.append(st.config.run_id)
+                    continue
+                log(f"train {st.config.run_id} (about {need / 3600:.1f} h to finish; {left / 3600:.1f} h left)")
             if policy == "sequential":
                 est = estimate_seconds(st.config, data, dev, measure=False)
                 about = f"about {est / 3600:.1f} h in all" if not math.isnan(est) else "no rate measured yet"
                 log(f"train {st.config.run_id} ({about}; {(deadline - time.time()) / 3600:.1f} h left in this call)")
             try:
                 run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev,
-                                  deadline=deadline, until_deadline=policy == "sequential",
+                                  deadline=deadline, until_deadline=policy != "units",
                                   checkpoint_every_s=checkpoint_every_s)  # fmt: skip
             except RunWontFit as e:
                 log(str(e))
@@ -358,6 +374,22 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
     if claims is not None:  # a worker: report to the process that started it
         atomic_write(claims / f"report-{os.getpid()}.json", lambda f: f.write(json.dumps(result).encode()))
     return result
+
+
+POLICIES = ("sequential", "units", "finish")
+
+
+def seconds_to_finish(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> float:
+    """Estimated wall time left of ``cfg``'s run at this process's thread count: all of it, or what its
+    checkpoint leaves (rates measured at other thread counts do not count; without one, a few steps are
+    timed)."""
+    est = estimate_seconds(cfg, data, device, threads=torch.get_num_threads(), exact=True)
+    st = run_status(cfg, checkpoints=True)
+    if st.state == "partly":
+        spe = cfg.steps_per_epoch()
+        done = (st.epochs_done * spe + st.steps_done) / max(1, cfg.epochs * spe)
+        est = START_S + (est - START_S) * max(0.0, 1 - done)
+    return est
 
 
 def job_threads(workers: int) -> int:

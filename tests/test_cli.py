@@ -224,6 +224,42 @@ def test_on_a_cpu_the_plan_trains_run_after_run_and_stops_at_the_deadline(store,
         plan.train_missing(1, "smoke", device="cpu", data=synthetic, policy="random")
 
 
+def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_ones(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    # seed_resnet18 would not finish in the call; the runs after it, shorter, still train
+    seconds = {"seed_cnn": 5, "seed_resnet18": 1e9, "plain20": 5}
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: seconds[cfg.model])
+    calls = []
+
+    def fake_fit_or_load(cfg, **kw):
+        calls.append((cfg.run_id, kw["until_deadline"]))
+        return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 1.0})
+
+    monkeypatch.setattr(plan, "fit_or_load", fake_fit_or_load)
+    lines = []
+    out = plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, policy="finish",
+                             models=["seed_cnn", "seed_resnet18", "plain20"])  # fmt: skip
+    # what fits still stops at the deadline, checkpointed, if the estimate was short
+    assert calls[:2] == [("seed_cnn-smoke-s0", True), ("plain20-smoke-s0", True)] and all(u for _, u in calls)
+    assert "seed_resnet18-smoke-s0" not in dict(calls) and out["skipped"] == ["seed_resnet18-smoke-s0"]
+    assert out["trained"] == [run_id for run_id, _ in calls]
+    assert any(line.startswith("skip seed_resnet18-smoke-s0: needs about 277777.8 h at") for line in lines)
+
+
+def test_a_partly_trained_run_needs_only_what_its_checkpoint_leaves(monkeypatch):
+    from cnnlib import plan
+
+    cfg = plan.make_config("resnet20", "full", 0)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda c, d, dev, **kw: plan.START_S + 1000.0)
+    spe = cfg.steps_per_epoch()
+    partly = plan.PlanStatus(cfg, "partly", epochs_done=cfg.epochs // 4, steps_done=0)
+    monkeypatch.setattr(plan, "run_status", lambda c, checkpoints=False: partly)
+    assert spe > 0 and plan.seconds_to_finish(cfg, None, plan.torch.device("cpu")) == plan.START_S + 750.0
+    monkeypatch.setattr(plan, "run_status", lambda c, checkpoints=False: plan.PlanStatus(cfg, "missing"))
+    assert plan.seconds_to_finish(cfg, None, plan.torch.device("cpu")) == plan.START_S + 1000.0
+
+
 def test_worker_reports_merge_into_one_result(tmp_path):
     import json
 
@@ -264,7 +300,7 @@ def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
 
     monkeypatch.setattr(plan.engine, "cpu_name", lambda: "Intel(R) Xeon(R) Processor")
     monkeypatch.setattr(plan.engine, "bf16_features", lambda: ("amx_bf16",))
-    monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None: 123.0)
+    monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None, exact=False: 123.0)
     monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0)])
     assert plan.known_rate(cfg, "cpu") == 123.0  # the other CPU's run does not count here
     monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0), run("Intel(R) Xeon(R) Processor", 600.0)])
@@ -281,7 +317,7 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     from cnnlib.train import make_config
 
     monkeypatch.setattr(plan, "list_runs", lambda: [])
-    monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None: None)
+    monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None, exact=False: None)
     monkeypatch.setattr(plan, "measure_images_per_s", lambda cfg, data, dev: 100.0)
     cpu = torch.device("cpu")
     dissected, plain = make_config("plain56", "cpu", 0), make_config("plain56", "cpu", 1)  # seed 1: no tables

@@ -114,6 +114,9 @@ def test_the_plan_reads_the_rate_checked_at_its_jobs_thread_count(cache, monkeyp
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert engine.cached_rate("resnet20") == pytest.approx(64 / 1.6)  # this process's own thread count
     assert engine.cached_rate("resnet20", threads=1) == pytest.approx(64 / 0.4)  # the training jobs'
+    # a rate checked at one thread count stands in for another, unless only that thread count's will do
+    assert engine.cached_rate("resnet20", threads=4) == pytest.approx(64 / 0.4)
+    assert engine.cached_rate("resnet20", threads=4, exact=True) is None
 
 
 def test_the_engine_cache_can_live_elsewhere(tmp_path):
