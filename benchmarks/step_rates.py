@@ -1,13 +1,14 @@
 """Images/s of one training step per model and engine setting, on random images.
 
 For each model: fp32 (NCHW), fp32 + channels_last, bf16 autocast + channels_last and, with
-``--compile``, fp32 + channels_last under ``torch.compile`` (its compile time reported apart).
+``--compile``, the two channels_last settings under ``torch.compile`` (compile time reported apart).
 A step is the recipe's (forward, label-smoothing loss, backward, SGD with Nesterov); the first
 ``--warmup`` steps are not timed. This is what ``cnnlib.engine`` measures, at the recipe's batch
 size and for every setting, to show where each one pays.
 
     python benchmarks/step_rates.py --batch-size 512 --models resnet20 plain20 resnet56
     python benchmarks/step_rates.py --batch-size 128 --models resnet18 --compile --markdown
+    python benchmarks/step_rates.py --models seed_senet18 --settings bf16+cl "bf16+cl compiled"
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cnnlib.engine import Engine, bf16_features, cpu_name, time_step  # noqa: E4
 from cnnlib.verdicts import markdown  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False, False), "fp32+cl": ("fp32", True, False), "bf16+cl": ("bf16", True, False),
-            "fp32+cl compiled": ("fp32", True, True)}  # fmt: skip
+            "fp32+cl compiled": ("fp32", True, True), "bf16+cl compiled": ("bf16", True, True)}  # fmt: skip
 
 
 def rate(model_name: str, batch: int, setting: str, steps: int, warmup: int) -> tuple[float, float]:
@@ -43,11 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--compile", action="store_true", help="also time fp32 + channels_last compiled")
+    p.add_argument("--compile", action="store_true", help="also time the channels_last settings compiled")
     p.add_argument("--no-bf16", action="store_true", help="skip bf16 (slow where the CPU has no hardware bf16)")
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), help="only these settings")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
-    settings = [s for s in SETTINGS if (args.compile or "compiled" not in s) and not (args.no_bf16 and "bf16" in s)]
+    settings = args.settings or [s for s in SETTINGS if (args.compile or "compiled" not in s)
+                                 and not (args.no_bf16 and "bf16" in s)]  # fmt: skip
     rows = []
     for name in args.models:
         row = {"model": name}
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             r, warm = rate(name, args.batch_size, s, args.steps, args.warmup + (1 if "compiled" in s else 0))
             row[s] = round(r, 1)
             if "compiled" in s:
-                row["compile + warm-up s"] = round(warm, 1)
+                row[f"{s}: compile + warm-up s"] = round(warm, 1)
             print(f"{name} {s}: {r:.1f} images/s", file=sys.stderr, flush=True)
         rows.append(row)
     df = pd.DataFrame(rows)
