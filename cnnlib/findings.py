@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats, verdicts
-from .analysis import CHANCE, ORIGINAL_ACCURACY, label, model_costs
+from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
 from .results import Run
 
 CHANCE_LOSS = math.log(1 / CHANCE)  # cross-entropy of a uniform guess over the 10 classes: ln 10 = 2.30
@@ -160,6 +160,22 @@ def original_sentence(run: Run, test_labels: np.ndarray) -> str | None:
             f"{where}.")  # fmt: skip
 
 
+def target_sentence(run: Run, test_labels: np.ndarray) -> str | None:
+    """A full-profile run against the accuracy the study expects of its architecture
+    (``analysis.TARGET_ACCURACY``): met, missed (by how much), or too close to tell."""
+    if run.config.profile != "full" or run.config.tag or run.config.model not in TARGET_ACCURACY:
+        return None
+    ours, target = stats.accuracy_interval(run.predictions, test_labels), TARGET_ACCURACY[run.config.model]
+    if ours.low >= target:
+        verdict = f"meets it, {points(ours.estimate - target)} above, with its 95% interval above it"
+    elif ours.high < target:
+        verdict = f"misses it by {100 * (target - ours.estimate):.1f} points, with its 95% interval below it"
+    else:
+        verdict = "is within its 95% interval of it: too close to tell"
+    return (f"The study expects at least {pct(target)} of `{run.config.model}` under the full profile (a number set "
+            f"before training, which nothing is tuned toward); this run ({pct(ours.estimate)}) {verdict}.")
+
+
 def near_chance_note(runs: Iterable[Run]) -> str | None:
     low = [label(r) for r in runs if verdicts.final_test_acc(r) <= CHANCE + verdicts.NEAR_CHANCE]
     if not low:
@@ -176,7 +192,8 @@ def page_reading(original: Sequence[Run], ours: Sequence[Run], labels_of, *, ful
     paragraphs = []
     for group in (original, ours):
         if group:
-            paragraphs.append(" ".join(run_sentences(group[0], labels_of(group[0]))))
+            target = target_sentence(group[0], labels_of(group[0]))
+            paragraphs.append(" ".join([*run_sentences(group[0], labels_of(group[0])), *([target] if target else [])]))
     if original and ours:
         both = [comparison_sentence(ours, original, labels_of(ours[0])), cost_sentence(ours[0], original[0])]
         paragraphs.append(" ".join(s for s in both if s))
@@ -185,7 +202,8 @@ def page_reading(original: Sequence[Run], ours: Sequence[Run], labels_of, *, ful
         if full_original is not None:
             s = " ".join(x for x in (s, "Trained on the full protocol:",
                                      " ".join(run_sentences(full_original, labels_of(full_original))),
-                                     original_sentence(full_original, labels_of(full_original))) if x)
+                                     original_sentence(full_original, labels_of(full_original)),
+                                     target_sentence(full_original, labels_of(full_original))) if x)
         if s:
             paragraphs.append(s)
     note = near_chance_note([*original[:1], *ours[:1]])

@@ -217,8 +217,8 @@ figure { margin: 1.5rem 0; } figure img { width: 100%; height: auto; } figcaptio
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
 ol li { margin: 0.35rem 0; }
 """
-NUMERIC = {"original report (%)", "test accuracy (%)", "clean training accuracy (%)", "training images", "epochs",
-           "s / epoch"}
+NUMERIC = {"original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)", "training images",
+           "epochs", "s / epoch"}
 
 
 def _inline(markdown: str) -> str:

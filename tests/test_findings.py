@@ -13,7 +13,8 @@ from cnnlib.train import make_config
 LABELS = np.repeat(np.arange(10), 20)  # 200 test images, 20 per class
 
 
-def run_with(model, test_acc, *, clean=None, loss1=1.5, seed=0, right=None, device="cpu", s_epoch=1.0):
+def run_with(model, test_acc, *, clean=None, loss1=1.5, seed=0, right=None, device="cpu", s_epoch=1.0,
+             profile="smoke"):  # fmt: skip
     """A smoke-profile run whose history ends at ``test_acc`` and whose predictions get the first
     ``right`` test images right (default: as many as ``test_acc`` says)."""
     test_acc = np.asarray(test_acc, dtype=float)
@@ -23,7 +24,7 @@ def run_with(model, test_acc, *, clean=None, loss1=1.5, seed=0, right=None, devi
     right = round(test_acc[-1] * len(LABELS)) if right is None else right
     preds = np.where(np.arange(len(LABELS)) < right, LABELS, (LABELS + 1) % 10).astype(np.uint8)
     meta = {"device": device, "engine": {"precision": "fp32"}, "final": {"seconds_per_epoch": s_epoch}}
-    return Run(make_config(model, "smoke", seed), h, preds, meta, Path("/nonexistent"))
+    return Run(make_config(model, profile, seed), h, preds, meta, Path("/nonexistent"))
 
 
 def labels_of(_run):
@@ -80,6 +81,22 @@ def test_the_page_reading_puts_the_original_report_next_to_ours():
                              "200 training images) is +8.0 points from it, and our 95% interval lies wholly above it.")
     chance = findings.page_reading([run_with("seed_cnn", [0.1, 0.12])], [], labels_of)
     assert chance.endswith("`seed_cnn` ended within 5 points of chance (10%): it did not learn in this budget.")
+
+
+def test_a_full_run_is_read_against_the_accuracy_the_study_expects_of_it():
+    # 200 test images: the 95% interval is about +-6 points wide
+    missed = run_with("seed_resnet18", [0.5, 0.7], profile="full")
+    assert findings.target_sentence(missed, LABELS) == (
+        "The study expects at least 85.0% of `seed_resnet18` under the full profile (a number set before training, "
+        "which nothing is tuned toward); this run (70.0%) misses it by 15.0 points, with its 95% interval below it.")
+    assert "meets it, +13.0 points above" in findings.target_sentence(run_with("seed_densenet", [0.95], profile="full"),
+                                                                       LABELS)  # fmt: skip
+    assert "too close to tell" in findings.target_sentence(run_with("resnet20", [0.92], profile="full"), LABELS)
+    # only the full profile's runs, of the models with a target, are held to one
+    assert findings.target_sentence(run_with("seed_resnet18", [0.7]), LABELS) is None
+    assert findings.target_sentence(run_with("plain20", [0.7], profile="full"), LABELS) is None
+    text = findings.page_reading([missed], [], labels_of)
+    assert text.split("\n\n")[0].endswith("misses it by 15.0 points, with its 95% interval below it.")
 
 
 def test_the_comparison_closing_tables_the_verdicts_and_reads_the_family():
