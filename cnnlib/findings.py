@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats, verdicts
-from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
+from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, _by_model, label, model_costs
 from .results import Run
 
 CHANCE_LOSS = math.log(1 / CHANCE)  # cross-entropy of a uniform guess over the 10 classes: ln 10 = 2.30
@@ -176,6 +176,24 @@ def target_sentence(run: Run, test_labels: np.ndarray) -> str | None:
             f"before training, which nothing is tuned toward); this run ({pct(ours.estimate)}) {verdict}.")
 
 
+def targets_sentence(runs: Sequence[Run], labels_of) -> str | None:
+    """The full-profile runs (first seed of each model) against their targets, in one sentence; None if none
+    of them has one."""
+    parts = []
+    for model, group in _by_model(r for r in runs if r.config.profile == "full" and not r.config.tag).items():
+        run = min(group, key=lambda r: r.config.seed)
+        if model not in TARGET_ACCURACY:
+            continue
+        ours, target = stats.accuracy_interval(run.predictions, labels_of(run)), TARGET_ACCURACY[model]
+        verdict = ("meets it" if ours.low >= target else f"misses it by {100 * (target - ours.estimate):.1f} points"
+                   if ours.high < target else "is too close to tell")  # fmt: skip
+        parts.append(f"`{model}` {verdict} ({pct(ours.estimate)} against {pct(target)})")
+    if not parts:
+        return None
+    return ("Against the accuracy the study expects of each architecture under the full profile (set before "
+            "training; first seed, 95% interval over the test images): " + "; ".join(parts) + ".")
+
+
 def near_chance_note(runs: Iterable[Run]) -> str | None:
     low = [label(r) for r in runs if verdicts.final_test_acc(r) <= CHANCE + verdicts.NEAR_CHANCE]
     if not low:
@@ -296,5 +314,7 @@ def comparison_reading(original: Sequence[Run], controlled: Sequence[Run], label
     versus("seed_senet18", "seed_resnet18", "In the original models, whose SE-ResNet18 also has the CIFAR stem and "
                                             "whose ResNet18 the ImageNet one")  # fmt: skip
     sentences.append(fitting_sentence([*original, *controlled]))
+    if targets := targets_sentence([*original, *controlled], labels_of):
+        sentences.append(targets)
     table = verdict_overview(tables or {})
     return (table + "\n" if table else "") + "\n".join(f"- {s}" for s in sentences)
