@@ -165,12 +165,13 @@ def _cpu_of(run) -> tuple:
 
 
 def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *, exact: bool = False,
-               ) -> float | None:  # fmt: skip
+               checks: bool = True) -> float | None:  # fmt: skip
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
     model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
     engine's cached check (at its small batch, preferably at ``threads``, default this process's; on a CPU
-    the rate per image barely depends on the batch). With ``exact``, on a CPU, only what was measured at
-    that thread count counts. None if nothing."""
+    the rate per image depends on the batch: the check's underestimated resnet20's batch-512 runs by 1.6x
+    on a Xeon with AMX; ``checks=False`` leaves it out). With ``exact``, on a CPU, only what was measured
+    at that thread count counts. None if nothing."""
     # a CPU's rates say nothing of another CPU's; one name ("AMD EPYC") covers CPUs with and without
     # hardware bf16, so the bf16 features must agree too
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
@@ -186,12 +187,12 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
         return max(rates)
     if device_type == "cpu":
         ckpt = None if exact else _checkpoint_rates.get((cfg.model, cfg.batch_size))
-        return ckpt or engine.cached_rate(cfg.model, threads, exact=exact)
+        return ckpt or (engine.cached_rate(cfg.model, threads, exact=exact) if checks else None)
     return None
 
 
 def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.device, *, measure: bool = True,
-                     threads: int | None = None, exact: bool = False) -> float:  # fmt: skip
+                     threads: int | None = None, exact: bool = False, checks: bool = True) -> float:  # fmt: skip
     """Expected wall time of a run, evaluation, probes and after-training tables included: from stored epoch
     times of the same model and batch size on the same kind of device when there are any (with ``exact``,
     only those at ``threads``: ``known_rate``), else a short measurement (once per model and batch size in a
@@ -199,7 +200,7 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.devic
     n_train, n_test = cfg.n_images(data)
     n_clean = min(cfg.clean_subset or n_train, n_train)
     key = (cfg.model, device.type, cfg.batch_size)
-    rate = known_rate(cfg, device.type, threads, exact=exact) or _measured.get(key)
+    rate = known_rate(cfg, device.type, threads, exact=exact, checks=checks) or _measured.get(key)
     if rate is None:
         if not measure:
             return math.nan
@@ -381,9 +382,9 @@ POLICIES = ("sequential", "units", "finish")
 
 def seconds_to_finish(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> float:
     """Estimated wall time left of ``cfg``'s run at this process's thread count: all of it, or what its
-    checkpoint leaves (rates measured at other thread counts do not count; without one, a few steps are
-    timed)."""
-    est = estimate_seconds(cfg, data, device, threads=torch.get_num_threads(), exact=True)
+    checkpoint leaves. The rate: stored runs at this thread count, else a few steps timed at the run's batch
+    size (not the engine's check, whose small batch can be far slower per image)."""
+    est = estimate_seconds(cfg, data, device, threads=torch.get_num_threads(), exact=True, checks=False)
     st = run_status(cfg, checkpoints=True)
     if st.state == "partly":
         spe = cfg.steps_per_epoch()

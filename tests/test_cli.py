@@ -308,6 +308,10 @@ def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
     # nor does a run on a CPU of the same name without hardware bf16
     monkeypatch.setattr(plan, "list_runs", lambda: [run("Intel(R) Xeon(R) Processor", 300.0, bf16=())])
     assert plan.known_rate(cfg, "cpu") == 123.0
+    # the engine's small-batch check can be left out, and a run at another thread count when it must match
+    assert plan.known_rate(cfg, "cpu", checks=False) is None
+    monkeypatch.setattr(plan, "list_runs", lambda: [run("Intel(R) Xeon(R) Processor", 600.0)])
+    assert plan.known_rate(cfg, "cpu", threads=2, exact=True, checks=False) is None  # its threads: not recorded
 
 
 def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
