@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats, verdicts
-from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, _by_model, label, model_costs
+from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
 from .results import Run
 
 CHANCE_LOSS = math.log(1 / CHANCE)  # cross-entropy of a uniform guess over the 10 classes: ln 10 = 2.30
@@ -160,34 +160,42 @@ def original_sentence(run: Run, test_labels: np.ndarray) -> str | None:
             f"{where}.")  # fmt: skip
 
 
-def target_sentence(run: Run, test_labels: np.ndarray) -> str | None:
-    """A full-profile run against the accuracy the study expects of its architecture
-    (``analysis.TARGET_ACCURACY``): met, missed (by how much), or too close to tell."""
+def _against_target(run: Run, test_labels: np.ndarray) -> tuple[float, float, str] | None:
+    """(our test accuracy, the target, "met" / "missed" / "unclear" by its 95% binomial interval) of a
+    full-profile run whose model has a target (``analysis.TARGET_ACCURACY``); None otherwise."""
     if run.config.profile != "full" or run.config.tag or run.config.model not in TARGET_ACCURACY:
         return None
     ours, target = stats.accuracy_interval(run.predictions, test_labels), TARGET_ACCURACY[run.config.model]
-    if ours.low >= target:
-        verdict = f"meets it, {points(ours.estimate - target)} above, with its 95% interval above it"
-    elif ours.high < target:
-        verdict = f"misses it by {100 * (target - ours.estimate):.1f} points, with its 95% interval below it"
-    else:
-        verdict = "is within its 95% interval of it: too close to tell"
+    return ours.estimate, target, "met" if ours.low >= target else "missed" if ours.high < target else "unclear"
+
+
+def target_sentence(run: Run, test_labels: np.ndarray) -> str | None:
+    """A full-profile run against the accuracy the study expects of its architecture: met, missed (by how
+    much), or too close to tell."""
+    if (checked := _against_target(run, test_labels)) is None:
+        return None
+    ours, target, outcome = checked
+    verdict = {"met": f"meets it, {points(ours - target)} above, with its 95% interval above it",
+               "missed": f"misses it by {100 * (target - ours):.1f} points, with its 95% interval below it",
+               "unclear": "is within its 95% interval of it: too close to tell"}[outcome]  # fmt: skip
     return (f"The study expects at least {pct(target)} of `{run.config.model}` under the full profile (a number set "
-            f"before training, which nothing is tuned toward); this run ({pct(ours.estimate)}) {verdict}.")
+            f"before training, which nothing is tuned toward); this run ({pct(ours)}) {verdict}.")
 
 
 def targets_sentence(runs: Sequence[Run], labels_of) -> str | None:
     """The full-profile runs (first seed of each model) against their targets, in one sentence; None if none
     of them has one."""
+    first: dict[str, Run] = {}
+    for r in sorted((r for r in runs if r.config.profile == "full" and not r.config.tag), key=lambda r: r.config.seed):
+        first.setdefault(r.config.model, r)
     parts = []
-    for model, group in _by_model(r for r in runs if r.config.profile == "full" and not r.config.tag).items():
-        run = min(group, key=lambda r: r.config.seed)
-        if model not in TARGET_ACCURACY:
+    for model, run in first.items():
+        if (checked := _against_target(run, labels_of(run))) is None:
             continue
-        ours, target = stats.accuracy_interval(run.predictions, labels_of(run)), TARGET_ACCURACY[model]
-        verdict = ("meets it" if ours.low >= target else f"misses it by {100 * (target - ours.estimate):.1f} points"
-                   if ours.high < target else "is too close to tell")  # fmt: skip
-        parts.append(f"`{model}` {verdict} ({pct(ours.estimate)} against {pct(target)})")
+        ours, target, outcome = checked
+        verdict = {"met": "meets it", "missed": f"misses it by {100 * (target - ours):.1f} points",
+                   "unclear": "is too close to tell"}[outcome]  # fmt: skip
+        parts.append(f"`{model}` {verdict} ({pct(ours)} against {pct(target)})")
     if not parts:
         return None
     return ("Against the accuracy the study expects of each architecture under the full profile (set before "

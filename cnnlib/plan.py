@@ -169,7 +169,7 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
     model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
     engine's cached check (at its small batch, preferably at ``threads``, default this process's; on a CPU
-    the rate per image depends on the batch: the check's underestimated resnet20's batch-512 runs by 1.6x
+    the rate per image depends on the batch: the check underestimated resnet20's batch-512 runs by 1.6x
     on a Xeon with AMX; ``checks=False`` leaves it out). With ``exact``, on a CPU, only what was measured
     at that thread count counts. None if nothing."""
     # a CPU's rates say nothing of another CPU's; one name ("AMD EPYC") covers CPUs with and without
