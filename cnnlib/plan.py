@@ -351,8 +351,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                     continue
                 log(f"train {st.config.run_id} (about {need / 3600:.1f} h to finish; {left / 3600:.1f} h left)")
             if policy == "sequential":
-                est = estimate_seconds(st.config, data, dev, measure=False)
-                about = f"about {est / 3600:.1f} h in all" if not math.isnan(est) else "no rate measured yet"
+                # only rates measured at this job's threads: a check at another count can be far off
+                n = torch.get_num_threads()
+                est = estimate_seconds(st.config, data, dev, measure=False, threads=n, exact=True)
+                about = f"about {est / 3600:.1f} h in all" if not math.isnan(est) else f"no rate at {n} thread(s) yet"
                 log(f"train {st.config.run_id} ({about}; {(deadline - time.time()) / 3600:.1f} h left in this call)")
             try:
                 run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev,

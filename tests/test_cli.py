@@ -205,7 +205,7 @@ def test_on_a_cpu_the_plan_trains_run_after_run_and_stops_at_the_deadline(store,
     from cnnlib.train import RunWontFit
 
     # estimates play no part: a run that does not fit trains until the deadline and resumes next time
-    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, measure=True: 1e9)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: 1e9)
     calls = []
 
     def fake_fit_or_load(cfg, **kw):
@@ -222,6 +222,25 @@ def test_on_a_cpu_the_plan_trains_run_after_run_and_stops_at_the_deadline(store,
     assert out["skipped"][0] == "plain20-smoke-s0"  # what comes after the stopped run waits
     with pytest.raises(ValueError, match="unknown policy"):
         plan.train_missing(1, "smoke", device="cpu", data=synthetic, policy="random")
+
+
+def test_the_sequential_log_estimates_only_from_rates_at_the_jobs_threads(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    # the engine's check of this model was made at another thread count only: no estimate from it
+    checked = {1: 64 / 0.7}
+    monkeypatch.setattr(plan.engine, "cached_rate",
+                        lambda model, threads=None, exact=False: checked.get(threads) if exact else 64 / 0.7)
+    monkeypatch.setattr(plan.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(plan, "fit_or_load", lambda cfg, **kw: SimpleNamespace(final={"test_acc": 0.5},
+                                                                               meta={"train_s": 1.0}))
+    lines = []
+    plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, models=["seed_cnn"])
+    assert any(line.startswith("train seed_cnn-smoke-s0 (no rate at 2 thread(s) yet;") for line in lines), lines
+    checked[2] = 64 / 0.35
+    lines.clear()
+    plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, models=["plain20"])
+    assert any(line.startswith("train plain20-smoke-s0 (about ") for line in lines), lines
 
 
 def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_ones(store, synthetic, monkeypatch):
