@@ -16,7 +16,7 @@ import torchinfo
 from .data import CIFAR10, CLASSES
 from .models import create_model
 from .results import Run
-from .stats import area_under_curve
+from .stats import accuracy_interval, area_under_curve
 
 
 @cache
@@ -66,6 +66,52 @@ def data_note(runs: Iterable[Run]) -> str:
         parts.append(f"profile '{profile}', {imgs}, seed{'s' if len(seeds) > 1 else ''} "
                      f"{', '.join(map(str, seeds))}")  # fmt: skip
     return "; ".join(parts)
+
+
+def family_titles(families: dict[str, Iterable[Run]]) -> dict[str, str]:
+    """Each family's title for the figures and tables that show several families side by side: its name,
+    followed by its profile where the families come from different profiles (their numbers do not
+    compare across them, and the reader must see that before reading a panel)."""
+    profiles = {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
+    if len(set(profiles.values())) <= 1:
+        return {name: name for name in families}
+    return {name: f"{name} (profile {', '.join(repr(p) for p in ps)})" for name, ps in profiles.items()}
+
+
+def profiles_line(families: dict[str, Iterable[Run]]) -> str:
+    """Markdown: the profile each family is shown in; where they differ, that each family is read on its
+    own and which profile the others wait for."""
+    families = {name: list(runs) for name, runs in families.items()}
+    shown = {name: ", ".join(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
+    if len(set(shown.values())) == 1:
+        return f"Results shown: profile **{next(iter(shown.values()))}**."
+    each = "; ".join(f"{name}: profile **{p}**" for name, p in shown.items())
+    return (f"Results shown: {each}. Each family is shown in the richest profile of which all its runs exist, so "
+            "the families come from different profiles here: compare models within a family, never across "
+            "the two, until both have runs of one profile.")
+
+
+def accuracy_cost(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
+    """One row per run: model, profile, multiply-adds per image (G) and final test accuracy with its exact 95%
+    binomial interval over the test images (``acc``, ``low``, ``high``), sorted by cost."""
+    rows = []
+    for r in runs:
+        iv = accuracy_interval(r.predictions, test_labels(data, r))
+        rows.append({"model": r.config.model, "profile": r.config.profile,
+                     "GMACs": model_costs(r.config.model)["macs"] / 1e9,
+                     "acc": iv.estimate, "low": iv.low, "high": iv.high})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["GMACs", "acc"], ignore_index=True)
+
+
+def accuracy_cost_panels(families: dict[str, Iterable[Run]], data: CIFAR10) -> dict[str, pd.DataFrame]:
+    """The panels of an accuracy-against-cost figure (title -> ``accuracy_cost`` table): one panel for all
+    families when they share a profile, else one per family, each titled with its profile and data, so
+    that no axis mixes runs of different profiles."""
+    families = {name: list(runs) for name, runs in families.items()}
+    everything = [r for runs in families.values() for r in runs]
+    if len({r.config.profile for r in everything}) <= 1:
+        return {data_note(everything): accuracy_cost(everything, data)}
+    return {f"{name}\n({data_note(runs)})": accuracy_cost(runs, data) for name, runs in families.items() if runs}
 
 
 def mean_std(values: Iterable[float], scale: float = 100, digits: int = 1, *, seeds: bool = False) -> str:
@@ -168,8 +214,6 @@ def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
 def per_class_note(runs: Iterable[Run], data: CIFAR10) -> str:
     """How many test images each per-class entry rests on, and the width of its exact 95% interval at the
     widest (an accuracy of 50%), e.g. '50 test images per class: ... about ±14 points'."""
-    from .stats import accuracy_interval
-
     counts = sorted({int(n) for r in runs for n in np.bincount(test_labels(data, r), minlength=len(CLASSES))})
     n = counts[0]
     half = np.zeros(n, dtype=int)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats, verdicts
-from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
+from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, family_titles, label, model_costs
 from .results import Run
 
 CHANCE_LOSS = math.log(1 / CHANCE)  # cross-entropy of a uniform guess over the 10 classes: ln 10 = 2.30
@@ -257,6 +257,10 @@ def ranking_sentence(runs: Sequence[Run], family: str) -> str:
             + ", ".join(f"`{m}` ({pct(a)})" for m, a, _ in rest) + f" (final test accuracy, {over}).")
 
 
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
 def fitting_sentence(runs: Sequence[Run]) -> str:
     """Which models fit their training data (clean training accuracy at least ``verdicts.FITS_TRAINING``)."""
     best: dict[str, float] = {}
@@ -272,7 +276,8 @@ def fitting_sentence(runs: Sequence[Run]) -> str:
     if len(fit) == len(best):
         return (f"Every model fits its training images (final clean training accuracy of at least "
                 f"{pct(verdicts.FITS_TRAINING, 0)}): the accuracy differences are differences in generalisation.")
-    return (f"{', '.join(f'`{m}`' for m in fit)} fit{'s' if len(fit) == 1 else ''} its training images (clean training "
+    verb = "fits its" if len(fit) == 1 else "fit their"
+    return (f"{', '.join(f'`{m}`' for m in fit)} {verb} training images (clean training "
             f"accuracy of at least {pct(verdicts.FITS_TRAINING, 0)}) and the others do not, so part of each gap "
             "between the two groups is training still under way.")
 
@@ -307,9 +312,10 @@ def comparison_reading(original: Sequence[Run], controlled: Sequence[Run], label
     by = {}
     for r in [*original, *controlled]:
         by.setdefault(label(r), []).append(r)
-    sentences = [ranking_sentence(original, "the original models")] if original else []
-    if controlled:
-        sentences.append(ranking_sentence(controlled, "the controlled family"))
+    families = {name: runs for name, runs in (("the original models", original), ("the controlled family", controlled))
+                if runs}  # fmt: skip
+    titles = family_titles(families)  # with their profiles where the two differ
+    sentences = [ranking_sentence(runs, titles[name]) for name, runs in families.items()]
 
     def versus(a, b, what):
         if a in by and b in by:
@@ -321,7 +327,10 @@ def comparison_reading(original: Sequence[Run], controlled: Sequence[Run], label
     versus("se_resnet18", "resnet18", "Adding the SE module (same skeleton)")
     versus("seed_senet18", "seed_resnet18", "In the original models, whose SE-ResNet18 also has the CIFAR stem and "
                                             "whose ResNet18 the ImageNet one")  # fmt: skip
-    sentences.append(fitting_sentence([*original, *controlled]))
+    if all(titles[name] == name for name in families):  # one profile: one sentence for all
+        sentences.append(fitting_sentence([*original, *controlled]))
+    else:  # training images fitted in one profile say nothing of the other's
+        sentences += [f"Of {titles[name]}: {_lower_first(fitting_sentence(runs))}" for name, runs in families.items()]
     if targets := targets_sentence([*original, *controlled], labels_of):
         sentences.append(targets)
     table = verdict_overview(tables or {})

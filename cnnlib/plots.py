@@ -313,6 +313,29 @@ def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "mod
     return fig
 
 
+def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy against cost") -> plt.Figure:
+    """Final test accuracy against multiply-adds per image (log scale), one panel per table of
+    ``analysis.accuracy_cost_panels`` (title -> rows), with each run's 95% interval as an error bar and the
+    model's name beside it; models of one cost are labelled one above another. Panels keep their own
+    accuracy axis: they hold different profiles."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 if len(panels) == 1 else 6 * len(panels), 4.5),
+                             sharex=True, squeeze=False)  # fmt: skip
+    for ax, (name, table) in zip(axes[0], panels.items(), strict=True):
+        stack = table.groupby(np.log10(table["GMACs"]).round(1)).cumcount()  # costs within ~12% share a stack
+        colors = palette(table["model"])
+        for (_, r), k in zip(table.iterrows(), stack, strict=True):
+            ax.errorbar(r["GMACs"], r["acc"], yerr=[[r["acc"] - r["low"]], [r["high"] - r["acc"]]], fmt="o",
+                        capsize=3, color=colors[r["model"]])  # fmt: skip
+            ax.annotate(r["model"], (r["GMACs"], r["acc"]), textcoords="offset points", xytext=(7, -3 + 11 * k),
+                        fontsize=8, color=colors[r["model"]])  # fmt: skip
+        ax.set(xscale="log", xlabel="multiply-adds per image (G)", title=name)
+        ax.set_ylabel("final test accuracy" if ax is axes[0, 0] else "")
+    plain_log_labels(fig)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def confusion(cm: pd.DataFrame, *, title: str = "", ax: plt.Axes | None = None) -> plt.Axes:
     """Row-normalised confusion matrix (each row sums to 1)."""
     ax = ax or plt.subplots(figsize=(6.5, 5.5))[1]

@@ -40,3 +40,28 @@ def test_figure_notes_group_runs_by_profile_with_their_image_counts_and_seeds():
         ("smoke", "200 training / 100 test images", 3)]
     assert analysis.data_note(runs) == "profile 'smoke', 200 training / 100 test images, seeds 0, 1, 2"
     assert analysis.data_note(runs[:1]) == "profile 'smoke', 200 training / 100 test images, seed 0"
+
+
+def test_families_of_different_profiles_get_their_profile_in_their_title_and_panels_of_their_own(monkeypatch):
+    from test_findings import LABELS, run_with
+
+    full = [run_with("seed_senet18", [0.5, 0.9], profile="full"), run_with("seed_cnn", [0.4, 0.6], profile="full")]
+    pilot = [run_with("resnet18", [0.2, 0.3]), run_with("plainnet18", [0.2, 0.35])]
+    families = {"original models": full, "controlled family": pilot}
+    assert analysis.family_titles(families) == {"original models": "original models (profile 'full')",
+                                                "controlled family": "controlled family (profile 'smoke')"}
+    assert analysis.family_titles({"a": pilot, "b": pilot[:1]}) == {"a": "a", "b": "b"}
+    assert analysis.profiles_line(families).startswith(
+        "Results shown: original models: profile **full**; controlled family: profile **smoke**. ")
+    assert analysis.profiles_line({"a": pilot, "b": pilot}) == "Results shown: profile **smoke**."
+
+    monkeypatch.setattr(analysis, "test_labels", lambda _data, _run: LABELS)  # the fake runs' test images
+    panels = analysis.accuracy_cost_panels(families, data=None)
+    assert [t.split("\n")[0] for t in panels] == ["original models", "controlled family"]
+    assert ["profile 'full'" in t for t in panels] == [True, False]
+    first = panels[next(t for t in panels if "full" in t)]
+    assert first["model"].tolist() == ["seed_cnn", "seed_senet18"]  # sorted by cost
+    assert first["acc"].tolist() == [0.6, 0.9] and set(first["profile"]) == {"full"}
+    assert ((first["low"] < first["acc"]) & (first["acc"] < first["high"])).all()
+    (title, table), = analysis.accuracy_cost_panels({"a": pilot, "b": pilot[:1]}, data=None).items()
+    assert title.startswith("profile 'smoke'") and len(table) == 3  # one profile: one panel of every run

@@ -134,3 +134,23 @@ def test_fitting_is_said_for_all_some_or_none():
     fit, short = run_with("resnet20", [0.5, 0.9], clean=[0.6, 0.95]), run_with("plain20", [0.5, 0.6])
     assert findings.fitting_sentence([fit]).startswith("Every model fits its training images")
     assert findings.fitting_sentence([fit, short]).startswith("`resnet20` fits its training images")
+
+
+def test_families_of_different_profiles_are_named_with_their_profile_and_read_apart():
+    full = [run_with(m, [0.5, a], clean=[0.6, c], profile="full")
+            for m, a, c in (("seed_senet18", 0.89, 0.97), ("seed_resnet18", 0.81, 0.88), ("seed_densenet", 0.85, 0.93))]
+    pilot = [run_with(m, [0.2, 0.3 + 0.01 * s], seed=s) for m in ("resnet18", "plainnet18", "se_resnet18")
+             for s in range(3)]  # fmt: skip
+    text = findings.comparison_reading(full, pilot, labels_of)
+    bullets = text.split("- ")[1:]
+    assert bullets[0].startswith("The original models (profile 'full'): `seed_senet18` ends highest (89.0%)")
+    assert bullets[1].startswith("The controlled family (profile 'smoke'): ")
+    # fitting is read per family: the full runs fit, the pilot's do not, and neither sentence mixes them
+    fitting = [b for b in bullets if "training images (" in b]
+    assert fitting[0].startswith("Of the original models (profile 'full'): `seed_senet18`, `seed_densenet` fit their "
+                                 "training images")
+    assert fitting[1].startswith("Of the controlled family (profile 'smoke'): no model fits its training images")
+    # one profile: the names stay bare and one fitting sentence covers both families
+    same = findings.comparison_reading([r for r in pilot if r.config.model == "resnet18"],
+                                       [r for r in pilot if r.config.model != "resnet18"], labels_of)
+    assert "profile" not in same and same.count("fits its training images") == 1

@@ -127,3 +127,15 @@ def test_loss_rows_of_a_grid_clip_together():
     assert ax_a.get_ylim() == ax_b.get_ylim() and ax_a.get_ylim()[1] < 10
     assert all(any("off the axis" in t.get_text() for t in ax.texts) for ax in (ax_a, ax_b))
     plt.close(fig)
+
+
+def test_accuracy_against_cost_gives_each_panel_its_title_and_stacks_labels_of_one_cost():
+    table = pd.DataFrame({"model": ["plainnet18", "resnet18", "densenet121"], "GMACs": [0.549, 0.555, 0.888],
+                          "acc": [0.30, 0.31, 0.5], "low": [0.25, 0.26, 0.45], "high": [0.35, 0.36, 0.55]})
+    fig = plots.accuracy_cost({"left (profile 'full')": table, "right (profile 'cpu')": table.iloc[:1]})
+    left, right = fig.axes
+    assert [left.get_title(), right.get_title()] == ["left (profile 'full')", "right (profile 'cpu')"]
+    assert left.get_xscale() == "log" and left.get_ylabel() == "final test accuracy" and right.get_ylabel() == ""
+    offsets = {t.get_text(): t.xyann[1] for t in left.texts}  # the two nets of one cost: labels one above another
+    assert offsets["resnet18"] - offsets["plainnet18"] == 11 and offsets["densenet121"] == -3
+    plt.close(fig)
