@@ -467,6 +467,9 @@ def _lesion_rows(lesion_table: pd.DataFrame) -> list[dict]:
             evidence += f"; at the floor: {r['why'].split(': within')[0]}"
         elif r["verdict"] == verdicts.CANNOT_TELL_ONE_NET:
             evidence += f"; {r[verdicts.THESE_NETWORKS]}"
+        if "lost all it could" in r["why"]:  # one net at chance: the verdict stands in the one direction it can
+            net = r["why"].split(" is left within")[0].split("; ")[-1]
+            evidence += f"; {net} is left at chance, which only understates its loss"
         rows.append({"claim": r["claim"], "verdict": r["verdict"], "evidence": evidence})
     return rows
 

@@ -105,7 +105,7 @@ def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float]
         cmp = stats.paired_difference(a[seed].predictions, b[seed].predictions, labels)
         return dict(estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=1,
                     evidence=stats.bootstrap_evidence(cmp),
-                    method=f"paired bootstrap over {cmp.n} test images, seed {seed} ({THESE_NETWORKS}); "
+                    method=f"paired bootstrap over {cmp.n:,} test images, seed {seed} ({THESE_NETWORKS}); "
                            f"McNemar p={cmp.p_mcnemar:.2g}", confidence=0.95)  # fmt: skip
     est = np.mean(list(va.values())) - np.mean(list(vb.values()))
     return dict(estimate=float(est), low=math.nan, high=math.nan, seeds=1, method="one seed: no interval",
@@ -537,9 +537,11 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
     verdict rests on a Welch interval across networks. With one network per architecture the draws
     are the only spread, which is variation within one network: the verdict is "cannot tell (one
     network per architecture)", and the column 'these trained networks only' gives what the Welch
-    interval over the draws says about those two networks. A net left within ``NEAR_CHANCE`` of
-    chance (after the deletions, or intact) has nothing left to lose: "cannot tell (floor)". The
-    table's intervals are Holm-adjusted across its rows (``attrs['note']``)."""
+    interval over the draws says about those two networks. A net within ``NEAR_CHANCE`` of chance
+    intact, or both nets after the deletions, have nothing left to lose: "cannot tell (floor)". One
+    net left there alone lost all it could, which biases the difference one way only: a plain net at
+    chance still confirms the claim (never refutes it), a residual net at chance still refutes it. The
+    table's intervals are Holm-adjusted across its tested rows (``attrs['note']``)."""
     m = by_model(runs)
     rows = []
     for residual, plain in pairs:
@@ -547,13 +549,20 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             cr, cp = _lesion_curves(m.get(residual, {}), k), _lesion_curves(m.get(plain, {}), k)
             if not cr or not cp:
                 continue
-            low_nets = [f"{n} ({100 * np.mean([v['left'] for v in c.values()]):.1f}% left, intact "
-                        f"{100 * np.mean([v['intact'] for v in c.values()]):.1f}%)"
-                        for n, c in ((plain, cp), (residual, cr))
-                        if _near_chance([np.mean([v["left"] for v in c.values()])])
-                        or _near_chance([np.mean([v["intact"] for v in c.values()])])]  # fmt: skip
-            row = {"residual": residual, "plain": plain, "k": k, "nets": (len(cp), len(cr)), "floor": low_nets,
-                   "untested": bool(low_nets), "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
+            low, untrained = {}, False  # the nets left near chance; whether one was there before any deletion
+            for n, c in ((plain, cp), (residual, cr)):
+                left, intact = (np.mean([v[key] for v in c.values()]) for key in ("left", "intact"))
+                if _near_chance([left]) or _near_chance([intact]):
+                    low[n] = f"{n} ({100 * left:.1f}% left, intact {100 * intact:.1f}%)"
+                    untrained |= _near_chance([intact])
+            # A net left at chance lost all it could: its loss understates what the deletions did to it. With only
+            # the plain net there, the measured difference can only be too small, so an interval above 0 still
+            # confirms the claim (Veit et al.'s collapse) and nothing can refute it; with only the residual net
+            # there, the other way round. Both there, or a net at chance intact, and the losses do not compare.
+            one_sided = {plain: +1, residual: -1}[next(iter(low))] if len(low) == 1 and not untrained else 0
+            row = {"residual": residual, "plain": plain, "k": k, "nets": (len(cp), len(cr)),
+                   "floor": list(low.values()), "one_sided": one_sided, "untested": bool(low) and not one_sided,
+                   "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
             if min(len(cp), len(cr)) >= 2:
                 per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]
                 ev = stats.welch_contrast(per_net, [1, -1], bounds=(-1, 1))
@@ -574,7 +583,16 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
     out = []
     for r in rows:
         within = stats.verdict(r["low"], r["high"], +1)
-        if r["floor"]:
+        floor_why = ""
+        if r["one_sided"]:
+            stands = {+1: CONFIRMED, -1: REFUTED}[r["one_sided"]]  # the only conclusion the floor cannot have made
+            if within == stands:
+                floor_why = (f"{r['floor'][0]} is left within {100 * NEAR_CHANCE:g} points of chance (10%): it lost "
+                             f"all it could, so its loss understates the damage and the difference can only be "
+                             f"{'larger' if r['one_sided'] > 0 else 'smaller'}; {within} stands")  # fmt: skip
+            else:
+                within = CANNOT_TELL_FLOOR
+        if r["floor"] and not floor_why:
             v = CANNOT_TELL_FLOOR
             why = (f"{' and '.join(r['floor'])}: within {100 * NEAR_CHANCE:g} points of chance (10%) a net has "
                    "nothing left to lose, so the losses do not compare; the accuracies left (the lesion table) "
@@ -583,10 +601,12 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
         elif r.get("one_net"):
             v = CANNOT_TELL_ONE_NET
             only = f"{within} for these two trained networks ({r['seeds']}) only"
-            why = ("one trained network per architecture stores lesion tables: the random draws vary the deleted "
-                   "blocks of one network, not the training, so the interval says nothing about the architectures")
+            why = "; ".join(filter(None, (
+                "one trained network per architecture stores lesion tables: the random draws vary the deleted "
+                "blocks of one network, not the training, so the interval says nothing about the architectures",
+                floor_why)))  # fmt: skip
         else:
-            v, only, why = within, "", ""
+            v, only, why = within, "", floor_why
         level = _level(r)
         out.append({"claim": f"deleting {r['k']} random block(s) costs {r['plain']} more accuracy than {r['residual']}",
                     "difference (points)": _fmt(r, unit=""),

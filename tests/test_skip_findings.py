@@ -124,7 +124,12 @@ def test_the_07_summary_carries_the_verdicts_it_was_given():
     lesion = pd.DataFrame([{"claim": "deleting 1 random block(s) costs plain56 more accuracy than resnet56",
                             "difference (points)": "+7.5 [+5.0, +10.0]", "interval from": "Welch t; 95% level",
                             "verdict": "cannot tell (floor)", verdicts.THESE_NETWORKS: "",
-                            "why": "plain56 (11.7% left, intact 22.4%): within 5 points of chance (10%) ..."}])
+                            "why": "plain56 (11.7% left, intact 22.4%): within 5 points of chance (10%) ..."},
+                           {"claim": "deleting 1 random block(s) costs plain20 more accuracy than resnet20",
+                            "difference (points)": "+52.0 [+38.7, +65.4]", "interval from": "Welch t; 95% level",
+                            "verdict": "confirmed", verdicts.THESE_NETWORKS: "",
+                            "why": "plain20 (9.9% left, intact 85.6%) is left within 5 points of chance (10%): it "
+                                   "lost all it could, ...; confirmed stands"}])  # fmt: skip
     lz = pd.DataFrame({"intact accuracy (%)": [22.4, 37.2], "one block deleted, mean (%)": [11.7, 32.6]},
                       index=pd.Index(["plain56", "resnet56"], name="model"))  # fmt: skip
     sh = pd.DataFrame({"plain": ["0.67 [-0.38, 0.98]"], "residual": ["0.99 [0.99, 0.99]"],
@@ -136,6 +141,8 @@ def test_the_07_summary_carries_the_verdicts_it_was_given():
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in md.splitlines()[2:] if line.startswith("| ")}
     assert md.splitlines()[len(rows) + 2] == ""  # a blank line ends the table before the notes
     assert rows[lesion["claim"].iloc[0]] == "cannot tell (floor)"
+    assert rows[lesion["claim"].iloc[1]] == "confirmed"
+    assert "plain20 (9.9% left, intact 85.6%) is left at chance, which only understates its loss" in md
     assert rows["at initialisation the residual net's input gradient is more correlated than the plain net's "
                 "(depth 56; Balduzzi et al.)"] == "confirmed"
     assert rows["the deeper plain nets fit their training data worse (He et al.)"] == deg["verdict"].iloc[0]

@@ -233,12 +233,13 @@ def test_lesions_replicate_over_trained_networks_when_several_store_tables(tmp_p
     assert row["interval from"].startswith("Welch t over 3 and 3 trained networks")
 
 
-def test_a_lesion_comparison_with_a_side_near_chance_cannot_tell(tmp_path):
-    runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.37, [0.33, 0.34, 0.35, 0.32, 0.36])
+def test_a_lesion_comparison_with_both_sides_near_chance_cannot_tell(tmp_path):
+    runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.37, [0.13, 0.14, 0.12, 0.12, 0.14])  # left at 13.0%
     runs += lesioned(tmp_path, "plain56", [0, 1, 2], 0.22, [0.11, 0.12, 0.10, 0.13, 0.12])  # left at 11.6%
     row = verdicts.lesion_verdict(runs)
     assert row["verdict"] == "cannot tell (floor)" == verdicts.CANNOT_TELL_FLOOR
     assert "plain56 (11.6% left" in row["why"] and "within 5 points of chance" in row["why"]
+    assert "resnet56 (13.0% left" in row["why"]
     assert verdicts.lesion_verdict(runs, k=5) == {}  # no table with k = 5
 
 
@@ -250,3 +251,28 @@ def test_degradation_compares_losses_of_fit_only_above_the_floor():
     assert "plain56 sits within 5 points of chance" in t["what would settle it"].iloc[2]
     assert t.attrs["claims"] == 2 and "Holm-adjusted across the 2 claims" in t.attrs["note"]
     assert "Welch t over 3 seeds" in t["interval from"].iloc[0]  # architectures are not paired by seed number
+
+
+def test_a_net_left_at_chance_alone_lets_the_verdict_stand_in_the_one_direction_the_floor_cannot_fake(tmp_path):
+    # the plain net collapses to chance, the residual net keeps most of its accuracy (Veit et al.)
+    runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.80, [0.70, 0.72, 0.71, 0.69, 0.73])
+    runs += lesioned(tmp_path, "plain56", [0, 1, 2], 0.78, [0.10, 0.11, 0.10, 0.12, 0.10])
+    row = verdicts.lesion_verdict(runs)
+    assert row["verdict"] == "confirmed"
+    assert row["why"].startswith("plain56 (10.") and "lost all it could" in row["why"]
+    assert "can only be larger" in row["why"]
+    # one network per architecture: the architectures stay untold, these two networks are confirmed
+    one = verdicts.lesion_verdict([r for r in runs if r.config.seed == 0])
+    assert one["verdict"] == verdicts.CANNOT_TELL_ONE_NET
+    assert one["these trained networks only"] == "confirmed for these two trained networks (seed 0 nets) only"
+    assert "lost all it could" in one["why"]
+    # the residual net at chance and the plain one not: a refutation stands, a confirmation could be the floor's
+    runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.60, [0.11, 0.12, 0.10, 0.13, 0.12])
+    refuting = runs + lesioned(tmp_path, "plain56", [0, 1, 2], 0.80, [0.40, 0.42, 0.41, 0.39, 0.43])
+    assert verdicts.lesion_verdict(refuting)["verdict"] == "refuted"
+    row = verdicts.lesion_verdict(runs + lesioned(tmp_path, "plain56", [0, 1, 2], 0.80, [0.20, 0.22, 0.21, 0.19, 0.2]))
+    assert row["verdict"] == verdicts.CANNOT_TELL_FLOOR and "resnet56 (11.6% left" in row["why"]
+    # a net at chance before any deletion never compares
+    runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.80, [0.70, 0.72, 0.71, 0.69, 0.73])
+    runs += lesioned(tmp_path, "plain56", [0, 1, 2], 0.13, [0.10, 0.11, 0.10, 0.12, 0.10])
+    assert verdicts.lesion_verdict(runs)["verdict"] == verdicts.CANNOT_TELL_FLOOR
