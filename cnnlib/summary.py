@@ -215,22 +215,29 @@ def _one_net(v: pd.Series) -> str:
     return " (over random deletions within one trained network each)" if within else ""
 
 
+def _adjusted(k: int, what: str, intervals: str) -> str:
+    """How a table's intervals were drawn, for a verdict line: across seeds and Holm-adjusted over its ``k``
+    tested ``what``, or none yet (one seed of a net gives no interval across seeds)."""
+    if k == 0:
+        return "no interval across seeds yet: a net has one seed"
+    adjusted = f", Holm-adjusted across the {k} {what} of notebook 06's table" if k > 1 else ""
+    return f"{intervals} across seeds{adjusted}"
+
+
 def verdict_lines(c: Claims) -> list[str]:
     """The README's verdict lines (Markdown)."""
     o, d, vg = c.overfitting, c.degradation, c.gradients
     out = [f"Verdicts on the degradation family (profile `{c.profile}`, notebooks 06 and 07; each table's "
            f"intervals Holm-adjusted across its claims, family-wise error {100 * verdicts.ALPHA:g}%):", "",
            f"- *\"Plain CNNs with many layers overfit\"*: **{o['verdict']}**: {o['why']}.",
-           f"- Degradation, in clean training error (Welch intervals across seeds, Holm-adjusted across the "
-           f"{d.attrs['claims']} claims of notebook 06's table): "
+           f"- Degradation, in clean training error ({_adjusted(d.attrs['claims'], 'claims', 'Welch intervals')}): "
            + "; ".join(f"{r['comparison (clean training error)']} {r['difference']} (**{r['verdict']}**)"
                        for _, r in d.iterrows()) + ". " + d.attrs.get("reading", "")]  # fmt: skip
     if len(c.gradient_rows):
         out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
                    f"(first block / last block, log10; the whole interval below −{verdicts.GRADIENT_THRESHOLD:g} "
                    f"vanishes, above +{verdicts.GRADIENT_THRESHOLD:g} explodes, within "
-                   f"±{verdicts.GRADIENT_THRESHOLD:g} neither; intervals across seeds, Holm-adjusted across the "
-                   f"{vg.attrs['claims']} rows of notebook 06's table): "
+                   f"±{verdicts.GRADIENT_THRESHOLD:g} neither; {_adjusted(vg.attrs['claims'], 'rows', 'intervals')}): "
                    + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} "
                                f"(**{r['signal towards the input']}**)" for _, r in c.gradient_rows.iterrows()) + ".")
     if len(c.lesions):

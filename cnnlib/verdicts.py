@@ -213,12 +213,19 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     verdict_of = dict(zip(("plain", "res", "diff"), table["verdict"], strict=True))
     res_worse = verdict_of["res"] == CONFIRMED
-    if res_worse or (res["estimate"] > 0 and verdict_of["diff"] != CONFIRMED):
+    longer = ("the full profile's longer runs settle it" if {r.config.profile for n in need for r in m[n].values()}
+              != {"full"} else "a longer schedule (He et al. trained 164 epochs) would settle it")  # fmt: skip
+    if not np.isfinite(diff["low"]) and not diff.get("floor"):  # a net with one seed: no interval yet
+        one = [n for n in need if len(m[n]) < 2]
+        reading = (f"With one seed of {', '.join(one)} there is no interval across seeds yet, so no verdict on "
+                   "degradation from these runs (the differences above are one training run's each); seeds 1 and 2 "
+                   "of the four nets give the intervals.")  # fmt: skip
+    elif res_worse or (res["estimate"] > 0 and verdict_of["diff"] != CONFIRMED):
         how = "also gets worse" if res_worse else "may also get worse (on average; its interval spans 0)"
         reading = (
             f"The residual pair {how} with depth in this budget: the deeper nets may just train more slowly, "
             "so degradation (an optimisation failure specific to plain nets) cannot be separated from slower "
-            "training here; the full profile's longer runs settle it."
+            f"training here; {longer}."
         )
     elif verdict_of["diff"] == CONFIRMED:
         reading = ("Depth hurts the plain nets' fit of their own training data more than the "
@@ -262,7 +269,8 @@ def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plai
     ) == CONFIRMED:
         v, why = CONFIRMED, f"{deep} fits its training data better than {shallow} and generalises worse"
     else:
-        v, why = CANNOT_TELL, "the intervals do not separate; " + _settle(train)
+        separate = "the intervals do not separate" if np.isfinite(train["low"]) else "one seed: no interval yet"
+        v, why = CANNOT_TELL, f"{separate}; " + _settle(train)
     table = pd.DataFrame([{
         "claim": f"plain CNNs with many layers overfit ({deep} vs {shallow})",
         "clean training error, deep − shallow": _fmt(train), "test error, deep − shallow": _fmt(test),

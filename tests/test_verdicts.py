@@ -52,6 +52,13 @@ def test_one_seed_gives_no_interval_and_says_what_settles_it():
     t = verdicts.degradation(runs)
     assert (t["verdict"] == "cannot tell").all()
     assert t["what would settle it"].str.contains("3 seeds").all()
+    assert t.attrs["reading"].startswith("With one seed of plain20, plain56, resnet20, resnet56 there is no interval")
+    assert "interval spans 0" not in t.attrs["reading"] and t.attrs["claims"] == 0
+    # one net with two seeds still leaves the others without an interval
+    t = verdicts.degradation(runs + family({"resnet20": [0.8, 0.81]})[1:])
+    assert t.attrs["reading"].startswith("With one seed of plain20, plain56, resnet56 there")
+    fits = family({"plain20": [0.92], "plain56": [0.86]})
+    assert verdicts.overfitting(fits).iloc[0]["why"].startswith("one seed: no interval yet; settled by 3 seeds")
 
 
 def test_overfitting_is_not_tested_while_no_model_fits_its_training_data():
