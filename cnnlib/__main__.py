@@ -224,6 +224,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"training left on this machine, in hours of one {threads}-thread training job at its measured rate "
               "(stored runs on this device or CPU model, else a checked step; --workers 2 trains two at once):")
         for name, hours, unknown in stage_hours_left(args.profile, threads=threads):
+            if unknown and not hours:  # nothing of the stage is rated: "0.0 h" would read as done
+                print(f"  stage {name}: no measured rate yet for its {unknown} missing run(s) (--measure times them)")
+                continue
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
             print(f"  stage {name}: {hours:.1f} h{note}")
         missing = sum(st.state != "done" for st in rows)

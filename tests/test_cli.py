@@ -159,6 +159,17 @@ def test_status_lists_the_plan(capsys, store):
     assert any(line.strip().startswith("stage 2 degradation, seed 0:") for line in lines)
 
 
+def test_status_says_a_stage_with_no_rate_has_none_rather_than_zero_hours(capsys, store, monkeypatch):
+    from cnnlib import plan
+
+    monkeypatch.setattr(plan, "stage_hours_left", lambda profile, threads=None: [("1 original", 0.0, 4),
+                                                                                  ("2 degradation", 1.5, 2)])
+    code, out, _ = run(capsys, "status", "--profile", "smoke")
+    assert code == 0
+    assert "  stage 1 original: no measured rate yet for its 4 missing run(s) (--measure times them)" in out
+    assert "  stage 2 degradation: 1.5 h (+2 run(s) with no measured rate yet)" in out
+
+
 def test_train_missing_respects_the_budget_and_reports_skips(store, synthetic, monkeypatch):
     from cnnlib import plan
 
