@@ -517,8 +517,12 @@ def lesion_sentence(lz: pd.DataFrame, lesion_table: pd.DataFrame) -> str:
         text = f"Deleting one block at a time leaves {left(m.group(2))} and {left(m.group(1))} on average; "
     only = [r[verdicts.THESE_NETWORKS] for _, r in lesion_table.iterrows() if r[verdicts.THESE_NETWORKS]]
     text += f"of the {len(lesion_table)} lesion comparisons, {_counts(lesion_table['verdict'])}"
-    if only:
-        text += f"; {'that one is' if len(only) == 1 else 'of those, one each is'} {'; '.join(only)}"
+    if len(only) == 1:
+        text += f"; the comparison of one trained network per architecture is {only[0]}"
+    elif len(set(only)) == 1:
+        text += f"; the {len(only)} comparisons of one trained network per architecture are each {only[0]}"
+    elif only:
+        text += f"; the comparisons of one trained network per architecture are, in order, {'; '.join(only)}"
     text += "."
     return _sentence(text)
 

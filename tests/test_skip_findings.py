@@ -183,3 +183,20 @@ def test_plain_log_labels_keep_tiny_numbers_short():
     f = plots.PlainLogFormatter()
     assert f._num_to_string(0.5, 0.1, 1) == "0.5" and f._num_to_string(20, 1, 100) == "20"
     assert f._num_to_string(1e-12, 1e-13, 1e-2) == "1e-12" and f._num_to_string(1e-3, 1e-4, 1) == "0.001"
+
+
+def test_the_lesion_sentence_says_once_what_the_one_network_comparisons_show():
+    only = "confirmed for these two trained networks (seed 0 nets) only"
+    table = pd.DataFrame({"claim": [f"deleting {k} random block(s) costs plain56 more accuracy than resnet56"
+                                    for k in (1, 5)],
+                          "verdict": [verdicts.CANNOT_TELL_ONE_NET] * 2, verdicts.THESE_NETWORKS: [only, only]})
+    lz = pd.DataFrame({"intact accuracy (%)": [84.8, 88.0], "one block deleted, mean (%)": [11.0, 80.1]},
+                      index=pd.Index(["plain56", "resnet56"], name="model"))  # fmt: skip
+    text = skip_findings.lesion_sentence(lz, table)
+    assert text == ("Deleting one block at a time leaves resnet56 at 80.1% (intact 88.0%) and plain56 at 11.0% "
+                    "(intact 84.8%, within 5 points of chance) on average; of the 2 lesion comparisons, 2 cannot "
+                    "tell (one network per architecture); the 2 comparisons of one trained network per architecture "
+                    f"are each {only}.")
+    one = skip_findings.lesion_sentence(lz, table.iloc[:1])
+    assert one.endswith(f"1 cannot tell (one network per architecture); the comparison of one trained network per "
+                        f"architecture is {only}.")
