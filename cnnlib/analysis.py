@@ -68,11 +68,16 @@ def data_note(runs: Iterable[Run]) -> str:
     return "; ".join(parts)
 
 
+def _family_profiles(families: dict[str, Iterable[Run]]) -> dict[str, tuple[str, ...]]:
+    """Each family's profiles, in order of first appearance."""
+    return {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
+
+
 def family_titles(families: dict[str, Iterable[Run]]) -> dict[str, str]:
     """Each family's title for the figures and tables that show several families side by side: its name,
     followed by its profile where the families come from different profiles (their numbers do not
     compare across them, and the reader must see that before reading a panel)."""
-    profiles = {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
+    profiles = _family_profiles(families)
     if len(set(profiles.values())) <= 1:
         return {name: name for name in families}
     return {name: f"{name} (profile {', '.join(repr(p) for p in ps)})" for name, ps in profiles.items()}
@@ -80,9 +85,8 @@ def family_titles(families: dict[str, Iterable[Run]]) -> dict[str, str]:
 
 def profiles_line(families: dict[str, Iterable[Run]]) -> str:
     """Markdown: the profile each family is shown in; where they differ, that each family is read on its
-    own and which profile the others wait for."""
-    families = {name: list(runs) for name, runs in families.items()}
-    shown = {name: ", ".join(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
+    own until both have runs of one profile."""
+    shown = {name: ", ".join(ps) for name, ps in _family_profiles(families).items()}
     if len(set(shown.values())) == 1:
         return f"Results shown: profile **{next(iter(shown.values()))}**."
     each = "; ".join(f"{name}: profile **{p}**" for name, p in shown.items())
@@ -108,8 +112,8 @@ def accuracy_cost_panels(families: dict[str, Iterable[Run]], data: CIFAR10) -> d
     families when they share a profile, else one per family, each titled with its profile and data, so
     that no axis mixes runs of different profiles."""
     families = {name: list(runs) for name, runs in families.items()}
-    everything = [r for runs in families.values() for r in runs]
-    if len({r.config.profile for r in everything}) <= 1:
+    if all(title == name for name, title in family_titles(families).items()):  # one profile: one panel
+        everything = [r for runs in families.values() for r in runs]
         return {data_note(everything): accuracy_cost(everything, data)}
     return {f"{name}\n({data_note(runs)})": accuracy_cost(runs, data) for name, runs in families.items() if runs}
 
