@@ -460,16 +460,18 @@ def _he_rows(sweep: pd.DataFrame, deg: pd.DataFrame | None) -> list[dict]:
 
 def _lesion_rows(lesion_table: pd.DataFrame) -> list[dict]:
     rows = []
+    floors = lesion_table.attrs.get("floor", {})
     for _, r in lesion_table.iterrows():
         level = _level(r["interval from"])
         evidence = f"{r['difference (points)']} points" + (f" ({level})" if level else "")
+        floor = floors.get(r["claim"], {})
         if r["verdict"] == verdicts.CANNOT_TELL_FLOOR:
-            evidence += f"; at the floor: {r['why'].split(': within')[0]}"
+            evidence += f"; at the floor: {' and '.join(floor.get('detail', []))}"
         elif r["verdict"] == verdicts.CANNOT_TELL_ONE_NET:
             evidence += f"; {r[verdicts.THESE_NETWORKS]}"
-        if "lost all it could" in r["why"]:  # one net at chance: the verdict stands in the one direction it can
-            net = r["why"].split(" is left within")[0].split("; ")[-1]
-            evidence += f"; {net} is left at chance, which only understates its loss"
+        if net := floor.get("stands_despite"):  # one net at chance: the verdict stands in the one direction it can
+            detail = floor["detail"][floor["nets"].index(net)]
+            evidence += f"; {detail} is left at chance, which only understates its loss"
         rows.append({"claim": r["claim"], "verdict": r["verdict"], "evidence": evidence})
     return rows
 

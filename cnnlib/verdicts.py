@@ -549,7 +549,9 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
     intact, or both nets after the deletions, have nothing left to lose: "cannot tell (floor)". One
     net left there alone lost all it could, which biases the difference one way only: a plain net at
     chance still confirms the claim (never refutes it), a residual net at chance still refutes it. The
-    table's intervals are Holm-adjusted across its tested rows (``attrs['note']``)."""
+    table's intervals are Holm-adjusted across its tested rows (``attrs['note']``); ``attrs['floor']``
+    maps each claim to the nets at the floor ('nets', and 'detail': each with its accuracy left and
+    intact) and the one whose collapse the verdict stands despite ('stands_despite', "" if none)."""
     m = by_model(runs)
     rows = []
     for residual, plain in pairs:
@@ -569,7 +571,7 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             # there, the other way round. Both there, or a net at chance intact, and the losses do not compare.
             one_sided = {plain: +1, residual: -1}[next(iter(low))] if len(low) == 1 and not untrained else 0
             row = {"residual": residual, "plain": plain, "k": k, "nets": (len(cp), len(cr)),
-                   "floor": list(low.values()), "one_sided": one_sided, "untested": bool(low) and not one_sided,
+                   "floor": list(low.values()), "floor_nets": list(low), "one_sided": one_sided, "untested": bool(low) and not one_sided,
                    "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
             if min(len(cp), len(cr)) >= 2:
                 per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]
@@ -588,16 +590,17 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             row["low"], row["high"] = ev.interval(0.95)
             rows.append(row)
     k_claims = _holm(rows, [stats.sign_decided] * len(rows))
-    out = []
+    out, floors = [], {}
     for r in rows:
         within = stats.verdict(r["low"], r["high"], +1)
-        floor_why = ""
+        floor_why, stands_despite = "", ""
         if r["one_sided"]:
             stands = {+1: CONFIRMED, -1: REFUTED}[r["one_sided"]]  # the only conclusion the floor cannot have made
             if within == stands:
                 floor_why = (f"{r['floor'][0]} is left within {100 * NEAR_CHANCE:g} points of chance (10%): it lost "
                              f"all it could, so its loss understates the damage and the difference can only be "
                              f"{'larger' if r['one_sided'] > 0 else 'smaller'}; {within} stands")  # fmt: skip
+                stands_despite = r["floor_nets"][0]
             else:
                 within = CANNOT_TELL_FLOOR
         if r["floor"] and not floor_why:
@@ -616,13 +619,15 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
         else:
             v, only, why = within, "", floor_why
         level = _level(r)
-        out.append({"claim": f"deleting {r['k']} random block(s) costs {r['plain']} more accuracy than {r['residual']}",
+        claim = f"deleting {r['k']} random block(s) costs {r['plain']} more accuracy than {r['residual']}"
+        floors[claim] = {"nets": r["floor_nets"], "detail": list(r["floor"]), "stands_despite": stands_despite}
+        out.append({"claim": claim,
                     "difference (points)": _fmt(r, unit=""),
                     "interval from": r["method"] + (f"; {level}" if level else ""), "verdict": v,
                     THESE_NETWORKS: only, "why": why})  # fmt: skip
     table = pd.DataFrame(out, columns=["claim", "difference (points)", "interval from", "verdict", THESE_NETWORKS,
                                        "why"])  # fmt: skip
-    table.attrs.update(note=stats.holm_note(k_claims), claims=k_claims)
+    table.attrs.update(note=stats.holm_note(k_claims), claims=k_claims, floor=floors)
     return table
 
 

@@ -130,6 +130,11 @@ def test_the_07_summary_carries_the_verdicts_it_was_given():
                             "verdict": "confirmed", verdicts.THESE_NETWORKS: "",
                             "why": "plain20 (9.9% left, intact 85.6%) is left within 5 points of chance (10%): it "
                                    "lost all it could, ...; confirmed stands"}])  # fmt: skip
+    lesion.attrs["floor"] = {  # as verdicts.lesion_verdicts leaves it: no net is read out of the prose of 'why'
+        lesion["claim"].iloc[0]: {"nets": ["plain56"], "detail": ["plain56 (11.7% left, intact 22.4%)"],
+                                  "stands_despite": ""},
+        lesion["claim"].iloc[1]: {"nets": ["plain20"], "detail": ["plain20 (9.9% left, intact 85.6%)"],
+                                  "stands_despite": "plain20"}}  # fmt: skip
     lz = pd.DataFrame({"intact accuracy (%)": [22.4, 37.2], "one block deleted, mean (%)": [11.7, 32.6]},
                       index=pd.Index(["plain56", "resnet56"], name="model"))  # fmt: skip
     sh = pd.DataFrame({"plain": ["0.67 [-0.38, 0.98]"], "residual": ["0.99 [0.99, 0.99]"],
@@ -143,6 +148,7 @@ def test_the_07_summary_carries_the_verdicts_it_was_given():
     assert rows[lesion["claim"].iloc[0]] == "cannot tell (floor)"
     assert rows[lesion["claim"].iloc[1]] == "confirmed"
     assert "plain20 (9.9% left, intact 85.6%) is left at chance, which only understates its loss" in md
+    assert "at the floor: plain56 (11.7% left, intact 22.4%)" in md
     assert rows["at initialisation the residual net's input gradient is more correlated than the plain net's "
                 "(depth 56; Balduzzi et al.)"] == "confirmed"
     assert rows["the deeper plain nets fit their training data worse (He et al.)"] == deg["verdict"].iloc[0]
