@@ -571,7 +571,8 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             # there, the other way round. Both there, or a net at chance intact, and the losses do not compare.
             one_sided = {plain: +1, residual: -1}[next(iter(low))] if len(low) == 1 and not untrained else 0
             row = {"residual": residual, "plain": plain, "k": k, "nets": (len(cp), len(cr)),
-                   "floor": list(low.values()), "floor_nets": list(low), "one_sided": one_sided, "untested": bool(low) and not one_sided,
+                   "floor": list(low.values()), "floor_nets": list(low), "one_sided": one_sided,
+                   "untested": bool(low) and not one_sided,
                    "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
             if min(len(cp), len(cr)) >= 2:
                 per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]

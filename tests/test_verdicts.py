@@ -282,8 +282,8 @@ def test_a_net_left_at_chance_alone_lets_the_verdict_stand_in_the_one_direction_
     assert verdicts.lesion_verdict(refuting)["verdict"] == "refuted"
     row = verdicts.lesion_verdict(runs + lesioned(tmp_path, "plain56", [0, 1, 2], 0.80, [0.20, 0.22, 0.21, 0.19, 0.2]))
     assert row["verdict"] == verdicts.CANNOT_TELL_FLOOR and "resnet56 (11.6% left" in row["why"]
-    floor = verdicts.lesion_verdicts(runs + lesioned(tmp_path, "plain56", [0, 1, 2], 0.80, [0.20, 0.22, 0.21, 0.19, 0.2]),
-                                     (("resnet56", "plain56"),), (1,)).attrs["floor"][row["claim"]]
+    both = runs + lesioned(tmp_path, "plain56", [0, 1, 2], 0.80, [0.20, 0.22, 0.21, 0.19, 0.2])
+    floor = verdicts.lesion_verdicts(both, (("resnet56", "plain56"),), (1,)).attrs["floor"][row["claim"]]
     assert floor["nets"] == ["resnet56"] and floor["stands_despite"] == ""  # a confirmation the floor could have made
     # a net at chance before any deletion never compares
     runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.80, [0.70, 0.72, 0.71, 0.69, 0.73])
