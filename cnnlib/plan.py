@@ -343,6 +343,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 skipped.append(st.config.run_id)
                 continue
             if policy == "finish":
+                if deadline - time.time() < 10:  # the call is over: list what waits, time no more steps
+                    log(f"skip {st.config.run_id}: the call's deadline has passed; it waits for a longer call")
+                    skipped.append(st.config.run_id)
+                    continue
                 need, left = seconds_to_finish(st.config, data, dev), deadline - time.time()
                 if need > left:
                     log(f"skip {st.config.run_id}: needs about {need / 3600:.1f} h at {torch.get_num_threads()} "

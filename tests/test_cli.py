@@ -4,6 +4,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -275,6 +276,32 @@ def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_on
     assert "seed_resnet18-smoke-s0" not in dict(calls) and out["skipped"] == ["seed_resnet18-smoke-s0"]
     assert out["trained"] == [run_id for run_id, _ in calls]
     assert any(line.startswith("skip seed_resnet18-smoke-s0: needs about 277777.8 h at") for line in lines)
+
+
+def test_the_finish_policy_times_no_steps_once_the_deadline_has_passed(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    # plain20 and resnet20 form one unit; plain20's run takes the call past its deadline
+    now = [1000.0]
+    monkeypatch.setattr(plan, "time", SimpleNamespace(time=lambda: now[0], perf_counter=time.perf_counter))
+    estimated = []
+
+    def fake_estimate(cfg, data, dev, **kw):
+        estimated.append(cfg.model)
+        return 5.0
+
+    def fake_fit_or_load(cfg, **kw):
+        now[0] += 3600
+        return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 3600.0})
+
+    monkeypatch.setattr(plan, "estimate_seconds", fake_estimate)
+    monkeypatch.setattr(plan, "fit_or_load", fake_fit_or_load)
+    lines = []
+    out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append, policy="finish",
+                             models=["plain20", "resnet20"])  # fmt: skip
+    assert estimated == ["plain20"], "nothing may be measured for a run once the deadline has passed"
+    assert out["trained"] == ["plain20-smoke-s0"] and out["skipped"][0] == "resnet20-smoke-s0"
+    assert "skip resnet20-smoke-s0: the call's deadline has passed; it waits for a longer call" in lines
 
 
 def test_a_partly_trained_run_needs_only_what_its_checkpoint_leaves(monkeypatch):
