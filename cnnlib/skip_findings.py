@@ -466,12 +466,11 @@ def _lesion_rows(lesion_table: pd.DataFrame) -> list[dict]:
         evidence = f"{r['difference (points)']} points" + (f" ({level})" if level else "")
         floor = floors.get(r["claim"], {})
         if r["verdict"] == verdicts.CANNOT_TELL_FLOOR:
-            evidence += f"; at the floor: {' and '.join(floor.get('detail', []))}"
+            evidence += f"; at the floor: {' and '.join(floor.get('detail', {}).values())}"
         elif r["verdict"] == verdicts.CANNOT_TELL_ONE_NET:
             evidence += f"; {r[verdicts.THESE_NETWORKS]}"
         if net := floor.get("stands_despite"):  # one net at chance: the verdict stands in the one direction it can
-            detail = floor["detail"][floor["nets"].index(net)]
-            evidence += f"; {detail} is left at chance, which only understates its loss"
+            evidence += f"; {floor['detail'][net]} is left at chance, which only understates its loss"
         rows.append({"claim": r["claim"], "verdict": r["verdict"], "evidence": evidence})
     return rows
 

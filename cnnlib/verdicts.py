@@ -550,8 +550,8 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
     net left there alone lost all it could, which biases the difference one way only: a plain net at
     chance still confirms the claim (never refutes it), a residual net at chance still refutes it. The
     table's intervals are Holm-adjusted across its tested rows (``attrs['note']``); ``attrs['floor']``
-    maps each claim to the nets at the floor ('nets', and 'detail': each with its accuracy left and
-    intact) and the one whose collapse the verdict stands despite ('stands_despite', "" if none)."""
+    maps each claim to the nets at the floor ('detail': net -> its accuracy left and intact) and the
+    one whose collapse the verdict stands despite ('stands_despite', "" if none)."""
     m = by_model(runs)
     rows = []
     for residual, plain in pairs:
@@ -571,7 +571,7 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             # there, the other way round. Both there, or a net at chance intact, and the losses do not compare.
             one_sided = {plain: +1, residual: -1}[next(iter(low))] if len(low) == 1 and not untrained else 0
             row = {"residual": residual, "plain": plain, "k": k, "nets": (len(cp), len(cr)),
-                   "floor": list(low.values()), "floor_nets": list(low), "one_sided": one_sided,
+                   "floor": dict(low), "one_sided": one_sided,
                    "untested": bool(low) and not one_sided,
                    "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
             if min(len(cp), len(cr)) >= 2:
@@ -598,16 +598,16 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
         if r["one_sided"]:
             stands = {+1: CONFIRMED, -1: REFUTED}[r["one_sided"]]  # the only conclusion the floor cannot have made
             if within == stands:
-                floor_why = (f"{r['floor'][0]} is left within {100 * NEAR_CHANCE:g} points of chance (10%): it lost "
+                stands_despite, detail = next(iter(r["floor"].items()))
+                floor_why = (f"{detail} is left within {100 * NEAR_CHANCE:g} points of chance (10%): it lost "
                              f"all it could, so its loss understates the damage and the difference can only be "
                              f"{'larger' if r['one_sided'] > 0 else 'smaller'}; {within} stands")  # fmt: skip
-                stands_despite = r["floor_nets"][0]
             else:
                 within = CANNOT_TELL_FLOOR
         if r["floor"] and not floor_why:
             v = CANNOT_TELL_FLOOR
-            why = (f"{' and '.join(r['floor'])}: within {100 * NEAR_CHANCE:g} points of chance (10%) a net has "
-                   "nothing left to lose, so the losses do not compare; the accuracies left (the lesion table) "
+            why = (f"{' and '.join(r['floor'].values())}: within {100 * NEAR_CHANCE:g} points of chance (10%) a net "
+                   "has nothing left to lose, so the losses do not compare; the accuracies left (the lesion table) "
                    "show which net still works")  # fmt: skip
             only = ""
         elif r.get("one_net"):
@@ -621,7 +621,7 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             v, only, why = within, "", floor_why
         level = _level(r)
         claim = f"deleting {r['k']} random block(s) costs {r['plain']} more accuracy than {r['residual']}"
-        floors[claim] = {"nets": r["floor_nets"], "detail": list(r["floor"]), "stands_despite": stands_despite}
+        floors[claim] = {"detail": r["floor"], "stands_despite": stands_despite}
         out.append({"claim": claim,
                     "difference (points)": _fmt(r, unit=""),
                     "interval from": r["method"] + (f"; {level}" if level else ""), "verdict": v,

@@ -131,9 +131,9 @@ def test_the_07_summary_carries_the_verdicts_it_was_given():
                             "why": "plain20 (9.9% left, intact 85.6%) is left within 5 points of chance (10%): it "
                                    "lost all it could, ...; confirmed stands"}])  # fmt: skip
     lesion.attrs["floor"] = {  # as verdicts.lesion_verdicts leaves it: no net is read out of the prose of 'why'
-        lesion["claim"].iloc[0]: {"nets": ["plain56"], "detail": ["plain56 (11.7% left, intact 22.4%)"],
+        lesion["claim"].iloc[0]: {"detail": {"plain56": "plain56 (11.7% left, intact 22.4%)"},
                                   "stands_despite": ""},
-        lesion["claim"].iloc[1]: {"nets": ["plain20"], "detail": ["plain20 (9.9% left, intact 85.6%)"],
+        lesion["claim"].iloc[1]: {"detail": {"plain20": "plain20 (9.9% left, intact 85.6%)"},
                                   "stands_despite": "plain20"}}  # fmt: skip
     lz = pd.DataFrame({"intact accuracy (%)": [22.4, 37.2], "one block deleted, mean (%)": [11.7, 32.6]},
                       index=pd.Index(["plain56", "resnet56"], name="model"))  # fmt: skip

@@ -269,8 +269,8 @@ def test_a_net_left_at_chance_alone_lets_the_verdict_stand_in_the_one_direction_
     assert row["why"].startswith("plain56 (10.") and "lost all it could" in row["why"]
     assert "can only be larger" in row["why"]
     floor = verdicts.lesion_verdicts(runs, (("resnet56", "plain56"),), (1,)).attrs["floor"][row["claim"]]
-    assert floor["nets"] == ["plain56"] and floor["stands_despite"] == "plain56"
-    assert floor["detail"][0].startswith("plain56 (10.")
+    assert list(floor["detail"]) == ["plain56"] and floor["stands_despite"] == "plain56"
+    assert floor["detail"]["plain56"].startswith("plain56 (10.")
     # one network per architecture: the architectures stay untold, these two networks are confirmed
     one = verdicts.lesion_verdict([r for r in runs if r.config.seed == 0])
     assert one["verdict"] == verdicts.CANNOT_TELL_ONE_NET
@@ -284,7 +284,8 @@ def test_a_net_left_at_chance_alone_lets_the_verdict_stand_in_the_one_direction_
     assert row["verdict"] == verdicts.CANNOT_TELL_FLOOR and "resnet56 (11.6% left" in row["why"]
     both = runs + lesioned(tmp_path, "plain56", [0, 1, 2], 0.80, [0.20, 0.22, 0.21, 0.19, 0.2])
     floor = verdicts.lesion_verdicts(both, (("resnet56", "plain56"),), (1,)).attrs["floor"][row["claim"]]
-    assert floor["nets"] == ["resnet56"] and floor["stands_despite"] == ""  # a confirmation the floor could have made
+    # a confirmation the floor could have made: it does not stand
+    assert list(floor["detail"]) == ["resnet56"] and floor["stands_despite"] == ""
     # a net at chance before any deletion never compares
     runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.80, [0.70, 0.72, 0.71, 0.69, 0.73])
     runs += lesioned(tmp_path, "plain56", [0, 1, 2], 0.13, [0.10, 0.11, 0.10, 0.12, 0.10])
