@@ -107,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--profile", default="full", choices=sorted(PROFILES))
     st.add_argument("--measure", action="store_true",
                     help="time one training step of each model with no measured rate yet (cached; minutes)")
+    st.add_argument("--workers", type=_positive_int, default=1,
+                    help="estimate for the jobs of train-missing --workers N (their thread count)")
     m = sub.add_parser("train-missing", help="train the plan's missing runs within a time budget")
     m.add_argument("--budget", type=_positive_float, required=True, metavar="SECONDS")
     m.add_argument("--profile", default="full", choices=sorted(PROFILES))
@@ -177,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         stored = None if args.retrain else load_run(cfg)  # fit_or_load returns a stored run untouched
         run = fit_or_load(cfg, retrain=args.retrain, device=args.device)
         f = run.final
-        done = (f"test accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
+        done = (f"{cfg.scored} accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
                 f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']}")  # fmt: skip
         if stored is not None:
             print(f"{cfg.run_id}: loaded from {_shown(run.path)}, not retrained (use --retrain); {done}")
@@ -187,14 +189,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "status":
         from .plan import job_threads, measure_missing_rates, stage_hours_left, status
 
-        threads = job_threads(2)  # estimates are for the jobs of `--workers 2`, not for this process's threads
+        threads = job_threads(args.workers)  # the jobs train-missing would start, not this process's threads
         if args.measure:
             for model in measure_missing_rates(args.profile, threads):
                 print(f"measured one training step of {model}", flush=True)
         rows = status(args.profile, checkpoints=True)
         for st in rows:
             if st.state == "done":
-                extra = f"test acc {st.test_acc:.4f}, {st.train_s / 60:.0f} min of training on {st.device_name}"
+                extra = (f"{st.config.scored} acc {st.test_acc:.4f}, "
+                         f"{st.train_s / 60:.0f} min of training on {st.device_name}")  # fmt: skip
             elif st.state == "partly":
                 extra = (f"{st.epochs_done}/{st.config.epochs} epochs"
                          + (f" and {st.steps_done} steps" if st.steps_done else "")
@@ -221,8 +224,9 @@ def _run(args: argparse.Namespace) -> int:
                     for col in [c for c in shown if "acc" in c or c == "mean"]:
                         shown[col] = (100 * shown[col]).round(2)
                     print(shown.to_string(index=False, na_rep="-"))
-        print(f"training left on this machine, in hours of one {threads}-thread training job at its measured rate "
-              "(stored runs on this device or CPU model, else a checked step; --workers 2 trains two at once):")
+        print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
+              f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
+              "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")
         for name, hours, unknown in stage_hours_left(args.profile, threads=threads):
             if unknown and not hours:  # nothing of the stage is rated: "0.0 h" would read as done
                 print(f"  stage {name}: no measured rate yet for its {unknown} missing run(s) (--measure times them)")

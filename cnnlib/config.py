@@ -82,6 +82,11 @@ class TrainConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     @property
+    def scored(self) -> str:
+        """What the run's test_* numbers score: "held-out" training images with ``holdout``, else "test"."""
+        return "held-out" if self.holdout else "test"
+
+    @property
     def run_id(self) -> str:
         tag = f"-{self.tag}" if self.tag else ""
         return f"{self.model}-{self.profile}{tag}-s{self.seed}"

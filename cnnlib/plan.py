@@ -373,7 +373,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 skipped.append(st.config.run_id)
                 continue
             trained.append(st.config.run_id)
-            log(f"done {st.config.run_id}: test accuracy {run.final['test_acc']:.4f} "
+            log(f"done {st.config.run_id}: {st.config.scored} accuracy {run.final['test_acc']:.4f} "
                 f"in {run.meta['train_s']:.0f} s of training")  # fmt: skip
     log(f"{len(trained)} trained, {len(done)} already present, {len(skipped)} not started, "
         f"{len(stopped)} stopped to resume later; results in {results_root()}")  # fmt: skip

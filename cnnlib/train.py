@@ -559,7 +559,7 @@ def fit(
                 save()
                 last_checkpoint = time.perf_counter()
             if verbose:
-                split = "held-out" if cfg.holdout else "test"
+                split = cfg.scored
                 print(
                     f"{cfg.run_id} epoch {row['epoch']:>3}/{cfg.epochs}  train loss {row['train_loss']:.3f}"
                     f"  acc {row['train_acc']:.3f}  {split} loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"

@@ -155,9 +155,27 @@ def test_status_lists_the_plan(capsys, store):
     lines = out.strip().splitlines()
     assert lines[0].split()[:2] == ["missing", "seed_cnn-smoke-s0"]  # the original report's models come first
     assert lines[-1] == "0/41 runs of the 'smoke' plan exist; 41 missing"
-    # the hours are those of the jobs `--workers 2` starts, at their thread count
-    assert f"training left on this machine, in hours of one {job_threads(2)}-thread training job" in out
+    # the hours are those of the job(s) train-missing starts by default, at their thread count
+    assert ("training left on this machine, in hours of one training job (train-missing --workers 1: "
+            f"{job_threads(1)} thread(s) each)") in out
     assert any(line.strip().startswith("stage 2 degradation, seed 0:") for line in lines)
+
+
+def test_status_names_what_a_run_was_scored_on_and_the_jobs_it_estimates_for(capsys, store, monkeypatch):
+    from cnnlib import plan
+    from cnnlib.plan import PlanStatus, job_threads
+    from cnnlib.train import make_config
+
+    check, full = make_config("plain20", "tune", 0, tag="lr0.8_wd0.0005"), make_config("plain20", "full", 0)
+    rows = [PlanStatus(check, "done", 0.8092, 900.0, "CPU: t"), PlanStatus(full, "done", 0.8581, 3180.0, "CPU: t")]
+    monkeypatch.setattr(plan, "status", lambda profile, checkpoints=False: rows)
+    code, out, _ = run(capsys, "status", "--profile", "smoke", "--workers", "2")
+    assert code == 0
+    lines = out.splitlines()
+    # a recipe-check run never saw the test set: its number is held-out accuracy
+    assert lines[0].split()[:4] == ["done", check.run_id, "held-out", "acc"] and "0.8092" in lines[0]
+    assert lines[1].split()[:4] == ["done", full.run_id, "test", "acc"] and "0.8581" in lines[1]
+    assert f"(train-missing --workers 2: {job_threads(2)} thread(s) each)" in out
 
 
 def test_status_says_a_stage_with_no_rate_has_none_rather_than_zero_hours(capsys, store, monkeypatch):
