@@ -166,10 +166,11 @@ def read_first(runs: list[Run] | None = None) -> str:
     if s.pilots:
         n_train = _range(r.config.n_images()[0] for r in s.pilot_runs)
         epochs = _range(int(r.final["epochs"]) for r in s.pilot_runs)
+        their = "their" if s.full else "the"  # beside full runs, only the pilots' own numbers are pilot numbers
         text += (f"{'The others' if s.full else 'All'} — {_families(s.pilots)} — are still pilots of the reduced "
                  f"`{PILOT}` profile ({n_train} training images, {epochs} epochs), which shows the pipeline working "
-                 "but settles few claims: most numbers and verdicts below are the pilot's until the full runs "
-                 "land. ")
+                 f"but settles few claims: {their} numbers and verdicts below are the pilot's until {their} full "
+                 "runs land. ")
     if s.missing:
         text += f"Not yet trained in either profile: {', '.join(f'`{m}`' for m in s.missing)}. "
     if s.plan_done < s.plan_size:

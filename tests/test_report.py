@@ -120,3 +120,10 @@ def test_the_read_first_paragraph_follows_the_runs(store):
     text = summary.read_first(list_runs())
     assert "stored runs were trained on Test GPU" in text and "`resnet20` (seed 0)" in text
     assert "pilots" not in text and "Not yet trained in either profile" in text
+    _store_run("plain20", "cpu", 0, 0.5, 0.45)
+    text = summary.read_first(list_runs())
+    # beside a full run, only the pilots' own numbers are said to be the pilot's
+    assert "are still pilots of the reduced `cpu` profile" in text
+    assert "their numbers and verdicts below are the pilot's until their full runs land" in text
+    only_pilots = summary.read_first([r for r in list_runs() if r.config.profile == "cpu"])
+    assert "the numbers and verdicts below are the pilot's until the full runs land" in only_pilots
