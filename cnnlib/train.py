@@ -559,10 +559,9 @@ def fit(
                 save()
                 last_checkpoint = time.perf_counter()
             if verbose:
-                split = cfg.scored
                 print(
                     f"{cfg.run_id} epoch {row['epoch']:>3}/{cfg.epochs}  train loss {row['train_loss']:.3f}"
-                    f"  acc {row['train_acc']:.3f}  {split} loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"
+                    f"  acc {row['train_acc']:.3f}  {cfg.scored} loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"
                     f"  {row['epoch_seconds']:.1f}s  {row['images_per_s']:.0f} img/s",
                     flush=True,
                 )
