@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .paths import figures_root
-from .results import Run, fit_or_load, load_run
+from .results import Run, complete_seeds, fit_or_load, load_run
 from .train import PROFILES, make_config
 
 PREFERRED = ("full", "cpu")  # the richest profile first
@@ -68,18 +68,30 @@ class MissingRuns(RuntimeError):
     """Runs a notebook needs are not stored, and training them here was not asked for."""
 
 
+def and_list(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
     """Every run of ``models`` x ``seeds``.
 
     ``required=True``: missing runs are trained where allowed, else reported,
     and the notebook stops with MissingRuns instead of plotting half.
     ``required=False``: only the runs already stored are returned (extra seeds
-    are shown when they exist, never trained by a notebook).
+    are shown when they exist, never trained by a notebook), and of those only
+    the seeds that every one of ``models`` has: a family's seed is compared
+    only when all its members exist, and a seed held back is named.
     """
     if not required:
         wanted = [make_config(m, profile, s) for m in models for s in seeds]
         runs = [(cfg, load_run(cfg)) for cfg in wanted]
-        return [r for cfg, r in runs if r is not None and r.matches(cfg)]
+        kept, held = complete_seeds([r for cfg, r in runs if r is not None and r.matches(cfg)], models)
+        for seed, missing in held.items():
+            print(f"seed {seed} is held back until {and_list(missing)} of it {'is' if len(missing) == 1 else 'are'} "
+                  f"stored in profile '{profile}' (a family's seed is compared only when all of {and_list(models)} "
+                  "exist)")
+        return kept
     runs = [get_run(m, profile, s) for m in models for s in seeds]
     if any(r is None for r in runs):
         raise MissingRuns(f"{sum(r is None for r in runs)} run(s) of profile '{profile}' are missing (listed "
@@ -285,22 +297,23 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
     titles = dict(pages)
     c = summary.claims(runs)
     if c is not None:
-        deg = [r for r in runs if r.config.profile == c.profile and r.config.model in summary.FAMILIES["degradation"]
-               and not r.config.tag]  # fmt: skip
+        deg = c.runs
         devices = ", ".join(dict.fromkeys(summary.device(r) for r in deg))
         verdict_part = (
             f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
-            "richest profile in which the family is complete). Each notebook table's intervals are Holm-adjusted "
-            f"across its claims (family-wise error {100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
+            "richest profile in which the family is complete; the seeds of which all four nets exist). Each "
+            f"notebook table's intervals are Holm-adjusted across its claims (family-wise error "
+            f"{100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
             "do not settle, and the notebooks say what would.</p>" + _verdict_table(summary.verdict_rows(c), titles)
             + f"<p class=note>{_inline(c.degradation.attrs.get('reading', ''))}</p>"
         )  # fmt: skip
     else:
-        verdict_part, deg = "<p>No verdicts yet: no profile holds a run of every net of the degradation family.</p>", []
+        verdict_part, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the degradation "
+                             "family exists.</p>", [])
     src = _figure(figure)
     fig = (f"<figure><img src='{src}' alt='training and test error of plain and residual nets of 20 and 56 layers'>"
            "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 layers "
-           f"against epochs, mean over the stored seeds{f' ({data_note(deg)})' if deg else ''}, as notebook 06 "
+           f"against epochs, mean over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 "
            "draws it; the degradation rows above put intervals on what it shows.</figcaption></figure>"
            ) if src else ""  # fmt: skip
     items = "\n".join(f'<li><a href="{stem}.html">{html_lib.escape(title)}</a>'

@@ -19,6 +19,7 @@ crash never leaves half a result.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from . import aftertrain
 from .paths import atomic_write, results_root
 from .train import FitResult, TrainConfig, fit
 
-__all__ = ["Run", "StaleRunError", "fit_or_load", "list_runs", "load_run", "results_root", "run_dir", "save_run"]
+__all__ = ["Run", "StaleRunError", "complete_seeds", "fit_or_load", "list_runs", "load_run", "results_root", "run_dir",
+           "save_run"]
 
 
 class StaleRunError(RuntimeError):
@@ -120,6 +122,18 @@ def list_runs(root: Path | None = None) -> list[Run]:
         return []
     runs = (load_run(p.name, root) for p in sorted(root.iterdir()) if p.is_dir())
     return [r for r in runs if r is not None]
+
+
+def complete_seeds(runs: Iterable[Run], models: Iterable[str]) -> tuple[list[Run], dict[int, list[str]]]:
+    """A family counts only when all its members of a seed exist: the runs of ``models`` whose seed every
+    one of ``models`` has (in their order; runs of other models are left out), and the seeds held back,
+    each with the models it still misses."""
+    models, runs = list(models), [r for r in runs if r.config.model in models]
+    have: dict[int, set[str]] = {}
+    for r in runs:
+        have.setdefault(r.config.seed, set()).add(r.config.model)
+    held = {seed: [m for m in models if m not in ms] for seed, ms in sorted(have.items()) if set(models) - ms}
+    return [r for r in runs if r.config.seed not in held], held
 
 
 def fit_or_load(

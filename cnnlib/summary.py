@@ -21,8 +21,8 @@ from . import verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, mean_std
 from .models import FAMILIES
 from .paths import PROJECT_ROOT
-from .report import PREFERRED, run_names
-from .results import Run, list_runs
+from .report import PREFERRED, and_list, run_names
+from .results import Run, complete_seeds, list_runs
 
 START, END = "<!-- results:start (python -m cnnlib readme) -->", "<!-- results:end -->"
 README = PROJECT_ROOT / "README.md"
@@ -32,12 +32,13 @@ FAMILY_NAMES = {"seed": "the original report's models", "controlled": "the contr
 PILOT = "cpu"  # the reduced profile the study was piloted in
 
 
-def _profile(runs: list[Run], models: list[str]) -> str | None:
-    """The richest profile in which every model has a run."""
+def _family_runs(runs: list[Run], models: list[str]) -> tuple[str, list[Run]] | None:
+    """The richest profile in which the family has a complete seed, and its runs of the complete seeds
+    (a family's seed counts only when all its members exist; variants such as lr/10 left out)."""
     for p in PREFERRED:
-        have = {r.config.model for r in runs if r.config.profile == p and not r.config.tag}
-        if set(models) <= have:
-            return p
+        kept, _ = complete_seeds([r for r in runs if r.config.profile == p and not r.config.tag], models)
+        if kept:
+            return p, kept
     return None
 
 
@@ -129,7 +130,7 @@ def standing(runs: list[Run]) -> Standing:
 def _families(pilots: dict[str, list[str]]) -> str:
     parts = [FAMILY_NAMES[f] if len(ms) == len(FAMILIES[f]) else ", ".join(f"`{m}`" for m in ms)
              for f, ms in pilots.items()]  # fmt: skip
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return and_list(parts)
 
 
 def _cpus(names: list[str]) -> str:
@@ -141,6 +142,24 @@ def _wrap(text: str, width: int = 80) -> str:
     spans = re.split(r"(`[^`]*`)", text)
     kept = "".join(p.replace(" ", "\x00") if p.startswith("`") else p for p in spans)
     return textwrap.fill(kept, width, break_long_words=False, break_on_hyphens=False).replace("\x00", " ")
+
+
+def _held_back(runs: list[Run]) -> str:
+    """A sentence on the families' seeds that are stored only in part, so not compared yet."""
+    parts = []
+    for family, models in FAMILIES.items():
+        _, held = complete_seeds(runs, models)
+        if held:
+            seeds = list(held)
+            missing = [m for m in models if any(m in ms for ms in held.values())]
+            named = and_list([str(seed) for seed in seeds])
+            parts.append(f"seed{'s' if len(seeds) > 1 else ''} {named} of {FAMILY_NAMES[family]} until "
+                         + and_list([f"`{m}`" for m in missing]) + f" of {'those seeds' if len(seeds) > 1 else 'it'}"
+                         + f" {'land' if len(missing) > 1 else 'lands'}")  # fmt: skip
+    if not parts:
+        return ""
+    return ("A family's seed is compared only once all its members have it, so the notebooks and verdicts leave out "
+            + "; ".join(parts) + ". ")
 
 
 def read_first(runs: list[Run] | None = None) -> str:
@@ -171,6 +190,7 @@ def read_first(runs: list[Run] | None = None) -> str:
                  f"`{PILOT}` profile ({n_train} training images, {epochs} epochs), which shows the pipeline working "
                  f"but settles few claims: {their} numbers and verdicts below are the pilot's until {their} full "
                  "runs land. ")
+    text += _held_back(s.full)
     if s.missing:
         text += f"Not yet trained in either profile: {', '.join(f'`{m}`' for m in s.missing)}. "
     if s.plan_done < s.plan_size:
@@ -188,7 +208,8 @@ def read_first(runs: list[Run] | None = None) -> str:
 @dataclass
 class Claims:
     """The verdicts the README and the report's index show, computed once: the degradation family's
-    tables of notebooks 06 and 07 in the richest profile where the family is complete."""
+    tables of notebooks 06 and 07 in the richest profile where the family has a complete seed, read from
+    the seeds of which all four nets exist."""
 
     profile: str
     overfitting: pd.Series
@@ -196,19 +217,19 @@ class Claims:
     gradients: pd.DataFrame  # the whole table (its attrs: how many claims)
     gradient_rows: pd.DataFrame  # the rows shown: initialisation and the last probe
     lesions: pd.DataFrame  # plain56 against resnet56 (notebook 07's table, so its Holm adjustment)
+    runs: list[Run]  # the family's runs they read: its complete seeds in ``profile``
 
 
 def claims(runs: list[Run]) -> Claims | None:
-    profile = _profile(runs, list(FAMILIES["degradation"]))
-    if not profile:
+    found = _family_runs(runs, list(FAMILIES["degradation"]))
+    if not found:
         return None
-    deg = [r for r in runs if r.config.profile == profile and r.config.model in FAMILIES["degradation"]
-           and not r.config.tag]  # fmt: skip
+    profile, deg = found
     vg = verdicts.vanishing_gradients(deg)
     shown = vg[vg["point"].isin(["step 0", vg["point"].iloc[-1]])] if len(vg) else vg
     lz = verdicts.lesion_verdicts(deg)
     return Claims(profile, verdicts.overfitting(deg).iloc[0], verdicts.degradation(deg), vg, shown,
-                  lz[lz["claim"].str.endswith("than resnet56")] if len(lz) else lz)  # fmt: skip
+                  lz[lz["claim"].str.endswith("than resnet56")] if len(lz) else lz, deg)  # fmt: skip
 
 
 def _one_net(v: pd.Series) -> str:

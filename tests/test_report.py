@@ -127,3 +127,34 @@ def test_the_read_first_paragraph_follows_the_runs(store):
     assert "their numbers and verdicts below are the pilot's until their full runs land" in text
     only_pilots = summary.read_first([r for r in list_runs() if r.config.profile == "cpu"])
     assert "the numbers and verdicts below are the pilot's until the full runs land" in only_pilots
+
+
+def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys):
+    deg = ["plain20", "plain56", "resnet20", "resnet56"]
+    for model in deg:
+        _store_run(model, "cpu", 0, 0.8, 0.75)
+    _store_run("plain20", "cpu", 1, 0.81, 0.76)
+    _store_run("plain56", "cpu", 1, 0.62, 0.6)
+    _store_run("plain20", "cpu", 2, 0.79, 0.74)
+
+    # seeds 1 and 2 are half-done: held back and named, never compared
+    assert report.get_runs(deg, "cpu", (1, 2), required=False) == []
+    said = capsys.readouterr().out
+    assert "seed 1 is held back until resnet20 and resnet56 of it are stored in profile 'cpu'" in said
+    assert "seed 2 is held back until plain56, resnet20 and resnet56 of it are stored" in said
+    claims = summary.claims(list_runs())
+    assert sorted(r.config.run_id for r in claims.runs) == [f"{m}-cpu-s0" for m in deg]
+    assert "no interval" in claims.degradation["difference"].iloc[0]
+
+    # once the seed is complete it counts, in the notebooks' runs and in the README's verdicts
+    _store_run("resnet20", "cpu", 1, 0.83, 0.78)
+    _store_run("resnet56", "cpu", 1, 0.85, 0.8)
+    assert [r.config.run_id for r in report.get_runs(deg, "cpu", (1, 2), required=False)] == [
+        f"{m}-cpu-s1" for m in deg]
+    assert "seed 1" not in capsys.readouterr().out
+    assert {r.config.seed for r in summary.claims(list_runs()).runs} == {0, 1}
+
+    # the README names what is held back, for the full profile
+    _store_run("plain20", "full", 0, 0.9, 0.86)
+    assert ("the notebooks and verdicts leave out seed 0 of the degradation family (He et al. 2016) until "
+            "`plain56`, `resnet20` and `resnet56` of it land.") in summary.read_first(list_runs())
