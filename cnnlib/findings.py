@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import stats, verdicts
 from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, family_titles, label, model_costs
+from .report import and_list
 from .results import Run
 
 CHANCE_LOSS = math.log(1 / CHANCE)  # cross-entropy of a uniform guess over the 10 classes: ln 10 = 2.30
@@ -25,6 +26,10 @@ EXPLOSION_FACTOR = 10.0  # an eval-mode test loss after epoch 1 above this many 
 EXPLODED = EXPLOSION_FACTOR * CHANCE_LOSS
 LATE = 0.2  # "the last epochs": this fraction of the run (at least one epoch)
 PEAK_MARGIN = 0.01  # a best epoch this far above the final one is worth a sentence
+# A run that misses its target with a clean training accuracy below this has not yet fit nearly all its
+# training images, as the published CIFAR-10 schedules do (He et al.: 164 epochs): a longer schedule comes first.
+FITS_ALL = 0.99
+HE_EPOCHS = 164
 
 
 def pct(x: float, digits: int = 1) -> str:
@@ -169,37 +174,78 @@ def _against_target(run: Run, test_labels: np.ndarray) -> tuple[float, float, st
     return ours.estimate, target, "met" if ours.low >= target else "missed" if ours.high < target else "unclear"
 
 
+def _short_of_all(run: Run) -> bool:
+    """Whether a run still gets more than 1 - ``FITS_ALL`` of its training images wrong at its last epoch
+    (clean, eval mode, where recorded)."""
+    col, _ = _train_col(run)
+    return verdicts.final(run, col) < FITS_ALL
+
+
+def _what_would_close(run: Run) -> str:
+    """What the first fix for a missed target would be, read off how well the run fits its training images.
+    Either fix is a change to the shared recipe of the run's whole family, chosen on held-out training images."""
+    col, what = _train_col(run)
+    train, epochs = verdicts.final(run, col), len(run.history)
+    family = "a change for its whole family, chosen on held-out training images as the recipe was"
+    if _short_of_all(run):
+        return (f"Its final {what} is {pct(train)}: after {epochs} epochs it still gets {pct(1 - train)} of its "
+                f"training images wrong, where the published schedules fit nearly all of them, so a longer schedule "
+                f"(He et al. trained {HE_EPOCHS} epochs) is the first thing that could close the gap: {family}.")
+    return (f"Its final {what} is {pct(train)}: it fits nearly all its training images, so the gap is in how it "
+            f"generalises, and more augmentation or regularisation is the first thing that could close it: "
+            f"{family}.")  # fmt: skip
+
+
 def target_sentence(run: Run, test_labels: np.ndarray) -> str | None:
     """A full-profile run against the accuracy the study expects of its architecture: met, missed (by how
-    much), or too close to tell."""
+    much, and what would close the gap), or too close to tell."""
     if (checked := _against_target(run, test_labels)) is None:
         return None
     ours, target, outcome = checked
     verdict = {"met": f"meets it, {points(ours - target)} above, with its 95% interval above it",
                "missed": f"misses it by {100 * (target - ours):.1f} points, with its 95% interval below it",
                "unclear": "is within its 95% interval of it: too close to tell"}[outcome]  # fmt: skip
-    return (f"The study expects at least {pct(target)} of `{run.config.model}` under the full profile (a number set "
+    text = (f"The study expects at least {pct(target)} of `{run.config.model}` under the full profile (a number set "
             f"before training, which nothing is tuned toward); this run ({pct(ours)}) {verdict}.")
+    return f"{text} {_what_would_close(run)}" if outcome == "missed" else text
 
 
 def targets_sentence(runs: Sequence[Run], labels_of) -> str | None:
-    """The full-profile runs (first seed of each model) against their targets, in one sentence; None if none
-    of them has one."""
+    """The full-profile runs (first seed of each model) against their targets, in one sentence, and what
+    would close the gaps of those that miss; None if none of them has a target."""
     first: dict[str, Run] = {}
     for r in sorted((r for r in runs if r.config.profile == "full" and not r.config.tag), key=lambda r: r.config.seed):
         first.setdefault(r.config.model, r)
-    parts = []
+    parts, under, fitted = [], [], []
     for model, run in first.items():
         if (checked := _against_target(run, labels_of(run))) is None:
             continue
         ours, target, outcome = checked
         verdict = {"met": "meets it", "missed": f"misses it by {100 * (target - ours):.1f} points",
                    "unclear": "is too close to tell"}[outcome]  # fmt: skip
-        parts.append(f"`{model}` {verdict} ({pct(ours)} against {pct(target)})")
+        detail = f"{pct(ours)} against {pct(target)}"
+        if outcome == "missed":
+            col, what = _train_col(run)
+            detail += f"; {pct(verdicts.final(run, col))} {what}"
+            (under if _short_of_all(run) else fitted).append(f"`{model}`")
+        parts.append(f"`{model}` {verdict} ({detail})")
     if not parts:
         return None
-    return ("Against the accuracy the study expects of each architecture under the full profile (set before "
+    text = ("Against the accuracy the study expects of each architecture under the full profile (set before "
             "training; first seed, 95% interval over the test images): " + "; ".join(parts) + ".")
+    if under:
+        text += (f" {and_list(under)} still get{'s' if len(under) == 1 else ''} more than {pct(1 - FITS_ALL, 0)} of "
+                 f"{'its' if len(under) == 1 else 'their'} training images wrong (the published schedules fit nearly "
+                 f"all of them), so a longer schedule (He et al. trained {HE_EPOCHS} epochs) is the first thing that "
+                 "could close the gap.")  # fmt: skip
+    if fitted:
+        text += (f" {and_list(fitted)} fit{'s' if len(fitted) == 1 else ''} nearly all "
+                 f"{'its' if len(fitted) == 1 else 'their'} training images: there more augmentation or "
+                 "regularisation is the first thing to try.")
+    if under or fitted:
+        text += (f" {'Either' if under and fitted else 'It'} is a change for a whole family, chosen on held-out "
+                 "training images as the recipe was.")
+    return text
 
 
 def near_chance_note(runs: Iterable[Run]) -> str | None:
