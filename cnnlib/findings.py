@@ -188,12 +188,11 @@ def _what_would_close(run: Run) -> str:
     train, epochs = verdicts.final(run, col), len(run.history)
     family = "a change for its whole family, chosen on held-out training images as the recipe was"
     if _short_of_all(run):
-        return (f"Its final {what} is {pct(train)}: after {epochs} epochs it still gets {pct(1 - train)} of its "
-                f"training images wrong, where the published schedules fit nearly all of them, so a longer schedule "
-                f"(He et al. trained {HE_EPOCHS} epochs) is the first thing that could close the gap: {family}.")
-    return (f"Its final {what} is {pct(train)}: it fits nearly all its training images, so the gap is in how it "
-            f"generalises, and more augmentation or regularisation is the first thing that could close it: "
-            f"{family}.")  # fmt: skip
+        return (f"After {epochs} epochs it still gets {pct(1 - train)} of its training images wrong ({what} "
+                f"{pct(train)}), where the published schedules fit nearly all of them, so a longer schedule (He et "
+                f"al. trained {HE_EPOCHS} epochs) is the first thing that could close the gap: {family}.")
+    return (f"It fits nearly all its training images ({what} {pct(train)}), so the gap is in how it generalises, "
+            f"and more augmentation or regularisation is the first thing that could close it: {family}.")
 
 
 def target_sentence(run: Run, test_labels: np.ndarray) -> str | None:

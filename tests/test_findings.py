@@ -89,16 +89,16 @@ def test_a_full_run_is_read_against_the_accuracy_the_study_expects_of_it():
     assert findings.target_sentence(missed, LABELS) == (
         "The study expects at least 85.0% of `seed_resnet18` under the full profile (a number set before training, "
         "which nothing is tuned toward); this run (70.0%) misses it by 15.0 points, with its 95% interval below it. "
-        "Its final clean training accuracy is 75.0%: after 2 epochs it still gets 25.0% of its training images "
-        "wrong, where the published schedules fit nearly all of them, so a longer schedule (He et al. trained 164 "
-        "epochs) is the first thing that could close the gap: a change for its whole family, chosen on held-out "
-        "training images as the recipe was.")
+        "After 2 epochs it still gets 25.0% of its training images wrong (clean training accuracy 75.0%), where the "
+        "published schedules fit nearly all of them, so a longer schedule (He et al. trained 164 epochs) is the "
+        "first thing that could close the gap: a change for its whole family, chosen on held-out training images as "
+        "the recipe was.")
     # a run that fits nearly all its training images and still misses points at generalisation instead
     overfit = run_with("resnet56", [0.5, 0.8], clean=[0.6, 0.995], profile="full")
     assert findings.target_sentence(overfit, LABELS).endswith(
-        "Its final clean training accuracy is 99.5%: it fits nearly all its training images, so the gap is in how "
-        "it generalises, and more augmentation or regularisation is the first thing that could close it: a change "
-        "for its whole family, chosen on held-out training images as the recipe was.")
+        "It fits nearly all its training images (clean training accuracy 99.5%), so the gap is in how it "
+        "generalises, and more augmentation or regularisation is the first thing that could close it: a change for "
+        "its whole family, chosen on held-out training images as the recipe was.")
     assert "meets it, +13.0 points above" in findings.target_sentence(run_with("seed_densenet", [0.95], profile="full"),
                                                                        LABELS)  # fmt: skip
     assert "too close to tell" in findings.target_sentence(run_with("resnet20", [0.92], profile="full"), LABELS)
@@ -106,7 +106,7 @@ def test_a_full_run_is_read_against_the_accuracy_the_study_expects_of_it():
     assert findings.target_sentence(run_with("seed_resnet18", [0.7]), LABELS) is None
     assert findings.target_sentence(run_with("plain20", [0.7], profile="full"), LABELS) is None
     text = findings.page_reading([missed], [], labels_of)
-    assert "misses it by 15.0 points, with its 95% interval below it. Its final" in text.split("\n\n")[0]
+    assert "misses it by 15.0 points, with its 95% interval below it. After 2 epochs" in text.split("\n\n")[0]
     met = run_with("seed_densenet", [0.95], profile="full")
     pilot = run_with("seed_resnet18", [0.2])  # a pilot run of the same model and seed is not the full one
     assert findings.targets_sentence([pilot, missed, met, run_with("plain20", [0.7], profile="full")], labels_of) == (
