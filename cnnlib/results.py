@@ -172,7 +172,7 @@ def fit_or_load(
 
 def recompute_tables(run: Run, data=None, device: str = "cpu") -> list[str]:
     """Measure again, from the run's kept weights, the tables ``aftertrain.finish`` makes right
-    after training (layer responses; the mechanism tables for seed 0 of the degradation family),
+    after training (layer responses; the mechanism tables for the degradation family),
     and store them in the run folder. The initial weights are rebuilt from the config's seed
     (checked against the stored fingerprint). The gradient profiles measured *during* training
     cannot be redone this way. Returns the names of the tables written."""

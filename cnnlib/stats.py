@@ -341,26 +341,34 @@ def seed_interval(values: ArrayLike, *, confidence: float = 0.95,
     return Interval(ev.estimate, low, high, len(v), confidence, ev.method, float(v.std(ddof=1)))
 
 
-def _difference_range(weights: Sequence[float], bounds: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = bounds
-    return (float(sum(min(w * lo, w * hi) for w in weights)), float(sum(max(w * lo, w * hi) for w in weights)))
+def _difference_range(weights: Sequence[float], bounds: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The feasible range of sum_i w_i x_i where x_i lies in bounds[i]."""
+    pairs = list(zip(weights, bounds, strict=True))
+    return (float(sum(min(w * lo, w * hi) for w, (lo, hi) in pairs)),
+            float(sum(max(w * lo, w * hi) for w, (lo, hi) in pairs)))  # fmt: skip
 
 
 def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
-                   bounds: tuple[float, float] | None = None) -> Evidence:  # fmt: skip
+                   bounds: tuple[float, float] | Sequence[tuple[float, float]] | None = None) -> Evidence:  # fmt: skip
     """sum_i w_i mean(sample_i) over independent samples (e.g. different architectures, each over
     its own seeds), with a Welch t-interval: se^2 = sum w_i^2 s_i^2 / n_i and Welch-Satterthwaite
-    degrees of freedom. ``bounds``: each value's feasible range; the interval is clipped to the
-    contrast's feasible range. Each sample needs two or more values."""
+    degrees of freedom. ``bounds``: the values' feasible range, one (low, high) for every sample or
+    one per sample; the interval is clipped to the contrast's feasible range. Each sample needs two
+    or more values."""
     if len(samples) != len(weights) or not samples:
         raise ValueError(f"need one weight per sample, got {len(samples)} samples and {len(weights)} weights")
     vs = [_values(x, f"sample {i}", 2) for i, x in enumerate(samples)]
+    per_sample = None
+    if bounds is not None:
+        per_sample = [tuple(bounds)] * len(vs) if np.ndim(bounds) == 1 else [tuple(b) for b in bounds]
+        if len(per_sample) != len(vs):
+            raise ValueError(f"need one (low, high) per sample, got {len(per_sample)} for {len(vs)} samples")
     for i, v in enumerate(vs):
-        _check_bounds(v, bounds, f"sample {i}")
+        _check_bounds(v, per_sample[i] if per_sample else None, f"sample {i}")
     terms = [w * w * v.var(ddof=1) / len(v) for w, v in zip(weights, vs, strict=True)]
     est = float(sum(w * v.mean() for w, v in zip(weights, vs, strict=True)))
     se = math.sqrt(sum(terms))
-    clip = _difference_range(weights, bounds) if bounds is not None else None
+    clip = _difference_range(weights, per_sample) if per_sample else None
     n = sum(len(v) for v in vs)
     if se == 0:  # no spread in any sample: the contrast is what it is
         return _t_evidence(est, est, 0.0, math.nan, n, "Welch t (no spread)", clip=clip)
@@ -381,7 +389,7 @@ def seed_difference(
     a, b = _values(values_a, "values_a", 2), _values(values_b, "values_b", 2)
     _check_bounds(a, bounds, "values_a")
     _check_bounds(b, bounds, "values_b")
-    clip = _difference_range((1, -1), bounds) if bounds is not None else None
+    clip = _difference_range((1, -1), [bounds, bounds]) if bounds is not None else None
     if paired:
         if len(a) != len(b):
             raise ValueError(f"paired=True needs one value per seed on each side, got {len(a)} and {len(b)}")

@@ -532,6 +532,13 @@ def _lesion_curves(seeds: dict[int, Run], k: int) -> dict[int, dict]:
     return out
 
 
+def _loss_range(curves: Iterable[dict]) -> tuple[float, float]:
+    """The feasible range of the accuracy a deletion can cost these networks: from intact - 1 (a net that
+    ends at 100%) to intact (one that ends at 0%), over their intact accuracies."""
+    intact = [c["intact"] for c in curves]
+    return min(intact) - 1, max(intact)
+
+
 LESION_PAIRS = (("resnet56", "plain56"), ("resnet20", "plain20"))
 
 
@@ -576,13 +583,14 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
                    "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
             if min(len(cp), len(cr)) >= 2:
                 per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]
-                ev = stats.welch_contrast(per_net, [1, -1], bounds=(-1, 1))
+                ev = stats.welch_contrast(per_net, [1, -1], bounds=[_loss_range(cp.values()), _loss_range(cr.values())])
                 row.update(evidence=ev, method=f"Welch t over {len(cp)} and {len(cr)} trained networks (each: its "
                                                f"mean loss over {len(next(iter(cp.values()))['loss'])} random draws)")
             else:
                 common = sorted(set(cp) & set(cr))
                 sp, sr = (common[0], common[0]) if common else (next(iter(cp)), next(iter(cr)))
-                ev = stats.welch_contrast([cp[sp]["loss"], cr[sr]["loss"]], [1, -1], bounds=(-1, 1))
+                ev = stats.welch_contrast([cp[sp]["loss"], cr[sr]["loss"]], [1, -1],
+                                          bounds=[_loss_range([cp[sp]]), _loss_range([cr[sr]])])  # fmt: skip
                 seeds = f"seed {sp} nets" if sp == sr else f"seeds {sp} and {sr}"
                 row.update(evidence=ev, one_net=True, seeds=seeds,
                            method=f"Welch t over {len(cp[sp]['loss'])} and {len(cr[sr]['loss'])} random draws of one "

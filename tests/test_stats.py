@@ -396,6 +396,21 @@ def test_welch_contrast_of_two_samples_is_welchs_t_and_of_four_uses_welch_satter
     assert ev.interval(0.95) == (pytest.approx(est - half), pytest.approx(est + half))
 
 
+def test_welch_contrast_clips_to_the_range_each_sample_can_reach():
+    # two seeds a side: about one degree of freedom, so the raw interval runs far past what is feasible
+    a, b = [0.70, 0.62], [0.02, 0.03]
+    raw = welch_contrast([a, b], [1, -1]).interval(0.95)
+    assert raw[1] > 1.0
+    one = welch_contrast([a, b], [1, -1], bounds=(-1, 1)).interval(0.95)
+    assert one[1] == pytest.approx(min(raw[1], 2.0))  # one range for both: a - b within [-2, 2]
+    each = welch_contrast([a, b], [1, -1], bounds=[(-0.15, 0.85), (-0.1, 0.9)]).interval(0.95)
+    assert each == (pytest.approx(raw[0]), pytest.approx(0.85 + 0.1))  # a at most 0.85, b at least -0.1
+    with pytest.raises(ValueError, match="outside their feasible range"):
+        welch_contrast([a, b], [1, -1], bounds=[(-0.15, 0.6), (-0.1, 0.9)])
+    with pytest.raises(ValueError, match="one \\(low, high\\) per sample"):
+        welch_contrast([a, b], [1, -1], bounds=[(-1, 1)] * 3)
+
+
 # --- Holm -------------------------------------------------------------------------------------------------------------
 
 

@@ -111,7 +111,7 @@ def test_thin_nets_store_gradient_profiles_and_responses_not_weights(synthetic, 
     assert sorted(p.name for p in run.path.iterdir()) == [
         "gradients_blocks.csv", "gradients_layers.csv", "history.csv", "interpolation.csv", "lesion_random.csv",
         "lesion_single.csv", "path_gradients.csv", "predictions.npy", "responses.csv", "run.json",
-        "surface_1d.csv", "surface_2d.csv"]  # seed 0 of the degradation family: notebook 07's tables too
+        "surface_1d.csv", "surface_2d.csv"]  # the degradation family: notebook 07's tables too
     layers, blocks = run.table("layers"), run.table("blocks")
     # 4 steps per epoch: steps 0 and 1 (5 and 20 lie beyond the run), and the end of epoch 1
     assert list(layers.groupby("point", sort=False).size().index) == ["step 0", "step 1", "epoch 1"]
