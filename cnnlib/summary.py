@@ -233,8 +233,11 @@ def claims(runs: list[Run]) -> Claims | None:
 
 
 def _one_net(v: pd.Series) -> str:
-    within = "within one network" in v["interval from"]
-    return " (over random deletions within one trained network each)" if within else ""
+    """What a lesion comparison's interval is over: random deletions within one network a side, or networks."""
+    if "within one network" in v["interval from"]:
+        return " (over random deletions within one trained network each)"
+    nets = re.match(r"Welch t over (\d+) and (\d+) trained networks", v["interval from"])
+    return f" (Welch interval over {nets[1]} and {nets[2]} trained networks)" if nets else ""
 
 
 def _adjusted(k: int, what: str, intervals: str) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnnlib import verdicts
+from cnnlib import summary, verdicts
 from cnnlib.results import Run
 from cnnlib.train import make_config
 
@@ -238,6 +238,17 @@ def test_lesions_replicate_over_trained_networks_when_several_store_tables(tmp_p
     row = table.iloc[0]
     assert row["verdict"] == "confirmed" and row["these trained networks only"] == ""
     assert row["interval from"].startswith("Welch t over 3 and 3 trained networks")
+    assert summary._one_net(row) == " (Welch interval over 3 and 3 trained networks)"  # the README's lesion line
+
+
+def test_a_lesion_interval_over_two_networks_stays_within_what_their_intact_accuracies_allow(tmp_path):
+    # two networks a side: about one degree of freedom, so the raw Welch interval runs past +100 points; a
+    # deletion costs a net at most its intact accuracy (86%) and gains the other at most 100% - 90%
+    runs = (lesioned(tmp_path, "plain56", [0], 0.85, [0.15] * 5) + lesioned(tmp_path, "plain56", [1], 0.85, [0.25] * 5)
+            + lesioned(tmp_path, "resnet56", [0, 1], 0.90, [0.88] * 5))  # fmt: skip
+    row = verdicts.lesion_verdicts(runs, (("resnet56", "plain56"),), (1,)).iloc[0]
+    assert row["interval from"].startswith("Welch t over 2 and 2 trained networks")
+    assert row["difference (points)"].startswith("+63.0 [") and row["difference (points)"].endswith(", +96.0]")
 
 
 def test_a_lesion_comparison_with_both_sides_near_chance_cannot_tell(tmp_path):
