@@ -29,7 +29,7 @@ PEAK_MARGIN = 0.01  # a best epoch this far above the final one is worth a sente
 # A run that misses its target with a clean training accuracy below this has not yet fit nearly all its
 # training images, as the published CIFAR-10 schedules do (He et al.: 164 epochs): a longer schedule comes first.
 FITS_ALL = 0.99
-HE_EPOCHS = 164
+HE_EPOCHS = verdicts.HE_EPOCHS
 
 
 def pct(x: float, digits: int = 1) -> str:

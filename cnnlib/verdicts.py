@@ -45,6 +45,7 @@ THESE_NETWORKS = "these trained networks only"
 ALPHA, TIE_MARGIN = stats.ALPHA, stats.TIE_MARGIN
 FITS_TRAINING = 0.90  # clean training accuracy at which a net counts as fitting its training data
 NEAR_CHANCE = 0.05  # a side within this of chance (10%) is at the floor; the margin analysis.near_chance uses
+HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 128), the reference for "longer"
 GRADIENT_THRESHOLD = 1.0  # log10 of the first/last block ratio: below -1 vanishes, above +1 explodes
 VANISHES, EXPLODES, NEITHER = "vanishes", "explodes", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
@@ -214,7 +215,7 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
     verdict_of = dict(zip(("plain", "res", "diff"), table["verdict"], strict=True))
     res_worse = verdict_of["res"] == CONFIRMED
     longer = ("the full profile's longer runs settle it" if {r.config.profile for n in need for r in m[n].values()}
-              != {"full"} else "a longer schedule (He et al. trained 164 epochs) would settle it")  # fmt: skip
+              != {"full"} else f"a longer schedule (He et al. trained {HE_EPOCHS} epochs) would settle it")  # fmt: skip
     if not np.isfinite(diff["low"]) and not diff.get("floor"):  # a net with one seed: no interval yet
         one = [n for n in need if len(m[n]) < 2]
         reading = (f"With one seed of {', '.join(one)} there is no interval across seeds yet, so no verdict on "
