@@ -52,10 +52,12 @@ def first_epoch_loss(run: Run) -> float:
     return float(h["test_loss"].iloc[0]) if len(h) and "test_loss" in h else math.nan
 
 
-def _train_col(run: Run) -> tuple[str, str]:
+def _final_train(run: Run) -> tuple[float, str]:
+    """(accuracy, what it is): the run's training accuracy at its last epoch, clean (eval mode, unaugmented)
+    where recorded, else the running accuracy over its augmented batches."""
     if "clean_train_acc" in run.history:
-        return "clean_train_acc", "clean training accuracy"
-    return "train_acc", "running training accuracy (augmented batches)"
+        return verdicts.final(run, "clean_train_acc"), "clean training accuracy"
+    return verdicts.final(run, "train_acc"), "running training accuracy (augmented batches)"
 
 
 def late_change(run: Run, fraction: float = LATE) -> tuple[int, float]:
@@ -74,8 +76,7 @@ def run_sentences(run: Run, test_labels: np.ndarray) -> list[str]:
     h, name = run.history, f"`{label(run)}`"
     iv = stats.accuracy_interval(run.predictions, test_labels)
     epochs = len(h)
-    col, what = _train_col(run)
-    train = float(h[col].iloc[-1])
+    train, what = _final_train(run)
     out = [f"{name} ends at {pct(iv.estimate)} test accuracy (95% interval {pct(iv.low)} to {pct(iv.high)} over "
            f"{len(test_labels):,} test images) after {epochs} epoch{'s' if epochs != 1 else ''}; its mean test "
            f"accuracy over the run is {pct(verdicts.auc(run))}."]  # fmt: skip
@@ -177,15 +178,13 @@ def _against_target(run: Run, test_labels: np.ndarray) -> tuple[float, float, st
 def _short_of_all(run: Run) -> bool:
     """Whether a run still gets more than 1 - ``FITS_ALL`` of its training images wrong at its last epoch
     (clean, eval mode, where recorded)."""
-    col, _ = _train_col(run)
-    return verdicts.final(run, col) < FITS_ALL
+    return _final_train(run)[0] < FITS_ALL
 
 
 def _what_would_close(run: Run) -> str:
     """What the first fix for a missed target would be, read off how well the run fits its training images.
     Either fix is a change to the shared recipe of the run's whole family, chosen on held-out training images."""
-    col, what = _train_col(run)
-    train, epochs = verdicts.final(run, col), len(run.history)
+    (train, what), epochs = _final_train(run), len(run.history)
     family = "a change for its whole family, chosen on held-out training images as the recipe was"
     if _short_of_all(run):
         return (f"After {epochs} epochs it still gets {pct(1 - train)} of its training images wrong ({what} "
@@ -224,8 +223,8 @@ def targets_sentence(runs: Sequence[Run], labels_of) -> str | None:
                    "unclear": "is too close to tell"}[outcome]  # fmt: skip
         detail = f"{pct(ours)} against {pct(target)}"
         if outcome == "missed":
-            col, what = _train_col(run)
-            detail += f"; {pct(verdicts.final(run, col))} {what}"
+            train, what = _final_train(run)
+            detail += f"; {pct(train)} {what}"
             (under if _short_of_all(run) else fitted).append(f"`{model}`")
         parts.append(f"`{model}` {verdict} ({detail})")
     if not parts:
@@ -310,8 +309,7 @@ def fitting_sentence(runs: Sequence[Run]) -> str:
     """Which models fit their training data (clean training accuracy at least ``verdicts.FITS_TRAINING``)."""
     best: dict[str, float] = {}
     for r in runs:
-        col, _ = _train_col(r)
-        best[label(r)] = max(best.get(label(r), 0.0), float(r.history[col].iloc[-1]))
+        best[label(r)] = max(best.get(label(r), 0.0), _final_train(r)[0])
     fit = [m for m, v in best.items() if v >= verdicts.FITS_TRAINING]
     top = max(best, key=best.get)
     if not fit:

@@ -232,12 +232,12 @@ def claims(runs: list[Run]) -> Claims | None:
                   lz[lz["claim"].str.endswith("than resnet56")] if len(lz) else lz, deg)  # fmt: skip
 
 
-def _one_net(v: pd.Series) -> str:
-    """What a lesion comparison's interval is over: random deletions within one network a side, or networks."""
-    if "within one network" in v["interval from"]:
+def _one_net(networks: tuple[int, int] | None) -> str:
+    """What a lesion comparison's interval is over (``verdicts.lesion_verdicts``' ``attrs['networks']``
+    entry for it): random deletions within one trained network a side (None), or (plain, residual) networks."""
+    if networks is None:
         return " (over random deletions within one trained network each)"
-    nets = re.match(r"Welch t over (\d+) and (\d+) trained networks", v["interval from"])
-    return f" (Welch interval over {nets[1]} and {nets[2]} trained networks)" if nets else ""
+    return f" (Welch interval over {networks[0]} and {networks[1]} trained networks)"
 
 
 def _adjusted(k: int, what: str, intervals: str) -> str:
@@ -266,8 +266,9 @@ def verdict_lines(c: Claims) -> list[str]:
                    + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} "
                                f"(**{r['signal towards the input']}**)" for _, r in c.gradient_rows.iterrows()) + ".")
     if len(c.lesions):
+        nets = c.lesions.attrs["networks"]
         out.append("- Lesions (Veit et al. 2016): " + "; ".join(
-            f"{v['claim']}: {v['difference (points)']} points" + _one_net(v) + f" (**{v['verdict']}**"
+            f"{v['claim']}: {v['difference (points)']} points" + _one_net(nets[v["claim"]]) + f" (**{v['verdict']}**"
             + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else "") + ")"
             for _, v in c.lesions.iterrows()) + ".")
     return out
@@ -286,9 +287,10 @@ def verdict_rows(c: Claims) -> list[dict]:
                        f"the input at {r['point']}", "verdict": r["signal towards the input"],
               "evidence": f"log10 first/last block {r['log10 [interval]']}", "notebook": "06"}
              for _, r in c.gradient_rows.iterrows()]  # fmt: skip
+    nets = c.lesions.attrs.get("networks", {})
     rows += [{"claim": f"lesions: {v['claim']}",
               "verdict": v["verdict"] + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else ""),
-              "evidence": f"{v['difference (points)']} points" + _one_net(v), "notebook": "07"}
+              "evidence": f"{v['difference (points)']} points" + _one_net(nets[v["claim"]]), "notebook": "07"}
              for _, v in c.lesions.iterrows()]  # fmt: skip
     return rows
 

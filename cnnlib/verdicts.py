@@ -559,7 +559,9 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
     chance still confirms the claim (never refutes it), a residual net at chance still refutes it. The
     table's intervals are Holm-adjusted across its tested rows (``attrs['note']``); ``attrs['floor']``
     maps each claim to the nets at the floor ('detail': net -> its accuracy left and intact) and the
-    one whose collapse the verdict stands despite ('stands_despite', "" if none)."""
+    one whose collapse the verdict stands despite ('stands_despite', "" if none); ``attrs['networks']``
+    maps it to the trained networks its interval is over, (plain, residual), or None where the interval
+    is over the random draws within one network a side."""
     m = by_model(runs)
     rows = []
     for residual, plain in pairs:
@@ -600,7 +602,7 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             row["low"], row["high"] = ev.interval(0.95)
             rows.append(row)
     k_claims = _holm(rows, [stats.sign_decided] * len(rows))
-    out, floors = [], {}
+    out, floors, networks = [], {}, {}
     for r in rows:
         within = stats.verdict(r["low"], r["high"], +1)
         floor_why, stands_despite = "", ""
@@ -631,13 +633,14 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
         level = _level(r)
         claim = f"deleting {r['k']} random block(s) costs {r['plain']} more accuracy than {r['residual']}"
         floors[claim] = {"detail": r["floor"], "stands_despite": stands_despite}
+        networks[claim] = None if r.get("one_net") else r["nets"]
         out.append({"claim": claim,
                     "difference (points)": _fmt(r, unit=""),
                     "interval from": r["method"] + (f"; {level}" if level else ""), "verdict": v,
                     THESE_NETWORKS: only, "why": why})  # fmt: skip
     table = pd.DataFrame(out, columns=["claim", "difference (points)", "interval from", "verdict", THESE_NETWORKS,
                                        "why"])  # fmt: skip
-    table.attrs.update(note=stats.holm_note(k_claims), claims=k_claims, floor=floors)
+    table.attrs.update(note=stats.holm_note(k_claims), claims=k_claims, floor=floors, networks=networks)
     return table
 
 

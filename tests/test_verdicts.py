@@ -228,6 +228,8 @@ def test_lesions_of_one_network_per_architecture_say_so(tmp_path):
     assert row["verdict"] == "cannot tell (one network per architecture)" == verdicts.CANNOT_TELL_ONE_NET
     assert row["these trained networks only"] == "confirmed for these two trained networks (seed 0 nets) only"
     assert "spread within one network" in row["interval from"]
+    assert verdicts.lesion_verdicts(runs, (("resnet56", "plain56"),), (1,)).attrs["networks"] == {row["claim"]: None}
+    assert summary._one_net(None) == " (over random deletions within one trained network each)"
     assert row["difference (points)"].startswith("+19.8 [")  # (55 - 31.2) - (60 - 56) points
 
 
@@ -238,7 +240,8 @@ def test_lesions_replicate_over_trained_networks_when_several_store_tables(tmp_p
     row = table.iloc[0]
     assert row["verdict"] == "confirmed" and row["these trained networks only"] == ""
     assert row["interval from"].startswith("Welch t over 3 and 3 trained networks")
-    assert summary._one_net(row) == " (Welch interval over 3 and 3 trained networks)"  # the README's lesion line
+    assert table.attrs["networks"][row["claim"]] == (3, 3)
+    assert summary._one_net((3, 3)) == " (Welch interval over 3 and 3 trained networks)"  # the README's lesion line
 
 
 def test_a_lesion_interval_over_two_networks_stays_within_what_their_intact_accuracies_allow(tmp_path):
