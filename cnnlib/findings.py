@@ -81,9 +81,13 @@ def run_sentences(run: Run, test_labels: np.ndarray) -> list[str]:
            f"{len(test_labels):,} test images) after {epochs} epoch{'s' if epochs != 1 else ''}; its mean test "
            f"accuracy over the run is {pct(verdicts.auc(run))}."]  # fmt: skip
     gap = train - iv.estimate
-    if train >= verdicts.FITS_TRAINING:
+    if train >= FITS_ALL:
         out.append(f"Its final {what} is {pct(train)}, {points(gap)} above the test accuracy: it fits its training "
                    f"images, and the gap is its generalisation gap.")  # fmt: skip
+    elif train >= verdicts.FITS_TRAINING:
+        out.append(f"Its final {what} is {pct(train)}, {points(gap)} above the test accuracy: it passes the "
+                   f"{pct(verdicts.FITS_TRAINING, 0)} at which a net counts as fitting its training images but still "
+                   f"gets {pct(1 - train)} of them wrong, so the gap is its generalisation gap so far.")  # fmt: skip
     else:
         out.append(f"Its final {what} is {pct(train)} ({points(gap)} against the test accuracy), short of the "
                    f"{pct(verdicts.FITS_TRAINING, 0)} at which a net counts as fitting its training images: the "

@@ -41,6 +41,14 @@ def test_a_run_that_has_not_fitted_its_training_data_says_so_with_its_interval()
     assert "blew up" not in text and "best epoch" not in text
 
 
+def test_a_run_past_the_fitting_mark_but_short_of_all_its_images_says_both():
+    run = run_with("resnet18", [0.5, 0.7, 0.8, 0.85, 0.86], clean=[0.6, 0.8, 0.88, 0.9, 0.906])
+    text = " ".join(findings.run_sentences(run, LABELS))
+    assert ("Its final clean training accuracy is 90.6%, +4.6 points above the test accuracy: it passes the 90% at "
+            "which a net counts as fitting its training images but still gets 9.4% of them wrong, so the gap is its "
+            "generalisation gap so far.") in text
+
+
 def test_a_fitted_run_reads_its_gap_as_generalisation_and_names_its_peak():
     run = run_with("resnet20", [0.5, 0.8, 0.9, 0.85, 0.85], clean=[0.6, 0.9, 0.97, 0.98, 0.99])
     text = " ".join(findings.run_sentences(run, LABELS))
