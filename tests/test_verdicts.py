@@ -75,6 +75,12 @@ def test_overfitting_is_not_testable_until_the_shallow_net_fits_its_training_dat
     row = verdicts.overfitting(runs).iloc[0]
     assert row["verdict"] == "not testable in this regime" == verdicts.NOT_IN_REGIME
     assert "plain20 reaches 51.0% clean training accuracy, below the 90%" in row["why"]
+    note = verdicts.overfitting(runs).attrs["note"]
+    assert note.endswith("Testable once plain20 reaches 90% clean training accuracy.")
+    fitted = family({"plain20": [0.90, 0.92, 0.91], "plain56": [0.70, 0.71, 0.72]}, test_gap=0.2)
+    assert verdicts.overfitting(fitted).attrs["note"].endswith(
+        "Testable because plain20 reaches 91.0% clean training accuracy (mean over its seeds), past the 90% at which "
+        "a net counts as fitting its training data.")
     assert verdicts.FITS_TRAINING == 0.90
     assert verdicts.overfitting(runs, fits=0.5).iloc[0]["verdict"] == "refuted"  # the threshold is the only gate
 
