@@ -426,8 +426,10 @@ def depth_reading(sweep: pd.DataFrame, deg: pd.DataFrame | None = None, metric: 
             r = diff_rows[fam]
             level = _level(r["interval from"])
             v = r["verdict"]
+            # the verdict is on the degradation table's claim ("the deeper ... fits worse"), which it names: a
+            # falling residual error refutes it, and a bare "refuted" after "as He et al. found" would misread
             text += (f"; {r['comparison (clean training error)']}: {r['difference']}"
-                     + (f" ({level})" if level else "") + f", {v}")  # fmt: skip
+                     + (f" ({level})" if level else "") + f", verdict on \"{r['claim']}\": {v}")  # fmt: skip
             if v.startswith(verdicts.CANNOT_TELL) and t["direction"] != "does not change":
                 what = "agreement" if _agrees(fam, t["direction"]) else "contradiction"
                 text += f", so the {what} rests on the means"

@@ -115,6 +115,8 @@ def test_the_depth_reading_says_contradicts_only_when_the_residual_error_rises()
     assert skip_findings.depth_trend(sweep).loc["residual", "direction"] == "falls"
     text = skip_findings.depth_reading(sweep, verdicts.degradation(falling))
     assert "contradicts" not in text and text.count("as He et al. found") == 2
+    # the verdict names the claim it is on: "fits worse", refuted where the residual error falls
+    assert 'verdict on "the deeper residual net fits its training data worse": refuted' in text
 
 
 def test_the_07_summary_carries_the_verdicts_it_was_given():
