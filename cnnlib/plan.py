@@ -55,6 +55,11 @@ from .train import (
 )
 
 
+# The learning-rate control of the degradation family: the recipe-check setting of He et al.'s peak lr
+# (0.1 at batch 128 is 0.4 at batch 512 under linear scaling) at the full profile's weight decay.
+LR_CONTROL = "lr0.4_wd0.0005"
+
+
 def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     """The plan in priority order: (stage name, units).
 
@@ -65,11 +70,15 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     2. the degradation family, seed 0;
     3. the controlled family, seed 0 (densenet121, the most expensive run, last);
     4. seeds 1 and 2 of the degradation family;
-    5. the depth sweep, seed 0; the plain56 lr/10 control; seeds 1-2 of the controlled family
-       and of the depth sweep.
+    5. the degradation family at peak lr 0.4 (``LR_CONTROL``: He et al.'s 0.1 at batch 128, linearly
+       scaled to batch 512; everything else as the full profile), seeds 0-2: is degradation a property
+       of depth or of the shared recipe's lr 0.8?
+    6. seeds 1 and 2 of the original report's four models;
+    7. seeds 1 and 2 of the controlled family (densenet121 last within each seed);
+    8. the depth sweep, seed 0, then seeds 1-2; the plain56 lr/10 control.
     """
     cfg = lambda name, seed, **kw: make_config(name, profile, seed, **kw)  # noqa: E731
-    family = lambda fam, seed: [cfg(n, seed) for n in FAMILIES[fam]]  # noqa: E731
+    family = lambda fam, seed, tag="": [cfg(n, seed, tag=tag) for n in FAMILIES[fam]]  # noqa: E731
     out = []
     if profile == "full":
         # one run a unit, so that two workers share a check's last setting too
@@ -79,8 +88,13 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
         ("2 degradation, seed 0", [family("degradation", 0)]),
         ("3 controlled, seed 0", [family("controlled", 0)]),
         ("4 degradation, seeds 1-2", [family("degradation", s) for s in (1, 2)]),
-        ("5 depth sweep, lr control, more seeds", [family("depth", 0), [cfg("plain56", 0, tag="lr0.1x")]]
-         + [family(f, s) for f in ("controlled", "depth") for s in (1, 2)]),
+    ]  # fmt: skip
+    if profile == "full":  # the control is of the full profile's recipe
+        out.append(("5 degradation at lr 0.4, seeds 0-2", [family("degradation", s, LR_CONTROL) for s in (0, 1, 2)]))
+    out += [
+        ("6 original report, seeds 1-2", [[cfg(n, s)] for s in (1, 2) for n in FAMILIES["seed"]]),
+        ("7 controlled, seeds 1-2", [family("controlled", s) for s in (1, 2)]),
+        ("8 depth sweep, lr/10 control", [family("depth", s) for s in (0, 1, 2)] + [[cfg("plain56", 0, tag="lr0.1x")]]),
     ]  # fmt: skip
     return out
 
