@@ -1,5 +1,5 @@
 """Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status,
-train-missing, tables, readme and report (``python -m cnnlib --help`` lists them).
+train-missing, engine, tables, readme and report (``python -m cnnlib --help`` lists them).
 
 User errors (unknown model, profile or run, bad numbers, missing data) print a
 short message (one line, two for missing data) and exit with status 2; they
@@ -125,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(for a machine whose checkpoints may not last until the next call)")
     m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
+    e = sub.add_parser("engine", help="this machine's engine checks (CPU precision and memory format); redo them")
+    e.add_argument("models", nargs="*", metavar="MODEL", help="only these models (default: every one checked here)")
+    e.add_argument("--recheck", action="store_true",
+                   help="take the checks again now (with MODELs not checked yet: at this process's threads)")
     tb = sub.add_parser("tables", help="redo a stored run's after-training tables from its weights")
     tb.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
@@ -154,6 +158,57 @@ def _profile_of(run_id: str) -> str:
 
     parts = run_id.split("-")
     return parts[1] if len(parts) > 2 and parts[1] in PROFILES else "PROFILE"
+
+
+def _engine_command(models: list[str], recheck: bool) -> int:
+    """List this machine's cached engine checks, or take them again (``--recheck``)."""
+    import pandas as pd
+    import torch
+
+    from . import engine
+    from .models import create_model
+
+    for name in models:
+        create_model(name)  # an unknown name fails here, with the list of names
+    prefix = f"{engine.cpu_name()}|torch {torch.__version__}|"
+    mine = {k: v for k, v in engine.cached_checks().items() if k.startswith(prefix)}
+    if recheck:
+        targets = [(k.split("|")[2], int(k.split("|")[3].split()[1]), int(k.split("|")[4].split()[1]))
+                   for k in mine if not models or k.split("|")[2] in models]  # fmt: skip
+        threads = torch.get_num_threads()
+        targets += [(m, engine.CHECK_BATCH, threads) for m in models if not any(t[0] == m for t in targets)]
+        if not targets:
+            print("no engine checks cached on this machine; name the models to check (python -m cnnlib list)")
+            return 0
+        for model, batch, n in targets:
+            torch.set_num_threads(n)
+            m = engine.check(model, batch, n)
+            print(f"{model} (batch {batch}, {n} thread(s)): {m['precision']}"
+                  f"{' + channels_last' if m['channels_last'] else ''}; {engine.describe_check(m)}", flush=True)
+        torch.set_num_threads(threads)
+        return 0
+    rows = []
+    for key, m in sorted(mine.items()):
+        _, _, model, batch, threads = key.split("|")
+        if models and model not in models:
+            continue
+        rows.append({"model": model, "batch": int(batch.split()[1]), "threads": int(threads.split()[1]),
+                     "choice": f"{m['precision']}{' + cl' if m['channels_last'] else ''}",
+                     **{f"{k} ms": round(1000 * v) for k, v in m["step_s"].items()},
+                     "steps": m.get("rounds", 2),
+                     "others' CPU %": float("nan") if m.get("others_share") is None else round(100 * m["others_share"]),
+                     "state": ("in doubt" if m.get("doubted") else "trusted" if m.get("trusted") else
+                               "provisional" if "trusted" in m else "old (load not recorded)"),
+                     "checked": m.get("checked", "")})  # fmt: skip
+    cache = engine._cache_path()
+    if not rows:
+        print(f"no engine checks of {engine.cpu_name()} with torch {torch.__version__} in {_shown(cache)}; "
+              "a CPU run takes its check when it starts (or: python -m cnnlib engine MODEL --recheck)")
+        return 0
+    print(f"engine checks of {engine.cpu_name()} (torch {torch.__version__}) in {_shown(cache)}; "
+          "steps in ms (median); only trusted checks are reused and read by status's estimates:")
+    print(pd.DataFrame(rows).to_string(index=False, na_rep="-"))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -246,6 +301,8 @@ def _run(args: argparse.Namespace) -> int:
                       claims=Path(args.claims) if args.claims else None, models=args.models,
                       policy=args.policy)  # fmt: skip
         return 0
+    if args.command == "engine":
+        return _engine_command(args.models, args.recheck)
     if args.command == "tables":
         from .results import load_run, recompute_tables
 

@@ -5,10 +5,15 @@ the loaders, the training step and the evaluation, and records it in ``run.json`
 
 * CUDA: bf16 autocast, channels_last, eager (cuDNN autotuning is set by ``fit``).
 * CPU: bf16 autocast only where the CPU has hardware bf16 (AMX or AVX512-BF16) *and* a short
-  measured check of one training step finds it faster than fp32; channels_last where the
+  measured check of the training step finds it faster than fp32; channels_last where the
   same check finds it faster. Without hardware bf16 the CPU stays in fp32 (bf16 there is
-  emulated and several times slower). The check runs once per machine, model, batch size and
-  thread count, and its result is cached beside the data cache (``engine.json``).
+  emulated and several times slower). The check (``check``) times the candidates in turns and
+  compares medians, so that a busy moment cannot decide it, and records how much of the cores
+  other processes used meanwhile. It is cached beside the data cache (``engine.json``) once per
+  machine, model, batch size and thread count: for good if the cores were free enough, else as
+  provisional, taken again at the next start. A run confirms its check after its first epoch
+  (``confirm``); a rate far below the check's prediction puts the check in doubt, and the next
+  run takes it again. ``python -m cnnlib engine`` lists the checks; ``--recheck`` takes them again.
 * ``torch.compile`` of the forward pass and loss is used only when asked for
   (``CNNLIB_COMPILE=1``); see ``benchmarks/RESULTS.md`` for where it was measured to pay.
 
@@ -21,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -33,7 +40,7 @@ from torch import nn
 from .data import cache_dir
 from .paths import atomic_write
 
-__all__ = ["Engine", "bf16_features", "choose", "cpu_name"]
+__all__ = ["Engine", "bf16_features", "check", "choose", "confirm", "cpu_name"]
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of hardware bf16 arithmetic
 CHECK_BATCH = 64  # images per step of the measured check (short: a few seconds on the slowest model)
@@ -126,10 +133,9 @@ def _cache_path() -> Path:
     return Path(value).expanduser() if value else cache_dir() / "engine.json"
 
 
-def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmup: int = 1) -> tuple[float, float]:
-    """(seconds per training step, seconds of the ``warmup`` untimed steps before: the compile time
-    when compiled) of the recipe's step (forward, label-smoothing loss, backward, SGD with Nesterov)
-    under ``engine``, on random images."""
+def _stepper(model_name: str, batch: int, engine: Engine) -> Callable[[], None]:
+    """One training step of the recipe (forward, label-smoothing loss, backward, SGD with Nesterov) of a
+    freshly seeded ``model_name`` under ``engine``, on fixed random images, as a function to call."""
     from .models import create_model
 
     torch.manual_seed(0)
@@ -146,6 +152,13 @@ def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmu
         loss.backward()
         opt.step()
 
+    return step
+
+
+def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmup: int = 1) -> tuple[float, float]:
+    """(seconds per training step, seconds of the ``warmup`` untimed steps before: the compile time
+    when compiled) of the recipe's step under ``engine``, on random images."""
+    step = _stepper(model_name, batch, engine)
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
@@ -155,36 +168,142 @@ def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmu
     return (time.perf_counter() - t1) / steps, t1 - t0
 
 
-def _step_seconds(model_name: str, batch: int, precision: str, channels_last: bool, steps: int = 2) -> float:
-    """Seconds of one eager training step in that precision and memory format, after one warm-up step."""
-    return time_step(model_name, batch, Engine("cpu", precision, channels_last), steps)[0]
+# The check. Candidates are timed in turns (A B C A B C ...), so that a busy moment costs every candidate
+# about alike instead of one of them all of it, and compared by their median step; two untimed steps each
+# first take oneDNN's primitive creation and the allocator's first calls out of the timings.
+CHECK_ROUNDS = 5  # timed steps per candidate, one per round
+CHECK_WARMUP = 2  # untimed steps per candidate before the rounds
+# A check is trusted only if the other processes on the machine used at most this share of all its cores
+# while it ran: a niced training job beside it (about a tenth of the cores once the check runs) passes; a
+# busy loop on one of two cores (half of them) or a test suite does not. An untrusted check is cached as
+# provisional: it serves the run that took it and is taken again at the next start.
+BUSY_SHARE = 0.25
+# A run confirms its check after its first epoch: normally its rate at the recipe's batch is at least the
+# check's at its small batch (larger batches use the cores better). Below this fraction of the check's
+# prediction, the run or the check met a busy machine; the check is taken again before the next run.
+CONFIRM_FRACTION = 0.5
+CHECK_TRIES = 3  # checks a long run takes at most while the cores are busy (``check``'s ``tries``)
+CHECK_PAUSE_S = 20.0  # seconds between them
 
 
-def measured_cpu_choice(model_name: str, batch: int, threads: int) -> dict:
-    """The fastest of fp32, fp32 + channels_last and (with hardware bf16) bf16 + channels_last for
-    one training step of ``model_name``, measured once per machine and cached."""
-    key = f"{cpu_name()}|torch {torch.__version__}|{model_name}|batch {batch}|threads {threads}"
-    path = _cache_path()
+def _cpu_jiffies() -> tuple[float, int] | None:
+    """(seconds the machine's CPUs spent busy since boot, number of CPUs), from /proc/stat (None elsewhere)."""
     try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key in known:
-        return known[key]
-    candidates = [("fp32", False), ("fp32", True)] + ([("bf16", True)] if bf16_features() else [])
-    times = {f"{p}{'+cl' if cl else ''}": _step_seconds(model_name, batch, p, cl) for p, cl in candidates}
-    best = min(times, key=times.get)
-    choice = dict(precision=best.split("+")[0], channels_last=best.endswith("+cl"),
-                  step_s={k: round(v, 4) for k, v in times.items()}, batch=batch)  # fmt: skip
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
+    fields = [int(v) for v in lines[0].split()[1:9]]
+    busy = sum(fields) - fields[3] - fields[4]
+    n_cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return busy / os.sysconf("SC_CLK_TCK"), max(1, n_cpus)
+
+
+class _LoadMeter:
+    """The share of all the machine's cores that *other* processes used while the block ran
+    (``others_share``; None where /proc/stat is missing)."""
+
+    def __enter__(self):
+        self.t0, self.own0, self.cpu0 = time.perf_counter(), _own_cpu_seconds(), _cpu_jiffies()
+        return self
+
+    def __exit__(self, *exc):
+        wall, own, cpu = time.perf_counter() - self.t0, _own_cpu_seconds() - self.own0, _cpu_jiffies()
+        self.others_share = None
+        if self.cpu0 is not None and cpu is not None and wall > 0:
+            others = (cpu[0] - self.cpu0[0]) - own
+            self.others_share = min(1.0, max(0.0, others / (wall * cpu[1])))
+        return False
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _interleaved_steps(model_name: str, batch: int, candidates: dict[str, Engine], rounds: int = CHECK_ROUNDS,
+                       warmup: int = CHECK_WARMUP, clock: Callable[[], float] = time.perf_counter,
+                       ) -> dict[str, list[float]]:  # fmt: skip
+    """Seconds of each candidate's training steps, timed in turns: ``rounds`` steps each, after ``warmup``."""
+    steps = {name: _stepper(model_name, batch, eng) for name, eng in candidates.items()}
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t0 = clock()
+            step()
+            times[name].append(clock() - t0)
+    return times
+
+
+def _key(model_name: str, batch: int, threads: int) -> str:
+    return f"{cpu_name()}|torch {torch.__version__}|{model_name}|batch {batch}|threads {threads}"
+
+
+def _candidates() -> dict[str, Engine]:
+    """fp32, fp32 + channels_last and, with hardware bf16, bf16 + channels_last, by their cache names."""
+    pairs = [("fp32", False), ("fp32", True)] + ([("bf16", True)] if bf16_features() else [])
+    return {f"{p}{'+cl' if cl else ''}": Engine("cpu", p, cl, threads=torch.get_num_threads()) for p, cl in pairs}
+
+
+def trusted(entry: dict) -> bool:
+    """Whether a cached check stands: taken with the cores free (entries from before the load was recorded
+    do not) and not put in doubt by a run's rate since."""
+    return bool(entry.get("trusted")) and not entry.get("doubted")
+
+
+def check(model_name: str, batch: int, threads: int, *, tries: int = 1) -> dict:
+    """Time the candidates for one training step of ``model_name`` (see ``_interleaved_steps``), and cache
+    the result, as trusted if the cores were free enough (``BUSY_SHARE``), else as provisional. With
+    ``tries`` > 1 a busy check is taken again after a pause (``CHECK_PAUSE_S``), up to that many times,
+    and the least loaded is kept: a long run is worth a minute's wait for a check it can trust."""
+    choice: dict | None = None
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(CHECK_PAUSE_S)
+        with _LoadMeter() as load:
+            times = _interleaved_steps(model_name, batch, _candidates())
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        best = min(medians, key=medians.get)
+        share = load.others_share
+        this = dict(precision=best.split("+")[0], channels_last=best.endswith("+cl"), batch=batch,
+                    step_s={k: round(v, 4) for k, v in medians.items()}, rounds=len(times[best]),
+                    others_share=None if share is None else round(share, 3),
+                    trusted=share is None or share <= BUSY_SHARE,
+                    checked=time.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
+        if choice is None or (this["others_share"] or 0) < (choice["others_share"] or 0):
+            choice = this
+        if choice["trusted"]:
+            break
     try:
-        _remember(path, key, choice)
+        _remember(_cache_path(), _key(model_name, batch, threads), choice)
     except OSError:
         pass  # an unwritable cache only costs the check again next time
     return choice
 
 
+def measured_cpu_choice(model_name: str, batch: int, threads: int, *, recheck: bool = False,
+                        tries: int = 1) -> dict:  # fmt: skip
+    """The fastest of fp32, fp32 + channels_last and (with hardware bf16) bf16 + channels_last for one
+    training step of ``model_name``: the cached check if it is trusted (``trusted``), else a new check."""
+    entry = cached_checks().get(_key(model_name, batch, threads))
+    if entry is not None and trusted(entry) and not recheck:
+        return entry
+    return check(model_name, batch, threads, tries=tries)
+
+
+def cached_checks() -> dict[str, dict]:
+    """Every check in the cache, by key (``cpu|torch|model|batch|threads``); {} without a cache."""
+    try:
+        return json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _remember(path: Path, key: str, choice: dict) -> None:
-    """Add one check to the cache. Parallel training jobs check their models at the same time, so
+    """Set one check in the cache. Parallel training jobs check their models at the same time, so
     the file is read again and merged under an exclusive lock: no job's entry overwrites another's."""
     import fcntl
 
@@ -199,26 +318,67 @@ def _remember(path: Path, key: str, choice: dict) -> None:
         atomic_write(path, lambda f: f.write((json.dumps(known, indent=1, sort_keys=True) + "\n").encode()))
 
 
-def cached_rate(model_name: str, threads: int | None = None, *, exact: bool = False) -> float | None:
-    """Training images/s of ``model_name`` in its chosen setting, from this machine's cached check
-    (at the check's small batch) at ``threads`` (default: this process's thread count), else (unless
-    ``exact``) at the thread count it was checked at, or None if it was never checked here."""
-    try:
-        known = json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
+def predicted_rate(entry: dict) -> float:
+    """Training images/s a check predicts for its chosen setting (at the check's batch)."""
+    best = f"{entry['precision']}{'+cl' if entry['channels_last'] else ''}"
+    return entry["batch"] / entry["step_s"][best]
+
+
+def confirm(eng: Engine, model_name: str, batch: int, images_per_s: float) -> str | None:
+    """After a run's first epoch: compare its training rate with what the engine's check predicted. Far
+    below it (``CONFIRM_FRACTION``), the check is marked doubted, so that the next run of the model takes
+    it again (this run keeps its engine: its history stays bit for bit), and the return says so in words;
+    None when the rate confirms the check, or the engine was not chosen by one."""
+    if eng.torch_device.type != "cpu" or not eng.reason.startswith("measured"):
         return None
+    key = _key(model_name, min(batch, CHECK_BATCH), eng.threads)
+    entry = cached_checks().get(key)
+    if entry is None or (entry["precision"], entry["channels_last"]) != (eng.precision, eng.channels_last):
+        return None
+    predicted = predicted_rate(entry)
+    if images_per_s >= CONFIRM_FRACTION * predicted:
+        return None
+    doubt = (f"a run trained at {images_per_s:.0f} img/s, under {CONFIRM_FRACTION:g}x the {predicted:.0f} "
+             f"img/s this check predicted ({time.strftime('%Y-%m-%d %H:%M')})")  # fmt: skip
+    try:
+        _remember(_cache_path(), key, entry | dict(doubted=doubt))
+    except OSError:
+        pass
+    return (f"engine check of {model_name} in doubt: {doubt}; the machine was probably busy during the "
+            f"check or this epoch; the check is taken again before the next run of {model_name}")
+
+
+def cached_rate(model_name: str, threads: int | None = None, *, exact: bool = False) -> float | None:
+    """Training images/s of ``model_name`` in its chosen setting, from this machine's trusted cached checks
+    (at the check's small batch) at ``threads`` (default: this process's thread count), else (unless
+    ``exact``) at the thread count it was checked at, or None if it was never checked here with the cores
+    free."""
     prefix = f"{cpu_name()}|torch {torch.__version__}|{model_name}|"
     rates: dict[bool, list[float]] = {True: [], False: []}  # at this thread count or not -> rates
-    for key, m in known.items():
-        if key.startswith(prefix):
-            best = f"{m['precision']}{'+cl' if m['channels_last'] else ''}"
-            rates[key.endswith(f"|threads {threads or torch.get_num_threads()}")].append(m["batch"] / m["step_s"][best])
+    for key, m in cached_checks().items():
+        if key.startswith(prefix) and trusted(m):
+            rates[key.endswith(f"|threads {threads or torch.get_num_threads()}")].append(predicted_rate(m))
     found = rates[True] or ([] if exact else rates[False])
     return max(found) if found else None
 
 
-def choose(device: torch.device | str, model_name: str, batch: int) -> Engine:
-    """The engine for training ``model_name`` at ``batch`` images per step on ``device`` (see the module)."""
+def describe_check(m: dict) -> str:
+    """A cached check in words: its median steps, the hardware bf16 found, the load and whether it stands."""
+    times = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in sorted(m["step_s"].items()))
+    found = ", ".join(bf16_features()) or "no hardware bf16"
+    text = f"{m.get('rounds', 2)} step(s) each at batch {m['batch']} (median {times}; {found})"
+    if m.get("others_share") is not None:
+        text += f"; other processes used {100 * m['others_share']:.0f}% of the cores"
+    if not m.get("trusted"):
+        text += "; provisional, taken again at the next start"
+    if m.get("doubted"):
+        text += f"; in doubt: {m['doubted']}"
+    return text
+
+
+def choose(device: torch.device | str, model_name: str, batch: int, *, tries: int = 1) -> Engine:
+    """The engine for training ``model_name`` at ``batch`` images per step on ``device`` (see the module);
+    ``tries``: how many times a CPU check taken on busy cores is taken again (``check``)."""
     device = torch.device(device)
     precision = _switch("CNNLIB_PRECISION", ("fp32", "bf16"))
     cl = _switch("CNNLIB_CHANNELS_LAST", ("0", "1"))
@@ -228,10 +388,8 @@ def choose(device: torch.device | str, model_name: str, batch: int) -> Engine:
         return Engine(str(device), "fp32" if precision == "fp32" else "bf16", cl != "0", compiled, threads,
                       "CUDA: bf16 autocast and channels_last")  # fmt: skip
     if precision == "auto" or cl == "auto":
-        m = measured_cpu_choice(model_name, min(batch, CHECK_BATCH), threads)
-        times = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in m["step_s"].items())
-        found = ", ".join(bf16_features()) or "no hardware bf16"
-        reason = f"measured one step at batch {m['batch']} ({times}; {found})"
+        m = measured_cpu_choice(model_name, min(batch, CHECK_BATCH), threads, tries=tries)
+        reason = f"measured {describe_check(m)}"
         precision = m["precision"] if precision == "auto" else precision
         channels_last = m["channels_last"] if cl == "auto" else cl == "1"
     else:

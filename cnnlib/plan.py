@@ -54,7 +54,6 @@ from .train import (
     training_step,
 )
 
-
 # The learning-rate control of the degradation family: the recipe-check setting of He et al.'s peak lr
 # (0.1 at batch 128 is 0.4 at batch 512 under linear scaling) at the full profile's weight decay.
 LR_CONTROL = "lr0.4_wd0.0005"

@@ -49,7 +49,7 @@ from .config import (  # noqa: F401 -- the config and the recipe, re-exported fo
     make_config,
 )
 from .data import CIFAR10, DeviceLoader, load_cifar10
-from .engine import Engine, cached_rate, choose, cpu_name
+from .engine import CHECK_TRIES, Engine, cached_rate, choose, confirm, cpu_name
 from .models import create_model
 from .paths import atomic_write, checkpoint_root, results_root
 
@@ -76,6 +76,7 @@ def default_device() -> torch.device:
 
 PROBE_EVERY = 10  # the per-stage probe measures one optimizer step in this many
 PROGRESS_EVERY_S = 180.0  # without a terminal (a log file), a progress line within an epoch this often
+LONG_RUN_IMAGES = 200_000  # training images (epochs x set) from which a run is "long" (profiles full and tune)
 
 
 class StageProbe:
@@ -519,7 +520,9 @@ def fit(
     ckpt_path = checkpoint_path(cfg)
     if engine is None:
         engine = _checkpoint_engine(cfg, ckpt_path, device) if resume else None
-        engine = engine or choose(device, cfg.model, cfg.batch_size)
+        # a long run waits for free cores (a minute at most) rather than train for hours on a busy check
+        long_run = cfg.epochs * len(data.train_y) >= LONG_RUN_IMAGES
+        engine = engine or choose(device, cfg.model, cfg.batch_size, tries=CHECK_TRIES if long_run else 1)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     run = _Run(cfg, data, engine)
@@ -549,6 +552,8 @@ def fit(
                                  f"(step {p.step}/{run.steps_per_epoch}); it resumes from its checkpoint",
                                  epoch, float("nan"))  # fmt: skip
             row = run.end_epoch(epoch, time.perf_counter())
+            if epoch == start.epoch and (doubt := confirm(engine, cfg.model, cfg.batch_size, row["images_per_s"])):
+                print(f"{cfg.run_id}: {doubt}", flush=True)  # the run keeps its engine
             done = epoch + 1 == cfg.epochs
             needed = (cfg.epochs - epoch - 1) * row["epoch_seconds"]
             if until_deadline:

@@ -12,7 +12,7 @@ import pytest
 from cnnlib.__main__ import _parser, main
 from cnnlib.models import FAMILIES
 
-COMMANDS = ["list", "summary", "train", "status", "train-missing", "tables", "readme", "report"]
+COMMANDS = ["list", "summary", "train", "status", "train-missing", "engine", "tables", "readme", "report"]
 
 
 def run(capsys, *argv):
@@ -154,7 +154,7 @@ def test_status_lists_the_plan(capsys, store):
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0].split()[:2] == ["missing", "seed_cnn-smoke-s0"]  # the original report's models come first
-    assert lines[-1] == "0/41 runs of the 'smoke' plan exist; 41 missing"
+    assert lines[-1] == "0/49 runs of the 'smoke' plan exist; 49 missing"
     # the hours are those of the job(s) train-missing starts by default, at their thread count
     assert ("training left on this machine, in hours of one training job (train-missing --workers 1: "
             f"{job_threads(1)} thread(s) each)") in out
@@ -195,13 +195,14 @@ def test_train_missing_respects_the_budget_and_reports_skips(store, synthetic, m
     monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: 5 if cfg.model == "seed_cnn" else 1e9)
     lines = []
     out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append, policy="units")
-    assert out["trained"] == ["seed_cnn-smoke-s0"]
-    assert len(out["skipped"]) == 40 and "resnet18-smoke-s0" in out["skipped"]
+    seed_cnn = [f"seed_cnn-smoke-s{s}" for s in (0, 1, 2)]  # seed 0, then seeds 1-2 in stage 6
+    assert out["trained"] == seed_cnn
+    assert len(out["skipped"]) == 46 and "resnet18-smoke-s0" in out["skipped"]
     # a family is one unit: skipped together, never left with one member
     assert any(line.startswith("skip plainnet18-smoke-s0 resnet18-smoke-s0 se_resnet18-smoke-s0 densenet121-smoke-s0:")
                for line in lines)
     again = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lines.append, policy="units")
-    assert again["done"] == ["seed_cnn-smoke-s0"] and again["trained"] == []
+    assert again["done"] == seed_cnn and again["trained"] == []
 
 
 @pytest.mark.parametrize("args, words", [
@@ -291,7 +292,8 @@ def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_on
                              models=["seed_cnn", "seed_resnet18", "plain20"])  # fmt: skip
     # what fits still stops at the deadline, checkpointed, if the estimate was short
     assert calls[:2] == [("seed_cnn-smoke-s0", True), ("plain20-smoke-s0", True)] and all(u for _, u in calls)
-    assert "seed_resnet18-smoke-s0" not in dict(calls) and out["skipped"] == ["seed_resnet18-smoke-s0"]
+    seed_resnet18 = [f"seed_resnet18-smoke-s{s}" for s in (0, 1, 2)]  # seeds 1-2 come in stage 6
+    assert not set(seed_resnet18) & set(dict(calls)) and out["skipped"] == seed_resnet18
     assert out["trained"] == [run_id for run_id, _ in calls]
     assert any(line.startswith("skip seed_resnet18-smoke-s0: needs about 277777.8 h at") for line in lines)
 
@@ -355,7 +357,7 @@ def test_train_missing_can_be_limited_to_some_models(store, synthetic, monkeypat
     monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, measure=True: 5)
     out = plan.train_missing(60, "smoke", device="cpu", data=synthetic, log=lambda line: None, models=["seed_cnn"],
                              policy="units")  # fmt: skip
-    assert out["trained"] == ["seed_cnn-smoke-s0"] and out["skipped"] == []
+    assert out["trained"] == [f"seed_cnn-smoke-s{s}" for s in (0, 1, 2)] and out["skipped"] == []
     with pytest.raises(ValueError, match="unknown model.*resnet21"):
         plan.train_missing(60, "smoke", device="cpu", data=synthetic, models=["resnet21"])
 
@@ -514,7 +516,7 @@ def test_a_run_that_diverges_is_recorded_skipped_and_the_plan_goes_on(store, syn
     lines = []
     out = plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, models=models)
     # the worker does not die of it: the next run trains, and the divergence is kept beside the checkpoints
-    assert trained == ["seed_cnn-smoke-s0", "seed_resnet18-smoke-s0", "seed_densenet-smoke-s0"]
+    assert trained == [f"{m}-smoke-s{s}" for s in (0, 1, 2) for m in models]  # seeds 1-2: stage 6
     assert "seed_resnet18-smoke-s0" in out["skipped"]
     cfg = plan.make_config("seed_resnet18", "smoke", 0)
     st = plan.run_status(cfg)
@@ -585,3 +587,31 @@ def test_a_check_never_chooses_a_setting_under_which_a_run_diverged(store):
     table = recipe.table(fake, "seed")
     assert recipe.choice(table, "seed") is None
     assert recipe.blocking(table, "seed").startswith("every setting of the seed family's recipe check diverged")
+
+
+def test_engine_lists_this_machines_checks_and_takes_them_again(capsys, tmp_path, monkeypatch):
+    from cnnlib import engine
+
+    monkeypatch.setenv("CNNLIB_CACHE", str(tmp_path))
+    code, out, _ = run(capsys, "engine")
+    assert code == 0 and "no engine checks" in out
+    path = engine._cache_path()
+    step_s = {"bf16+cl": 0.09, "fp32": 0.17, "fp32+cl": 0.13}
+    engine._remember(path, engine._key("resnet20", 64, 2), dict(precision="bf16", channels_last=True, batch=64,
+                     step_s=step_s, rounds=5, others_share=0.02, trusted=True, checked="2026-12-05 23:00:00"))
+    engine._remember(path, engine._key("plain20", 64, 2), dict(precision="fp32", channels_last=True, batch=64,
+                     step_s=step_s | {"bf16+cl": 2.2}, rounds=5, others_share=0.55, trusted=False))
+    engine._remember(path, "another CPU|torch 0|resnet56|batch 64|threads 2", dict(precision="fp32"))
+    code, out, _ = run(capsys, "engine")
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert sorted(rows) == ["plain20", "resnet20"]  # this machine's only
+    assert "trusted" in rows["resnet20"] and "90" in rows["resnet20"]
+    assert "provisional" in rows["plain20"] and "55" in rows["plain20"]
+    checked = []
+    monkeypatch.setattr(engine, "check", lambda model, batch, threads, **kw: checked.append((model, batch, threads))
+                        or dict(precision="bf16", channels_last=True, batch=batch, step_s=step_s, rounds=5,
+                                others_share=0.0, trusted=True))  # fmt: skip
+    code, out, _ = run(capsys, "engine", "plain20", "--recheck")
+    assert code == 0 and checked == [("plain20", 64, 2)] and out.startswith("plain20 (batch 64, 2 thread(s)): bf16")
+    code, _, err = run(capsys, "engine", "plain21")
+    assert code == 2 and "unknown model 'plain21'" in err
