@@ -14,17 +14,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 
-from . import diagnostics, mechanisms
+from . import diagnostics, mechanisms, stats
 from .data import CIFAR10, load_cifar10
 from .engine import cpu_name
 from .models import create_model
 from .paths import results_root
 from .results import atomic_write_bytes
 
-__all__ = ["gradient_profiles", "shattering_tables", "stored"]
+__all__ = ["backward_profiles", "gradient_profiles", "shattering_tables", "signal_ratios", "signal_summary", "stored"]
 
 
 def _folder():
@@ -66,6 +67,69 @@ def gradient_profiles(models: Iterable[str], *, images: int = 256, data: CIFAR10
         return pd.concat(frames, ignore_index=True)
 
     return stored("gradient_norms", dict(models=models, images=images, seed=0), compute)
+
+
+def _balanced_training_batch(d: CIFAR10, images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` unaugmented training images, normalised, class by class in turn (the sets are stored class
+    by class: a plain prefix would be one class), and their labels. Training images: the test set stays
+    for scoring."""
+    from .train import interleaved  # the training module is heavy; only this measurement needs it
+
+    idx = interleaved(d.train_y, images)
+    mean, std = torch.tensor(d.mean).view(1, 3, 1, 1), torch.tensor(d.std).view(1, 3, 1, 1)
+    return (d.train_x[idx].float() / 255 - mean) / std, d.train_y[idx]
+
+
+def backward_profiles(models: Iterable[str], *, images: int = 256, inits: int = 10,
+                      data: CIFAR10 | None = None) -> pd.DataFrame:  # fmt: skip
+    """The backward signal per block (``diagnostics.backward_signal``: the norm of dL/dh of each block's
+    output h, per image) of each of ``models`` freshly initialised from torch seeds 0 .. ``inits`` - 1,
+    with BatchNorm and without (``norm=False``), on one class-balanced batch of ``images`` training
+    images, in training mode (BatchNorm on the batch's statistics, as in the first training step).
+    Columns of ``backward_signal`` plus ``model``, ``batchnorm`` ('with BN' / 'without BN') and
+    ``init_seed``. Unlike a weight gradient, which scales as 1/||W|| behind BatchNorm and with the
+    activations' size without it, this is the signal back-propagation carries towards the input."""
+    models = list(models)
+
+    def compute() -> pd.DataFrame:
+        x, y = _balanced_training_batch(data if data is not None else load_cifar10(), images)
+        frames = []
+        for norm in (True, False):
+            for m in models:
+                for seed in range(inits):
+                    with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left alone
+                        torch.manual_seed(seed)
+                        df = diagnostics.backward_signal(create_model(m, norm=norm), x, y)
+                    frames.append(df.assign(model=m, batchnorm="with BN" if norm else "without BN", init_seed=seed))
+        return pd.concat(frames, ignore_index=True)
+
+    settings = dict(models=models, images=images, inits=inits, batch="balanced training images")
+    return stored("backward_signal", settings, compute)
+
+
+def signal_ratios(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Per model, BatchNorm setting and initialisation: log10 of the backward signal per image at the first
+    block over that at the last block before the head (the stem and the head left out, as the per-run
+    reading does), and the growth per block towards the input, 10 ** (log10 ratio / (blocks - 1))."""
+    rows = []
+    for (model, bn, seed), g in profiles.groupby(["model", "batchnorm", "init_seed"], sort=False):
+        body = g[~g["block"].isin(["stem", "head"])].sort_values("index")
+        log_ratio = float(np.log10(body["per_image"].iloc[0] / body["per_image"].iloc[-1]))
+        rows.append(dict(model=model, batchnorm=bn, init_seed=seed, blocks=len(body), log10_first_last=log_ratio,
+                         growth_per_block=10 ** (log_ratio / (len(body) - 1))))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def signal_summary(ratios: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """``signal_ratios`` across initialisations: per model and BatchNorm setting, the mean log10 first/last
+    ratio with its t-interval across initialisations, its range, and the mean growth per block."""
+    rows = []
+    for (model, bn), g in ratios.groupby(["model", "batchnorm"], sort=False):
+        iv = stats.seed_interval(g["log10_first_last"], confidence=confidence)
+        rows.append(dict(model=model, batchnorm=bn, inits=len(g), log10_first_last=iv.estimate, low=iv.low,
+                         high=iv.high, min=float(g["log10_first_last"].min()),
+                         max=float(g["log10_first_last"].max()), growth_per_block=float(g["growth_per_block"].mean())))
+    return pd.DataFrame(rows)
 
 
 def shattering_tables(depths: Iterable[int] = (8, 20, 56), *, points: int = 256,

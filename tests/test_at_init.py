@@ -35,3 +35,42 @@ def test_gradient_profiles_cover_each_model_with_and_without_batchnorm(store, sy
     assert (df["grad_norm"] > 0).all()
     again = at_init.gradient_profiles(["plain20", "resnet20"], images=8, data=synthetic)
     pd.testing.assert_frame_equal(again, df)
+
+
+def test_backward_profiles_use_a_balanced_batch_and_several_initialisations(store, synthetic, monkeypatch):
+    from cnnlib import diagnostics
+
+    seen = []
+    measure = diagnostics.backward_signal
+
+    def spy(model, x, y, **kw):
+        seen.append(y.clone())
+        return measure(model, x, y, **kw)
+
+    monkeypatch.setattr(diagnostics, "backward_signal", spy)
+    df = at_init.backward_profiles(["plain20", "resnet20"], images=20, inits=3, data=synthetic)
+    assert len(seen) == 2 * 2 * 3  # BatchNorm or not x models x initialisations
+    assert all(np.bincount(y.numpy(), minlength=10).tolist() == [2] * 10 for y in seen)  # every class alike
+    assert set(df["init_seed"]) == {0, 1, 2} and set(df["batchnorm"]) == {"with BN", "without BN"}
+    assert (df["per_image"] > 0).all()
+    # other initialisations give other signals; the same seed the same one
+    one = df[(df["model"] == "plain20") & (df["batchnorm"] == "with BN")]
+    first = one[one["index"] == 1].set_index("init_seed")["per_image"]
+    assert first.nunique() == 3
+    again = at_init.backward_profiles(["plain20", "resnet20"], images=20, inits=3, data=synthetic)
+    pd.testing.assert_frame_equal(again, df)
+    assert len(seen) == 12  # read back from the store, not measured again
+
+
+def test_signal_ratios_read_first_over_last_body_block_and_the_growth_per_block():
+    rows = []
+    for seed, first in ((0, 100.0), (1, 1000.0)):
+        for i, (block, v) in enumerate([("stem", 5.0), ("b1", first), ("b2", 10.0), ("b3", 1.0), ("head", 0.5)]):
+            rows.append(dict(block=block, index=i, per_image=v, model="m", batchnorm="with BN", init_seed=seed))
+    ratios = at_init.signal_ratios(pd.DataFrame(rows))
+    assert ratios["log10_first_last"].tolist() == [2.0, 3.0] and ratios["blocks"].tolist() == [3, 3]
+    assert ratios["growth_per_block"].tolist() == [10.0, 10 ** 1.5]
+    summary = at_init.signal_summary(ratios)
+    row = summary.iloc[0]
+    assert (row["inits"], row["log10_first_last"], row["min"], row["max"]) == (2, 2.5, 2.0, 3.0)
+    assert row["low"] < 2.0 < 3.0 < row["high"]  # a t-interval across the two initialisations
