@@ -391,11 +391,11 @@ def _pct(text: str) -> str:
 
 
 def _deg_row(deg: pd.DataFrame | None, fam: str) -> pd.Series | None:
-    """The row of ``verdicts.degradation`` on one family's change with depth ('plain56 − plain20'), or None."""
-    if deg is None or deg.empty:
+    """The row of ``verdicts.degradation`` on one family's change with depth ('plain56 − plain20'), or None.
+    ``fam``: the nets' connections ('plain', 'residual'), as ``verdicts.depth_sweep`` groups them."""
+    if deg is None or deg.empty or fam not in deg.attrs.get("within", {}):
         return None
-    prefix = "plain" if fam == "plain" else "resnet"
-    hit = deg[deg["comparison (clean training error)"].str.startswith(prefix)]
+    hit = deg[deg["comparison (clean training error)"] == deg.attrs["within"][fam]]
     return hit.iloc[0] if len(hit) else None
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 
 from . import stats
 from .analysis import CHANCE, label, model_costs, timed_on_one_gpu
+from .models import info
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
@@ -212,6 +213,10 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
                      "interval from": row["method"] + (f"; {level}" if level else ""), "verdict": v,
                      "what would settle it": _settle(row) if v.startswith(CANNOT_TELL) else ""})  # fmt: skip
     table = pd.DataFrame(rows)
+    # the row of depth's effect within each kind of net, by the nets' connections (models.info): its readers
+    # (skip_findings) find it there rather than read a net's kind off its name
+    within = {info(deep).connections: f"{deep} − {shallow}" for deep, shallow in (("plain56", "plain20"),
+                                                                                   ("resnet56", "resnet20"))}
     verdict_of = dict(zip(("plain", "res", "diff"), table["verdict"], strict=True))
     res_worse = verdict_of["res"] == CONFIRMED
     longer = ("the full profile's longer runs settle it" if {r.config.profile for n in need for r in m[n].values()}
@@ -236,7 +241,7 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
                    "no verdict on degradation from these runs.")  # fmt: skip
     else:
         reading = "The intervals do not separate: no verdict on degradation from these runs."
-    table.attrs.update(reading=reading, note=stats.holm_note(k), claims=k)
+    table.attrs.update(reading=reading, note=stats.holm_note(k), claims=k, within=within)
     return table
 
 
@@ -689,9 +694,9 @@ def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
     family, mean and 95% t-interval over the seeds that exist (on the logit scale, so it stays
     in [0, 1]); descriptive, no verdicts."""
     rows = []
-    for model, seeds in by_model(runs).items():
-        fam = "plain" if model.startswith("plain") else "residual"
-        depth = int("".join(ch for ch in model if ch.isdigit()))
+    for seeds in by_model(runs).values():
+        net = info(next(iter(seeds.values())).config.model)
+        fam, depth = net.connections, net.depth
         for col, fn in (("clean training error", clean_train_error), ("test error", test_error)):
             vals = [v for v in (fn(r) for r in seeds.values()) if np.isfinite(v)]
             if vals:
