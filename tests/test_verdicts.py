@@ -218,6 +218,28 @@ def test_runs_that_end_near_chance_are_named():
     assert analysis.near_chance([fine]).startswith("No run ended")
 
 
+def test_chance_and_the_thresholds_have_one_home():
+    import inspect
+
+    from cnnlib import analysis, constants, findings, skip_findings, stats
+    from cnnlib.data import CLASSES
+
+    assert constants.CHANCE == 1 / len(CLASSES) and constants.CHANCE_LOSS == pytest.approx(np.log(10))
+    # every module that reads a threshold reads the one in constants (the same object, not a copy)
+    for name in ("CHANCE", "NEAR_CHANCE", "ALPHA", "TIE_MARGIN", "GRADIENT_THRESHOLD", "FITS_TRAINING",
+                 "CHANCE_LOSS", "EXPLOSION_FACTOR"):  # fmt: skip
+        for module in (analysis, stats, verdicts, findings, skip_findings):
+            if hasattr(module, name):
+                assert getattr(module, name) is getattr(constants, name), (module.__name__, name)
+    # analysis.near_chance and the verdicts' floor use the one margin
+    assert inspect.signature(analysis.near_chance).parameters["within"].default is constants.NEAR_CHANCE
+    stuck = fake_run("resnet18", 1, constants.CHANCE + constants.NEAR_CHANCE, 0.10)
+    stuck.history["train_loss"] = [4.0, 2.5, 2.3]
+    assert "resnet18-smoke-s1" in analysis.near_chance([stuck])
+    assert verdicts._near_chance([constants.CHANCE + constants.NEAR_CHANCE])
+    assert not verdicts._near_chance([constants.CHANCE + constants.NEAR_CHANCE + 0.001])
+
+
 def lesion_table(intact: float, left: list[float], k: int = 1) -> pd.DataFrame:
     """A lesion_random table: the accuracy left after each random draw of k deletions."""
     return pd.DataFrame({"k": k, "draw": range(len(left)), "blocks": "layer1.0", "accuracy": left, "intact": intact})
