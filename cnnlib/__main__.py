@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="time one training step of each model with no measured rate yet (cached; minutes)")
     st.add_argument("--workers", type=_positive_int, default=1,
                     help="estimate for the jobs of train-missing --workers N (their thread count)")
+    st.add_argument("--record-recipe", action="store_true",
+                    help="record each complete recipe check's choice as the full profile's recipe, replacing an "
+                         "earlier one (its families' stored full runs then no longer match)")
     m = sub.add_parser("train-missing", help="train the plan's missing runs within a time budget")
     m.add_argument("--budget", type=_positive_float, required=True, metavar="SECONDS")
     m.add_argument("--profile", default="full", choices=sorted(PROFILES))
@@ -270,7 +273,10 @@ def _run(args: argparse.Namespace) -> int:
                 check = recipe.table(check=name)
                 got = int(check.filter(like="held-out").notna().sum().sum())
                 chosen = recipe.choice(check, name)
-                state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen, name) else ", not yet applied")
+                if chosen and args.record_recipe and not recipe.applied(chosen, name):
+                    recipe.record(chosen, name)
+                state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen, name) else
+                                                          ", not yet recorded as the full profile's recipe")
                          if chosen else "not chosen yet")  # fmt: skip
                 print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
                       f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torchinfo
 
+from .constants import CHANCE, NEAR_CHANCE
 from .data import CIFAR10, CLASSES
 from .models import create_model
 from .results import Run
@@ -165,10 +166,7 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
     return table
 
 
-CHANCE = 1 / len(CLASSES)
-
-
-def near_chance(runs: Iterable[Run], within: float = 0.05) -> str:
+def near_chance(runs: Iterable[Run], within: float = NEAR_CHANCE) -> str:
     """Markdown naming the runs whose final training accuracy (clean where recorded) is within
     ``within`` of chance (10%): they did not learn, and they pull their model's mean down."""
     lines = []

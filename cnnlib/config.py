@@ -5,6 +5,10 @@ profiles (``smoke``, ``cpu``, ``full``, and ``tune`` for the recipe check) and p
 overrides give each model its config through ``make_config``; ``lr_at`` is the one-cycle
 learning-rate schedule. Training (``cnnlib.train``) and the after-training tables
 (``cnnlib.aftertrain``) both build on this module, which imports neither.
+
+The full profile's peak lr and weight decay are the recipe checks' choices (``RECIPE_CHECKS``),
+read from the data file ``recipe_choice.json`` beside this module, which ``cnnlib.recipe``
+writes when a check completes: nobody copies them here by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .data import CIFAR10, CLASSES, EXPECTED
 from .models import create_model, family_of
@@ -124,8 +129,9 @@ class TrainConfig:
 PROFILES: dict[str, dict] = {
     "smoke": dict(epochs=2, batch_size=50, lr=0.05, train_subset=200, test_subset=100),
     "cpu": dict(epochs=6, batch_size=50, lr=0.05, train_subset=1000, test_subset=500),
-    # lr and weight decay: the recipe check's choice (benchmarks/RESULTS.md, "The recipe check")
-    "full": dict(epochs=20, batch_size=512, lr=0.8, weight_decay=5e-4),
+    # lr and weight decay: the recipe checks' choices (RECIPE_CHECKS, recipe_choice.json; benchmarks/RESULTS.md,
+    # "The recipe check"), which make_config sets after the family's overrides
+    "full": dict(epochs=20, batch_size=512),
     # the recipe check before the full study: 10 epochs on 45,000 training images, scored on the
     # 5,000 held out (the test set plays no part); one run per setting of RECIPE_GRID
     "tune": dict(epochs=10, batch_size=512, lr=0.2, holdout=5000),
@@ -136,12 +142,10 @@ PROFILES: dict[str, dict] = {
 _THIN_CPU = dict(epochs=12, batch_size=128, lr=0.1, train_subset=3000, test_subset=1000)
 FAMILY_OVERRIDES: dict[str, dict[str, dict]] = {
     "cpu": {"seed": dict(epochs=6), "controlled": dict(epochs=3), "degradation": _THIN_CPU, "depth": _THIN_CPU},
-    # the seed family's peak lr: its own recipe check's choice (RECIPE_CHECKS["seed"]; benchmarks/RESULTS.md:
-    # 0.1, after its first version's 0.2 made seed_densenet diverge).
     # The controlled family's 10 epochs (20 before any of its runs): on the 2-core CPUs that train the study,
     # the measured rates put stages 1-4 of the plan far above 24 CPU-hours with 20 (benchmarks/RESULTS.md,
     # "The controlled family's schedule"), so its schedule is halved, for all four of its models alike.
-    "full": {"seed": dict(epochs=20, lr=0.1), "controlled": dict(epochs=10), "degradation": dict(epochs=40),
+    "full": {"seed": dict(epochs=20), "controlled": dict(epochs=10), "degradation": dict(epochs=40),
              "depth": dict(epochs=40)},
 }
 # Named variants of a profile's recipe (the ``tag`` of a config): controls that
@@ -161,7 +165,8 @@ SEED_GRID: dict[str, dict] = {
 }
 RECIPE_SETTINGS = RECIPE_GRID | SEED_GRID  # every setting a check may try, by tag
 TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_SETTINGS.items()}
-# The recipe checks: which nets train each setting (profile "tune"), and which families take the choice.
+# The recipe checks: which nets train each setting (profile "tune"), which families take the choice, and
+# which fields of the full profile it sets (a later check overrides an earlier one's for its families).
 # "shared": plain20 and resnet20 over RECIPE_GRID choose the lr and weight decay of every family. "seed":
 # the original report's models include seed_cnn, the study's one net without normalisation layers, which
 # the shared choice (lr 0.8) left at 29% (benchmarks/RESULTS.md); its family's peak lr is chosen again, at
@@ -171,10 +176,47 @@ TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_SETTINGS.items()
 # lr 0.2. A setting where any net's loss turns NaN is not chosen. Its first version's lr 0.4 and 0.8 lost
 # to 0.2 on both of its nets (benchmarks/RESULTS.md) and lie above the lr where seed_densenet diverged.
 RECIPE_CHECKS: dict[str, dict] = {
-    "shared": dict(nets=("plain20", "resnet20"), tags=tuple(RECIPE_GRID), families=None),
+    "shared": dict(nets=("plain20", "resnet20"), tags=tuple(RECIPE_GRID), families=None,
+                   sets=("lr", "weight_decay")),
     "seed": dict(nets=("seed_cnn", "seed_resnet18", "seed_densenet"),
-                 tags=("lr0.05_wd0.0005", "lr0.1_wd0.0005", "lr0.2_wd0.0005"), families=("seed",)),
+                 tags=("lr0.05_wd0.0005", "lr0.1_wd0.0005", "lr0.2_wd0.0005"), families=("seed",), sets=("lr",)),
 }
+# Each completed check's choice ({"setting", "lr", "weight_decay", "mean"} by check), as recipe.record wrote it.
+RECIPE_CHOICE = Path(__file__).with_name("recipe_choice.json")
+
+
+class RecipeNotChosen(LookupError):
+    """The full profile's recipe of a model waits for a recipe check whose choice is not recorded."""
+
+
+def recorded_choices() -> dict[str, dict]:
+    """The recorded choice of each completed recipe check, by check name ({} before any)."""
+    try:
+        return json.loads(RECIPE_CHOICE.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def checks_of(model: str) -> list[str]:
+    """The recipe checks whose choice ``model``'s full-profile recipe depends on, in the order they apply."""
+    fam = family_of(model)
+    return [name for name, c in RECIPE_CHECKS.items() if c["families"] is None or fam in c["families"]]
+
+
+def _chosen_recipe(model: str, given: dict) -> dict:
+    """The full-profile fields the recipe checks set for ``model`` (peak lr, weight decay); a check whose
+    fields are all ``given`` (explicit overrides, as a check's table tries each setting) need not be recorded."""
+    recorded, fields = recorded_choices(), {}
+    for check in checks_of(model):
+        if all(given.get(k) is not None for k in RECIPE_CHECKS[check]["sets"]):
+            continue
+        if check not in recorded:
+            raise RecipeNotChosen(
+                f"the full profile's recipe of {model} is the choice of the recipe check {check!r}, which is not "
+                f"recorded in {RECIPE_CHOICE.name} (cnnlib/) yet: train the check (python -m cnnlib train-missing "
+                "--profile full records its choice once it is complete)")  # fmt: skip
+        fields.update({k: recorded[check][k] for k in RECIPE_CHECKS[check]["sets"]})
+    return fields
 
 
 def make_config(model: str, profile: str = "full", seed: int = 0, *, tag: str = "", **overrides) -> TrainConfig:
@@ -186,6 +228,8 @@ def make_config(model: str, profile: str = "full", seed: int = 0, *, tag: str = 
     create_model(model)  # fails early, with the list of names, on a typo
     fields = dict(PROFILES[profile])
     fields.update(FAMILY_OVERRIDES.get(profile, {}).get(family_of(model), {}))
+    if profile == "full":
+        fields.update(_chosen_recipe(model, overrides))
     if tag:
         fields.update(TAGS[tag](fields))
     fields.update({k: v for k, v in overrides.items() if v is not None})

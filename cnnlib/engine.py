@@ -195,7 +195,7 @@ def _cpu_jiffies() -> tuple[float, int] | None:
     # user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
     fields = [int(v) for v in lines[0].split()[1:9]]
     busy = sum(fields) - fields[3] - fields[4]
-    n_cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    n_cpus = sum(1 for line in lines if line.startswith("cpu") and not line.startswith("cpu "))  # cpu0, cpu1, ...
     return busy / os.sysconf("SC_CLK_TCK"), max(1, n_cpus)
 
 

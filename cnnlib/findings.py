@@ -17,12 +17,11 @@ import numpy as np
 import pandas as pd
 
 from . import stats, verdicts
-from .analysis import CHANCE, ORIGINAL_ACCURACY, TARGET_ACCURACY, family_titles, label, model_costs
+from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, family_titles, label, model_costs
+from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, FITS_TRAINING, NEAR_CHANCE
 from .report import and_list
 from .results import Run
 
-CHANCE_LOSS = math.log(1 / CHANCE)  # cross-entropy of a uniform guess over the 10 classes: ln 10 = 2.30
-EXPLOSION_FACTOR = 10.0  # an eval-mode test loss after epoch 1 above this many times CHANCE_LOSS is a blow-up
 EXPLODED = EXPLOSION_FACTOR * CHANCE_LOSS
 LATE = 0.2  # "the last epochs": this fraction of the run (at least one epoch)
 PEAK_MARGIN = 0.01  # a best epoch this far above the final one is worth a sentence
@@ -84,13 +83,13 @@ def run_sentences(run: Run, test_labels: np.ndarray) -> list[str]:
     if train >= FITS_ALL:
         out.append(f"Its final {what} is {pct(train)}, {points(gap)} above the test accuracy: it fits its training "
                    f"images, and the gap is its generalisation gap.")  # fmt: skip
-    elif train >= verdicts.FITS_TRAINING:
+    elif train >= FITS_TRAINING:
         out.append(f"Its final {what} is {pct(train)}, {points(gap)} above the test accuracy: it passes the "
-                   f"{pct(verdicts.FITS_TRAINING, 0)} at which a net counts as fitting its training images but still "
+                   f"{pct(FITS_TRAINING, 0)} at which a net counts as fitting its training images but still "
                    f"gets {pct(1 - train)} of them wrong, so the gap is its generalisation gap so far.")  # fmt: skip
     else:
         out.append(f"Its final {what} is {pct(train)} ({points(gap)} against the test accuracy), short of the "
-                   f"{pct(verdicts.FITS_TRAINING, 0)} at which a net counts as fitting its training images: the "
+                   f"{pct(FITS_TRAINING, 0)} at which a net counts as fitting its training images: the "
                    f"budget ends before the model has learnt what it can.")  # fmt: skip
     k, change = late_change(run)
     if k:
@@ -251,10 +250,10 @@ def targets_sentence(runs: Sequence[Run], labels_of) -> str | None:
 
 
 def near_chance_note(runs: Iterable[Run]) -> str | None:
-    low = [label(r) for r in runs if verdicts.final_test_acc(r) <= CHANCE + verdicts.NEAR_CHANCE]
+    low = [label(r) for r in runs if verdicts.final_test_acc(r) <= CHANCE + NEAR_CHANCE]
     if not low:
         return None
-    return (f"{', '.join(f'`{m}`' for m in low)} ended within {100 * verdicts.NEAR_CHANCE:g} points of chance "
+    return (f"{', '.join(f'`{m}`' for m in low)} ended within {100 * NEAR_CHANCE:g} points of chance "
             f"({pct(CHANCE, 0)}): {'it' if len(low) == 1 else 'they'} did not learn in this budget.")
 
 
@@ -310,22 +309,22 @@ def _lower_first(text: str) -> str:
 
 
 def fitting_sentence(runs: Sequence[Run]) -> str:
-    """Which models fit their training data (clean training accuracy at least ``verdicts.FITS_TRAINING``)."""
+    """Which models fit their training data (clean training accuracy at least ``FITS_TRAINING``)."""
     best: dict[str, float] = {}
     for r in runs:
         best[label(r)] = max(best.get(label(r), 0.0), _final_train(r)[0])
-    fit = [m for m, v in best.items() if v >= verdicts.FITS_TRAINING]
+    fit = [m for m, v in best.items() if v >= FITS_TRAINING]
     top = max(best, key=best.get)
     if not fit:
         return (f"No model fits its training images (the highest final clean training accuracy is {pct(best[top])}, "
-                f"`{top}`'s; fitting counts from {pct(verdicts.FITS_TRAINING, 0)}): every comparison here is between "
+                f"`{top}`'s; fitting counts from {pct(FITS_TRAINING, 0)}): every comparison here is between "
                 "models stopped before they learnt what they can, and says how fast they learn, not how far.")
     if len(fit) == len(best):
         return (f"Every model fits its training images (final clean training accuracy of at least "
-                f"{pct(verdicts.FITS_TRAINING, 0)}): the accuracy differences are differences in generalisation.")
+                f"{pct(FITS_TRAINING, 0)}): the accuracy differences are differences in generalisation.")
     verb = "fits its" if len(fit) == 1 else "fit their"
     return (f"{', '.join(f'`{m}`' for m in fit)} {verb} training images (clean training "
-            f"accuracy of at least {pct(verdicts.FITS_TRAINING, 0)}) and the others do not, so part of each gap "
+            f"accuracy of at least {pct(FITS_TRAINING, 0)}) and the others do not, so part of each gap "
             "between the two groups is training still under way.")
 
 

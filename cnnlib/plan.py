@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from . import aftertrain, engine, recipe
-from .config import RECIPE_CHECKS
+from .config import RECIPE_CHECKS, RecipeNotChosen
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
@@ -75,8 +75,17 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     6. seeds 1 and 2 of the original report's four models;
     7. seeds 1 and 2 of the controlled family (densenet121 last within each seed);
     8. the depth sweep, seed 0, then seeds 1-2; the plain56 lr/10 control.
+
+    In the full profile, a family whose recipe checks have no recorded choice yet has no config to train:
+    its units are left out until the choices are recorded (``recipe.record_new``).
     """
-    cfg = lambda name, seed, **kw: make_config(name, profile, seed, **kw)  # noqa: E731
+
+    def cfg(name: str, seed: int, **kw) -> TrainConfig | None:
+        try:
+            return make_config(name, profile, seed, **kw)
+        except RecipeNotChosen:  # its family's recipe waits for a check's choice
+            return None
+
     family = lambda fam, seed, tag="": [cfg(n, seed, tag=tag) for n in FAMILIES[fam]]  # noqa: E731
     out = []
     if profile == "full":
@@ -95,7 +104,8 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
         ("7 controlled, seeds 1-2", [family("controlled", s) for s in (1, 2)]),
         ("8 depth sweep, lr/10 control", [family("depth", s) for s in (0, 1, 2)] + [[cfg("plain56", 0, tag="lr0.1x")]]),
     ]  # fmt: skip
-    return out
+    kept = (([c for c in unit if c is not None] for unit in us) for _, us in out)
+    return [(name, [unit for unit in us if unit]) for (name, _), us in zip(out, kept, strict=True)]
 
 
 def units(profile: str = "full") -> list[list[TrainConfig]]:
@@ -316,6 +326,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
     data = data if data is not None else load_cifar10()
     done, skipped, trained, stopped = [], [], [], []
     waiting: dict[str, str] = {}  # per recipe check: why its families wait for its choice ("" if not)
+    for check in RECIPE_CHECKS if profile == "full" else ():
+        if recorded := recipe.record_new(check):  # complete since the last call: its choice is now the recipe
+            log(f"recipe check '{check}' chose {recorded['setting']}: recorded in cnnlib/recipe_choice.json as "
+                "the full profile's recipe of its families")  # fmt: skip
     for unit in units(profile):
         unit = [c for c in unit if models is None or c.model in models]
         if not unit:

@@ -15,30 +15,32 @@ accuracy of the check's nets is chosen once and never per model:
 A setting under which a check's run or a full run of its families diverged (its loss turned NaN:
 ``train.divergence``) is never chosen.
 
-``python -m cnnlib status --profile full`` shows the tables; ``train-missing`` trains nothing of a
-family until its checks are complete and the full profile uses their choice.
+A check's choice is recorded as data (``record``: ``config.RECIPE_CHOICE``, committed), and the full
+profile's configs read it from there (``config.make_config``). ``train-missing`` records a check's
+choice once the check is complete, and trains nothing of a family until the choices of its checks
+are recorded; a recorded choice is never replaced behind the study's back: when the stored runs
+come to choose another setting (a full run diverged under it), the family waits until someone
+records the new one (``python -m cnnlib status --profile full --record-recipe``), which makes its
+stored full runs stale. ``python -m cnnlib status --profile full`` shows the tables.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 
-from .config import RECIPE_CHECKS, RECIPE_SETTINGS, make_config
-from .models import FAMILIES, family_of
+from . import config
+from .config import RECIPE_CHECKS, RECIPE_SETTINGS, checks_of, make_config, recorded_choices
+from .models import FAMILIES
+from .paths import atomic_write
 from .results import Run, load_run
 from .train import divergence
 
 
 def nets(check: str = "shared") -> tuple[str, ...]:
     return RECIPE_CHECKS[check]["nets"]
-
-
-def checks_of(model: str) -> list[str]:
-    """The checks whose choice ``model``'s full-profile recipe depends on, in order."""
-    fam = family_of(model)
-    return [name for name, c in RECIPE_CHECKS.items() if c["families"] is None or fam in c["families"]]
 
 
 def family_models(check: str = "shared") -> list[str]:
@@ -101,27 +103,53 @@ def choice(df: pd.DataFrame | None = None, check: str = "shared") -> dict | None
                 mean=float(best["mean"]))  # fmt: skip
 
 
+def recorded(check: str = "shared") -> dict | None:
+    """The check's recorded choice, which the full profile's configs use; None before it is recorded."""
+    return recorded_choices().get(check)
+
+
+def record(chosen: dict, check: str = "shared") -> None:
+    """Record ``chosen`` (``choice``'s dict) as the check's choice: from now on the full profile trains the
+    check's families with it (``config.make_config``)."""
+    choices = recorded_choices() | {check: {k: chosen[k] for k in ("setting", "lr", "weight_decay", "mean")}}
+    text = json.dumps(dict(sorted(choices.items())), indent=2, sort_keys=True) + "\n"
+    atomic_write(config.RECIPE_CHOICE, lambda f: f.write(text.encode()))
+
+
+def record_new(check: str = "shared") -> dict | None:
+    """Record the check's choice if the check is complete and nothing is recorded for it yet (a recorded
+    choice is never replaced here); returns what it recorded, else None."""
+    if recorded(check) is not None or (chosen := choice(check=check)) is None:
+        return None
+    record(chosen, check)
+    return chosen
+
+
 def applied(chosen: dict, check: str = "shared") -> bool:
-    """Whether the full profile trains the check's families with the chosen setting."""
-    full = make_config(nets(check)[-1], "full")
-    return math.isclose(full.lr, chosen["lr"]) and math.isclose(full.weight_decay, chosen["weight_decay"])
+    """Whether the full profile trains the check's families with the chosen setting (it is recorded)."""
+    have = recorded(check)
+    return have is not None and all(math.isclose(have[k], chosen[k]) for k in RECIPE_CHECKS[check]["sets"])
 
 
 def blocking(df: pd.DataFrame | None = None, check: str = "shared") -> str | None:
     """Why the families of ``check`` must wait, or None: the check still has runs to train (another
-    worker may be training them), or it is complete but its choice is not the full profile's recipe yet."""
+    worker may be training them), or it is complete but its choice is not recorded (``record``) as the
+    full profile's recipe yet, or the runs now choose another setting than the recorded one."""
     df = table(check=check) if df is None else df
     chosen = choice(df, check)
     name = "recipe check" if check == "shared" else f"{check} family's recipe check"
     if chosen is None and (missing := _missing(df, check)):
         return (f"the {name} has {missing} of its {len(nets(check)) * len(df)} runs still to train; its "
-                "families start once it is complete and its choice is the full profile's recipe")
+                "families start once it is complete and its choice is recorded as the full profile's recipe")
     if chosen is None:
         return (f"every setting of the {name} diverged for one of its nets: try lower learning rates "
                 "(config.RECIPE_CHECKS) before its families train")
     if applied(chosen, check):
         return None
-    where = "the full profile" if check == "shared" else f"the full profile's {check} family"
+    sets = " and ".join(f"{k}={chosen[k]:g}" for k in RECIPE_CHECKS[check]["sets"])
+    have = recorded(check)
+    now = "" if have is None else f" instead of the recorded {have['setting']}"
     return (f"the {name} is complete: setting {chosen['setting']} (mean held-out accuracy "
-            f"{100 * chosen['mean']:.2f}%) is best; set lr={chosen['lr']:g} and weight_decay="
-            f"{chosen['weight_decay']:g} in {where} (cnnlib/config.py) before it trains")
+            f"{100 * chosen['mean']:.2f}%) is best{now}; record it ({sets}) as the full profile's recipe "
+            f"(python -m cnnlib status --profile full --record-recipe writes it to cnnlib/"
+            f"{config.RECIPE_CHOICE.name}) before its families train")

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from . import mechanisms, verdicts
-from .analysis import CHANCE, label, profile_groups
-from .findings import CHANCE_LOSS, EXPLOSION_FACTOR  # the blow-up threshold notebooks 01-05 use too
+from .analysis import label, profile_groups
+from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, GRADIENT_THRESHOLD, NEAR_CHANCE
 from .results import Run
 
 HE_ET_AL = {"plain": "rises", "residual": "falls"}  # clean training error with depth, He et al. 2016, Fig. 6
@@ -256,7 +256,7 @@ def gradient_counts(vg: pd.DataFrame) -> str:
         parts.append(f"{rest} cannot tell")
     listing = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     none_vanish = ("none vanishes towards the input (the whole interval of log10 first/last below "
-                   f"−{verdicts.GRADIENT_THRESHOLD:g}), so the vanishing signal that \"skip connections avoid "
+                   f"−{GRADIENT_THRESHOLD:g}), so the vanishing signal that \"skip connections avoid "
                    "vanishing gradients\" presupposes does not show; " if not (outcome == verdicts.VANISHES).any()
                    else "")  # fmt: skip
     return (f"Of the {n} readings of the backward signal with an interval across seeds (Holm-adjusted), "
@@ -391,11 +391,11 @@ def _pct(text: str) -> str:
 
 
 def _deg_row(deg: pd.DataFrame | None, fam: str) -> pd.Series | None:
-    """The row of ``verdicts.degradation`` on one family's change with depth ('plain56 − plain20'), or None."""
-    if deg is None or deg.empty:
+    """The row of ``verdicts.degradation`` on one family's change with depth ('plain56 − plain20'), or None.
+    ``fam``: the nets' connections ('plain', 'residual'), as ``verdicts.depth_sweep`` groups them."""
+    if deg is None or deg.empty or fam not in deg.attrs.get("within", {}):
         return None
-    prefix = "plain" if fam == "plain" else "resnet"
-    hit = deg[deg["comparison (clean training error)"].str.startswith(prefix)]
+    hit = deg[deg["comparison (clean training error)"] == deg.attrs["within"][fam]]
     return hit.iloc[0] if len(hit) else None
 
 
@@ -514,9 +514,9 @@ def lesion_sentence(lz: pd.DataFrame, lesion_table: pd.DataFrame) -> str:
     if m and not lz.empty and {m.group(1), m.group(2)} <= set(lz.index):
         def left(n: str) -> str:
             row = lz.loc[n]
-            near = row["one block deleted, mean (%)"] <= 100 * (CHANCE + verdicts.NEAR_CHANCE)
+            near = row["one block deleted, mean (%)"] <= 100 * (CHANCE + NEAR_CHANCE)
             return (f"{n} at {row['one block deleted, mean (%)']}% (intact {row['intact accuracy (%)']}%"
-                    + (f", within {100 * verdicts.NEAR_CHANCE:g} points of chance" if near else "") + ")")
+                    + (f", within {100 * NEAR_CHANCE:g} points of chance" if near else "") + ")")
         text = f"Deleting one block at a time leaves {left(m.group(2))} and {left(m.group(1))} on average; "
     only = [r[verdicts.THESE_NETWORKS] for _, r in lesion_table.iterrows() if r[verdicts.THESE_NETWORKS]]
     text += f"of the {len(lesion_table)} lesion comparisons, {_counts(lesion_table['verdict'])}"

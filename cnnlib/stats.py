@@ -62,12 +62,12 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import expit
 
+from .constants import ALPHA, TIE_MARGIN
+
 CONFIRMED, REFUTED, CANNOT_TELL = "confirmed", "refuted", "cannot tell"
 CONSISTENT_WITH_TIE = "consistent with a tie"
 _MINUS = "\u2212"  # typographic minus for "A − B" in tables and text
 
-ALPHA = 0.05  # family-wise error rate of each table of verdicts (Holm)
-TIE_MARGIN = 0.01  # two accuracies within 1 point of each other count as tied; fixed before looking at any run
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, mean_std
+from .constants import ALPHA, GRADIENT_THRESHOLD
 from .models import FAMILIES
 from .paths import PROJECT_ROOT
 from .report import PREFERRED, and_list, run_names
@@ -253,16 +254,16 @@ def verdict_lines(c: Claims) -> list[str]:
     """The README's verdict lines (Markdown)."""
     o, d, vg = c.overfitting, c.degradation, c.gradients
     out = [f"Verdicts on the degradation family (profile `{c.profile}`, notebooks 06 and 07; each table's "
-           f"intervals Holm-adjusted across its claims, family-wise error {100 * verdicts.ALPHA:g}%):", "",
+           f"intervals Holm-adjusted across its claims, family-wise error {100 * ALPHA:g}%):", "",
            f"- *\"Plain CNNs with many layers overfit\"*: **{o['verdict']}**: {o['why']}.",
            f"- Degradation, in clean training error ({_adjusted(d.attrs['claims'], 'claims', 'Welch intervals')}): "
            + "; ".join(f"{r['comparison (clean training error)']} {r['difference']} (**{r['verdict']}**)"
                        for _, r in d.iterrows()) + ". " + d.attrs.get("reading", "")]  # fmt: skip
     if len(c.gradient_rows):
         out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
-                   f"(first block / last block, log10; the whole interval below −{verdicts.GRADIENT_THRESHOLD:g} "
-                   f"vanishes, above +{verdicts.GRADIENT_THRESHOLD:g} explodes, within "
-                   f"±{verdicts.GRADIENT_THRESHOLD:g} neither; {_adjusted(vg.attrs['claims'], 'rows', 'intervals')}): "
+                   f"(first block / last block, log10; the whole interval below −{GRADIENT_THRESHOLD:g} "
+                   f"vanishes, above +{GRADIENT_THRESHOLD:g} explodes, within "
+                   f"±{GRADIENT_THRESHOLD:g} neither; {_adjusted(vg.attrs['claims'], 'rows', 'intervals')}): "
                    + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} "
                                f"(**{r['signal towards the input']}**)" for _, r in c.gradient_rows.iterrows()) + ".")
     if len(c.lesions):

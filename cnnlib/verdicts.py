@@ -20,9 +20,12 @@ The rules, the same in every table:
   (``stats.holm_adjust``; family-wise error ``ALPHA`` = 5%), and the table's note says so.
 - A claimed tie is tested against ``TIE_MARGIN`` (1 point) in both directions.
 - A comparison of accuracy losses in which one side sits near chance (within
-  ``NEAR_CHANCE`` of 10%, as ``analysis.near_chance``) says "cannot tell (floor)": a net at
-  chance has nothing left to lose. Comparisons of accuracy levels keep their verdict: a
-  net at chance is worse than one above it.
+  ``NEAR_CHANCE`` of ``CHANCE``, 10%, as ``analysis.near_chance``) says "cannot tell
+  (floor)": a net at chance has nothing left to lose. Comparisons of accuracy levels keep
+  their verdict: a net at chance is worse than one above it.
+
+These thresholds, like every number the study fixed before looking at its runs, live in
+``cnnlib.constants``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import CHANCE, label, model_costs, timed_on_one_gpu
+from .analysis import label, model_costs, timed_on_one_gpu
+from .constants import ALPHA, CHANCE, FITS_TRAINING, GRADIENT_THRESHOLD, NEAR_CHANCE, TIE_MARGIN  # noqa: F401 (ALPHA)
+from .models import info
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
@@ -42,11 +47,7 @@ NOT_IN_REGIME = "not testable in this regime"
 CANNOT_TELL_FLOOR = "cannot tell (floor)"
 CANNOT_TELL_ONE_NET = "cannot tell (one network per architecture)"
 THESE_NETWORKS = "these trained networks only"
-ALPHA, TIE_MARGIN = stats.ALPHA, stats.TIE_MARGIN
-FITS_TRAINING = 0.90  # clean training accuracy at which a net counts as fitting its training data
-NEAR_CHANCE = 0.05  # a side within this of chance (10%) is at the floor; the margin analysis.near_chance uses
 HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 128), the reference for "longer"
-GRADIENT_THRESHOLD = 1.0  # log10 of the first/last block ratio: below -1 vanishes, above +1 explodes
 VANISHES, EXPLODES, NEITHER = "vanishes", "explodes", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
 
@@ -212,6 +213,10 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
                      "interval from": row["method"] + (f"; {level}" if level else ""), "verdict": v,
                      "what would settle it": _settle(row) if v.startswith(CANNOT_TELL) else ""})  # fmt: skip
     table = pd.DataFrame(rows)
+    # the row of depth's effect within each kind of net, by the nets' connections (models.info): its readers
+    # (skip_findings) find it there rather than read a net's kind off its name
+    within = {info(deep).connections: f"{deep} − {shallow}" for deep, shallow in (("plain56", "plain20"),
+                                                                                   ("resnet56", "resnet20"))}
     verdict_of = dict(zip(("plain", "res", "diff"), table["verdict"], strict=True))
     res_worse = verdict_of["res"] == CONFIRMED
     longer = ("the full profile's longer runs settle it" if {r.config.profile for n in need for r in m[n].values()}
@@ -236,7 +241,7 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
                    "no verdict on degradation from these runs.")  # fmt: skip
     else:
         reading = "The intervals do not separate: no verdict on degradation from these runs."
-    table.attrs.update(reading=reading, note=stats.holm_note(k), claims=k)
+    table.attrs.update(reading=reading, note=stats.holm_note(k), claims=k, within=within)
     return table
 
 
@@ -612,16 +617,16 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             stands = {+1: CONFIRMED, -1: REFUTED}[r["one_sided"]]  # the only conclusion the floor cannot have made
             if within == stands:
                 stands_despite, detail = next(iter(r["floor"].items()))
-                floor_why = (f"{detail} is left within {100 * NEAR_CHANCE:g} points of chance (10%): it lost "
-                             f"all it could, so its loss understates the damage and the difference can only be "
+                floor_why = (f"{detail} is left within {100 * NEAR_CHANCE:g} points of chance ({100 * CHANCE:g}%): "
+                             f"it lost all it could, so its loss understates the damage and the difference can only be "
                              f"{'larger' if r['one_sided'] > 0 else 'smaller'}; {within} stands")  # fmt: skip
             else:
                 within = CANNOT_TELL_FLOOR
         if r["floor"] and not floor_why:
             v = CANNOT_TELL_FLOOR
-            why = (f"{' and '.join(r['floor'].values())}: within {100 * NEAR_CHANCE:g} points of chance (10%) a net "
-                   "has nothing left to lose, so the losses do not compare; the accuracies left (the lesion table) "
-                   "show which net still works")  # fmt: skip
+            why = (f"{' and '.join(r['floor'].values())}: within {100 * NEAR_CHANCE:g} points of chance "
+                   f"({100 * CHANCE:g}%) a net has nothing left to lose, so the losses do not compare; the accuracies "
+                   "left (the lesion table) show which net still works")  # fmt: skip
             only = ""
         elif r.get("one_net"):
             v = CANNOT_TELL_ONE_NET
@@ -689,9 +694,9 @@ def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
     family, mean and 95% t-interval over the seeds that exist (on the logit scale, so it stays
     in [0, 1]); descriptive, no verdicts."""
     rows = []
-    for model, seeds in by_model(runs).items():
-        fam = "plain" if model.startswith("plain") else "residual"
-        depth = int("".join(ch for ch in model if ch.isdigit()))
+    for seeds in by_model(runs).values():
+        net = info(next(iter(seeds.values())).config.model)
+        fam, depth = net.connections, net.depth
         for col, fn in (("clean training error", clean_train_error), ("test error", test_error)):
             vals = [v for v in (fn(r) for r in seeds.values()) if np.isfinite(v)]
             if vals:

@@ -434,7 +434,8 @@ def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypa
     lines = []
     out = plan.train_missing(3600, "full", device="cpu", data=synthetic, log=lines.append)
     assert trained == [] and "seed_cnn-full-s0" in out["skipped"]
-    assert any("set lr=0.4 and weight_decay=0.0001 in the full profile" in line for line in lines)
+    assert any("instead of the recorded lr0.8_wd0.0005; record it (lr=0.4 and weight_decay=0.0001) as the full "
+               "profile's recipe" in line for line in lines)  # fmt: skip
     # a table with a missing run chooses nothing, and the study waits for that run too (another worker
     # may be training it)
     fake.pop(next(iter(fake)))
@@ -615,3 +616,58 @@ def test_engine_lists_this_machines_checks_and_takes_them_again(capsys, tmp_path
     assert code == 0 and checked == [("plain20", 64, 2)] and out.startswith("plain20 (batch 64, 2 thread(s)): bf16")
     code, _, err = run(capsys, "engine", "plain21")
     assert code == 2 and "unknown model 'plain21'" in err
+
+
+def test_the_recorded_choices_reproduce_every_stored_full_run():
+    """The full profile's lr and weight decay come from the recorded choices (recipe_choice.json), no longer
+    from config.py: every stored run of the full plan still matches its config (hash and all), the recorded
+    choices are what the stored check runs choose, and no family's recipe is restated in the presets."""
+    from cnnlib import plan, recipe
+    from cnnlib.config import FAMILY_OVERRIDES, PROFILES, RECIPE_CHECKS
+    from cnnlib.results import load_run
+
+    full = plan.plan("full")
+    stored = [(cfg, load_run(cfg)) for cfg in full]
+    stored = [(cfg, run) for cfg, run in stored if run is not None]
+    assert len(stored) >= 40 and all(run.matches(cfg) for cfg, run in stored)
+    for check in RECIPE_CHECKS:
+        assert recipe.applied(recipe.choice(check=check), check) and recipe.blocking(check=check) is None
+    for cfg in full:
+        if cfg.profile == "full" and not cfg.tag:
+            want = (0.1, 5e-4) if cfg.model in FAMILIES["seed"] else (0.8, 5e-4)  # as config.py had them
+            assert (cfg.lr, cfg.weight_decay) == want, cfg.run_id
+    sets = {k for c in RECIPE_CHECKS.values() for k in c["sets"]}
+    assert not sets & set(PROFILES["full"]) and not any(sets & set(o) for o in FAMILY_OVERRIDES["full"].values())
+
+
+def test_a_check_without_a_recorded_choice_holds_its_families_back_until_it_is_recorded(store, monkeypatch):
+    from cnnlib import config, plan, recipe
+    from cnnlib.config import RecipeNotChosen, make_config
+
+    monkeypatch.setattr(config, "RECIPE_CHOICE", store / "recipe_choice.json")  # nothing recorded yet
+    with pytest.raises(RecipeNotChosen, match="recipe of resnet20 is the choice of the recipe check 'shared'"):
+        make_config("resnet20", "full")
+    assert make_config("resnet20", "smoke").lr == 0.05  # the other profiles do not wait
+    # a check's table tries each setting explicitly, so it needs no recorded choice
+    assert make_config("seed_cnn", "full", lr=0.2, weight_decay=1e-4).lr == 0.2
+    # the plan holds the checks only, and its families wait
+    stages = dict(plan.stages("full"))
+    assert len(stages["0 recipe check"]) == 21 and not any(us for name, us in stages.items() if name[0] != "0")
+    assert recipe.blocking(recipe.table({}), "shared").startswith("the recipe check has 12 of its 12 runs")
+    # once complete, the choice is recorded (train-missing calls record_new) and the families have configs
+    chosen = {"setting": "lr0.4_wd0.0001", "lr": 0.4, "weight_decay": 1e-4, "mean": 0.9}
+    monkeypatch.setattr(recipe, "choice", lambda df=None, check="shared": chosen if check == "shared" else None)
+    assert recipe.record_new("shared") == chosen and recipe.record_new("shared") is None  # never replaced here
+    assert recipe.record_new("seed") is None
+    cfg = make_config("resnet20", "full")
+    assert (cfg.lr, cfg.weight_decay) == (0.4, 1e-4) and recipe.blocking(check="shared") is None
+    with pytest.raises(RecipeNotChosen, match="recipe check 'seed'"):  # the seed family waits for its own too
+        make_config("seed_cnn", "full")
+    assert "resnet20-full-s0" in {c.run_id for c in plan.plan("full")}
+    assert not any(c.model in FAMILIES["seed"] and c.profile == "full" for c in plan.plan("full"))
+    # the runs come to choose another setting: the recorded one stands until it is recorded on purpose
+    other = dict(chosen, setting="lr0.2_wd0.0005", lr=0.2, weight_decay=5e-4)
+    monkeypatch.setattr(recipe, "choice", lambda df=None, check="shared": other)
+    assert "instead of the recorded lr0.4_wd0.0001" in recipe.blocking(check="shared")
+    recipe.record(other, "shared")
+    assert make_config("resnet20", "full").lr == 0.2 and recipe.blocking(check="shared") is None

@@ -218,6 +218,28 @@ def test_runs_that_end_near_chance_are_named():
     assert analysis.near_chance([fine]).startswith("No run ended")
 
 
+def test_chance_and_the_thresholds_have_one_home():
+    import inspect
+
+    from cnnlib import analysis, constants, findings, skip_findings, stats
+    from cnnlib.data import CLASSES
+
+    assert constants.CHANCE == 1 / len(CLASSES) and constants.CHANCE_LOSS == pytest.approx(np.log(10))
+    # every module that reads a threshold reads the one in constants (the same object, not a copy)
+    for name in ("CHANCE", "NEAR_CHANCE", "ALPHA", "TIE_MARGIN", "GRADIENT_THRESHOLD", "FITS_TRAINING",
+                 "CHANCE_LOSS", "EXPLOSION_FACTOR"):  # fmt: skip
+        for module in (analysis, stats, verdicts, findings, skip_findings):
+            if hasattr(module, name):
+                assert getattr(module, name) is getattr(constants, name), (module.__name__, name)
+    # analysis.near_chance and the verdicts' floor use the one margin
+    assert inspect.signature(analysis.near_chance).parameters["within"].default is constants.NEAR_CHANCE
+    stuck = fake_run("resnet18", 1, constants.CHANCE + constants.NEAR_CHANCE, 0.10)
+    stuck.history["train_loss"] = [4.0, 2.5, 2.3]
+    assert "resnet18-smoke-s1" in analysis.near_chance([stuck])
+    assert verdicts._near_chance([constants.CHANCE + constants.NEAR_CHANCE])
+    assert not verdicts._near_chance([constants.CHANCE + constants.NEAR_CHANCE + 0.001])
+
+
 def lesion_table(intact: float, left: list[float], k: int = 1) -> pd.DataFrame:
     """A lesion_random table: the accuracy left after each random draw of k deletions."""
     return pd.DataFrame({"k": k, "draw": range(len(left)), "blocks": "layer1.0", "accuracy": left, "intact": intact})
@@ -310,3 +332,29 @@ def test_a_net_left_at_chance_alone_lets_the_verdict_stand_in_the_one_direction_
     runs = lesioned(tmp_path, "resnet56", [0, 1, 2], 0.80, [0.70, 0.72, 0.71, 0.69, 0.73])
     runs += lesioned(tmp_path, "plain56", [0, 1, 2], 0.13, [0.10, 0.11, 0.10, 0.12, 0.10])
     assert verdicts.lesion_verdict(runs)["verdict"] == verdicts.CANNOT_TELL_FLOOR
+
+
+def test_the_depth_sweep_reads_depth_and_kind_from_the_registry_not_the_name():
+    from torch import nn
+
+    from cnnlib.models import register
+
+    @register(depth=9, connections="residual")
+    def plain_named_test_net9(*, num_classes: int = 10) -> nn.Module:  # a name that says the opposite
+        return nn.Linear(3, num_classes)
+
+    runs = family({"plain20": [0.80, 0.81], "resnet56": [0.85, 0.86], "plain_named_test_net9": [0.7, 0.71]})
+    runs.append(fake_run("plain56", 0, 0.5, 0.5))
+    runs[-1] = Run(make_config("plain56", "smoke", 0, tag="lr0.1x"), runs[-1].history, runs[-1].predictions,
+                   runs[-1].meta, runs[-1].path)  # a variant: its label 'plain56 (lr0.1x)' holds other digits
+    sweep = verdicts.depth_sweep(runs)
+    kinds = set(zip(sweep["family"], sweep["depth"], strict=True))
+    assert kinds == {("plain", 20), ("residual", 56), ("residual", 9), ("plain", 56)}
+
+
+def test_degradation_names_the_row_of_each_kind_of_net_for_its_readers():
+    runs = family({"plain20": [0.80, 0.81, 0.79], "plain56": [0.60, 0.62, 0.61],
+                   "resnet20": [0.82, 0.83, 0.81], "resnet56": [0.85, 0.86, 0.84]})  # fmt: skip
+    t = verdicts.degradation(runs)
+    assert t.attrs["within"] == {"plain": "plain56 − plain20", "residual": "resnet56 − resnet20"}
+    assert set(t.attrs["within"].values()) <= set(t["comparison (clean training error)"])

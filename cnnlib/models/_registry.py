@@ -1,25 +1,68 @@
-"""Name -> builder registry for every model in the study."""
+"""Name -> builder registry for every model in the study, with each model's metadata.
+
+What the study needs to know of a model besides its weights lives here, next to its builder,
+and nothing parses a model's name for it (``info``): its family (``FAMILIES``, which also fixes
+the order the report presents the models in), its depth and the connections its blocks have.
+"""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
+# How a model's blocks pass their input on: "plain" (only through their layers), "residual" (a
+# shortcut added to the block's output, identity or projection; SE blocks are residual blocks) or
+# "dense" (every layer's input concatenated to its output, Huang et al.). Residual and dense blocks
+# are the study's skip connections.
+CONNECTIONS = ("plain", "residual", "dense")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the study knows of a registered model without building it."""
+
+    name: str
+    family: str | None  # key of FAMILIES; None for a model outside the study's families
+    depth: int | None  # weight layers (convolutions and linear layers) on the longest path, as the paper counts
+    connections: str | None  # one of CONNECTIONS; None where a model was registered without it
+
+    @property
+    def shortcut(self) -> bool | None:
+        """Whether the model has skip connections (residual or dense), None if not declared."""
+        return None if self.connections is None else self.connections != "plain"
+
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_INFO: dict[str, tuple[int | None, str | None]] = {}  # name -> (depth, connections), as registered
 
 
-def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model builder under its function name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+def register(fn: Callable[..., nn.Module] | None = None, *, depth: int | None = None,
+             connections: str | None = None) -> Callable:  # fmt: skip
+    """Register a model builder under its function name, with its depth and connections (see
+    ``ModelInfo``): ``@register(depth=20, connections="plain")``. A bare ``@register`` leaves them
+    undeclared (for models outside the study, such as a test's)."""
+    if connections is not None and connections not in CONNECTIONS:
+        raise ValueError(f"connections must be one of {CONNECTIONS}, got {connections!r}")
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _MODELS[fn.__name__] = fn
+        _INFO[fn.__name__] = (depth, connections)
+        return fn
+
+    return add if fn is None else add(fn)
+
+
+def _check(name: str) -> None:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())} "
+                         "(see python -m cnnlib list)")  # fmt: skip
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name, e.g. ``create_model("resnet18")``."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())} "
-                         "(see python -m cnnlib list)")
+    _check(name)
     return _MODELS[name](**kwargs)
 
 
@@ -41,3 +84,11 @@ def list_models() -> list[str]:
 def family_of(name: str) -> str | None:
     """The family ("seed", "controlled", "degradation", "depth") a model belongs to, if any."""
     return next((fam for fam, names in FAMILIES.items() if name in names), None)
+
+
+def info(name: str) -> ModelInfo:
+    """A registered model's metadata, e.g. ``info("plain56")``: family "degradation", depth 56,
+    connections "plain" (no shortcut)."""
+    _check(name)
+    depth, connections = _INFO[name]
+    return ModelInfo(name, family_of(name), depth, connections)

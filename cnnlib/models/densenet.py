@@ -77,7 +77,7 @@ class DenseNet(nn.Module):
         return x
 
 
-@register
+@register(depth=121, connections="dense")
 def densenet121(*, num_classes: int = 10) -> nn.Module:
     """CIFAR DenseNet-BC-121: growth 32, blocks 6/12/24/16, compression 0.5."""
     return DenseNet((6, 12, 24, 16), growth=32, compression=0.5, num_classes=num_classes)

@@ -134,19 +134,19 @@ _WIDE = (64, 128, 256, 512)
 _THIN = (16, 32, 64)
 
 
-@register
+@register(depth=18, connections="plain")
 def plainnet18(*, num_classes: int = 10) -> nn.Module:
     """ResNet18's CIFAR skeleton with every shortcut removed (18 weight layers)."""
     return ResNet(_WIDE, (2, 2, 2, 2), num_classes=num_classes, shortcut=False)
 
 
-@register
+@register(depth=18, connections="residual")
 def resnet18(*, num_classes: int = 10) -> nn.Module:
     """CIFAR ResNet18: 3x3 stem, 64-512 channels, projection shortcuts."""
     return ResNet(_WIDE, (2, 2, 2, 2), num_classes=num_classes)
 
 
-@register
+@register(depth=18, connections="residual")
 def se_resnet18(*, num_classes: int = 10) -> nn.Module:
     """CIFAR ResNet18 with squeeze-and-excitation (reduction 16) before each residual add."""
     return ResNet(_WIDE, (2, 2, 2, 2), num_classes=num_classes, attn=SqueezeExcite)
@@ -174,7 +174,7 @@ def _register_thin(depth: int, shortcut: bool) -> None:
         f"He et al.'s {depth}-layer {'residual (option A identity shortcuts)' if shortcut else 'plain'} "
         f"CIFAR net: 16/32/64 channels, three stages of {(depth - 2) // 6} blocks."
     )
-    register(builder)
+    register(builder, depth=depth, connections="residual" if shortcut else "plain")
 
 
 # The degradation family (20 and 56 layers) and the depth sweep of He et al. Fig. 6 (32, 44).

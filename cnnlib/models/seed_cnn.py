@@ -35,7 +35,7 @@ class SeedCNN(nn.Module):
         return self.fc3(x)
 
 
-@register
+@register(depth=6, connections="plain")
 def seed_cnn(*, num_classes: int = 10) -> nn.Module:
     """The original report's plain CNN: 3 convs, 3 linears, 62k parameters."""
     return SeedCNN(num_classes)

@@ -63,7 +63,7 @@ class SeedDenseNet(nn.Module):
         return self.fc(x)
 
 
-@register
+@register(depth=28, connections="dense")
 def seed_densenet(*, num_classes: int = 10) -> nn.Module:
-    """The original report's 16-layer DenseNet: 2 blocks x 6 layers, 16.4M parameters."""
+    """The original report's small DenseNet: 2 blocks x 6 bottleneck layers (28 weight layers), 16.4M parameters."""
     return SeedDenseNet(num_classes)

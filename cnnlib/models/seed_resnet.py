@@ -62,7 +62,7 @@ class SeedResNet18(nn.Module):
         return self.head(x)
 
 
-@register
+@register(depth=18, connections="residual")
 def seed_resnet18(*, num_classes: int = 10) -> nn.Module:
     """The original report's ResNet18: ImageNet stem on 32x32, bugs fixed."""
     return SeedResNet18(num_classes)

@@ -52,7 +52,7 @@ class SeedSENet18(nn.Module):
         return self.head(x)
 
 
-@register
+@register(depth=18, connections="residual")
 def seed_senet18(*, num_classes: int = 10) -> nn.Module:
     """The original report's pre-activation SE-ResNet18: 11,260,354 parameters."""
     return SeedSENet18(num_classes)
