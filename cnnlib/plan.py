@@ -73,7 +73,9 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
        scaled to batch 512; everything else as the full profile), seeds 0-2: is degradation a property
        of depth or of the shared recipe's lr 0.8?
     6. seeds 1 and 2 of the original report's four models;
-    7. seeds 1 and 2 of the controlled family (densenet121 last within each seed);
+    7. (full profile) the controlled family's own lr check (``config.RECIPE_CHECKS["controlled"]``: resnet18
+       and plainnet18 at peak lr 0.2, 0.4 and 0.8, profile ``tune``), then its seeds 1 and 2 (densenet121
+       last within each seed), which wait for the check's choice (seed 0 again if the choice moves);
     8. the depth sweep, seed 0, then seeds 1-2; the plain56 lr/10 control.
 
     In the full profile, a family whose recipe checks have no recorded choice yet has no config to train:
@@ -90,7 +92,8 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     out = []
     if profile == "full":
         # one run a unit, so that two workers share a check's last setting too
-        out.append(("0 recipe check", [[c] for check in RECIPE_CHECKS for c in recipe.configs(check)]))
+        out.append(("0 recipe check", [[c] for check in RECIPE_CHECKS if not RECIPE_CHECKS[check].get("later")
+                                       for c in recipe.configs(check)]))  # fmt: skip
     out += [
         ("1 original report, seed 0", [[cfg(n, 0)] for n in FAMILIES["seed"]]),
         ("2 degradation, seed 0", [family("degradation", 0)]),
@@ -101,7 +104,9 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
         out.append(("5 degradation at lr 0.4, seeds 0-2", [family("degradation", s, LR_CONTROL) for s in (0, 1, 2)]))
     out += [
         ("6 original report, seeds 1-2", [[cfg(n, s)] for s in (1, 2) for n in FAMILIES["seed"]]),
-        ("7 controlled, seeds 1-2", [family("controlled", s) for s in (1, 2)]),
+        ("7 controlled: its lr check, then seeds 1-2",
+         ([[c] for c in recipe.configs("controlled")] if profile == "full" else [])
+         + [family("controlled", s) for s in (1, 2)]),
         ("8 depth sweep, lr/10 control", [family("depth", s) for s in (0, 1, 2)] + [[cfg("plain56", 0, tag="lr0.1x")]]),
     ]  # fmt: skip
     kept = (([c for c in unit if c is not None] for unit in us) for _, us in out)

@@ -631,6 +631,9 @@ def test_the_recorded_choices_reproduce_every_stored_full_run():
     stored = [(cfg, run) for cfg, run in stored if run is not None]
     assert len(stored) >= 40 and all(run.matches(cfg) for cfg, run in stored)
     for check in RECIPE_CHECKS:
+        if RECIPE_CHECKS[check].get("later") and recipe.recorded(check) is None:  # its families' seed 0 came first
+            assert recipe.blocking(check=check) is not None
+            continue
         assert recipe.applied(recipe.choice(check=check), check) and recipe.blocking(check=check) is None
     for cfg in full:
         if cfg.profile == "full" and not cfg.tag:
@@ -652,7 +655,9 @@ def test_a_check_without_a_recorded_choice_holds_its_families_back_until_it_is_r
     assert make_config("seed_cnn", "full", lr=0.2, weight_decay=1e-4).lr == 0.2
     # the plan holds the checks only, and its families wait
     stages = dict(plan.stages("full"))
-    assert len(stages["0 recipe check"]) == 21 and not any(us for name, us in stages.items() if name[0] != "0")
+    assert len(stages["0 recipe check"]) == 21 and not any(us for name, us in stages.items() if name[0] not in "07")
+    later = stages["7 controlled: its lr check, then seeds 1-2"]  # the controlled family's own check, runs only
+    assert len(later) == 6 and all(c.profile == "tune" for u in later for c in u)
     assert recipe.blocking(recipe.table({}), "shared").startswith("the recipe check has 12 of its 12 runs")
     # once complete, the choice is recorded (train-missing calls record_new) and the families have configs
     chosen = {"setting": "lr0.4_wd0.0001", "lr": 0.4, "weight_decay": 1e-4, "mean": 0.9}
@@ -671,3 +676,26 @@ def test_a_check_without_a_recorded_choice_holds_its_families_back_until_it_is_r
     assert "instead of the recorded lr0.4_wd0.0001" in recipe.blocking(check="shared")
     recipe.record(other, "shared")
     assert make_config("resnet20", "full").lr == 0.2 and recipe.blocking(check="shared") is None
+
+
+def test_the_controlled_family_checks_its_own_lr_before_its_seeds_1_and_2(store, monkeypatch):
+    from cnnlib import config, plan, recipe
+    from cnnlib.config import make_config
+
+    stages = dict(plan.stages("full"))
+    units = stages["7 controlled: its lr check, then seeds 1-2"]
+    check = [u[0] for u in units[:6]]
+    assert {(c.model, c.profile, c.lr, c.holdout) for c in check} == {
+        (m, "tune", lr, 5000) for m in ("resnet18", "plainnet18") for lr in (0.2, 0.4, 0.8)}
+    assert [c.run_id for c in units[6]] == [f"{m}-full-s1" for m in FAMILIES["controlled"]]
+    assert not any(c.model == "resnet18" and c.profile == "tune" for u in stages["0 recipe check"] for c in u)
+    # until its choice is recorded the family keeps the shared recipe (its stored seed 0 stays current), and
+    # its missing runs wait for the check
+    assert make_config("resnet18", "full").lr == 0.8
+    assert "controlled family's recipe check has 6 of its 6 runs still to train" in recipe.blocking(check="controlled")
+    # recorded at another lr, the whole family takes it (seed 0 then no longer matches: trained again)
+    choices = config.recorded_choices() | {"controlled": dict(setting="lr0.2_wd0.0005", lr=0.2, weight_decay=5e-4,
+                                                               mean=0.9)}  # fmt: skip
+    monkeypatch.setattr(config, "recorded_choices", lambda: choices)
+    assert {make_config(m, "full").lr for m in FAMILIES["controlled"]} == {0.2}
+    assert make_config("resnet20", "full").lr == 0.8 and make_config("seed_cnn", "full").lr == 0.1
