@@ -25,7 +25,7 @@ from .models import create_model
 from .paths import results_root
 from .results import atomic_write_bytes
 
-__all__ = ["backward_profiles", "gradient_profiles", "shattering_tables", "signal_ratios", "signal_summary", "stored"]
+__all__ = ["backward_profiles", "shattering_tables", "signal_ratios", "signal_summary", "stored"]
 
 
 def _folder():
@@ -44,29 +44,6 @@ def stored(name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> pd
     made = dict(settings=settings, torch=torch.__version__, cpu=cpu_name())
     atomic_write_bytes(meta, (json.dumps(made, indent=2) + "\n").encode())
     return pd.read_csv(csv)  # what later calls read, to the last digit
-
-
-def gradient_profiles(models: Iterable[str], *, images: int = 256, data: CIFAR10 | None = None) -> pd.DataFrame:
-    """Per-layer weight-gradient norms (``diagnostics.gradient_norms``) of each of ``models``, freshly
-    initialised from torch seed 0, with BatchNorm and without (``norm=False``), on one batch of the
-    first ``images`` test images (normalised); columns of ``gradient_norms`` plus ``model`` and
-    ``batchnorm`` ('with BN' / 'without BN')."""
-    models = list(models)
-
-    def compute() -> pd.DataFrame:
-        d = data if data is not None else load_cifar10()
-        mean, std = torch.tensor(d.mean).view(1, 3, 1, 1), torch.tensor(d.std).view(1, 3, 1, 1)
-        x, y = (d.test_x[:images].float() / 255 - mean) / std, d.test_y[:images]
-        frames = []
-        for norm in (True, False):
-            for m in models:
-                with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left alone
-                    torch.manual_seed(0)
-                    df = diagnostics.gradient_norms(create_model(m, norm=norm), x, y)
-                frames.append(df.assign(model=m, batchnorm="with BN" if norm else "without BN"))
-        return pd.concat(frames, ignore_index=True)
-
-    return stored("gradient_norms", dict(models=models, images=images, seed=0), compute)
 
 
 def _balanced_training_batch(d: CIFAR10, images: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -394,45 +394,8 @@ def _gradient_decided(low: float, high: float) -> bool:
     return gradient_outcome(low, high) != CANNOT_TELL
 
 
-def _init_ratio_reading(ratios: pd.DataFrame, plain: str, residual: str) -> str:
-    """Interpret notebook 06's weight-gradient ratios at initialisation (index: model; columns
-    'with BN' / 'without BN'), one value per net: readings by the same thresholds, no interval."""
-    have = [(n, c) for c in ("with BN", "without BN") for n in (plain, residual)
-            if n in ratios.index and c in ratios.columns and np.isfinite(ratios.loc[n, c])]  # fmt: skip
-    if not have:
-        return ""
-
-    def one(n: str, c: str) -> str:
-        x = float(ratios.loc[n, c])
-        lx = math.log10(x) if x > 0 else -math.inf
-        return f"{n} {x:.3g} (log10 {lx:+.2f}: {gradient_outcome(lx, lx)})"
-
-    parts = [f"{'with' if c == 'with BN' else 'without'} BatchNorm, "
-             + ", ".join(one(n, cc) for n, cc in have if cc == c) for c in dict.fromkeys(c for _, c in have)]
-    text = ("Weight gradients at initialisation (first over last convolution; one initialisation each, so "
-            "readings by the same thresholds, without an interval): " + "; ".join(parts) + ".")
-    def reads(n: str, c: str) -> str:
-        x = float(ratios.loc[n, c])
-        return gradient_outcome(math.log10(x), math.log10(x)) if x > 0 else VANISHES
-
-    if (plain, "without BN") in have and (residual, "without BN") in have:
-        p, r = float(ratios.loc[plain, "without BN"]), float(ratios.loc[residual, "without BN"])
-        if r < p:
-            what = "vanishing" if reads(residual, "without BN") == VANISHES else "shrinking"
-            text += (f" In the control without BatchNorm, {residual}'s gradient shrinks more towards the input than "
-                     f"{plain}'s ({r:.3g} against {p:.3g}): the shortcuts alone do not keep it from {what} at "
-                     "initialisation.")
-        else:
-            text += (f" In the control without BatchNorm, {residual} keeps more of the gradient at the input than "
-                     f"{plain} ({r:.3g} against {p:.3g}).")
-    if (plain, "with BN") in have and reads(plain, "with BN") == EXPLODES:
-        text += (f" With BatchNorm, {plain}'s gradient grows towards the input instead: the opposite of a vanishing "
-                 "gradient.")
-    return text
-
-
 def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: str = "resnet56",
-                        *others: str, init_ratios: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+                        *others: str) -> pd.DataFrame:  # fmt: skip
     """"Skip connections avoid vanishing gradients", from the backward signal itself.
 
     For each probe point (initialisation, steps 1, 5, 20, the probed epochs), the ratio of
@@ -442,10 +405,8 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
     towards the input) "vanishes", wholly above +1 "explodes", wholly within ±1 "neither";
     else cannot tell (and with one seed). The rows with an interval are one family,
     Holm-adjusted (``attrs['note']``). ``others``: more labels to include, e.g.
-    'plain56 (lr0.1x)'. ``init_ratios``: notebook 06's table of first/last weight-gradient
-    ratios at initialisation with and without BatchNorm (index model, columns 'with BN' and
-    'without BN'); when given, ``attrs['reading']`` interprets it, the control without
-    BatchNorm included.
+    'plain56 (lr0.1x)'. (The signal at initialisation over many initialisations, with and
+    without BatchNorm, is ``at_init.backward_profiles``'.)
     """
     m = by_model(runs)
     rows = []
@@ -483,7 +444,6 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
         note=(f"Outcomes: the whole interval of log10(first/last) below −{GRADIENT_THRESHOLD:g} vanishes, above "
               f"+{GRADIENT_THRESHOLD:g} explodes, within ±{GRADIENT_THRESHOLD:g} neither; otherwise cannot tell. "
               + stats.holm_note(k)),
-        reading=_init_ratio_reading(init_ratios, plain, residual) if init_ratios is not None else "",
         claims=k,
     )  # fmt: skip
     return table

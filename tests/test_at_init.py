@@ -29,14 +29,6 @@ def test_shattering_tables_match_the_direct_measurement_seed_by_seed(store):
         pd.testing.assert_frame_equal(table, direct, check_dtype=False)
 
 
-def test_gradient_profiles_cover_each_model_with_and_without_batchnorm(store, synthetic):
-    df = at_init.gradient_profiles(["plain20", "resnet20"], images=8, data=synthetic)
-    assert set(df["model"]) == {"plain20", "resnet20"} and set(df["batchnorm"]) == {"with BN", "without BN"}
-    assert (df["grad_norm"] > 0).all()
-    again = at_init.gradient_profiles(["plain20", "resnet20"], images=8, data=synthetic)
-    pd.testing.assert_frame_equal(again, df)
-
-
 def test_backward_profiles_use_a_balanced_batch_and_several_initialisations(store, synthetic, monkeypatch):
     from cnnlib import diagnostics
 

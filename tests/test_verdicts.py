@@ -155,16 +155,6 @@ def test_gradient_outcome_has_three_outcomes_and_stated_thresholds(low, high, ex
     assert verdicts.gradient_outcome(low, high) == expected
 
 
-def test_the_control_without_batchnorm_is_interpreted(tmp_path):
-    runs = [fake_run("plain56", s, 0.5, 0.5, tmp_path, blocks=blocks(1.0)) for s in range(2)]
-    ratios = pd.DataFrame({"with BN": [643.0, 2.85], "without BN": [0.302, 0.0499]}, index=["plain56", "resnet56"])
-    reading = verdicts.vanishing_gradients(runs, init_ratios=ratios).attrs["reading"]
-    assert "without BatchNorm, plain56 0.302 (log10 -0.52: neither), resnet56 0.0499 (log10 -1.30: vanishes)" in reading
-    assert "resnet56's gradient shrinks more towards the input than plain56's" in reading
-    assert "plain56 643 (log10 +2.81: explodes)" in reading and "opposite of a vanishing gradient" in reading
-    assert verdicts.vanishing_gradients(runs).attrs["reading"] == ""  # no control given, nothing to interpret
-
-
 def test_markdown_escapes_cells():
     md = verdicts.markdown(pd.DataFrame({"a": ["x|y"], "b": [1]}))
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
