@@ -108,7 +108,7 @@ def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float]
         return dict(estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=1,
                     evidence=stats.bootstrap_evidence(cmp),
                     method=f"paired bootstrap over {cmp.n:,} test images, seed {seed} ({THESE_NETWORKS}); "
-                           f"McNemar p={cmp.p_mcnemar:.2g}", confidence=0.95)  # fmt: skip
+                           f"McNemar {stats.fmt_p(cmp.p_mcnemar)}", confidence=0.95)  # fmt: skip
     est = np.mean(list(va.values())) - np.mean(list(vb.values()))
     return dict(estimate=float(est), low=math.nan, high=math.nan, seeds=1, method="one seed: no interval",
                 evidence=None, confidence=0.95)  # fmt: skip
