@@ -420,18 +420,13 @@ def paths_reading(readings: pd.DataFrame, what: str = "the trained resnet56") ->
     shorter = ", ".join(f"{100 * x:.1f}" for x in readings["share shorter than typical"])
     interval = ("one network, no interval" if v["nets"] < 2 else
                 f"mean {v['text']}, 95% t-interval on the logit scale across the {v['nets']} networks")
-    return (f"In {what} ({seeds_phrase_of(readings['seed'])}) the gradient share peaks {peak} (the typical "
+    return (f"In {what} the gradient share peaks {peak} (the typical "
             f"path has {typical_length(n)} residual branches); the paths up to the peak carry {per}% of the gradient "
             f"(per network, in seed order), and the paths shorter than the typical one (length ≤ {short}, "
             f"{100 * readings.attrs['paths_short']:.0f}% of all 2^{n} paths) carry {shorter}% ({interval}). On "
             f"\"training's gradient flows mostly through paths shorter than the typical one\" (Veit et al.), against "
             f"one half, the verdict is {v['verdict']}. Only {readings.attrs['measured']} was measured, so the peak "
             "is known to within the step between measured lengths, and the shares are of their sum.")
-
-
-def seeds_phrase_of(seeds: Iterable[int]) -> str:
-    """'seed 0' or 'seeds 0, 1, 2' of a column of seeds (``seed_list``)."""
-    return seed_list(int(s) for s in seeds)
 
 
 def landscape_readings(one_d: pd.DataFrame) -> pd.DataFrame:
@@ -448,7 +443,7 @@ def landscape_readings(one_d: pd.DataFrame) -> pd.DataFrame:
                                                                                             loss).mean()),
                           "loss at α = ±1 (mean)": far, "rise to α = ±1": far - centre,
                           "local minima on the slice": int(((loss[1:-1] < loss[:-2]) & (loss[1:-1] < loss[2:])).sum())})
-    out = one_d.groupby(["model", "seed"], sort=False)[["alpha", "loss"]].apply(shape)
+    out = one_d.groupby(["model", "seed"])[["alpha", "loss"]].apply(shape)
     return out.astype({"local minima on the slice": int})
 
 
@@ -457,7 +452,8 @@ def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain
     network one replicate), Holm-adjusted across the two: the residual net ends at a lower training loss, and
     its loss rises less from θ to α = ±1 along a random filter-normalised direction (a flatter slice: Li et
     al.'s smoother landscape, read on one slice per network). One network per architecture: no interval,
-    "cannot tell (one network per architecture)". Columns: claim, residual − plain, interval from, verdict."""
+    "cannot tell (one network per architecture)". Columns: claim, residual − plain, interval from, verdict, and
+    what would settle it (where the verdict is "cannot tell")."""
     claims = (("loss at θ", f"{residual} ends at a lower training loss than {plain}"),
               ("rise to α = ±1", f"{residual}'s training loss rises less from θ to α = ±1 than {plain}'s "
                                  "(a flatter slice; Li et al.)"))
@@ -474,10 +470,27 @@ def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain
         rows.append({"claim": claim, "residual − plain": f"{est:+.3f} [{adj.low:+.3f}, {adj.high:+.3f}]",
                      "interval from": f"Welch t over {len(a)} and {len(b)} networks; {100 * adj.confidence:.4g}% level",
                      "verdict": stats.verdict(adj.low, adj.high, -1)})
-    table = pd.DataFrame(rows)
+    for r in rows:
+        r["what would settle it"] = (
+            "" if not r["verdict"].startswith(verdicts.CANNOT_TELL) else
+            "more trained networks per architecture (the spread across networks sets the interval), and several "
+            "random directions per network, whose mean would leave less to the one direction drawn")  # fmt: skip
+    table = pd.DataFrame(rows, columns=["claim", "residual − plain", "interval from", "verdict",
+                                        "what would settle it"])
     k = sum(x is not None for x in adjusted)
     table.attrs.update(note=stats.holm_note(k), nets={residual: len(a), plain: len(b)})
     return table
+
+
+def landscape_sentence(landscape: pd.DataFrame) -> str:
+    """``landscape_verdicts`` in one sentence."""
+    if landscape.empty:
+        return ""
+    nets = landscape.attrs.get("nets", {})
+    over = " and ".join(f"{n} {m}" for m, n in nets.items())
+    parts = [f"\"{r['claim']}\": {r['verdict']} (residual − plain {r['residual − plain']})"
+             for _, r in landscape.iterrows()]
+    return f"On the 1-D loss slices of {over} trained networks, " + "; ".join(parts) + "."
 
 
 def depth_trend(sweep: pd.DataFrame, metric: str = "clean training error") -> pd.DataFrame:
@@ -723,6 +736,8 @@ def mechanisms_summary(lesion_table: pd.DataFrame, lz: pd.DataFrame, sh: pd.Data
         sentences.append(paths_reading(paths, path_what))
     elif share is not None and not share.empty:
         sentences.append(path_reading(share, path_what))
+    if landscape is not None:
+        sentences.append(landscape_sentence(landscape))
     sentences.append(shattering_sentence(sh))
     sentences.append(depth_reading(sweep, deg))
     return _table(rows) + "\n" + " ".join(notes) + "\n\n" + " ".join(s for s in sentences if s) + "\n"

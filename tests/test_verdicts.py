@@ -363,7 +363,7 @@ def test_shattering_over_many_initialisations_stays_within_the_bounds_of_a_corre
     row = sh.loc[56]
     assert row["initialisations"] == 20
     assert row["verdict: residual more correlated"] == "confirmed"
-    assert row["residual higher"] == f"{sum(r > p for p, r in zip(plain, residual))} of 20"
+    assert row["residual higher"] == f"{sum(r > p for p, r in zip(plain, residual, strict=True))} of 20"
     for col in ("plain", "residual"):  # '0.61 [0.42, 0.75]': every bound a correlation can take
         est, low, high = (float(v) for v in row[col].replace("[", "").replace("]", "").replace(",", "").split())
         assert -1 <= low <= est <= high <= 1
