@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torchinfo
 
+from .config import TrainConfig
 from .constants import CHANCE, NEAR_CHANCE
 from .data import CIFAR10, CLASSES
 from .models import create_model
@@ -94,6 +95,47 @@ def profiles_line(families: dict[str, Iterable[Run]]) -> str:
     return (f"Results shown: {each}. Each family is shown in the richest profile of which all its runs exist, so "
             "the families come from different profiles here: compare models within a family, never across "
             "the two, until both have runs of one profile.")
+
+
+# the fields of a training recipe, as a reader names them
+RECIPE_FIELDS = {"lr": "peak lr", "epochs": "epochs", "batch_size": "batch", "weight_decay": "weight decay",
+                 "warmup": "warm-up (fraction of steps)", "momentum": "Nesterov momentum",
+                 "label_smoothing": "label smoothing"}  # fmt: skip
+
+
+def _values(configs: Iterable[TrainConfig], field: str) -> str:
+    return " / ".join(f"{v:g}" for v in dict.fromkeys(getattr(c, field) for c in configs))
+
+
+def recipe_table(families: dict[str, Iterable[TrainConfig]]) -> pd.DataFrame:
+    """The training recipe of each family (index), read from the configs its runs were (or would be) trained
+    with: profile, models, and each field of ``RECIPE_FIELDS`` ('a / b' where the family's models differ)."""
+    rows = {}
+    for name, configs in families.items():
+        configs = list(configs)
+        if not configs:
+            continue
+        row = {"profile": ", ".join(dict.fromkeys(c.profile for c in configs)),
+               "models": ", ".join(dict.fromkeys(c.model for c in configs))}
+        row.update({label: _values(configs, field) for field, label in RECIPE_FIELDS.items()})
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def recipe_note(families: dict[str, Iterable[TrainConfig]]) -> str:
+    """A sentence on the recipes of ``families``: one recipe where they share every field, else what differs
+    per family (peak lr, epochs, ...) and what they share."""
+    table = recipe_table(families)
+    if table.empty:
+        return ""
+    fields = list(RECIPE_FIELDS.values())
+    differ = [f for f in fields if table[f].nunique() > 1 or table[f].str.contains(" / ").any()]
+    shared = ", ".join(f"{f} {table[f].iloc[0]}" for f in fields if f not in differ)
+    if not differ:
+        return f"They share one recipe: {shared} (SGD, one-cycle schedule)."
+    per = "; ".join(f"{name}: " + ", ".join(f"{f} {row[f]}" for f in differ) for name, row in table.iterrows())
+    return (f"The recipes differ: {per}" + (f"; shared: {shared}" if shared else "") + ". A comparison across "
+            "these compares the recipes too, not the models alone.")
 
 
 def accuracy_cost(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:

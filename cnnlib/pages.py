@@ -108,6 +108,10 @@ class ModelPage:
                            title=f"{head} ({analysis.data_note(runs)};\n{what})")  # fmt: skip
         plots.save(fig, f"{self.name}_{suffix}")
         plt.show()
+        # the two models of a page come from different families, whose recipes may differ: say so under the curves
+        models = dict.fromkeys(r.config.model for r in runs)
+        by_model = {m: [r.config for r in runs if r.config.model == m] for m in models}
+        caption("Recipe, from the runs' configs. " + analysis.recipe_note(by_model))
         models = " and ".join(f"`{m}`" for m in dict.fromkeys(r.config.model for r in runs))
         caption(f"Loss (log scale) and accuracy after each epoch of {models}: "
                 f"test solid, training dashed ({what}); {analysis.data_note(runs)}. A first-epoch loss far above "

@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import mechanisms, verdicts
+from . import mechanisms, stats, verdicts
 from .analysis import label, profile_groups
 from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, GRADIENT_THRESHOLD, NEAR_CHANCE
 from .results import Run
@@ -365,6 +365,134 @@ def path_reading(share: pd.DataFrame, what: str = "the trained net") -> str:
     return text + f" (only {measured} was measured; the shares are of their sum)."
 
 
+def short_lengths(n_blocks: int) -> int:
+    """The longest path length shorter than the typical one (Binomial(n, 1/2)'s mode): 12 for 27 blocks, 9 for 20."""
+    return n_blocks // 2 - 1
+
+
+def path_readings(tables: Mapping[int, pd.DataFrame], n_blocks: int) -> pd.DataFrame:
+    """``path_shares`` of each trained network (``tables``: seed -> its ``path_gradients`` table), one row per
+    seed: where its gradient share peaks, the share carried by the paths up to the peak, and the share carried
+    by the paths shorter than the typical one (length <= ``short_lengths(n_blocks)``), over the lengths
+    measured. ``attrs``: ``n_blocks``, ``short`` (that length), the fraction of all 2^n paths that are that
+    short, and the lengths measured (``sampled_lengths`` of the first network)."""
+    short = short_lengths(n_blocks)
+    rows, measured = [], ""
+    for seed, paths in sorted(tables.items()):
+        share = path_shares(paths, n_blocks)
+        measured = measured or sampled_lengths(share)
+        cum = share.set_index("length")["cumulative share"]
+        peak = int(share.loc[share["gradient share"].idxmax(), "length"])
+        rows.append({"seed": seed, "peak length": peak, "share up to the peak": float(cum.loc[peak]),
+                     "share shorter than typical": float(cum[cum.index <= short].iloc[-1])})
+    table = pd.DataFrame(rows, columns=["seed", "peak length", "share up to the peak", "share shorter than typical"])
+    dist = mechanisms.path_length_distribution(n_blocks)
+    table.attrs.update(n_blocks=n_blocks, short=short, measured=measured,
+                       paths_short=float(dist.loc[dist["length"] <= short, "fraction"].sum()))
+    return table
+
+
+def path_verdict(readings: pd.DataFrame) -> dict:
+    """Veit et al.'s claim, that training's gradient flows mostly through paths shorter than the typical one,
+    from ``path_readings``: the share of the gradient on those paths, mean across the trained networks with a
+    95% t-interval on the logit scale (it stays in [0, 1]), against one half. Confirmed when the interval lies
+    above 1/2, refuted when below; one network gives no interval ("cannot tell (one network per architecture)").
+    Keys: ``estimate``, ``low``, ``high``, ``nets``, ``verdict``, ``text`` (for prose)."""
+    values = readings["share shorter than typical"].to_numpy()
+    iv = stats.seed_interval(values, bounds=(0, 1))
+    if len(values) < 2:
+        verdict = verdicts.CANNOT_TELL_ONE_NET
+        text = f"{100 * iv.estimate:.0f}% (one network, no interval)"
+    else:
+        verdict = stats.verdict(iv.low - 0.5, iv.high - 0.5, +1)
+        text = f"{100 * iv.estimate:.1f}% [{100 * iv.low:.1f}, {100 * iv.high:.1f}]"
+    return dict(estimate=iv.estimate, low=iv.low, high=iv.high, nets=len(values), verdict=verdict, text=text)
+
+
+def paths_reading(readings: pd.DataFrame, what: str = "the trained resnet56") -> str:
+    """Prose from ``path_readings`` and ``path_verdict``, with the per-network values."""
+    n, short = readings.attrs["n_blocks"], readings.attrs["short"]
+    v = path_verdict(readings)
+    peaks = sorted(set(readings["peak length"]))
+    peak = (f"at length {peaks[0]} of {n} in every network" if len(peaks) == 1 else
+            "at lengths " + ", ".join(str(p) for p in readings["peak length"]) + f" of {n}")  # fmt: skip
+    per = ", ".join(f"{100 * x:.0f}" for x in readings["share up to the peak"])
+    shorter = ", ".join(f"{100 * x:.1f}" for x in readings["share shorter than typical"])
+    interval = ("one network, no interval" if v["nets"] < 2 else
+                f"mean {v['text']}, 95% t-interval on the logit scale across the {v['nets']} networks")
+    return (f"In {what} the gradient share peaks {peak} (the typical "
+            f"path has {typical_length(n)} residual branches); the paths up to the peak carry {per}% of the gradient "
+            f"(per network, in seed order), and the paths shorter than the typical one (length ≤ {short}, "
+            f"{100 * readings.attrs['paths_short']:.0f}% of all 2^{n} paths) carry {shorter}% ({interval}). On "
+            f"\"training's gradient flows mostly through paths shorter than the typical one\" (Veit et al.), against "
+            f"one half, the verdict is {v['verdict']}. Only {readings.attrs['measured']} was measured, so the peak "
+            "is known to within the step between measured lengths, and the shares are of their sum.")
+
+
+def landscape_readings(one_d: pd.DataFrame) -> pd.DataFrame:
+    """Per trained network of the 1-D landscape slices (``one_d``: the runs' ``surface_1d`` tables with columns
+    ``model`` and ``seed`` added), the training loss at the trained weights θ, its mean at α = ±0.5 and at
+    α = ±1, the rise from θ to α = ±1 and the local minima on the slice. Index (model, seed)."""
+
+    def shape(g: pd.DataFrame) -> pd.Series:
+        g = g.sort_values("alpha")
+        loss, alpha = g["loss"].to_numpy(), g["alpha"].to_numpy()
+        centre = float(np.interp(0.0, alpha, loss))
+        far = float(np.interp([-1, 1], alpha, loss).mean())
+        return pd.Series({"loss at θ": centre, "loss at α = ±0.5 (mean)": float(np.interp([-0.5, 0.5], alpha,
+                                                                                            loss).mean()),
+                          "loss at α = ±1 (mean)": far, "rise to α = ±1": far - centre,
+                          "local minima on the slice": int(((loss[1:-1] < loss[:-2]) & (loss[1:-1] < loss[2:])).sum())})
+    out = one_d.groupby(["model", "seed"])[["alpha", "loss"]].apply(shape)
+    return out.astype({"local minima on the slice": int})
+
+
+def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain: str = "plain56") -> pd.DataFrame:
+    """Two claims from ``landscape_readings``, residual − plain across the trained networks (Welch t, each
+    network one replicate), Holm-adjusted across the two: the residual net ends at a lower training loss, and
+    its loss rises less from θ to α = ±1 along a random filter-normalised direction (a flatter slice: Li et
+    al.'s smoother landscape, read on one slice per network). One network per architecture: no interval,
+    "cannot tell (one network per architecture)". Columns: claim, residual − plain, interval from, verdict, and
+    what would settle it (where the verdict is "cannot tell")."""
+    claims = (("loss at θ", f"{residual} ends at a lower training loss than {plain}"),
+              ("rise to α = ±1", f"{residual}'s training loss rises less from θ to α = ±1 than {plain}'s "
+                                 "(a flatter slice; Li et al.)"))
+    a, b = readings.loc[residual], readings.loc[plain]
+    cmps = [stats.seed_difference(a[col], b[col]) if len(a) >= 2 and len(b) >= 2 else None for col, _ in claims]
+    adjusted = stats.holm_adjust([(c.evidence if c else None, stats.sign_decided) for c in cmps])
+    rows = []
+    for (col, claim), c, adj in zip(claims, cmps, adjusted, strict=True):
+        est = float(a[col].mean() - b[col].mean())
+        if c is None or adj is None:
+            rows.append({"claim": claim, "residual − plain": f"{est:+.3f}", "interval from": "one network: none",
+                         "verdict": verdicts.CANNOT_TELL_ONE_NET})
+            continue
+        rows.append({"claim": claim, "residual − plain": f"{est:+.3f} [{adj.low:+.3f}, {adj.high:+.3f}]",
+                     "interval from": f"Welch t over {len(a)} and {len(b)} networks; {100 * adj.confidence:.4g}% level",
+                     "verdict": stats.verdict(adj.low, adj.high, -1)})
+    for r in rows:
+        r["what would settle it"] = (
+            "" if not r["verdict"].startswith(verdicts.CANNOT_TELL) else
+            "more trained networks per architecture (the spread across networks sets the interval), and several "
+            "random directions per network, whose mean would leave less to the one direction drawn")  # fmt: skip
+    table = pd.DataFrame(rows, columns=["claim", "residual − plain", "interval from", "verdict",
+                                        "what would settle it"])
+    k = sum(x is not None for x in adjusted)
+    table.attrs.update(note=stats.holm_note(k), nets={residual: len(a), plain: len(b)})
+    return table
+
+
+def landscape_sentence(landscape: pd.DataFrame) -> str:
+    """``landscape_verdicts`` in one sentence."""
+    if landscape.empty:
+        return ""
+    nets = landscape.attrs.get("nets", {})
+    over = " and ".join(f"{n} {m}" for m, n in nets.items())
+    parts = [f"\"{r['claim']}\": {r['verdict']} (residual − plain {r['residual − plain']})"
+             for _, r in landscape.iterrows()]
+    return f"On the 1-D loss slices of {over} trained networks, " + "; ".join(parts) + "."
+
+
 def depth_trend(sweep: pd.DataFrame, metric: str = "clean training error") -> pd.DataFrame:
     """Per family (index), from ``verdicts.depth_sweep``: the shallowest and deepest depth, the mean error and its
     interval at each, whether the error 'rises', 'falls' or 'does not change' from the one to the other, whether
@@ -477,15 +605,20 @@ def _lesion_rows(lesion_table: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _shattering_rows(sh: pd.DataFrame, inits: int | None) -> list[dict]:
+def _shattering_rows(sh: pd.DataFrame, inits: int | None = None) -> list[dict]:
+    """One row per depth of ``verdicts.shattering`` (``inits``: the number of initialisations, when the table
+    does not say)."""
     rows = []
     col = "verdict: residual more correlated"
     for depth, r in sh.iterrows():
-        n = f", {inits} initialisations" if inits else ""
+        n = int(r["initialisations"]) if "initialisations" in r else inits
+        over = f"paired over {n} initialisations, " if n else "paired, "
+        z = r.get("Fisher z, residual − plain", r["residual − plain"])
+        higher = f"; residual higher in {r['residual higher']}" if "residual higher" in r else ""
         rows.append({"claim": f"at initialisation the residual net's input gradient is more correlated than the plain "
                               f"net's (depth {depth}; Balduzzi et al.)", "verdict": r[col],
-                     "evidence": f"lag-1 autocorrelation, residual − plain {r['residual − plain']} (paired, "
-                                 f"{r['level']} level{n}); plain {r['plain']}, residual {r['residual']}"})
+                     "evidence": f"lag-1 autocorrelation, Fisher z residual − plain {z} ({over}{r['level']} level); "
+                                 f"plain {r['plain']}, residual {r['residual']}{higher}"})  # fmt: skip
     return rows
 
 
@@ -531,23 +664,28 @@ def lesion_sentence(lz: pd.DataFrame, lesion_table: pd.DataFrame) -> str:
 
 
 def shattering_sentence(sh: pd.DataFrame) -> str:
+    """The shattering table in one sentence: the mean lag-1 autocorrelation of each net, the paired difference
+    on Fisher's z with its interval, and the verdict at each depth."""
     col = "verdict: residual more correlated"
     if sh.empty:
         return ""
-    parts = [f"{r['residual − plain']} at depth {d}" for d, r in sh.iterrows()]
+    z = "Fisher z, residual − plain" if "Fisher z, residual − plain" in sh else "residual − plain"
+    parts = [f"plain {r['plain'].split(' ')[0]} against residual {r['residual'].split(' ')[0]} at depth {d} "
+             f"(z difference {r[z]})" for d, r in sh.iterrows()]
     words = list(dict.fromkeys(sh[col]))
     which = (f"{words[0]} at every depth" if len(words) == 1 else
              "; ".join(f"{w} at depth {', '.join(str(d) for d in sh.index[sh[col] == w])}" for w in words))
-    return (f"At initialisation the lag-1 autocorrelation of the input gradient, residual − plain, is "
-            f"{', '.join(parts)}: on whether the residual net's gradient is the more correlated, the verdict is "
+    n = f" over {int(sh['initialisations'].iloc[0])} initialisations" if "initialisations" in sh else ""
+    return (f"At initialisation the mean lag-1 autocorrelation of the input gradient{n} is "
+            f"{'; '.join(parts)}: on whether the residual net's gradient is the more correlated, the verdict is "
             f"{which}.")
 
 
 def mechanisms_summary(lesion_table: pd.DataFrame, lz: pd.DataFrame, sh: pd.DataFrame, share: pd.DataFrame | None,
                        sweep: pd.DataFrame, deg: pd.DataFrame | None = None, *, one_d: pd.DataFrame | None = None,
                        inits: int | None = None, path_what: str = "the trained resnet56",
-                       landscape_what: str = "one seed",
-                       explosions: pd.DataFrame | None = None) -> str:  # fmt: skip
+                       landscape_what: str = "one seed", explosions: pd.DataFrame | None = None,
+                       paths: pd.DataFrame | None = None, landscape: pd.DataFrame | None = None) -> str:  # fmt: skip
     """Notebook 07's closing cell: a table of claims | verdict | evidence (the lesion comparisons, the path
     lengths, the landscapes, shattering at each depth, He et al.'s two depth claims) and up to five sentences:
     lesions, paths, shattering and the depth sweep (saying when it contradicts He et al.); the runs that blew
@@ -555,9 +693,20 @@ def mechanisms_summary(lesion_table: pd.DataFrame, lz: pd.DataFrame, sh: pd.Data
     ``verdicts.lesion_verdicts``; ``lz``: ``verdicts.lesions``; ``sh``: ``verdicts.shattering`` (``inits``: its
     number of initialisations); ``share``: ``path_shares``;
     ``sweep``: ``verdicts.depth_sweep``; ``deg``: ``verdicts.degradation`` of the 20- and 56-layer nets;
-    ``one_d``: the 1-D landscape slices (index model)."""
+    ``one_d``: the 1-D landscape slices (index model). Over every trained network, where they are given:
+    ``paths`` (``path_readings``) replaces the path-length row read from ``share`` by one with an interval
+    across networks, and ``landscape`` (``landscape_verdicts``) the landscape row read from ``one_d``."""
     rows = _lesion_rows(lesion_table)
-    if share is not None and not share.empty:
+    if paths is not None and not paths.empty:
+        v = path_verdict(paths)
+        rows.append({"claim": "training's gradient flows mostly through paths shorter than the typical one "
+                              "(Veit et al.)", "verdict": v["verdict"],
+                     "evidence": f"share of the gradient on paths of length ≤ {paths.attrs['short']} of "
+                                 f"{paths.attrs['n_blocks']}: {v['text']} against 50% (95%, logit scale; per network "
+                                 + ", ".join(f"{100 * x:.1f}%" for x in paths["share shorter than typical"])
+                                 + f"); peak at length {', '.join(str(k) for k in paths['peak length'])}; "
+                                 f"measured: {paths.attrs['measured']}; {path_what}"})  # fmt: skip
+    elif share is not None and not share.empty:
         n = share.attrs["n_blocks"]
         peak = int(share.loc[share["gradient share"].idxmax(), "length"])
         cum = 100 * float(share.set_index("length")["cumulative share"].loc[peak])
@@ -566,7 +715,12 @@ def mechanisms_summary(lesion_table: pd.DataFrame, lz: pd.DataFrame, sh: pd.Data
                      "evidence": f"the share peaks at length {peak} of {n} (typical: {typical_length(n)}); lengths ≤ "
                                  f"{peak} carry {cum:.0f}% of it (measured: {sampled_lengths(share)}); {path_what}, "
                                  "no interval"})
-    rows += _landscape_row(one_d, landscape_what)
+    if landscape is not None and not landscape.empty:
+        rows += [{"claim": r["claim"], "verdict": r["verdict"],
+                  "evidence": f"residual − plain {r['residual − plain']} ({r['interval from']}); one random slice "
+                              f"per network; {landscape_what}"} for _, r in landscape.iterrows()]  # fmt: skip
+    else:
+        rows += _landscape_row(one_d, landscape_what)
     rows += _shattering_rows(sh, inits)
     marked = [_caveat(r["claim"] + " " + r["evidence"], explosions) for r in rows]
     he = _he_rows(sweep, deg)
@@ -578,8 +732,12 @@ def mechanisms_summary(lesion_table: pd.DataFrame, lz: pd.DataFrame, sh: pd.Data
              "interval across trained networks.", mark]
     notes = [n for n in notes if n]
     sentences = [lesion_sentence(lz, lesion_table)]
-    if share is not None and not share.empty:
+    if paths is not None and not paths.empty:
+        sentences.append(paths_reading(paths, path_what))
+    elif share is not None and not share.empty:
         sentences.append(path_reading(share, path_what))
+    if landscape is not None:
+        sentences.append(landscape_sentence(landscape))
     sentences.append(shattering_sentence(sh))
     sentences.append(depth_reading(sweep, deg))
     return _table(rows) + "\n" + " ".join(notes) + "\n\n" + " ".join(s for s in sentences if s) + "\n"

@@ -710,6 +710,14 @@ def _signed(x: float, digits: int) -> str:
     return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0 turns -0.0 into 0.0
 
 
+def fmt_p(p: float, digits: int = 2) -> str:
+    """A p-value for text: 'p=4.8e-33'; one below 1e-300 as 'p < 1e-300', since a double underflows to 0 near
+    1e-308 and 'p=0' would claim an impossibility."""
+    if not np.isfinite(p):
+        return "p=n/a"
+    return "p < 1e-300" if p < 1e-300 else f"p={p:.{digits}g}"
+
+
 def fmt_interval(iv: Interval | PairedComparison | SeedComparison, scale: float = 100, digits: int = 1,
                  signed: bool | None = None) -> str:  # fmt: skip
     """'93.4 [92.9, 93.9]'; differences (or ``signed=True``) as '+1.2 [+0.4, +2.0]'; undefined bounds as '[n/a]'."""

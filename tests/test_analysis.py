@@ -65,3 +65,19 @@ def test_families_of_different_profiles_get_their_profile_in_their_title_and_pan
     assert ((first["low"] < first["acc"]) & (first["acc"] < first["high"])).all()
     (title, table), = analysis.accuracy_cost_panels({"a": pilot, "b": pilot[:1]}, data=None).items()
     assert title.startswith("profile 'smoke'") and len(table) == 3  # one profile: one panel of every run
+
+
+def test_recipes_are_read_from_the_configs_and_the_differences_named():
+    fams = {"a": [make_config(m, "smoke", lr=0.1, epochs=20) for m in ("resnet20", "plain20")],
+            "b": [make_config("resnet56", "smoke", lr=0.8, epochs=10)]}
+    table = analysis.recipe_table(fams)
+    assert table.loc["a", "peak lr"] == "0.1" and table.loc["b", "epochs"] == "10"
+    assert table.loc["a", "models"] == "resnet20, plain20"
+    note = analysis.recipe_note(fams)
+    assert "a: peak lr 0.1, epochs 20; b: peak lr 0.8, epochs 10" in note
+    assert "batch" in note.split("shared: ")[1]  # what they share is listed once
+    mixed = analysis.recipe_table({"c": [make_config("resnet20", "smoke", lr=0.1), make_config("plain20", "smoke",
+                                                                                               lr=0.2)]})  # fmt: skip
+    assert mixed.loc["c", "peak lr"] == "0.1 / 0.2"
+    one = analysis.recipe_note({"a": fams["a"][:1], "b": [make_config("plain20", "smoke", lr=0.1, epochs=20)]})
+    assert one.startswith("They share one recipe: peak lr 0.1, epochs 20")

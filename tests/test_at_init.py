@@ -66,3 +66,14 @@ def test_signal_ratios_read_first_over_last_body_block_and_the_growth_per_block(
     row = summary.iloc[0]
     assert (row["inits"], row["log10_first_last"], row["min"], row["max"]) == (2, 2.5, 2.0, 3.0)
     assert row["low"] < 2.0 < 3.0 < row["high"]  # a t-interval across the two initialisations
+
+
+def test_shattering_over_twenty_initialisations_reads_as_one_verdict_per_depth(store):
+    from cnnlib import verdicts
+
+    tables = at_init.shattering_tables(depths=(8,), points=16, seeds=range(20))
+    assert len(tables) == 20
+    sh = verdicts.shattering(tables)
+    assert sh.loc[8, "initialisations"] == 20
+    stored = pd.read_csv(store / "results" / "at-init" / "shattering.csv")
+    assert sorted(stored["init_seed"].unique()) == list(range(20))

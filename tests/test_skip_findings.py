@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from cnnlib import plots, skip_findings, verdicts  # noqa: E402
 from cnnlib.results import Run  # noqa: E402
@@ -208,3 +209,72 @@ def test_the_lesion_sentence_says_once_what_the_one_network_comparisons_show():
     one = skip_findings.lesion_sentence(lz, table.iloc[:1])
     assert one.endswith(f"1 cannot tell (one network per architecture); the comparison of one trained network per "
                         f"architecture is {only}.")
+
+
+def _paths(decay: float) -> pd.DataFrame:
+    """A 9-block net's gradient through one path of each measured length, falling ``decay``-fold per length."""
+    lengths = [0, 3, 6, 9]
+    return pd.DataFrame({"length": lengths, "grad_norm": [decay ** -k for k in lengths], "grad_std": 0.0})
+
+
+def test_path_readings_take_every_trained_network_and_test_the_share_against_one_half():
+    # C(9, k) = 1, 84, 84, 1 for the lengths 0, 3, 6, 9; the typical path has 4-5 branches, shorter ones <= 3
+    readings = skip_findings.path_readings({0: _paths(2.5), 1: _paths(3), 2: _paths(3.5)}, 9)
+    assert readings["seed"].tolist() == [0, 1, 2] and readings.attrs["short"] == 3
+    assert readings["peak length"].tolist() == [3, 3, 3]
+    w = np.array([1, 84 / 3**3, 84 / 3**6, 1 / 3**9])
+    assert readings.loc[1, "share shorter than typical"] == pytest.approx(w[:2].sum() / w.sum())
+    assert readings.attrs["paths_short"] == pytest.approx((1 + 9 + 36 + 84) / 512)
+    v = skip_findings.path_verdict(readings)
+    assert v["nets"] == 3 and 0.5 < v["low"] < v["estimate"] < v["high"] < 1
+    assert v["verdict"] == "confirmed"
+    text = skip_findings.paths_reading(readings, "the trained nets")
+    assert "peaks at length 3 of 9 in every network" in text and "confirmed" in text
+
+
+def test_one_network_gives_no_interval_and_long_paths_refute_the_claim():
+    one = skip_findings.path_readings({0: _paths(10)}, 9)
+    assert skip_findings.path_verdict(one)["verdict"] == verdicts.CANNOT_TELL_ONE_NET
+    long = skip_findings.path_readings({s: _paths(d) for s, d in enumerate((0.1, 0.12, 0.09))}, 9)
+    assert skip_findings.path_verdict(long)["verdict"] == "refuted"
+
+
+def _slices(model: str, seed: int, at: float, far: float) -> pd.DataFrame:
+    alpha = np.linspace(-1, 1, 9)
+    return pd.DataFrame({"alpha": alpha, "loss": at + (far - at) * alpha**2, "model": model, "seed": seed})
+
+
+def test_landscape_readings_over_several_networks_give_an_interval_per_claim():
+    one_d = pd.concat([_slices("plain56", 0, 0.44, 3.28), _slices("plain56", 1, 0.54, 3.63),
+                       _slices("plain56", 2, 0.51, 4.17), _slices("resnet56", 0, 0.16, 2.87),
+                       _slices("resnet56", 1, 0.16, 3.13), _slices("resnet56", 2, 0.16, 3.07)])  # fmt: skip
+    readings = skip_findings.landscape_readings(one_d)
+    assert readings.loc[("plain56", 1), "loss at θ"] == pytest.approx(0.54)
+    assert readings.loc[("resnet56", 0), "rise to α = ±1"] == pytest.approx(2.71)
+    assert readings.loc[("plain56", 0), "loss at α = ±0.5 (mean)"] == pytest.approx(0.44 + 2.84 / 4)
+    table = skip_findings.landscape_verdicts(readings).set_index("claim")
+    lower, flatter = table["verdict"].tolist()
+    assert lower == "confirmed"  # 0.16 in every resnet56 against 0.44-0.54
+    assert flatter == "cannot tell"  # rises of 2.71-2.97 against 2.84-3.66: three networks do not separate them
+    assert table.attrs["nets"] == {"resnet56": 3, "plain56": 3}
+    single = skip_findings.landscape_verdicts(readings.loc[[("plain56", 0), ("resnet56", 0)]])
+    assert set(single["verdict"]) == {verdicts.CANNOT_TELL_ONE_NET}
+
+
+def test_the_07_summary_reads_paths_and_landscapes_over_every_network_when_given():
+    sweep = verdicts.depth_sweep(sweep_runs(0.60))
+    lesion = pd.DataFrame(columns=["claim", "difference (points)", "interval from", "verdict", verdicts.THESE_NETWORKS])
+    sh = verdicts.shattering([pd.DataFrame({"depth": 56, "net": ["plain", "residual"], "lag1_autocorrelation": [p, r],
+                                            "lag4_autocorrelation": 0.0})
+                              for p, r in ((0.3, 0.99), (0.85, 0.988), (0.6, 0.99))])  # fmt: skip
+    paths = skip_findings.path_readings({0: _paths(2.5), 1: _paths(3), 2: _paths(3.5)}, 9)
+    one_d = pd.concat([_slices(m, s, at, far) for m, at, far in (("plain56", 0.5, 3.5), ("resnet56", 0.16, 3.0))
+                       for s in range(3)])  # fmt: skip
+    landscape = skip_findings.landscape_verdicts(skip_findings.landscape_readings(one_d))
+    md = skip_findings.mechanisms_summary(lesion, pd.DataFrame(), sh, None, sweep, paths=paths, landscape=landscape)
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in md.splitlines()[2:] if line.startswith("| ")}
+    assert rows["training's gradient flows mostly through paths shorter than the typical one (Veit et al.)"] == \
+        skip_findings.path_verdict(paths)["verdict"] == "confirmed"
+    for claim, verdict in zip(landscape["claim"], landscape["verdict"], strict=True):
+        assert rows[claim] == verdict
+    assert "over 3 initialisations" in md and "residual higher in 3 of 3" in md

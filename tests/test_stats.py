@@ -19,6 +19,7 @@ from cnnlib.stats import (
     decision_p,
     epochs_to_target,
     fmt_interval,
+    fmt_p,
     holm,
     holm_adjust,
     holm_note,
@@ -484,3 +485,12 @@ def test_ranking_ties_use_the_stated_margin_by_default():
     assert tie(-0.006, 0.008).verdict == "confirmed"
     assert tie(0.012, 0.030).verdict == "refuted"
     assert tie(-0.004, 0.015).verdict == "cannot tell"
+
+
+def test_a_p_value_that_underflows_is_written_as_a_bound_not_as_zero():
+    pred_a, pred_b, labels = paired_predictions(both=0, a_only=5000, b_only=0, neither=0)
+    cmp = paired_difference(pred_a, pred_b, labels)
+    assert cmp.p_mcnemar == 0.0  # 2 * 0.5**5000 underflows
+    assert fmt_p(cmp.p_mcnemar) == "p < 1e-300"
+    assert fmt_p(2 * 0.5**10) == "p=0.002"
+    assert fmt_p(4.8e-33) == "p=4.8e-33"

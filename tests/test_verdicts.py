@@ -348,3 +348,37 @@ def test_degradation_names_the_row_of_each_kind_of_net_for_its_readers():
     t = verdicts.degradation(runs)
     assert t.attrs["within"] == {"plain": "plain56 − plain20", "residual": "resnet56 − resnet20"}
     assert set(t.attrs["within"].values()) <= set(t["comparison (clean training error)"])
+
+
+def _shattering_tables(plain: list[float], residual: list[float], depth: int = 56) -> list[pd.DataFrame]:
+    return [pd.DataFrame({"depth": depth, "net": ["plain", "residual"], "lag1_autocorrelation": [p, r],
+                          "lag4_autocorrelation": 0.0}) for p, r in zip(plain, residual, strict=True)]
+
+
+def test_shattering_over_many_initialisations_stays_within_the_bounds_of_a_correlation():
+    rng = np.random.default_rng(0)
+    plain = np.clip(rng.normal(0.6, 0.35, 20), -0.9, 0.99).tolist()  # widely spread, as at depth 56
+    residual = (0.988 + 0.004 * rng.random(20)).tolist()
+    sh = verdicts.shattering(_shattering_tables(plain, residual))
+    row = sh.loc[56]
+    assert row["initialisations"] == 20
+    assert row["verdict: residual more correlated"] == "confirmed"
+    assert row["residual higher"] == f"{sum(r > p for p, r in zip(plain, residual, strict=True))} of 20"
+    for col in ("plain", "residual"):  # '0.61 [0.42, 0.75]': every bound a correlation can take
+        est, low, high = (float(v) for v in row[col].replace("[", "").replace("]", "").replace(",", "").split())
+        assert -1 <= low <= est <= high <= 1
+    low = float(row["Fisher z, residual − plain"].split("[")[1].split(",")[0])
+    assert low > 0  # the interval on Fisher's z separates the two nets
+    assert float(row["residual − plain"]) == pytest.approx(np.mean(residual) - np.mean(plain), abs=0.006)
+
+
+def test_shattering_that_goes_either_way_cannot_tell_and_a_plain_net_always_smoother_is_refuted():
+    mixed = verdicts.shattering(_shattering_tables([0.95, 0.99, 0.97, 0.995], [0.99, 0.97, 0.98, 0.985]))
+    assert mixed.loc[56, "verdict: residual more correlated"] == "cannot tell"
+    assert mixed.loc[56, "residual higher"] == "2 of 4"
+    smoother = verdicts.shattering(_shattering_tables([0.99, 0.995, 0.992, 0.993], [0.5, 0.6, 0.55, 0.52]))
+    assert smoother.loc[56, "verdict: residual more correlated"] == "refuted"
+    # a trace that is a straight line has r = 1: Fisher's z stays finite (if far out, which widens the interval)
+    edge = verdicts.shattering(_shattering_tables([0.2, 0.3, 0.25], [1.0, 0.99, 0.995]))
+    bounds = edge.loc[56, "Fisher z, residual − plain"].split("[")[1].rstrip("]").split(", ")
+    assert all(np.isfinite(float(b)) for b in bounds)
