@@ -173,10 +173,11 @@ def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmu
 # first take oneDNN's primitive creation and the allocator's first calls out of the timings.
 CHECK_ROUNDS = 5  # timed steps per candidate, one per round
 CHECK_WARMUP = 2  # untimed steps per candidate before the rounds
-# A check is trusted only if the other processes on the machine used at most this share of all its cores
-# while it ran: a niced training job beside it (about a tenth of the cores once the check runs) passes; a
-# busy loop on one of two cores (half of them) or a test suite does not. An untrusted check is cached as
-# provisional: it serves the run that took it and is taken again at the next start.
+# A check is trusted only if the other processes on the machine left it its cores: they used at most this
+# share of all the cores beyond those the check's threads do not need (a one-thread check on two cores
+# leaves the other core to them). A busy loop on one of two cores beside a two-thread check (half of the
+# cores) or a test suite does not pass. An untrusted check is cached as provisional: it serves the run
+# that took it and is taken again at the next start.
 BUSY_SHARE = 0.25
 # A run confirms its check after its first epoch: normally its rate at the recipe's batch is at least the
 # check's at its small batch (larger batches use the cores better). Below this fraction of the check's
@@ -209,7 +210,7 @@ class _LoadMeter:
 
     def __exit__(self, *exc):
         wall, own, cpu = time.perf_counter() - self.t0, _own_cpu_seconds() - self.own0, _cpu_jiffies()
-        self.others_share = None
+        self.others_share, self.n_cpus = None, cpu[1] if cpu is not None else None
         if self.cpu0 is not None and cpu is not None and wall > 0:
             others = (cpu[0] - self.cpu0[0]) - own
             self.others_share = min(1.0, max(0.0, others / (wall * cpu[1])))
@@ -219,6 +220,11 @@ class _LoadMeter:
 def _own_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def _spare(threads: int, n_cpus: int | None) -> float:
+    """The share of the machine's cores a check of ``threads`` threads does not need."""
+    return max(0.0, 1 - threads / n_cpus) if n_cpus else 0.0
 
 
 def _interleaved_steps(model_name: str, batch: int, candidates: dict[str, Engine], rounds: int = CHECK_ROUNDS,
@@ -271,7 +277,7 @@ def check(model_name: str, batch: int, threads: int, *, tries: int = 1) -> dict:
         this = dict(precision=best.split("+")[0], channels_last=best.endswith("+cl"), batch=batch,
                     step_s={k: round(v, 4) for k, v in medians.items()}, rounds=len(times[best]),
                     others_share=None if share is None else round(share, 3),
-                    trusted=share is None or share <= BUSY_SHARE,
+                    trusted=share is None or share <= _spare(threads, load.n_cpus) + BUSY_SHARE,
                     checked=time.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
         if choice is None or (this["others_share"] or 0) < (choice["others_share"] or 0):
             choice = this

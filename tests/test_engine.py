@@ -26,7 +26,7 @@ class FakeLoad:
         return self
 
     def __exit__(self, *exc):
-        self.others_share = FakeLoad.share
+        self.others_share, self.n_cpus = FakeLoad.share, 2
         return False
 
 
@@ -199,7 +199,7 @@ def test_a_long_run_waits_for_free_cores_and_keeps_the_least_loaded_check(cache,
 
     class Load(FakeLoad):
         def __exit__(self, *exc):
-            self.others_share = next(shares)
+            self.others_share, self.n_cpus = next(shares), 2
 
     monkeypatch.setattr(engine, "_LoadMeter", Load)
     m = engine.measured_cpu_choice("resnet20", 64, 2, tries=3)
@@ -255,3 +255,14 @@ def test_the_load_meter_counts_other_processes_only():
             pass
     if load.others_share is not None:  # None where /proc/stat is missing
         assert 0.0 <= load.others_share <= 1.0
+
+
+def test_a_one_thread_check_leaves_the_other_core_to_other_work(cache, monkeypatch):
+    # a one-thread training job beside it uses half of two cores: a one-thread check still has a core of its
+    # own and stands; a two-thread check beside the same job does not
+    monkeypatch.setattr(engine, "bf16_features", lambda: ("amx_bf16",))
+    fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1}, busy=0.5)
+    assert engine.check("resnet20", 64, 1)["trusted"] is True
+    assert engine.check("resnet20", 64, 2)["trusted"] is False
+    fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1}, busy=0.8)
+    assert engine.check("resnet20", 64, 1)["trusted"] is False
