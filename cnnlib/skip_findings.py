@@ -224,14 +224,15 @@ def _gradient_rows(vg: pd.DataFrame) -> list[dict]:
             one = r["seeds"] <= 1 or "one seed" in r["log10 [interval]"]
             est = r["log10 [interval]"].split(" [")[0]
             ev = (f"log10 first/last block {est} (one seed, no interval)" if one else
-                  f"log10 first/last block {r['log10 [interval]']} ({r['seeds']} seeds, {r['level']} level)")
-            rows.append({"claim": f"the backward signal towards the input (vanishes / neither / explodes): {model}, "
+                  f"log10 first/last block {r['log10 [interval]']} ({r['seeds']} seeds, {r['level']} level; per seed "
+                  f"{r['log10 per seed']})") + f"; {r['per block']} per block"
+            rows.append({"claim": f"the backward signal towards the input (vanishes / neither / grows): {model}, "
                                   f"{r['point']}", "verdict": r["signal towards the input"], "evidence": ev})
     return rows
 
 
 def gradient_counts(vg: pd.DataFrame) -> str:
-    """A sentence on the backward-signal readings that have an interval: how many vanish, explode, neither,
+    """A sentence on the backward-signal readings that have an interval: how many vanish, grow, neither,
     cannot tell (with the readings that settle named)."""
     has = vg[~vg["log10 [interval]"].str.contains("one seed")] if not vg.empty else vg
     if has.empty:
@@ -244,10 +245,10 @@ def gradient_counts(vg: pd.DataFrame) -> str:
         by = {m: [p for p in gg["point"]] for m, gg in g.groupby("model", sort=False)}
         return "; ".join(f"{m} at {', '.join(ps)}" for m, ps in by.items())
 
-    plural = {verdicts.VANISHES: "vanish", verdicts.EXPLODES: "explode", verdicts.NEITHER: "read neither"}
+    plural = {verdicts.VANISHES: "vanish", verdicts.GROWS: "grow", verdicts.NEITHER: "read neither"}
     singular = {verdicts.NEITHER: "reads neither"}
     parts = []
-    for word in (verdicts.VANISHES, verdicts.EXPLODES, verdicts.NEITHER):
+    for word in (verdicts.VANISHES, verdicts.GROWS, verdicts.NEITHER):
         k = int((outcome == word).sum())
         if k:
             parts.append(f"{k} {plural[word] if k > 1 else singular.get(word, word)} ({named(word)})")

@@ -262,10 +262,12 @@ def verdict_lines(c: Claims) -> list[str]:
     if len(c.gradient_rows):
         out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
                    f"(first block / last block, log10; the whole interval below −{GRADIENT_THRESHOLD:g} "
-                   f"vanishes, above +{GRADIENT_THRESHOLD:g} explodes, within "
+                   f"vanishes, above +{GRADIENT_THRESHOLD:g} grows, within "
                    f"±{GRADIENT_THRESHOLD:g} neither; {_adjusted(vg.attrs['claims'], 'rows', 'intervals')}): "
-                   + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} "
-                               f"(**{r['signal towards the input']}**)" for _, r in c.gradient_rows.iterrows()) + ".")
+                   + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} (per seed "
+                               f"{r['log10 per seed']}; {r['per block']} per block; "
+                               f"**{r['signal towards the input']}**)"
+                               for _, r in c.gradient_rows.iterrows()) + ".")
     if len(c.lesions):
         nets = c.lesions.attrs["networks"]
         out.append("- Lesions (Veit et al. 2016): " + "; ".join(

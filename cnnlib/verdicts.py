@@ -38,7 +38,7 @@ import pandas as pd
 
 from . import stats
 from .analysis import label, model_costs, timed_on_one_gpu
-from .constants import ALPHA, CHANCE, FITS_TRAINING, GRADIENT_THRESHOLD, NEAR_CHANCE, TIE_MARGIN  # noqa: F401 (ALPHA)
+from .constants import ALPHA, CHANCE, FITS_TRAINING, GRADIENT_THRESHOLD, GRADIENT_THRESHOLD_WHY, NEAR_CHANCE, TIE_MARGIN  # noqa: F401 (ALPHA)
 from .models import info
 from .results import Run
 
@@ -48,7 +48,9 @@ CANNOT_TELL_FLOOR = "cannot tell (floor)"
 CANNOT_TELL_ONE_NET = "cannot tell (one network per architecture)"
 THESE_NETWORKS = "these trained networks only"
 HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 128), the reference for "longer"
-VANISHES, EXPLODES, NEITHER = "vanishes", "explodes", "neither"
+# the backward signal, read over a net's depth: "grows" (not "explodes": a run that blows up shows it in its loss,
+# skip_findings.explosions) names a tenfold rise towards the input in a net that may train well
+VANISHES, GROWS, NEITHER = "vanishes", "grows", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
 
 
@@ -374,7 +376,7 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
 
 def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESHOLD) -> str:
     """The backward signal's first/last block ratio, from an interval of its log10: "vanishes" when
-    the whole interval lies below -``threshold`` (a tenfold loss towards the input), "explodes" when
+    the whole interval lies below -``threshold`` (a tenfold loss towards the input), "grows" when
     it lies wholly above +``threshold``, "neither" when it lies wholly within ±``threshold``, else
     cannot tell (NaN bounds too). A point value (low == high) gives the point's reading."""
     if not (np.isfinite(low) and np.isfinite(high)):
@@ -384,7 +386,7 @@ def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESH
     if high < -threshold:
         return VANISHES
     if low > threshold:
-        return EXPLODES
+        return GROWS
     if -threshold <= low and high <= threshold:
         return NEITHER
     return CANNOT_TELL
@@ -402,9 +404,10 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
     the per-image gradient norm dL/dh at the first block's output to that at the last
     block before the head (``gradients_blocks.csv``), as log10, with a t-interval across
     seeds. Three outcomes (``gradient_outcome``): the whole interval below -1 (a tenfold loss
-    towards the input) "vanishes", wholly above +1 "explodes", wholly within ±1 "neither";
-    else cannot tell (and with one seed). The rows with an interval are one family,
-    Holm-adjusted (``attrs['note']``). ``others``: more labels to include, e.g.
+    towards the input) "vanishes", wholly above +1 "grows", wholly within ±1 "neither";
+    else cannot tell (and with one seed). Each row also gives the per-seed values and the growth per
+    block towards the input that the mean amounts to, 10 ** (log10 ratio / (blocks - 1)). The rows
+    with an interval are one family, Holm-adjusted (``attrs['note']``). ``others``: more labels to include, e.g.
     'plain56 (lr0.1x)'. (The signal at initialisation over many initialisations, with and
     without BatchNorm, is ``at_init.backward_profiles``'.)
     """
@@ -422,7 +425,7 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
                     continue
                 ratio = body["per_image"].iloc[0] / body["per_image"].iloc[-1]
                 rows.append({"model": model, "seed": seed, "point": point, "step": int(g["step"].iloc[0]),
-                             "log10 first/last": float(np.log10(ratio))})  # fmt: skip
+                             "log10 first/last": float(np.log10(ratio)), "blocks": len(body)})  # fmt: skip
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -436,14 +439,16 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
         has = np.isfinite(low) and np.isfinite(high)
         out.append({"model": model, "point": point, "step": int(g["step"].iloc[0]), "seeds": len(g),
                     "first/last block signal": f"{10 ** est:.3g}",
+                    "log10 per seed": " / ".join(f"{v:+.2f}" for v in g["log10 first/last"]),
+                    "per block": f"{10 ** (est / (int(g['blocks'].iloc[0]) - 1)):.3f}x",
                     "log10 [interval]": f"{est:+.2f} [{low:+.2f}, {high:+.2f}]" if has else f"{est:+.2f} [one seed]",
                     "level": f"{100 * c['confidence']:.4g}%" if has else "",
                     "signal towards the input": gradient_outcome(low, high) if has else CANNOT_TELL})  # fmt: skip
     table = pd.DataFrame(out).sort_values(["step", "model"], kind="stable").reset_index(drop=True)
     table.attrs.update(
         note=(f"Outcomes: the whole interval of log10(first/last) below −{GRADIENT_THRESHOLD:g} vanishes, above "
-              f"+{GRADIENT_THRESHOLD:g} explodes, within ±{GRADIENT_THRESHOLD:g} neither; otherwise cannot tell. "
-              + stats.holm_note(k)),
+              f"+{GRADIENT_THRESHOLD:g} grows, within ±{GRADIENT_THRESHOLD:g} neither; otherwise cannot tell. "
+              + GRADIENT_THRESHOLD_WHY + " " + stats.holm_note(k)),
         claims=k,
     )  # fmt: skip
     return table

@@ -67,8 +67,10 @@ def test_the_06_summary_carries_the_verdicts_it_was_given():
     deg, ovf = verdicts.degradation(runs), verdicts.overfitting(runs)
     vg = pd.DataFrame([
         {"model": "plain56", "point": "step 0", "step": 0, "seeds": 3, "first/last block signal": "3e+03",
-         "log10 [interval]": "+3.47 [+1.77, +5.17]", "level": "99%", "signal towards the input": "explodes"},
+         "log10 per seed": "+3.40 / +3.50 / +3.51", "per block": "1.343x",
+         "log10 [interval]": "+3.47 [+1.77, +5.17]", "level": "99%", "signal towards the input": "grows"},
         {"model": "plain56", "point": "epoch 3", "step": 60, "seeds": 3, "first/last block signal": "0.7",
+         "log10 per seed": "-0.10 / -0.14 / -0.18", "per block": "0.988x",
          "log10 [interval]": "-0.14 [-0.50, +0.30]", "level": "98%", "signal towards the input": "neither"},
     ])  # fmt: skip
     explosions = skip_findings.epoch1_explosions(runs)
@@ -81,12 +83,12 @@ def test_the_06_summary_carries_the_verdicts_it_was_given():
     for _, r in deg.iterrows():
         assert rows[f"{r['claim']} ({r['comparison (clean training error)']})"] == r["verdict"]
     assert rows[ovf["claim"].iloc[0]] == ovf["verdict"].iloc[0] == "refuted"
-    assert rows["the backward signal towards the input (vanishes / neither / explodes): plain56, step 0"] == "explodes"
-    assert "+3.47 [+1.77, +5.17] (3 seeds, 99% level)" in md
+    assert rows["the backward signal towards the input (vanishes / neither / grows): plain56, step 0"] == "grows"
+    assert "+3.47 [+1.77, +5.17] (3 seeds, 99% level; per seed +3.40 / +3.50 / +3.51); 1.343x per block" in md
     # plain56 seed 0 blew up: its rows carry the caveat, the summary names it, and no verdict is strengthened
     assert "plain56 seed 0" in md and skip_findings.DAGGER in md
     assert skip_findings.DAGGER not in next(line for line in table if "(resnet56 − resnet20)" in line)
-    assert "none vanishes" in md and "1 explodes (plain56 at step 0)" in md and "1 reads neither" in md
+    assert "none vanishes" in md and "1 grows (plain56 at step 0)" in md and "1 reads neither" in md
     prose = md.split("\n\n")[-1]
     assert 3 <= prose.count(". ") + 1 <= 6
     clean = skip_findings.degradation_summary(deg, ovf, vg, skip_findings.epoch1_explosions(degradation_inputs(False)))

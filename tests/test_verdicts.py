@@ -138,17 +138,21 @@ def test_vanishing_gradients_are_read_off_the_block_signal_across_seeds(tmp_path
     table = verdicts.vanishing_gradients(runs, "plain56", "resnet56", "plain44", "resnet44")
     t = table.set_index(["model", "point"])
     assert t.loc[("plain56", "epoch 3"), "signal towards the input"] == "vanishes"
-    assert t.loc[("plain44", "epoch 3"), "signal towards the input"] == "explodes"  # ~3,000x larger at the input
+    assert t.loc[("plain44", "epoch 3"), "signal towards the input"] == "grows"  # ~3,000x larger at the input
     assert t.loc[("resnet56", "epoch 3"), "signal towards the input"] == "neither"
     assert t.loc[("plain56", "step 0"), "signal towards the input"] == "neither"
     assert t.loc[("resnet44", "epoch 3"), "signal towards the input"] == "cannot tell"  # log10 0, 0.5, 1: spans +1
-    assert table.attrs["claims"] == 8 and "below −1 vanishes, above +1 explodes" in table.attrs["note"]
+    assert table.attrs["claims"] == 8 and "below −1 vanishes, above +1 grows" in table.attrs["note"]
+    assert "Why tenfold" in table.attrs["note"]
+    # the per-seed values, and the growth per block the mean amounts to (two body blocks: one step between them)
+    assert t.loc[("plain44", "epoch 3"), "log10 per seed"] == "+3.50 / +3.60 / +3.70"
+    assert t.loc[("plain44", "epoch 3"), "per block"] == f"{10 ** 3.6:.3f}x"
 
 
 @pytest.mark.parametrize(
     "low, high, expected",
-    [(-3.2, -1.5, "vanishes"), (2.8, 4.2, "explodes"), (-0.6, 0.4, "neither"), (0.7, 1.5, "cannot tell"),
-     (-1.2, -0.5, "cannot tell"), (3.47, 3.47, "explodes"), (float("nan"), float("nan"), "cannot tell")],
+    [(-3.2, -1.5, "vanishes"), (2.8, 4.2, "grows"), (-0.6, 0.4, "neither"), (0.7, 1.5, "cannot tell"),
+     (-1.2, -0.5, "cannot tell"), (3.47, 3.47, "grows"), (float("nan"), float("nan"), "cannot tell")],
 )  # fmt: skip
 def test_gradient_outcome_has_three_outcomes_and_stated_thresholds(low, high, expected):
     assert verdicts.GRADIENT_THRESHOLD == 1.0
