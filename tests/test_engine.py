@@ -175,6 +175,7 @@ def test_candidates_are_timed_in_turns_so_a_busy_moment_cannot_pick_the_winner(m
 
 def test_a_check_on_busy_cores_is_provisional_and_taken_again_at_the_next_start(cache, monkeypatch):
     monkeypatch.setattr(engine, "bf16_features", lambda: ("amx_bf16",))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # a check with both cores of two
     # on busy cores bf16 steps crawl (measured: 2,256 ms against 89 ms on free cores, resnet20 at batch 64)
     calls = fake_steps(monkeypatch, {("fp32", False): 0.31, ("fp32", True): 0.26, ("bf16", True): 2.26}, busy=0.55)
     busy = engine.choose("cpu", "resnet20", 512)
