@@ -1,14 +1,16 @@
 """Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status,
 train-missing, tables, readme and report (``python -m cnnlib --help`` lists them).
 
-User errors (unknown model, profile or run, bad numbers, missing data) print a
-short message (one line, two for missing data) and exit with status 2; they
-never show a traceback.
+User errors (unknown model, profile or run, bad numbers, missing data, a
+damaged file of a stored run or missing weights) print a short message (one
+line, two for missing data) and exit with status 2; they never show a
+traceback. Ctrl-C and SIGTERM end a command with one line and status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .data import DataError
@@ -204,15 +206,22 @@ def _run(args: argparse.Namespace) -> int:
                          + f", {st.train_s / 60:.0f} min of training so far (checkpoint)")  # fmt: skip
             elif st.state == "diverged":
                 extra = f"after {st.epochs_done} good epoch(s): {st.message}"
+            elif st.state == "damaged":
+                extra = st.message
             else:
                 extra = ""
             print(f"{st.state:<8} {st.config.run_id:<34} {extra}")
         if args.profile == "full":
             from . import recipe
             from .config import RECIPE_CHECKS
+            from .results import DamagedRunError
 
             for name in RECIPE_CHECKS:
-                check = recipe.table(check=name)
+                try:
+                    check = recipe.table(check=name)
+                except DamagedRunError as e:  # listed above as damaged; the other checks go on
+                    print(f"recipe check '{name}': cannot tell while a run of it is damaged: {e}")
+                    continue
                 got = int(check.filter(like="held-out").notna().sum().sum())
                 chosen = recipe.choice(check, name)
                 state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen, name) else ", not yet applied")
@@ -234,7 +243,10 @@ def _run(args: argparse.Namespace) -> int:
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
             print(f"  stage {name}: {hours:.1f} h{note}")
         missing = sum(st.state != "done" for st in rows)
-        print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing")
+        damaged = sum(st.state == "damaged" for st in rows)
+        print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing"
+              + (f", of which {damaged} damaged (restore them from git or retrain them: see above)" if damaged
+                 else ""))  # fmt: skip
         return 0
     if args.command == "train-missing":
         from pathlib import Path
@@ -272,18 +284,28 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .aftertrain import WeightsUnavailable
     from .report import MissingRuns, NotebookFailed
-    from .results import StaleRunError
+    from .results import DamagedRunError, StaleRunError
     from .train import RunWontFit, TrainingDiverged
 
+    signal.signal(signal.SIGTERM, _terminate)  # a kill, a job scheduler's stop: handled as Ctrl-C is
     try:
         return _run(args)
-    except (ValueError, DataError, StaleRunError, TrainingDiverged, RunWontFit, MissingRuns, NotebookFailed) as e:
+    except (ValueError, DataError, StaleRunError, DamagedRunError, WeightsUnavailable, TrainingDiverged, RunWontFit,
+            MissingRuns, NotebookFailed) as e:  # fmt: skip
         print(f"error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("interrupted; finished epochs are checkpointed and resume on the next run", file=sys.stderr)
+        print("interrupted; finished epochs are checkpointed and resume on the next run"
+              if args.command in ("train", "train-missing") else "interrupted", file=sys.stderr)
         return 130
     return 2
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM: stop as Ctrl-C does (the same cleanup, the same one line), and ignore a second one meanwhile."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from .config import RECIPE_CHECKS
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
-from .results import fit_or_load, list_runs, load_run, results_root
+from .results import DamagedRunError, fit_or_load, list_runs, load_run, results_root
 from .train import (
     RunWontFit,
     TrainConfig,
@@ -53,7 +54,6 @@ from .train import (
     record_divergence,
     training_step,
 )
-
 
 # The learning-rate control of the degradation family: the recipe-check setting of He et al.'s peak lr
 # (0.1 at batch 128 is 0.4 at batch 512 under linear scaling) at the full profile's weight decay.
@@ -113,7 +113,8 @@ def plan(profile: str = "full") -> list[TrainConfig]:
 class PlanStatus:
     config: TrainConfig
     # "done", "partly" (a checkpoint of this config), "diverged" (this config's loss became NaN: a recipe
-    # finding, not retrained until the recipe changes), "missing" or "stale" (stored with another config)
+    # finding, not retrained until the recipe changes), "missing", "stale" (stored with another config) or
+    # "damaged" (a file of the stored run is damaged: restored from git or retrained by hand, never silently)
     state: str
     test_acc: float | None = None
     train_s: float | None = None
@@ -121,12 +122,15 @@ class PlanStatus:
     epochs_done: int | None = None  # partly: finished epochs in the checkpoint
     steps_done: int | None = None  # partly: optimizer steps into the next epoch
     images_per_s: float | None = None  # partly: median training rate of its epochs so far
-    message: str | None = None  # diverged: what happened
+    message: str | None = None  # diverged, damaged: what happened
 
 
 def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
     """Whether ``cfg``'s run is stored; with ``checkpoints``, also how far an unfinished one got."""
-    run = load_run(cfg)
+    try:
+        run = load_run(cfg)
+    except DamagedRunError as e:
+        return PlanStatus(cfg, "damaged", message=str(e))
     if run is not None and not run.matches(cfg):
         return PlanStatus(cfg, "stale")
     if run is not None:
@@ -191,7 +195,7 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
     rates = [
         r.history["images_per_s"].median()
-        for r in list_runs()
+        for r in list_runs(skip_damaged=True)
         if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
         and r.meta.get("device", "").split(":")[0] == device_type
         and (here is None or _cpu_of(r) == here)
@@ -336,7 +340,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             log(f"skip {st.config.run_id}: it diverged before with this recipe ({st.message}); change the "
                 f"recipe of its family (benchmarks/RESULTS.md) or delete {diverged_path(st.config)}")  # fmt: skip
             skipped.append(st.config.run_id)
-        todo = [st for st in todo if st.state != "diverged"]
+        for st in [st for st in todo if st.state == "damaged" and _claim(claims, [st.config], "skip")]:
+            log(f"skip {st.config.run_id}: {st.message}")
+            skipped.append(st.config.run_id)
+        todo = [st for st in todo if st.state not in ("diverged", "damaged")]
         if not todo or not _claim(claims, unit):
             continue
         left = deadline - time.time()
@@ -439,7 +446,15 @@ def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, ch
         each = f" ({env['OMP_NUM_THREADS']} thread(s) each)"
     log(f"{n} workers share the device until the deadline{each}")
     procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too; a SIGTERM of this process only: pass it on as one
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
     after = {st.config.run_id for st in status(profile) if st.state == "done"}
     if any(codes):
         log(f"worker exit codes: {codes}")

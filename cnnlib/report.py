@@ -54,7 +54,7 @@ def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
     """The stored run, trained first if allowed here; None (with a note) if missing."""
     cfg = make_config(model, profile, seed)
     retrain = os.environ.get("CNNLIB_RETRAIN", "") not in ("", "0")
-    run = load_run(cfg)
+    run = None if retrain and may_train(profile) else load_run(cfg)  # a damaged run stops here, unless retrained
     if run is not None and run.matches(cfg) and not retrain:
         return run
     if may_train(profile):
