@@ -285,7 +285,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .aftertrain import WeightsUnavailable
-    from .report import MissingRuns, NotebookFailed
+    from .report import MissingRuns, NotebookFailed, ReportInterrupted
     from .results import DamagedRunError, StaleRunError
     from .train import RunWontFit, TrainingDiverged
 
@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError, StaleRunError, DamagedRunError, WeightsUnavailable, TrainingDiverged, RunWontFit,
             MissingRuns, NotebookFailed) as e:  # fmt: skip
         print(f"error: {e}", file=sys.stderr)
+    except ReportInterrupted as e:
+        print(f"interrupted; {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted; finished epochs are checkpointed and resume on the next run"
               if args.command in ("train", "train-missing") else "interrupted", file=sys.stderr)
