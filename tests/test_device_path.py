@@ -80,7 +80,9 @@ def test_gpu_run_dry_run_returns_what_the_device_can_send_back(tmp_path):
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     # small units (seed_cnn; resnet20, seeds 0-2), and a budget generous enough for a loaded machine: the script ends
     # when they are trained, so a fast machine does not wait for it
+    # the committed runs count as done (a copy, see conftest): the user's own runs in results/ change nothing here
     env = _device_env(tmp_path, OUT=str(out), SCRATCH=str(scratch), PROFILE="smoke", SKIP_GPU_CHECK="1",
+                      KNOWN_RESULTS=os.environ["CNNLIB_RESULTS"],
                       MODELS="seed_cnn resnet20", COMMAND_S="400", SPARE_S="25", BENCH_S="0",
                       CHECKPOINT_EVERY_S="0", PYTHON=sys.executable,
                       CNNLIB_DATA=str(_data_tarball().parent))  # fmt: skip
