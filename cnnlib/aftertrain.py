@@ -79,9 +79,10 @@ def after_training(cfg: TrainConfig, model: nn.Module, test_batches, *, init_sta
 def mechanism_settings(n_train: int, device: torch.device) -> dict:
     """How finely the mechanism tables are measured: on a GPU a 21 x 21 landscape and lesions on
     1,000 images; on a CPU 7 x 7 and lesions on 500 (about 4 CPU minutes for plain56); 5 x 5
-    with 3 lesion draws for smoke runs."""
+    with 3 lesion draws on 50 images for smoke runs (they test that the tables are made, not what
+    they say: on 200 images these tables took most of a smoke run's time, and of the tests')."""
     if n_train < 1000:
-        return dict(grid=5, draws=3, max_k=5, images=200, path_images=16, path_samples=2, path_every=9)
+        return dict(grid=5, draws=3, max_k=5, images=50, path_images=16, path_samples=2, path_every=9)
     if device.type == "cuda":
         return dict(grid=21, draws=10, max_k=10, images=1000, path_images=256, path_samples=10, path_every=1)
     return dict(grid=7, draws=10, max_k=10, images=500, path_images=64, path_samples=4, path_every=3)

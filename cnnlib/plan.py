@@ -182,6 +182,21 @@ def _cpu_of(run) -> tuple:
     return eng.get("cpu"), eng.get("bf16_features")
 
 
+_runs_read: tuple[tuple, list] = ((), [])  # (the store's file stats, its sound runs) as last read
+
+
+def _sound_runs() -> list:
+    """The store's sound runs (``list_runs(skip_damaged=True)``), read again only when a file of it changed: the
+    estimates ask for them once per run of the plan, and reading every run each time made ``status`` take
+    half a minute."""
+    global _runs_read
+    root = results_root()
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.glob("*/*")))
+    if stats != _runs_read[0] or not stats:
+        _runs_read = (stats, list_runs(skip_damaged=True))
+    return _runs_read[1]
+
+
 def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *, exact: bool = False,
                checks: bool = True) -> float | None:  # fmt: skip
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
@@ -195,7 +210,7 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
     rates = [
         r.history["images_per_s"].median()
-        for r in list_runs(skip_damaged=True)
+        for r in _sound_runs()
         if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
         and r.meta.get("device", "").split(":")[0] == device_type
         and (here is None or _cpu_of(r) == here)
