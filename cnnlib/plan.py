@@ -446,7 +446,7 @@ def _workers(claims: Path) -> int:
 
 def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, checkpoint_every_s: float,
                    log, models: list[str] | None = None, policy: str = "units") -> dict[str, list[str]]:  # fmt: skip
-    claims = checkpoint_root() / "claims" / f"{int(time.time())}-{os.getpid()}"
+    claims = checkpoint_root() / "claims" / f"{time.time_ns()}-{os.getpid()}"  # two calls within a second differ
     claims.mkdir(parents=True)
     (claims / "workers").write_text(str(n))
     before = {st.config.run_id for st in status(profile) if st.state == "done"}

@@ -7,6 +7,6 @@ model-specific code.
 """
 
 from . import densenet, resnet, seed_cnn, seed_densenet, seed_resnet, seed_senet  # noqa: F401  (registers)
-from ._registry import FAMILIES, create_model, family_of, list_models, register
+from ._registry import FAMILIES, check_model, create_model, family_of, list_models, register
 
-__all__ = ["FAMILIES", "create_model", "family_of", "list_models", "register"]
+__all__ = ["FAMILIES", "check_model", "create_model", "family_of", "list_models", "register"]

@@ -15,11 +15,16 @@ def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name, e.g. ``create_model("resnet18")``."""
+def check_model(name: str) -> None:
+    """ValueError, with the list of names, unless ``name`` is a registered model."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())} "
                          "(see python -m cnnlib list)")
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model by name, e.g. ``create_model("resnet18")``."""
+    check_model(name)
     return _MODELS[name](**kwargs)
 
 
