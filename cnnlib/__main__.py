@@ -1,5 +1,5 @@
 """Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status,
-train-missing, tables, readme and report (``python -m cnnlib --help`` lists them).
+train-missing, tables, verify, readme and report (``python -m cnnlib --help`` lists them).
 
 User errors (unknown model, profile or run, bad numbers, missing data, a
 damaged file of a stored run or missing weights) print a short message (one
@@ -129,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
     tb = sub.add_parser("tables", help="redo a stored run's after-training tables from its weights")
     tb.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    v = sub.add_parser("verify", help="check every stored run's files; name the damaged ones")
+    v.add_argument("--record-checksums", action="store_true",
+                   help="add the files' checksums to the run.json of runs stored without them (all must be sound)")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
     r = sub.add_parser("report", help="train missing runs (GPU only), run the notebooks, export HTML")
     r.add_argument("--profile", choices=sorted(PROFILES),
@@ -268,6 +271,26 @@ def _run(args: argparse.Namespace) -> int:
                              f"--profile {_profile_of(missing[0])} for the run ids")  # fmt: skip
         for run_id, run in runs.items():
             print(f"{run_id}: wrote {', '.join(recompute_tables(run))}", flush=True)
+        return 0
+    if args.command == "verify":
+        from .results import DamagedRunError, check_run, record_checksums, results_root
+
+        root = results_root()
+        folders = [p for p in sorted(root.iterdir()) if (p / "run.json").exists()] if root.exists() else []
+        damaged = []
+        for folder in folders:
+            try:
+                check_run(folder)
+            except DamagedRunError as e:
+                damaged.append(folder.name)
+                print(f"damaged {e}")
+        if damaged:
+            raise ValueError(f"{len(damaged)} of the {len(folders)} stored runs are damaged (listed above)")
+        print(f"all {len(folders)} stored runs in {_shown(root)} are sound")
+        if args.record_checksums:
+            added = record_checksums(root)
+            print(f"recorded the checksums of {len(added)} run(s) stored without them"
+                  + (f": {', '.join(added)}" if added else ""))  # fmt: skip
         return 0
     if args.command == "readme":
         from .summary import README, update_readme

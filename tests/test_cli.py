@@ -12,7 +12,7 @@ import pytest
 from cnnlib.__main__ import _parser, main
 from cnnlib.models import FAMILIES
 
-COMMANDS = ["list", "summary", "train", "status", "train-missing", "tables", "readme", "report"]
+COMMANDS = ["list", "summary", "train", "status", "train-missing", "tables", "verify", "readme", "report"]
 
 
 def run(capsys, *argv):

@@ -291,3 +291,37 @@ def test_sigterm_during_training_is_handled_as_ctrl_c(store):
     assert proc.stderr == "interrupted; finished epochs are checkpointed and resume on the next run\n"
     ckpt = store / "checkpoints" / "seed_cnn-smoke-s0" / "last.pt"
     assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+
+
+def test_verify_names_every_damaged_run_and_records_checksums_only_when_all_are_sound(capsys, store):
+    for seed in range(2):
+        _legacy(_store("seed_cnn", seed))
+    broken = store / "results" / "seed_cnn-smoke-s1" / "predictions.npy"
+    good = broken.read_bytes()
+    _garble(broken)
+    code, out, err = run_cli(capsys, "verify", "--record-checksums")
+    assert code == 2 and out.splitlines()[0].startswith("damaged ") and "seed_cnn-smoke-s1/predictions.npy" in out
+    assert err == "error: 1 of the 2 stored runs are damaged (listed above)\n"
+    assert all("files" not in json.loads(p.read_text()) for p in (store / "results").glob("*/run.json"))
+    broken.write_bytes(good)
+    code, out, err = run_cli(capsys, "verify", "--record-checksums")
+    assert code == 0 and out.splitlines()[-1] == ("recorded the checksums of 2 run(s) stored without them: "
+                                                  "seed_cnn-smoke-s0, seed_cnn-smoke-s1")  # fmt: skip
+    assert all("files" in json.loads(p.read_text()) for p in (store / "results").glob("*/run.json"))
+
+
+def test_recording_the_committed_runs_checksums_adds_lines_to_run_json_and_changes_nothing_else(_committed_results,
+                                                                                                tmp_path):  # fmt: skip
+    import shutil
+
+    root = shutil.copytree(_committed_results, tmp_path / "results")
+    before = {p: p.read_text() for p in root.glob("*/run.json")}
+    others = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "run.json"}
+    assert len(record_checksums(root)) == len(before)
+    for path, text in before.items():
+        after = path.read_text()
+        # the old text stays, line for line; the new key's lines go before the closing brace
+        assert after.startswith(text[: -len("}\n")].rstrip("\n")) and '"files": {' in after[len(text) - 4:]
+        assert {k: v for k, v in json.loads(after).items() if k != "files"} == json.loads(text)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "run.json"} == others
+    assert len(list_runs(root)) == len(before)  # and every run reads back, now checked against its checksums
