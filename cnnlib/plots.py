@@ -321,7 +321,7 @@ def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy aga
     in its colour and a marker of its own, named in a legend under the panel: labels beside the points
     overlapped where models have about one cost, and read as the neighbouring point's. Panels keep their own
     accuracy axis: they hold different profiles."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 if len(panels) == 1 else 6 * len(panels), 5.2),
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 if len(panels) == 1 else 6 * len(panels), 4.5),
                              sharex=True, squeeze=False)  # fmt: skip
     for ax, (name, table) in zip(axes[0], panels.items(), strict=True):
         colors = palette(table["model"])
@@ -331,7 +331,8 @@ def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy aga
                         mec="black", mew=0.5, label=r["model"])  # fmt: skip
         ax.set(xscale="log", xlabel="multiply-adds per image (G)", title=name)
         ax.set_ylabel("final test accuracy" if ax is axes[0, 0] else "")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(table)), fontsize="small",
+        columns = 4 if len(panels) == 1 else 2  # a legend no wider than its panel, apart from its neighbour's
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(columns, len(table)), fontsize="small",
                   frameon=False)  # fmt: skip
     plain_log_labels(fig)
     fig.suptitle(title)
