@@ -223,6 +223,9 @@ def _execute(path: Path, timeout: int = 3600, interrupts: _Interrupts | None = N
         cell = next((i for i, c in enumerate(nb.cells) if c.get("outputs") and any(
             o.get("output_type") == "error" for o in c["outputs"])), None)  # fmt: skip
         raise NotebookFailed(f"{path.name}, cell {cell}: {e.ename}: {e.evalue}") from None
+    finally:
+        if interrupts is not None:  # the kernel is gone: its process group id may soon be another's
+            interrupts.client = None
     if interrupts is not None and interrupts.asked:  # the notebook ended before the interrupt reached it
         raise KeyboardInterrupt
     nb.metadata.pop("widgets", None)

@@ -298,6 +298,7 @@ def record_checksums(root: Path | None = None) -> list[str]:
     for run in runs:
         for name in aftertrain.TABLES:  # every table parses
             run.table(name)
+    for run in runs:
         _write_meta(run.path, run.meta | {"files": _file_records(run.path)})
     return [r.config.run_id for r in runs]
 
