@@ -437,6 +437,9 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     warnings.filterwarnings("ignore", message=".*without encryption.*")
     logging.getLogger("traitlets").setLevel(logging.ERROR)
     load_cifar10()  # DataError (one line, how to fix it) before any kernel starts
+    from .results import list_runs
+
+    list_runs()  # a damaged run (DamagedRunError: one line) stops the report before any notebook, not at the index
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))

@@ -246,3 +246,16 @@ def test_ctrl_c_during_the_report_ends_in_one_line_and_leaves_the_report_as_it_w
     assert [p.name for p in old_report.iterdir()] == ["index.html"]
     assert (old_report / "index.html").read_text() == "the earlier report"
     assert [p.name for p in old_report.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_damaged_run_stops_the_report_before_any_notebook_runs(old_report, tmp_path, monkeypatch):
+    from cnnlib.report import build_report
+    from cnnlib.results import DamagedRunError
+
+    _store_run("seed_cnn", "cpu", 0, 0.30, 0.26)
+    history = old_report.parent / "results" / "seed_cnn-cpu-s0" / "history.csv"
+    history.write_bytes(history.read_bytes()[:40])
+    monkeypatch.setattr(report, "_execute", lambda *a, **k: pytest.fail("a notebook ran on a damaged store"))
+    with pytest.raises(DamagedRunError, match="seed_cnn-cpu-s0/history.csv has 40 bytes"):
+        build_report(out=old_report, notebooks=_notebooks(tmp_path / "nbs", "print('one')"))
+    assert (old_report / "index.html").read_text() == "the earlier report"
