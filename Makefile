@@ -19,14 +19,18 @@ setup: $(VENV)/.installed
 
 NBVAL := --nbval-current-env -p no:cacheprovider notebooks
 
-# 1. unit tests; 2. every notebook against its stored outputs (strict, from the
-# committed results; figures go to a temporary folder); 3. every notebook from
-# scratch in the smoke profile (retraining into a temporary folder, lax). The
-# notebooks' engine checks stay in the temporary folder too: the user's cache
-# holds the checks whose rates the training plan's estimates read.
+# 1. unit tests; 2. every notebook against its stored outputs (strict, from a
+# copy of the committed results; figures go to a temporary folder); 3. every
+# notebook from scratch in the smoke profile (retraining into a temporary
+# folder, lax). No pass reads or writes the user's results, checkpoints, weights
+# or figures, so a run the user trained never changes an outcome; the notebooks'
+# engine checks stay in the temporary folder too: the user's cache holds the
+# checks whose rates the training plan's estimates read.
 test: setup
 	$(PY) -m pytest --durations=15 tests
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && export CNNLIB_ENGINE_CACHE=$$tmp/engine.json && \
+	$(PY) tests/committed.py $$tmp/committed && \
+	CNNLIB_RESULTS=$$tmp/committed CNNLIB_CHECKPOINTS=$$tmp/checkpoints CNNLIB_WEIGHTS=$$tmp/weights \
 	CNNLIB_FIGURES=$$tmp/figures $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg $(NBVAL) && \
 	CNNLIB_PROFILE=smoke CNNLIB_RESULTS=$$tmp/results CNNLIB_CHECKPOINTS=$$tmp/checkpoints CNNLIB_WEIGHTS=$$tmp/weights \
 	CNNLIB_FIGURES=$$tmp/smoke-figures $(PY) -m pytest --nbval-lax $(NBVAL)

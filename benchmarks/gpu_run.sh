@@ -34,6 +34,7 @@
 #                               BENCH_S + SPARE_S are left after training
 #   BENCH_MODEL=resnet18 BENCH_IMAGES=10240
 #   SKIP_GPU_CHECK=1            go on without CUDA (a dry run on a CPU)
+#   KNOWN_RESULTS=./results     the runs that count as done (the committed ones; tests pass a copy)
 #   PYTHON=python3              the interpreter
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -42,6 +43,7 @@ START_S=$(date +%s)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2  # the repo root
 REPO=$(pwd)
+KNOWN_RESULTS=${KNOWN_RESULTS:-$REPO/results}
 
 PYTHON=${PYTHON:-python3}
 PROFILE=${PROFILE:-full}
@@ -85,7 +87,7 @@ pack() {
         name=$(basename "$d")
         [ -f "$d/run.json" ] || continue  # unfinished: resumes from its checkpoint
         # new or changed on this machine: its run.json differs from the committed one
-        cmp -s "$d/run.json" "$REPO/results/$name/run.json" && continue
+        cmp -s "$d/run.json" "$KNOWN_RESULTS/$name/run.json" && continue
         cp -r "$d" "$stage/r/results/" && runs+=("$name")
         [ -f "$CNNLIB_WEIGHTS/$name/model.pt" ] && mkdir -p "$stage/w/weights/$name" \
             && cp "$CNNLIB_WEIGHTS/$name/model.pt" "$stage/w/weights/$name/"
@@ -139,7 +141,7 @@ if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() el
     fi
 fi
 [ -e "$CNNLIB_DATA" ] || { say "ERROR: no data at CNNLIB_DATA=$CNNLIB_DATA (carry cifar10-jpg.tar.gz there)"; exit 3; }
-for d in results/*/; do  # what is committed counts as done; what this machine trained wins
+for d in "$KNOWN_RESULTS"/*/; do  # what is committed counts as done; what this machine trained wins
     [ -d "$d" ] && [ ! -e "$CNNLIB_RESULTS/$(basename "$d")" ] && cp -r "$d" "$CNNLIB_RESULTS/"
 done
 

@@ -1,14 +1,16 @@
 """Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status,
-train-missing, engine, tables, readme and report (``python -m cnnlib --help`` lists them).
+train-missing, engine, tables, verify, readme and report (``python -m cnnlib --help`` lists them).
 
-User errors (unknown model, profile or run, bad numbers, missing data) print a
-short message (one line, two for missing data) and exit with status 2; they
-never show a traceback.
+User errors (unknown model, profile or run, bad numbers, missing data, a
+damaged file of a stored run or missing weights) print a short message (one
+line, two for missing data) and exit with status 2; they never show a
+traceback. Ctrl-C and SIGTERM end a command with one line and status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .data import DataError
@@ -134,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="take the checks again now (with MODELs not checked yet: at this process's threads)")
     tb = sub.add_parser("tables", help="redo a stored run's after-training tables from its weights")
     tb.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    v = sub.add_parser("verify", help="check every stored run's files; name the damaged ones")
+    v.add_argument("--record-checksums", action="store_true",
+                   help="add the files' checksums to the run.json of runs stored without them (all must be sound)")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
     r = sub.add_parser("report", help="train missing runs (GPU only), run the notebooks, export HTML")
     r.add_argument("--profile", choices=sorted(PROFILES),
@@ -262,15 +267,22 @@ def _run(args: argparse.Namespace) -> int:
                          + f", {st.train_s / 60:.0f} min of training so far (checkpoint)")  # fmt: skip
             elif st.state == "diverged":
                 extra = f"after {st.epochs_done} good epoch(s): {st.message}"
+            elif st.state == "damaged":
+                extra = st.message
             else:
                 extra = ""
             print(f"{st.state:<8} {st.config.run_id:<34} {extra}")
         if args.profile == "full":
             from . import recipe
             from .config import RECIPE_CHECKS
+            from .results import DamagedRunError
 
             for name in RECIPE_CHECKS:
-                check = recipe.table(check=name)
+                try:
+                    check = recipe.table(check=name)
+                except DamagedRunError as e:  # listed above as damaged; the other checks go on
+                    print(f"recipe check '{name}': cannot tell while a run of it is damaged: {e}")
+                    continue
                 got = int(check.filter(like="held-out").notna().sum().sum())
                 chosen = recipe.choice(check, name)
                 if chosen and args.record_recipe and not recipe.applied(chosen, name):
@@ -295,7 +307,10 @@ def _run(args: argparse.Namespace) -> int:
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
             print(f"  stage {name}: {hours:.1f} h{note}")
         missing = sum(st.state != "done" for st in rows)
-        print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing")
+        damaged = sum(st.state == "damaged" for st in rows)
+        print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing"
+              + (f", of which {damaged} damaged (restore them from git or retrain them: see above)" if damaged
+                 else ""))  # fmt: skip
         return 0
     if args.command == "train-missing":
         from pathlib import Path
@@ -320,6 +335,26 @@ def _run(args: argparse.Namespace) -> int:
         for run_id, run in runs.items():
             print(f"{run_id}: wrote {', '.join(recompute_tables(run))}", flush=True)
         return 0
+    if args.command == "verify":
+        from .results import DamagedRunError, check_run, record_checksums, results_root
+
+        root = results_root()
+        folders = [p for p in sorted(root.iterdir()) if (p / "run.json").exists()] if root.exists() else []
+        damaged = []
+        for folder in folders:
+            try:
+                check_run(folder)
+            except DamagedRunError as e:
+                damaged.append(folder.name)
+                print(f"damaged {e}")
+        if damaged:
+            raise ValueError(f"{len(damaged)} of the {len(folders)} stored runs are damaged (listed above)")
+        print(f"all {len(folders)} stored runs in {_shown(root)} are sound")
+        if args.record_checksums:
+            added = record_checksums(root)
+            print(f"recorded the checksums of {len(added)} run(s) stored without them"
+                  + (f": {', '.join(added)}" if added else ""))  # fmt: skip
+        return 0
     if args.command == "readme":
         from .summary import README, update_readme
 
@@ -335,18 +370,31 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .report import MissingRuns, NotebookFailed
-    from .results import StaleRunError
+    from .aftertrain import WeightsUnavailable
+    from .report import MissingRuns, NotebookFailed, ReportInterrupted
+    from .results import DamagedRunError, StaleRunError
     from .train import RunWontFit, TrainingDiverged
 
+    signal.signal(signal.SIGTERM, _terminate)  # a kill, a job scheduler's stop: handled as Ctrl-C is
     try:
         return _run(args)
-    except (ValueError, DataError, StaleRunError, TrainingDiverged, RunWontFit, MissingRuns, NotebookFailed) as e:
+    except (ValueError, DataError, StaleRunError, DamagedRunError, WeightsUnavailable, TrainingDiverged, RunWontFit,
+            MissingRuns, NotebookFailed) as e:  # fmt: skip
         print(f"error: {e}", file=sys.stderr)
+    except ReportInterrupted as e:
+        print(f"interrupted; {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("interrupted; finished epochs are checkpointed and resume on the next run", file=sys.stderr)
+        print("interrupted; finished epochs are checkpointed and resume on the next run"
+              if args.command in ("train", "train-missing") else "interrupted", file=sys.stderr)
         return 130
     return 2
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM: stop as Ctrl-C does (the same cleanup, the same one line), and ignore a second one meanwhile."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ from .paths import atomic_write, weights_root
 if TYPE_CHECKING:
     from .config import TrainConfig
 
-__all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "finish", "fingerprint", "load_table",
-           "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
+__all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "WeightsUnavailable", "finish", "fingerprint",
+           "load_table", "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
 
 WEIGHTS_MAX_PARAMS = 2_000_000  # keep the final weights of models up to this size (resnet56: 0.85M)
 PROBE_STEPS = (0, 1, 5, 20)  # optimizer steps after which the gradient profile is measured (0 = init)
@@ -79,9 +79,10 @@ def after_training(cfg: TrainConfig, model: nn.Module, test_batches, *, init_sta
 def mechanism_settings(n_train: int, device: torch.device) -> dict:
     """How finely the mechanism tables are measured: on a GPU a 21 x 21 landscape and lesions on
     1,000 images; on a CPU 7 x 7 and lesions on 500 (about 4 CPU minutes for plain56); 5 x 5
-    with 3 lesion draws for smoke runs."""
+    with 3 lesion draws on 50 images for smoke runs (they test that the tables are made, not what
+    they say: on 200 images these tables took most of a smoke run's time, and of the tests')."""
     if n_train < 1000:
-        return dict(grid=5, draws=3, max_k=5, images=200, path_images=16, path_samples=2, path_every=9)
+        return dict(grid=5, draws=3, max_k=5, images=50, path_images=16, path_samples=2, path_every=9)
     if device.type == "cuda":
         return dict(grid=21, draws=10, max_k=10, images=1000, path_images=256, path_samples=10, path_every=1)
     return dict(grid=7, draws=10, max_k=10, images=500, path_images=64, path_samples=4, path_every=3)
@@ -237,6 +238,10 @@ def save_weights(run_id: str, state_dict: dict) -> Path | None:
     return path
 
 
+class WeightsUnavailable(FileNotFoundError):
+    """A stored run's weights are not on this machine, or do not load (one line: where, and how to get them)."""
+
+
 def load_weights(run) -> nn.Module:
     """The trained network of a stored run (eval mode, CPU), from weights_root().
 
@@ -244,15 +249,21 @@ def load_weights(run) -> nn.Module:
     the GPU run's weights archive was unpacked). The error says how to get them.
     """
     path = weights_path(run.config.run_id)
+    c = run.config
+    retrain = (f"retrain with `python -m cnnlib train {c.model} --profile {c.profile} --seed {c.seed}"
+               f"{f' --tag {c.tag}' if c.tag else ''} --retrain`")  # fmt: skip
     if not path.exists():
-        raise FileNotFoundError(
-            f"no weights for {run.config.run_id} at {path}: weights are kept only for models up to "
-            f"{WEIGHTS_MAX_PARAMS:,} parameters, on the machine that trained them. Retrain with "
-            f"`python -m cnnlib train {run.config.model} --profile {run.config.profile} --seed {run.config.seed} "
-            "--retrain`, or unpack the GPU run's weights archive at the repository root."
+        raise WeightsUnavailable(
+            f"no weights for {c.run_id} at {path}: weights are kept only for models up to "
+            f"{WEIGHTS_MAX_PARAMS:,} parameters, on the machine that trained them. R{retrain[1:]}, or unpack the GPU "
+            "run's weights archive at the repository root."
         )
-    model = create_model(run.config.model, **dict(run.config.model_kwargs))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model = create_model(c.model, **dict(c.model_kwargs))
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:  # noqa: BLE001 -- torch raises many kinds for a cut or garbled file
+        raise WeightsUnavailable(f"the weights {path} of {c.run_id} are damaged ({type(e).__name__}); "
+                                 f"{retrain}") from None  # fmt: skip
     return model.eval()
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from .config import RECIPE_CHECKS, RecipeNotChosen
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
-from .results import fit_or_load, list_runs, load_run, results_root
+from .results import DamagedRunError, fit_or_load, list_runs, load_run, results_root
 from .train import (
     RunWontFit,
     TrainConfig,
@@ -127,7 +128,8 @@ def plan(profile: str = "full") -> list[TrainConfig]:
 class PlanStatus:
     config: TrainConfig
     # "done", "partly" (a checkpoint of this config), "diverged" (this config's loss became NaN: a recipe
-    # finding, not retrained until the recipe changes), "missing" or "stale" (stored with another config)
+    # finding, not retrained until the recipe changes), "missing", "stale" (stored with another config) or
+    # "damaged" (a file of the stored run is damaged: restored from git or retrained by hand, never silently)
     state: str
     test_acc: float | None = None
     train_s: float | None = None
@@ -135,12 +137,15 @@ class PlanStatus:
     epochs_done: int | None = None  # partly: finished epochs in the checkpoint
     steps_done: int | None = None  # partly: optimizer steps into the next epoch
     images_per_s: float | None = None  # partly: median training rate of its epochs so far
-    message: str | None = None  # diverged: what happened
+    message: str | None = None  # diverged, damaged: what happened
 
 
 def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
     """Whether ``cfg``'s run is stored; with ``checkpoints``, also how far an unfinished one got."""
-    run = load_run(cfg)
+    try:
+        run = load_run(cfg)
+    except DamagedRunError as e:
+        return PlanStatus(cfg, "damaged", message=str(e))
     if run is not None and not run.matches(cfg):
         return PlanStatus(cfg, "stale")
     if run is not None:
@@ -192,6 +197,21 @@ def _cpu_of(run) -> tuple:
     return eng.get("cpu"), eng.get("bf16_features")
 
 
+_runs_read: tuple[tuple, list] = ((), [])  # (the store's file stats, its sound runs) as last read
+
+
+def _sound_runs() -> list:
+    """The store's sound runs (``list_runs(skip_damaged=True)``), read again only when a file of it changed: the
+    estimates ask for them once per run of the plan, and reading every run each time made ``status`` take
+    half a minute."""
+    global _runs_read
+    root = results_root()
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.glob("*/*")))
+    if stats != _runs_read[0] or not stats:
+        _runs_read = (stats, list_runs(skip_damaged=True))
+    return _runs_read[1]
+
+
 def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *, exact: bool = False,
                checks: bool = True) -> float | None:  # fmt: skip
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
@@ -205,7 +225,7 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
     rates = [
         r.history["images_per_s"].median()
-        for r in list_runs()
+        for r in _sound_runs()
         if r.config.model == cfg.model and r.config.batch_size == cfg.batch_size
         and r.meta.get("device", "").split(":")[0] == device_type
         and (here is None or _cpu_of(r) == here)
@@ -354,7 +374,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             log(f"skip {st.config.run_id}: it diverged before with this recipe ({st.message}); change the "
                 f"recipe of its family (benchmarks/RESULTS.md) or delete {diverged_path(st.config)}")  # fmt: skip
             skipped.append(st.config.run_id)
-        todo = [st for st in todo if st.state != "diverged"]
+        for st in [st for st in todo if st.state == "damaged" and _claim(claims, [st.config], "skip")]:
+            log(f"skip {st.config.run_id}: {st.message}")
+            skipped.append(st.config.run_id)
+        todo = [st for st in todo if st.state not in ("diverged", "damaged")]
         if not todo or not _claim(claims, unit):
             continue
         left = deadline - time.time()
@@ -442,7 +465,7 @@ def _workers(claims: Path) -> int:
 
 def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, checkpoint_every_s: float,
                    log, models: list[str] | None = None, policy: str = "units") -> dict[str, list[str]]:  # fmt: skip
-    claims = checkpoint_root() / "claims" / f"{int(time.time())}-{os.getpid()}"
+    claims = checkpoint_root() / "claims" / f"{time.time_ns()}-{os.getpid()}"  # two calls within a second differ
     claims.mkdir(parents=True)
     (claims / "workers").write_text(str(n))
     before = {st.config.run_id for st in status(profile) if st.state == "done"}
@@ -457,7 +480,15 @@ def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, ch
         each = f" ({env['OMP_NUM_THREADS']} thread(s) each)"
     log(f"{n} workers share the device until the deadline{each}")
     procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too; a SIGTERM of this process only: pass it on as one
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
     after = {st.config.run_id for st in status(profile) if st.state == "done"}
     if any(codes):
         log(f"worker exit codes: {codes}")

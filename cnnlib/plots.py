@@ -36,24 +36,23 @@ METRICS = {
 }
 
 
-# One colour per registered model. Nets without skip connections are warm (orange, reds), residual nets blue,
-# DenseNets green, SE-ResNets purple: the hue says the architecture, so a DenseNet is green in the panel of the
-# original models and in that of the controlled family. Within a hue the original (seed) model and its controlled
-# counterpart differ in lightness (notebooks 01-04 show them side by side), and the depth ladders (He et al.'s plain
-# and residual nets of 20-56 layers) grow darker with depth. The four models of each family differ in lightness as
-# well as hue, so they stay apart for red-green colour-blind readers too; the seed and controlled colours are drawn
-# from Okabe & Ito's and Tol's colour-blind-safe sets, the ladders are the two ends of ColorBrewer's RdBu.
+# One colour per registered model. The original report's models (seed) take Okabe & Ito's colour-blind-safe
+# colours; each controlled counterpart, shown beside its seed model in notebooks 01-04, a colour of Tol's sets of
+# another hue and lightness (CIELAB distance 54-94 within a pair, at least 31 among all eight, which notebook 05
+# shows together), so the two are told apart at a glance, in solid lines too; two shades of one hue were not.
+# The depth ladders (He et al.'s plain and residual nets of 20-56 layers) grow darker with depth: plain nets red,
+# residual nets blue, the two ends of ColorBrewer's RdBu.
 MODEL_COLORS: dict[str, str] = {
     # seed: the original report's models
     "seed_cnn": "#E69F00",  # orange
     "seed_resnet18": "#56B4E9",  # sky blue
     "seed_densenet": "#117733",  # dark green
-    "seed_senet18": "#882255",  # wine
-    # controlled: one recipe; each the other shade of its seed model's hue
-    "plainnet18": "#B84A00",  # burnt orange
-    "resnet18": "#0072B2",  # blue
-    "se_resnet18": "#CC79A7",  # pink
-    "densenet121": "#6CC08B",  # light green
+    "seed_senet18": "#CC79A7",  # pink
+    # controlled: one recipe; each of another hue and lightness than its seed model
+    "plainnet18": "#882255",  # wine
+    "resnet18": "#332288",  # indigo
+    "se_resnet18": "#44AA99",  # teal
+    "densenet121": "#BBBB33",  # olive yellow
     # degradation and depth: plain nets red, residual nets blue, darker with depth
     "plain20": "#F4A582",
     "plain32": "#D6604D",
@@ -313,23 +312,28 @@ def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "mod
     return fig
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # a second cue besides the colour, where points of models meet
+
+
 def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy against cost") -> plt.Figure:
     """Final test accuracy against multiply-adds per image (log scale), one panel per table of
-    ``analysis.accuracy_cost_panels`` (title -> rows), with each run's 95% interval as an error bar and the
-    model's name beside it; models of one cost are labelled one above another. Panels keep their own
+    ``analysis.accuracy_cost_panels`` (title -> rows), with each run's 95% interval as an error bar, each model
+    in its colour and a marker of its own, named in a legend under the panel: labels beside the points
+    overlapped where models have about one cost, and read as the neighbouring point's. Panels keep their own
     accuracy axis: they hold different profiles."""
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 if len(panels) == 1 else 6 * len(panels), 4.5),
                              sharex=True, squeeze=False)  # fmt: skip
     for ax, (name, table) in zip(axes[0], panels.items(), strict=True):
-        stack = table.groupby(np.log10(table["GMACs"]).round(1)).cumcount()  # costs within ~12% share a stack
         colors = palette(table["model"])
-        for (_, r), k in zip(table.iterrows(), stack, strict=True):
-            ax.errorbar(r["GMACs"], r["acc"], yerr=[[r["acc"] - r["low"]], [r["high"] - r["acc"]]], fmt="o",
-                        capsize=3, color=colors[r["model"]])  # fmt: skip
-            ax.annotate(r["model"], (r["GMACs"], r["acc"]), textcoords="offset points", xytext=(7, -3 + 11 * k),
-                        fontsize=8, color=colors[r["model"]])  # fmt: skip
+        for i, (_, r) in enumerate(table.iterrows()):
+            ax.errorbar(r["GMACs"], r["acc"], yerr=[[r["acc"] - r["low"]], [r["high"] - r["acc"]]],
+                        fmt=MARKERS[i % len(MARKERS)], ms=7, capsize=3, color=colors[r["model"]],
+                        mec="black", mew=0.5, label=r["model"])  # fmt: skip
         ax.set(xscale="log", xlabel="multiply-adds per image (G)", title=name)
         ax.set_ylabel("final test accuracy" if ax is axes[0, 0] else "")
+        columns = 4 if len(panels) == 1 else 2  # a legend no wider than its panel, apart from its neighbour's
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(columns, len(table)), fontsize="small",
+                  frameon=False)  # fmt: skip
     plain_log_labels(fig)
     fig.suptitle(title)
     fig.tight_layout()

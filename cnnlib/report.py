@@ -54,7 +54,7 @@ def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
     """The stored run, trained first if allowed here; None (with a note) if missing."""
     cfg = make_config(model, profile, seed)
     retrain = os.environ.get("CNNLIB_RETRAIN", "") not in ("", "0")
-    run = load_run(cfg)
+    run = None if retrain and may_train(profile) else load_run(cfg)  # a damaged run stops here, unless retrained
     if run is not None and run.matches(cfg) and not retrain:
         return run
     if may_train(profile):
@@ -140,20 +140,94 @@ class NotebookFailed(RuntimeError):
     """A notebook raised while ``build_report`` executed it (one line: which, where, what)."""
 
 
-def _execute(path: Path, timeout: int = 3600):
-    import nbformat
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while ``build_report`` ran: the notebook's kernel was interrupted, and the report
+    and the committed notebooks and figures were left as they were (the message says where)."""
+
+
+class _Interrupts:
+    """While notebooks execute, Ctrl-C interrupts the running kernel (as Jupyter's interrupt button does)
+    instead of tearing down the client in the middle of its messages, which left three tracebacks. A second
+    Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.asked, self.client = False, None
+
+    def __enter__(self):
+        import signal
+
+        self._before = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for s, handler in self._before.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        provisioner = getattr(getattr(self.client, "km", None), "provisioner", None)
+        pgid = getattr(provisioner, "pgid", None)
+        if pgid:  # the kernel runs in a session of its own: Ctrl-C in the terminal does not reach it
+            import signal
+
+            try:
+                os.killpg(pgid, signal.SIGINT)
+            except OSError:
+                pass
+
+
+def _client_class():
+    from contextlib import asynccontextmanager
+
     from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        """nbclient's client without its own SIGINT and SIGTERM handlers, which shut the kernel down under the
+        running cell (the kernel and the client then print tracebacks); ``_Interrupts`` interrupts the cell."""
+
+        @asynccontextmanager
+        async def async_setup_kernel(self, **kwargs):
+            if self.km is None:
+                self.km = self.create_kernel_manager()
+            if not self.km.has_kernel:
+                await self.async_start_new_kernel(**kwargs)
+            if self.kc is None:
+                await self.async_start_new_kernel_client()
+            try:
+                yield
+            finally:
+                await self._async_cleanup_kernel()
+
+    return Client
+
+
+def _execute(path: Path, timeout: int = 3600, interrupts: _Interrupts | None = None):
+    import nbformat
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    resources = {"metadata": {"path": str(NOTEBOOKS)}}
+    resources = {"metadata": {"path": str(path.parent)}}
+    client = _client_class()(nb, timeout=timeout, kernel_name="python3", resources=resources,
+                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no transport warnings
+    if interrupts is not None:
+        interrupts.client = client
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources,
-                       extra_arguments=["--IPKernelApp.log_level=ERROR"]).execute()  # no transport warnings
+        client.execute()
     except CellExecutionError as e:
+        if interrupts is not None and interrupts.asked:
+            raise KeyboardInterrupt from None
         cell = next((i for i, c in enumerate(nb.cells) if c.get("outputs") and any(
             o.get("output_type") == "error" for o in c["outputs"])), None)  # fmt: skip
         raise NotebookFailed(f"{path.name}, cell {cell}: {e.ename}: {e.evalue}") from None
+    finally:
+        if interrupts is not None:  # the kernel is gone: its process group id may soon be another's
+            interrupts.client = None
+    if interrupts is not None and interrupts.asked:  # the notebook ended before the interrupt reached it
+        raise KeyboardInterrupt
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:  # execution timestamps would change every cell of every notebook on each refresh
         cell.metadata.pop("execution", None)
@@ -338,14 +412,16 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
     )  # fmt: skip
 
 
-def build_report(profile: str | None = None, out: str | Path = "report", *, in_place: bool = False) -> Path:
-    """Execute every notebook (training what is missing only where allowed) and export
-    them as HTML with an index page into ``out``.
+def build_report(profile: str | None = None, out: str | Path = "report", *, in_place: bool = False,
+                 notebooks: Path | None = None) -> Path:
+    """Execute every notebook (of ``notebooks``, default the project's; training what is missing only where
+    allowed) and export them as HTML with an index page into ``out``.
 
-    The committed notebooks are left as they are unless ``in_place`` (``make refresh``):
-    then their executed versions replace them, e.g. after new runs landed. The data are
-    checked once before any notebook runs, and a failing notebook ends the report with
-    one line naming it, its cell and its error.
+    The report is built in a temporary folder beside ``out`` and replaces ``out`` only when every page
+    succeeded: a failing notebook (one line naming it, its cell and its error), a damaged run or Ctrl-C
+    leave ``out`` as it was. The committed notebooks and figures are left as they are unless ``in_place``
+    (``make refresh``): then, once every notebook succeeded, the executed notebooks replace them and the
+    figures they drew replace the committed ones. The data are checked once before any notebook runs.
     """
     chosen = profile or os.environ.get("CNNLIB_PROFILE")
     if chosen and chosen not in PROFILES:  # before any data check or kernel start
@@ -353,39 +429,89 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
         raise ValueError(f"unknown profile {chosen!r}{source}; choose from {', '.join(sorted(PROFILES))}")
 
     import logging
+    import tempfile
     import warnings
-
-    import nbformat
 
     from .data import load_cifar10
 
     warnings.filterwarnings("ignore", message=".*without encryption.*")
     logging.getLogger("traitlets").setLevel(logging.ERROR)
     load_cifar10()  # DataError (one line, how to fix it) before any kernel starts
-    if profile:
-        os.environ["CNNLIB_PROFILE"] = profile
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if not in_place:  # the kernels save their figures with the report, not over the committed ones
-        os.environ["CNNLIB_FIGURES"] = str(out / "figures")
-    html_exporter = exporter()
-    pages = []
-    start = time.perf_counter()
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
-        print(f"executing {path.name} ...", end="", flush=True)
-        began = time.perf_counter()
-        nb = _execute(path)
-        print(f" {time.perf_counter() - began:.0f} s", flush=True)
-        if in_place:
-            nbformat.write(nb, path)
-        (out / f"{path.stem}.html").write_text(_html(nb, html_exporter, path.stem))
-        title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
-        pages.append((path.stem, title))
-    figures = figures_root()
-    if figures.exists() and figures != out / "figures":
-        shutil.copytree(figures, out / "figures", dirs_exist_ok=True)
     from .results import list_runs
 
-    (out / "index.html").write_text(index_html(pages, list_runs(), out / "figures" / INDEX_FIGURE))
-    print(f"report written to {out / 'index.html'} in {time.perf_counter() - start:.0f} s")
+    list_runs()  # a damaged run (DamagedRunError: one line) stops the report before any notebook, not at the index
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
+    saved_env = {k: os.environ.get(k) for k in ("CNNLIB_PROFILE", "CNNLIB_FIGURES")}
+    committed_figures = figures_root()
+    try:
+        if profile:
+            os.environ["CNNLIB_PROFILE"] = profile
+        os.environ["CNNLIB_FIGURES"] = str(building / "figures")  # the kernels' figures: with the new report
+        try:
+            with _Interrupts() as interrupts:
+                executed = _build(building, notebooks or NOTEBOOKS, interrupts)
+        except KeyboardInterrupt:
+            kept = " and the committed notebooks and figures are" if in_place else " is"
+            raise ReportInterrupted(f"{_shown(out)}{kept} left as before") from None
+        if in_place:
+            import nbformat
+
+            for path, nb in executed:
+                nbformat.write(nb, path)
+            if (building / "figures").exists():
+                shutil.copytree(building / "figures", committed_figures, dirs_exist_ok=True)
+        _replace(out, building)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    print(f"report written to {_shown(out / 'index.html')}")
     return out / "index.html"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _build(folder: Path, notebooks: Path, interrupts: _Interrupts) -> list[tuple[Path, object]]:
+    """Every notebook executed and exported into ``folder``, then the index; returns (path, executed notebook)."""
+    html_exporter = exporter()
+    pages, executed = [], []
+    start = time.perf_counter()
+    for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
+        print(f"executing {path.name} ...", end="", flush=True)
+        began = time.perf_counter()
+        try:
+            nb = _execute(path, interrupts=interrupts)
+        except BaseException:
+            print(flush=True)  # the error goes on a line of its own
+            raise
+        print(f" {time.perf_counter() - began:.0f} s", flush=True)
+        executed.append((path, nb))
+        (folder / f"{path.stem}.html").write_text(_html(nb, html_exporter, path.stem))
+        title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
+        pages.append((path.stem, title))
+    from .results import list_runs
+
+    (folder / "index.html").write_text(index_html(pages, list_runs(), folder / "figures" / INDEX_FIGURE))
+    print(f"{len(pages)} page(s) built in {time.perf_counter() - start:.0f} s")
+    return executed
+
+
+def _replace(out: Path, new: Path) -> None:
+    """Put the folder ``new`` in the place of ``out`` (renames: the old report stays whole until then)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}-old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(new, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

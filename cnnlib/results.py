@@ -9,16 +9,25 @@ A run is ``model + profile + seed`` and lives in ``<root>/<model>-<profile>-s<se
   while the weights were in hand; the weights themselves never enter the
   store (small models keep them under ``paths.weights_root()``, git-ignored);
 * ``run.json``  the whole config, its hash, versions, device, data source,
-  wall time and final metrics. It is written last, so a folder without it is
-  an unfinished run and is ignored.
+  wall time, final metrics and the size and SHA-256 of every other file of the
+  run (``files``). It is written last, so a folder without it is an unfinished
+  run and is ignored.
 
 Every file goes to a temporary name first and is renamed into place, so a
-crash never leaves half a result.
+crash never leaves half a result. Every read checks the run (``check_run``):
+a file that does not match its checksum, does not parse, or disagrees with the
+run's epochs raises ``DamagedRunError``, one line naming the file and what to
+do, before anything is computed or plotted from it. Runs stored before the
+checksums were recorded are checked for what can be checked (they parse, have
+their columns, agree on the epochs); ``record_checksums`` adds the checksums to
+their ``run.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +39,60 @@ from . import aftertrain
 from .paths import atomic_write, results_root
 from .train import FitResult, TrainConfig, fit
 
-__all__ = ["Run", "StaleRunError", "complete_seeds", "fit_or_load", "list_runs", "load_run", "results_root", "run_dir",
-           "save_run"]
+__all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
+           "load_run", "record_checksums", "results_root", "run_dir", "save_run"]
 
 
 class StaleRunError(RuntimeError):
     """A stored run exists under this name but was trained with another config."""
+
+
+class DamagedRunError(RuntimeError):
+    """A file of a stored run is missing, truncated or garbled: one line naming it and what to do."""
+
+    def __init__(self, folder: Path, name: str, problem: str):
+        self.folder, self.name, self.problem = folder, name, problem
+        super().__init__(f"{_shown(folder / name)} {problem}; {_remedy(folder)}")
+
+
+def _shown(path: Path) -> str:
+    """A path as the user can type it: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _committed(folder: Path) -> bool:
+    """Whether git tracks the run folder's run.json (then git can restore the run)."""
+    try:
+        proc = subprocess.run(["git", "ls-files", "--error-unmatch", "run.json"], cwd=folder, capture_output=True,
+                              timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
+
+
+def _remedy(folder: Path) -> str:
+    """What to do about a damaged run: restore it from git if git has it, or retrain it."""
+    retrain = "retrain it"
+    parts = folder.name.rsplit("-s", 1)
+    if len(parts) == 2 and parts[1].isdigit() and "-" in parts[0]:
+        model, rest = parts[0].split("-", 1)
+        profile, _, tag = rest.partition("-")
+        retrain = (f"retrain it with `python -m cnnlib train {model} --profile {profile} --seed {parts[1]}"
+                   f"{f' --tag {tag}' if tag else ''} --retrain`")  # fmt: skip
+    if _committed(folder):
+        return f"restore the run with `git checkout -- {_shown(folder)}`, or {retrain}"
+    return retrain
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# the history columns every reader relies on
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -62,8 +119,13 @@ class Run:
         return self.meta["config_hash"] == cfg.hash
 
     def table(self, name: str) -> pd.DataFrame:
-        """One of the run's aftertrain tables (empty if it has none)."""
-        return aftertrain.load_table(self, name)
+        """One of the run's aftertrain tables (empty if it has none); DamagedRunError if it does not parse."""
+        if name not in aftertrain.TABLES:
+            return aftertrain.load_table(self, name)  # the error that lists the names
+        try:
+            return aftertrain.load_table(self, name)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DamagedRunError(self.path, aftertrain.TABLES[name], f"does not parse as CSV ({e})") from None
 
 
 def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
@@ -79,6 +141,9 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
     """Store a finished run; run.json goes last and marks the folder complete."""
     folder = run_dir(cfg, root)
     (folder / "run.json").unlink(missing_ok=True)  # incomplete until the new one lands
+    for name, file in aftertrain.TABLES.items():  # a table of an earlier run of this name is not this run's
+        if name not in result.tables:
+            (folder / file).unlink(missing_ok=True)
     atomic_write_bytes(folder / "history.csv", result.history.to_csv(index=False).encode())
     atomic_write(folder / "predictions.npy", lambda f: np.save(f, result.predictions.numpy().astype(np.uint8)))
     _write_tables(folder, result.tables)
@@ -98,30 +163,144 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
             seconds_per_epoch=float(result.history["seconds"].median()),
         ),
     )
-    atomic_write_bytes(folder / "run.json", (json.dumps(meta, indent=2) + "\n").encode())
+    meta["files"] = _file_records(folder)
+    _write_meta(folder, meta)
     return folder
 
 
+def _write_meta(folder: Path, meta: dict) -> None:
+    atomic_write_bytes(folder / "run.json", (json.dumps(meta, indent=2) + "\n").encode())
+
+
+def _file_records(folder: Path) -> dict[str, dict]:
+    """name -> size and SHA-256 of every file of the run but run.json (what ``check_run`` compares)."""
+    return {p.name: dict(size=p.stat().st_size, sha256=_sha256(p))
+            for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name != "run.json"}
+
+
+def _read_meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / "run.json").read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedRunError(folder, "run.json", f"does not parse as JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise DamagedRunError(folder, "run.json", "does not hold a run's record")
+    missing = [k for k in ("config", "config_hash", "final") if k not in meta]
+    if missing or not isinstance(meta["final"], dict) or "epochs" not in meta["final"]:
+        raise DamagedRunError(folder, "run.json", f"lacks {', '.join(missing) or 'final.epochs'}")
+    return meta
+
+
+def _check_files(folder: Path, meta: dict) -> None:
+    """Each file run.json records exists with its size and SHA-256 (runs stored before the records: nothing)."""
+    for name, record in meta.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise DamagedRunError(folder, name, "is missing")
+        size = path.stat().st_size
+        if size != record["size"]:
+            raise DamagedRunError(folder, name, f"has {size:,} bytes where run.json records {record['size']:,}")
+        if _sha256(path) != record["sha256"]:
+            raise DamagedRunError(folder, name, "does not match the SHA-256 that run.json records")
+
+
+def _read_history(folder: Path, meta: dict) -> pd.DataFrame:
+    """history.csv, parsed, with its columns and one row per epoch of the run."""
+    path = folder / "history.csv"
+    if not path.is_file():
+        raise DamagedRunError(folder, "history.csv", "is missing")
+    try:
+        history = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise DamagedRunError(folder, "history.csv", f"does not parse as CSV ({str(e).strip()})") from None
+    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if missing:
+        raise DamagedRunError(folder, "history.csv", f"lacks the column(s) {', '.join(missing)}")
+    epochs = int(meta["final"]["epochs"])
+    numeric = history[list(HISTORY_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    if numeric.isna().any().any():  # a run whose loss became NaN stopped as diverged and was never stored
+        raise DamagedRunError(folder, "history.csv", "holds cells that are not numbers")
+    if len(history) != epochs or history["epoch"].tolist() != list(range(1, epochs + 1)):
+        raise DamagedRunError(folder, "history.csv", f"holds {len(history)} epoch row(s) where run.json says "
+                                                      f"the run trained {epochs}")  # fmt: skip
+    return history
+
+
+def _read_predictions(folder: Path, config: TrainConfig) -> np.ndarray:
+    """predictions.npy: one class in 0-9 per scored image."""
+    path = folder / "predictions.npy"
+    if not path.is_file():
+        raise DamagedRunError(folder, "predictions.npy", "is missing")
+    try:
+        predictions = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DamagedRunError(folder, "predictions.npy", f"does not load as a NumPy array ({e})") from None
+    n_test = config.n_images()[1]
+    if predictions.ndim != 1 or len(predictions) > n_test or (len(predictions) and predictions.max() > 9):
+        raise DamagedRunError(folder, "predictions.npy", f"holds {predictions.shape} values, not one class per "
+                                                          f"scored image (at most {n_test:,})")  # fmt: skip
+    return predictions
+
+
+def check_run(folder: Path) -> Run:
+    """The run stored in ``folder``, read and checked: every file run.json records matches its size and
+    SHA-256, run.json, history.csv and predictions.npy parse, the history has its columns and one row per
+    epoch that run.json says the run trained. Raises DamagedRunError (one line: the file, what is wrong,
+    what to do)."""
+    meta = _read_meta(folder)
+    _check_files(folder, meta)
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise DamagedRunError(folder, "run.json", f"holds a config this version cannot read ({e})") from None
+    history = _read_history(folder, meta)
+    history.attrs["config"] = meta["config"]
+    return Run(config, history, _read_predictions(folder, config), meta, folder)
+
+
 def load_run(cfg_or_id: TrainConfig | str, root: Path | None = None) -> Run | None:
-    """The stored run for a config (or a run id), or None if there is none."""
+    """The stored run for a config (or a run id), checked (``check_run``: DamagedRunError if a file of it
+    is damaged), or None if there is none."""
     run_id = cfg_or_id.run_id if isinstance(cfg_or_id, TrainConfig) else cfg_or_id
     folder = (root or results_root()) / run_id
     if not (folder / "run.json").exists():
         return None
-    meta = json.loads((folder / "run.json").read_text())
-    history = pd.read_csv(folder / "history.csv")
-    config = TrainConfig.from_dict(meta["config"])
-    history.attrs["config"] = meta["config"]
-    return Run(config, history, np.load(folder / "predictions.npy"), meta, folder)
+    return check_run(folder)
 
 
-def list_runs(root: Path | None = None) -> list[Run]:
-    """Every finished run in the store, sorted by run id."""
+def list_runs(root: Path | None = None, *, skip_damaged: bool = False) -> list[Run]:
+    """Every finished run in the store, sorted by run id. A damaged run raises DamagedRunError, unless
+    ``skip_damaged`` (for estimates that only want what is sound, e.g. the plan's measured rates)."""
     root = root or results_root()
     if not root.exists():
         return []
-    runs = (load_run(p.name, root) for p in sorted(root.iterdir()) if p.is_dir())
-    return [r for r in runs if r is not None]
+    runs = []
+    for p in sorted(root.iterdir()):
+        if not p.is_dir():
+            continue
+        try:
+            run = load_run(p.name, root)
+        except DamagedRunError:
+            if not skip_damaged:
+                raise
+            continue
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+def record_checksums(root: Path | None = None) -> list[str]:
+    """Add the size and SHA-256 of every file to the run.json of each stored run that has none yet (runs
+    stored before ``save_run`` recorded them), after checking what can be checked without them; the rest
+    of run.json stays as it was. Returns the run ids whose run.json changed. A damaged run raises
+    DamagedRunError before any run.json is written."""
+    runs = [r for r in list_runs(root) if "files" not in r.meta]
+    for run in runs:
+        for name in aftertrain.TABLES:  # every table parses
+            run.table(name)
+    for run in runs:
+        _write_meta(run.path, run.meta | {"files": _file_records(run.path)})
+    return [r.config.run_id for r in runs]
 
 
 def complete_seeds(runs: Iterable[Run], models: Iterable[str]) -> tuple[list[Run], dict[int, list[str]]]:
@@ -193,4 +372,7 @@ def recompute_tables(run: Run, data=None, device: str = "cpu") -> list[str]:
     tables = aftertrain.after_training(cfg, model, ld["test"], init_state=init.state_dict(), clean=clean, test=test,
                                        n_train=len(data.train_y), device=dev)  # fmt: skip
     _write_tables(run.path, tables)
+    if "files" in run.meta:  # the new tables' checksums, so that the run still reads as sound
+        run.meta["files"] = _file_records(run.path)
+        _write_meta(run.path, run.meta)
     return sorted(tables)

@@ -259,6 +259,52 @@ def checkpoint_path(cfg: TrainConfig) -> Path:
     return checkpoint_root() / cfg.run_id / "last.pt"
 
 
+def previous_path(path: Path) -> Path:
+    """The checkpoint before ``path`` (kept so that a damaged last one costs one checkpoint's training)."""
+    return path.with_name("previous.pt")
+
+
+CHECKPOINT_KEYS = ("config_hash", "epoch", "history", "model", "optimizer")
+
+
+def read_checkpoint(path: Path, map_location="cpu") -> tuple[dict | None, str]:
+    """(the training state in ``path``, "") or (None, what is wrong with the file) when it does not load
+    or does not hold a training state (cut short, emptied, garbled)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 -- torch and pickle raise many kinds for a cut or garbled file
+        return None, f"does not load ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'empty'})"
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        return None, "does not hold a training state"
+    return state, ""
+
+
+def _usable_checkpoint(cfg: TrainConfig, map_location="cpu", *, set_aside: bool = False,
+                       say: Callable[[str], None] | None = None) -> dict | None:  # fmt: skip
+    """The newest sound checkpoint of ``cfg`` (the last one, else the one before), or None. With
+    ``set_aside``, a damaged one is renamed to ``<name>.damaged`` (kept for a look, never read again) and
+    ``say`` is told which file, what is wrong, and what the run does instead."""
+    last = checkpoint_path(cfg)
+    for path in (last, previous_path(last)):
+        if not path.exists():
+            continue
+        state, problem = read_checkpoint(path, map_location)
+        if state is None:
+            if set_aside:
+                aside = path.with_name(path.name + ".damaged")
+                os.replace(path, aside)
+                if say is not None:
+                    fallback = previous_path(last)
+                    then = ("it resumes from the checkpoint before" if path == last and fallback.exists()
+                            else "it starts again from epoch 0")  # fmt: skip
+                    say(f"{cfg.run_id}: the checkpoint {path} {problem}; set aside as {aside.name}, {then}")
+            continue
+        if state.get("config_hash") != cfg.hash:
+            return None  # another config's: never resumed, and the one before it is older still
+        return state
+    return None
+
+
 def diverged_path(cfg: TrainConfig) -> Path:
     """Where a run that diverged leaves its record: ``diverged/<run>.json`` in the results, committed like a
     finished run, so that the finding (and the skip) survives a move to another machine."""
@@ -301,14 +347,8 @@ class Progress:
 def peek_checkpoint(cfg: TrainConfig) -> dict | None:
     """What a checkpoint of ``cfg`` says about its progress (epochs done, steps into the next,
     the engine), or None without one of this config."""
-    path = checkpoint_path(cfg)
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 -- a damaged checkpoint is no checkpoint
-        return None
-    if state.get("config_hash") != cfg.hash:
+    state = _usable_checkpoint(cfg)  # a damaged one is skipped here, and set aside (and named) when fit resumes
+    if state is None:
         return None
     p = state.get("progress") or {"epoch": state["epoch"], "step": 0}
     rates = sorted(r["images_per_s"] for r in state["history"])
@@ -360,12 +400,12 @@ class _Run:
         self.rows: list[dict] = []
         self.progress = Progress()
 
-    def resume(self, path: Path) -> bool:
-        """Pick up a checkpoint of the same config; False if there is none."""
-        if not path.exists():
-            return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        if state["config_hash"] != self.cfg.hash:
+    def resume(self, verbose: bool = True) -> bool:
+        """Pick up the newest sound checkpoint of the same config; False if there is none. A damaged one
+        is set aside, saying so (``_usable_checkpoint``)."""
+        state = _usable_checkpoint(self.cfg, self.device, set_aside=True,
+                                   say=lambda line: print(line, flush=True) if verbose else None)  # fmt: skip
+        if state is None:
             return False
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
@@ -383,6 +423,8 @@ class _Run:
                      model=self.model.state_dict(), optimizer=self.opt.state_dict(),
                      monitor=self.monitor.state(), progress=dataclasses.asdict(self.progress),
                      engine=dataclasses.asdict(self.engine))  # fmt: skip
+        if path.exists():  # the one before stays until the new one is whole
+            os.replace(path, previous_path(path))
         atomic_write(path, lambda f: torch.save(state, f))
 
     def expected(self) -> str:
@@ -526,7 +568,7 @@ def fit(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     run = _Run(cfg, data, engine)
-    resumed = resume and run.resume(ckpt_path)
+    resumed = resume and run.resume(verbose)
     start = run.progress
     if verbose and resumed:
         within = f", step {start.step}/{run.steps_per_epoch} of epoch {start.epoch + 1}" if start.step else ""
@@ -585,7 +627,7 @@ def fit(
 
 def _checkpoint_engine(cfg: TrainConfig, path: Path, device: torch.device) -> Engine | None:
     """The engine a checkpoint of ``cfg`` was trained with, if it can run on ``device``."""
-    info = peek_checkpoint(cfg) if path.exists() else None
+    info = peek_checkpoint(cfg)
     if not info or not info.get("engine"):
         return None
     e = dict(info["engine"])

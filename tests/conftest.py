@@ -6,12 +6,37 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # for tests/synthetic.py
 
+from committed import committed_results, fingerprint  # noqa: E402
 from synthetic import synthetic_cifar  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def synthetic():
     return synthetic_cifar()
+
+
+@pytest.fixture(scope="session")
+def _committed_results(tmp_path_factory):
+    """The committed runs, copied once per session; the session fails if a test changed them."""
+    folder = committed_results(tmp_path_factory.mktemp("committed") / "results")
+    before = fingerprint(folder)
+    yield folder
+    assert fingerprint(folder) == before, "a test wrote into the committed results; give it the store fixture"
+
+
+@pytest.fixture(autouse=True)
+def _the_users_files_stay_out_of_the_tests(_committed_results, tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's results, checkpoints, weights or figures: the results are a copy of the
+    committed ones (so a run the user trained, or retrained, never changes a test's outcome), the rest fresh
+    temporary folders. The ``store`` fixture replaces the results with an empty folder. Commands that tests start
+    as subprocesses inherit all of it."""
+    scratch = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("CNNLIB_RESULTS", str(_committed_results))
+    for env, name in (("CNNLIB_CHECKPOINTS", "checkpoints"), ("CNNLIB_WEIGHTS", "weights"),
+                      ("CNNLIB_FIGURES", "figures")):  # fmt: skip
+        monkeypatch.setenv(env, str(scratch / name))
+    for env in ("CNNLIB_RETRAIN", "CNNLIB_PROFILE", "CNNLIB_TRAIN_ON_CPU"):
+        monkeypatch.delenv(env, raising=False)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from cnnlib.__main__ import _parser, main
 from cnnlib.models import FAMILIES
 
-COMMANDS = ["list", "summary", "train", "status", "train-missing", "engine", "tables", "readme", "report"]
+COMMANDS = ["list", "summary", "train", "status", "train-missing", "engine", "tables", "verify", "readme", "report"]
 
 
 def run(capsys, *argv):
@@ -378,16 +378,17 @@ def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
     monkeypatch.setattr(plan.engine, "cpu_name", lambda: "Intel(R) Xeon(R) Processor")
     monkeypatch.setattr(plan.engine, "bf16_features", lambda: ("amx_bf16",))
     monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None, exact=False: 123.0)
-    monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0)])
+    monkeypatch.setattr(plan, "_sound_runs", lambda: [run("AMD EPYC", 900.0)])
     assert plan.known_rate(cfg, "cpu") == 123.0  # the other CPU's run does not count here
-    monkeypatch.setattr(plan, "list_runs", lambda: [run("AMD EPYC", 900.0), run("Intel(R) Xeon(R) Processor", 600.0)])
+    both = [run("AMD EPYC", 900.0), run("Intel(R) Xeon(R) Processor", 600.0)]
+    monkeypatch.setattr(plan, "_sound_runs", lambda: both)
     assert plan.known_rate(cfg, "cpu") == 600.0
     # nor does a run on a CPU of the same name without hardware bf16
-    monkeypatch.setattr(plan, "list_runs", lambda: [run("Intel(R) Xeon(R) Processor", 300.0, bf16=())])
+    monkeypatch.setattr(plan, "_sound_runs", lambda: [run("Intel(R) Xeon(R) Processor", 300.0, bf16=())])
     assert plan.known_rate(cfg, "cpu") == 123.0
     # the engine's small-batch check can be left out, and a run at another thread count when it must match
     assert plan.known_rate(cfg, "cpu", checks=False) is None
-    monkeypatch.setattr(plan, "list_runs", lambda: [run("Intel(R) Xeon(R) Processor", 600.0)])
+    monkeypatch.setattr(plan, "_sound_runs", lambda: [run("Intel(R) Xeon(R) Processor", 600.0)])
     assert plan.known_rate(cfg, "cpu", threads=2, exact=True, checks=False) is None  # its threads: not recorded
 
 
@@ -397,7 +398,7 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     from cnnlib import plan
     from cnnlib.train import make_config
 
-    monkeypatch.setattr(plan, "list_runs", lambda: [])
+    monkeypatch.setattr(plan, "_sound_runs", lambda: [])
     monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None, exact=False: None)
     monkeypatch.setattr(plan, "measure_images_per_s", lambda cfg, data, dev: 100.0)
     cpu = torch.device("cpu")

@@ -37,14 +37,29 @@ def test_every_registered_model_has_its_own_colour():
         to_rgb(color)  # a valid matplotlib colour
 
 
+def distance(a: str, b: str) -> float:
+    return float(np.linalg.norm(lab(plots.MODEL_COLORS[a]) - lab(plots.MODEL_COLORS[b])))
+
+
+def hue(color: str) -> float:
+    return float(np.degrees(np.arctan2(lab(color)[2], lab(color)[1])) % 360)
+
+
 def test_models_shown_together_are_far_apart():
-    """Each family shares figures (and notebooks 01-04 pair each original model with its twin): every two
-    of their colours differ clearly (CIELAB distance), and each is visible on a white background."""
-    for names in (*FAMILIES.values(), *PAGES):
+    """Each family shares figures: every two of their colours differ clearly (CIELAB distance), and each is
+    visible on a white background; notebook 05 shows the original models and the controlled family together."""
+    for names in (*FAMILIES.values(), FAMILIES["seed"] + FAMILIES["controlled"]):
         for a, b in itertools.combinations(names, 2):
-            distance = np.linalg.norm(lab(plots.MODEL_COLORS[a]) - lab(plots.MODEL_COLORS[b]))
-            assert distance > 15, (a, b, distance)
+            assert distance(a, b) > 15, (a, b, distance(a, b))
     assert all(lab(c)[0] < 85 for c in plots.MODEL_COLORS.values())
+
+
+def test_each_original_model_and_its_counterpart_differ_in_hue_not_only_in_shade():
+    """Notebooks 01-04 draw each original model beside its controlled counterpart: two shades of one hue (sky
+    blue and blue) read as one model in the solid lines; the pair differs in hue and far in CIELAB."""
+    for a, b in PAGES:
+        apart = abs(hue(plots.MODEL_COLORS[a]) - hue(plots.MODEL_COLORS[b]))
+        assert distance(a, b) > 50 and min(apart, 360 - apart) > 30, (a, b, distance(a, b), apart)
 
 
 def test_palette_of_a_list_is_a_dict_in_the_order_given():
@@ -129,13 +144,20 @@ def test_loss_rows_of_a_grid_clip_together():
     plt.close(fig)
 
 
-def test_accuracy_against_cost_gives_each_panel_its_title_and_stacks_labels_of_one_cost():
+def test_accuracy_against_cost_gives_each_panel_its_title_and_names_the_models_in_a_legend():
     table = pd.DataFrame({"model": ["plainnet18", "resnet18", "densenet121"], "GMACs": [0.549, 0.555, 0.888],
                           "acc": [0.30, 0.31, 0.5], "low": [0.25, 0.26, 0.45], "high": [0.35, 0.36, 0.55]})
     fig = plots.accuracy_cost({"left (profile 'full')": table, "right (profile 'cpu')": table.iloc[:1]})
     left, right = fig.axes
     assert [left.get_title(), right.get_title()] == ["left (profile 'full')", "right (profile 'cpu')"]
     assert left.get_xscale() == "log" and left.get_ylabel() == "final test accuracy" and right.get_ylabel() == ""
-    offsets = {t.get_text(): t.xyann[1] for t in left.texts}  # the two nets of one cost: labels one above another
-    assert offsets["resnet18"] - offsets["plainnet18"] == 11 and offsets["densenet121"] == -3
+    # named in a legend, not beside the points (labels of nets of one cost overlapped, and sat by the wrong point)
+    assert not left.texts and [t.get_text() for t in left.get_legend().get_texts()] == list(table["model"])
+    points = [c.lines[0] for c in left.containers]  # each errorbar's data line
+    assert [c.get_label() for c in left.containers] == list(table["model"])
+    assert [to_hex(p.get_color()).upper() for p in points] == [plots.MODEL_COLORS[m] for m in table["model"]]
+    assert len({p.get_marker() for p in points}) == 3  # a marker of its own, besides the colour
+    fig.canvas.draw()  # the legend sits under the panel, clear of the points and of the other panel
+    legend, frame = left.get_legend().get_window_extent(), left.get_window_extent()
+    assert legend.y1 < frame.y0 and legend.x1 < right.get_window_extent().x0
     plt.close(fig)

@@ -158,3 +158,104 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     _store_run("plain20", "full", 0, 0.9, 0.86)
     assert ("the notebooks and verdicts leave out seed 0 of the degradation family (He et al. 2016) until "
             "`plain56`, `resnet20` and `resnet56` of it land.") in summary.read_first(list_runs())
+
+
+def _notebooks(folder, *sources):
+    """Notebooks 01, 02, ... in ``folder``, one code cell each."""
+    folder.mkdir()
+    for i, source in enumerate(sources, start=1):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# Page {i}"),
+                                             nbformat.v4.new_code_cell(source)])  # fmt: skip
+        nbformat.write(nb, folder / f"{i:02d}_page.ipynb")
+    return folder
+
+
+@pytest.fixture
+def old_report(store, monkeypatch):
+    """A report folder from an earlier build, and no data check (these notebooks need no data)."""
+    from cnnlib import data
+
+    monkeypatch.setattr(data, "load_cifar10", lambda: None)
+    out = store / "report"
+    out.mkdir()
+    (out / "index.html").write_text("the earlier report")
+    return out
+
+
+def test_a_failing_notebook_leaves_the_report_and_the_committed_notebooks_as_they_were(old_report, tmp_path,
+                                                                                       monkeypatch):  # fmt: skip
+    from cnnlib.report import NotebookFailed, build_report
+
+    folder = _notebooks(tmp_path / "nbs", "print('one')", "raise ValueError('two')")
+    committed = {p: p.read_bytes() for p in folder.iterdir()}
+    calls = []
+
+    def execute(path, interrupts=None):  # the first page succeeds, the second fails
+        calls.append(path.name)
+        if path.name.startswith("02"):
+            raise NotebookFailed(f"{path.name}, cell 1: ValueError: two")
+        return nbformat.read(path, as_version=4)
+
+    monkeypatch.setattr(report, "_execute", execute)
+    monkeypatch.setenv("CNNLIB_FIGURES", str(tmp_path / "figures"))
+    with pytest.raises(NotebookFailed, match="02_page.ipynb, cell 1"):
+        build_report(out=old_report, notebooks=folder, in_place=True)
+    assert calls == ["01_page.ipynb", "02_page.ipynb"]
+    assert [p.name for p in old_report.iterdir()] == ["index.html"]
+    assert (old_report / "index.html").read_text() == "the earlier report"
+    assert {p: p.read_bytes() for p in folder.iterdir()} == committed
+    assert [p.name for p in old_report.parent.iterdir() if p.name.startswith(".")] == []  # nothing left behind
+
+
+def test_a_report_replaces_the_earlier_one_whole(old_report, tmp_path, monkeypatch):
+    from cnnlib.report import build_report
+
+    folder = _notebooks(tmp_path / "nbs", "print('one')")
+    monkeypatch.setattr(report, "_execute", lambda path, interrupts=None: nbformat.read(path, as_version=4))
+    index = build_report(out=old_report, notebooks=folder)
+    assert sorted(p.name for p in old_report.iterdir()) == ["01_page.html", "index.html"]
+    assert index == old_report / "index.html" and "the earlier report" not in index.read_text()
+    assert [p.name for p in old_report.parent.iterdir() if p.name.startswith(".")] == []
+
+
+# the kernel (a process of its own session, as Jupyter starts it) sends its client the Ctrl-C a terminal would
+INTERRUPTED_REPORT = """
+import sys
+from pathlib import Path
+from cnnlib import data, report, results
+data.load_cifar10 = lambda: None
+results.list_runs = lambda: []
+report.NOTEBOOKS = Path(sys.argv[1])
+from cnnlib.__main__ import main
+sys.exit(main(["report", "--out", sys.argv[2]]))
+"""
+
+
+def test_ctrl_c_during_the_report_ends_in_one_line_and_leaves_the_report_as_it_was(old_report, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = _notebooks(tmp_path / "nbs", "print('one')", "import os, signal, time\n"
+                        "os.kill(os.getppid(), signal.SIGINT)\ntime.sleep(120)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", INTERRUPTED_REPORT, str(folder), str(old_report)],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))  # fmt: skip
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert proc.stderr == f"interrupted; {old_report} is left as before\n"
+    assert proc.stdout.splitlines()[-1] == "executing 02_page.ipynb ...", proc.stdout  # and nothing after it
+    assert [p.name for p in old_report.iterdir()] == ["index.html"]
+    assert (old_report / "index.html").read_text() == "the earlier report"
+    assert [p.name for p in old_report.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_damaged_run_stops_the_report_before_any_notebook_runs(old_report, tmp_path, monkeypatch):
+    from cnnlib.report import build_report
+    from cnnlib.results import DamagedRunError
+
+    _store_run("seed_cnn", "cpu", 0, 0.30, 0.26)
+    history = old_report.parent / "results" / "seed_cnn-cpu-s0" / "history.csv"
+    history.write_bytes(history.read_bytes()[:40])
+    monkeypatch.setattr(report, "_execute", lambda *a, **k: pytest.fail("a notebook ran on a damaged store"))
+    with pytest.raises(DamagedRunError, match="seed_cnn-cpu-s0/history.csv has 40 bytes"):
+        build_report(out=old_report, notebooks=_notebooks(tmp_path / "nbs", "print('one')"))
+    assert (old_report / "index.html").read_text() == "the earlier report"

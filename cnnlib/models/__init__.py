@@ -8,6 +8,17 @@ depth, and whether it has skip connections) is ``info(name)``, declared where it
 """
 
 from . import densenet, resnet, seed_cnn, seed_densenet, seed_resnet, seed_senet  # noqa: F401  (registers)
-from ._registry import CONNECTIONS, FAMILIES, ModelInfo, create_model, family_of, info, list_models, register
+from ._registry import (
+           CONNECTIONS,
+           FAMILIES,
+           ModelInfo,
+           check_model,
+           create_model,
+           family_of,
+           info,
+           list_models,
+           register,
+)
 
-__all__ = ["CONNECTIONS", "FAMILIES", "ModelInfo", "create_model", "family_of", "info", "list_models", "register"]
+__all__ = ["CONNECTIONS", "FAMILIES", "ModelInfo", "check_model", "create_model", "family_of", "info", "list_models",
+           "register"]

@@ -54,15 +54,16 @@ def register(fn: Callable[..., nn.Module] | None = None, *, depth: int | None = 
     return add if fn is None else add(fn)
 
 
-def _check(name: str) -> None:
+def check_model(name: str) -> None:
+    """ValueError, with the list of names, unless ``name`` is a registered model."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())} "
-                         "(see python -m cnnlib list)")  # fmt: skip
+                         "(see python -m cnnlib list)")
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name, e.g. ``create_model("resnet18")``."""
-    _check(name)
+    check_model(name)
     return _MODELS[name](**kwargs)
 
 
@@ -89,6 +90,6 @@ def family_of(name: str) -> str | None:
 def info(name: str) -> ModelInfo:
     """A registered model's metadata, e.g. ``info("plain56")``: family "degradation", depth 56,
     connections "plain" (no shortcut)."""
-    _check(name)
+    check_model(name)
     depth, connections = _INFO[name]
     return ModelInfo(name, family_of(name), depth, connections)
