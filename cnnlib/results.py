@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -76,12 +77,11 @@ def _committed(folder: Path) -> bool:
 def _remedy(folder: Path) -> str:
     """What to do about a damaged run: restore it from git if git has it, or retrain it."""
     retrain = "retrain it"
-    parts = folder.name.rsplit("-s", 1)
-    if len(parts) == 2 and parts[1].isdigit() and "-" in parts[0]:
-        model, rest = parts[0].split("-", 1)
-        profile, _, tag = rest.partition("-")
-        retrain = (f"retrain it with `python -m cnnlib train {model} --profile {profile} --seed {parts[1]}"
-                   f"{f' --tag {tag}' if tag else ''} --retrain`")  # fmt: skip
+    # the run id (TrainConfig.run_id: model-profile[-tag]-sSEED) names the command; run.json may be the damage
+    if m := re.fullmatch(r"(?P<model>[^-]+)-(?P<profile>[^-]+)(?:-(?P<tag>.+))?-s(?P<seed>[0-9]+)", folder.name):
+        tag = f" --tag {m['tag']}" if m["tag"] else ""
+        retrain = (f"retrain it with `python -m cnnlib train {m['model']} --profile {m['profile']} --seed {m['seed']}"
+                   f"{tag} --retrain`")  # fmt: skip
     if _committed(folder):
         return f"restore the run with `git checkout -- {_shown(folder)}`, or {retrain}"
     return retrain
