@@ -1,0 +1,213 @@
+"""The one place where a number becomes a string, and where written text meets the stored runs.
+
+Verdict tables (``cnnlib.verdicts``) hold numbers; this module turns them into Markdown:
+
+- ``pct``, ``points``, ``signed``, ``p_value``, ``interval``: numbers for prose and tables.
+- ``table``: any DataFrame as a Markdown table; ``verdict_table``: a verdict frame, readable.
+- ``template``: a Markdown text a person wrote (``cnnlib/templates/<name>.md``, Jinja2) with its
+  numbers filled from verdict frames and other tables.
+
+A verdict frame has one row per claim, with these columns (``VERDICT_COLUMNS``)::
+
+    id        a stable key, e.g. "degradation.plain"; templates and tests name a claim by it
+    claim     the claim, as its author wrote it ("the deeper plain net fits its training data worse")
+    a, b      the compared models ("" where a claim has one side)
+    quantity  what is compared ("clean training error", "test accuracy", ...)
+    estimate  a - b (or the one side's value), in ``unit``'s base: fractions for accuracies
+    low, high its interval at ``level`` (NaN without one)
+    level     the interval's confidence: 0.95, or its Holm-adjusted level
+    n         networks per side (seeds), or images for a bootstrap over test images
+    unit      "points" (fractions shown x100), "log10", "r" (a correlation), "ratio"
+    method    one of METHODS
+    verdict   one of the verdict words of ``cnnlib.stats`` / ``cnnlib.verdicts``
+
+A template opens with the verdicts it presumes, as TOML between two ``+++`` lines::
+
+    +++
+    [presumes]
+    "degradation.diff" = "confirmed"
+    +++
+    Depth hurts the plain nets more than the residual ones: {{ v["degradation.diff"] | interval }} ...
+
+When the stored runs change a presumed verdict, ``template`` still renders, under a warning that
+names the claims that moved, and ``stale`` (which the tests call) lists them: a person rewrites
+the text. No grammar is computed here: no plurals, ordinals or sentences built from parts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+
+import jinja2
+import pandas as pd
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+VERDICT_COLUMNS = ("id", "claim", "a", "b", "quantity", "estimate", "low", "high", "level", "n", "unit", "method",
+                   "verdict")  # fmt: skip
+# how an interval was made: the readable form, given the number of networks (or images) n
+METHODS = {
+    "welch": "Welch t over {n} seeds per net",
+    "welch contrast": "Welch contrast over {n} seeds per net",
+    "paired bootstrap": "paired bootstrap over {n:,} test images (these trained networks only)",
+    "t": "t over {n} seeds",
+    "fisher z": "Fisher z over {n} initialisations",
+    "sign test": "sign test over {n} initialisations",
+    "none": "no interval ({n} network per side)",
+}
+
+
+# --- numbers ------------------------------------------------------------------------------------------------------
+
+def pct(x: float, digits: int = 1) -> str:
+    """A fraction as a percentage: 0.8614 -> '86.1%'."""
+    return "n/a" if not math.isfinite(x) else f"{100 * x:.{digits}f}%"
+
+
+def points(x: float, digits: int = 1) -> str:
+    """A difference of fractions in percentage points, signed: 0.087 -> '+8.7 points'."""
+    return "n/a" if not math.isfinite(x) else f"{100 * x:+.{digits}f} points"
+
+
+def signed(x: float, digits: int = 2) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def p_value(p: float, digits: int = 2) -> str:
+    """'p=4.8e-33'; below 1e-300 'p < 1e-300' (a double underflows near 1e-308: 'p=0' would claim the impossible)."""
+    if not math.isfinite(p):
+        return "p=n/a"
+    return "p < 1e-300" if p < 1e-300 else f"p={p:.{digits}g}"
+
+
+_SCALE = {"points": (100.0, 1, " points"), "log10": (1.0, 2, ""), "r": (1.0, 3, ""), "ratio": (1.0, 2, "x")}
+
+
+def interval(row, digits: int | None = None) -> str:
+    """A verdict row's estimate and interval in its unit: '+8.7 [+3.1, +14.2] points', '+1.25 [+0.98, +1.52]'."""
+    scale, d, suffix = _SCALE[_get(row, "unit")]
+    d = d if digits is None else digits
+    est, low, high = (scale * float(_get(row, k)) for k in ("estimate", "low", "high"))
+    if not math.isfinite(est):
+        return "n/a"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{est:+.{d}f}{suffix} (no interval)"
+    return f"{est:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}]{suffix}"
+
+
+def level(row) -> str:
+    lv = float(_get(row, "level"))
+    return "" if not math.isfinite(lv) else f"{100 * lv:.4g}%"
+
+
+def method(row) -> str:
+    return METHODS[_get(row, "method")].format(n=int(_get(row, "n")))
+
+
+def _get(row, key):
+    return row[key] if isinstance(row, Mapping | pd.Series) else getattr(row, key)
+
+
+# --- tables -------------------------------------------------------------------------------------------------------
+
+def table(df: pd.DataFrame, index: bool = False) -> str:
+    """A DataFrame as a Markdown table (cells' '|' escaped), for IPython.display.Markdown."""
+    if index:
+        df = df.reset_index()
+    cells = [[str(v).replace("|", "\\|").replace("\n", " ") for v in row] for row in df.itertuples(index=False)]
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "".join("| " + " | ".join(r) + " |\n" for r in cells)
+
+
+def verdict_table(frame: pd.DataFrame, compared: str = "comparison") -> str:
+    """A verdict frame as a Markdown table: claim, difference with its interval, how it was made, verdict."""
+    shown = pd.DataFrame({
+        compared: [f"{r.a} − {r.b}" if r.b else r.a for r in frame.itertuples()],
+        "claim": frame["claim"],
+        "difference [interval]": [interval(r) for r in frame.itertuples()],
+        "level": [level(r) for r in frame.itertuples()],
+        "interval from": [method(r) for r in frame.itertuples()],
+        "verdict": frame["verdict"],
+    })  # fmt: skip
+    return table(shown)
+
+
+# --- written text -------------------------------------------------------------------------------------------------
+
+class StaleText(AssertionError):
+    """A template's presumed verdicts no longer hold on the stored runs."""
+
+
+def _split(name: str) -> tuple[dict[str, str], str]:
+    source = (TEMPLATES / f"{name}.md").read_text()
+    if not source.startswith("+++\n"):
+        return {}, source
+    head, _, body = source[4:].partition("\n+++\n")
+    return tomllib.loads(head).get("presumes", {}), body
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    env.filters.update(pct=pct, points=points, signed=signed, p_value=p_value, interval=interval, level=level,
+                       method=method)  # fmt: skip
+    return env
+
+
+def claims(*frames: pd.DataFrame) -> dict[str, SimpleNamespace]:
+    """Verdict frames -> {id: row}, the form templates read (``v["degradation.diff"].verdict``)."""
+    rows = [r for f in frames if len(f) for r in f.to_dict("records")]
+    ids = [r["id"] for r in rows]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"claim ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return {r["id"]: SimpleNamespace(**r) for r in rows}
+
+
+def presumes(name: str) -> dict[str, str]:
+    """The verdicts template ``name`` was written for: {claim id: verdict}."""
+    return _split(name)[0]
+
+
+def stale(name: str, v: Mapping[str, SimpleNamespace]) -> list[str]:
+    """The presumed claims of template ``name`` whose verdict differs from ``v`` (or that ``v`` lacks)."""
+    out = []
+    for cid, want in presumes(name).items():
+        got = getattr(v.get(cid), "verdict", "missing")
+        if got != want:
+            out.append(f"{cid}: written for '{want}', the runs now say '{got}'")
+    return out
+
+
+def template(name: str, v: Mapping[str, SimpleNamespace] | None = None, **context) -> str:
+    """Render ``templates/<name>.md`` with the claims ``v`` and ``context``. A template whose presumed verdicts moved
+    renders under a warning that names them (and ``stale`` makes the tests fail) until a person rewrites it."""
+    v = dict(v or {})
+    _, body = _split(name)
+    text = _environment().from_string(body).render(v=v, **context)
+    moved = stale(name, v)
+    if moved:
+        warning = "; ".join(moved)
+        text = (f"> **This text was written for other verdicts** ({warning}); it needs rewriting "
+                f"(`cnnlib/templates/{name}.md`).\n\n{text}")  # fmt: skip
+    return text
+
+
+def template_names() -> list[str]:
+    return sorted(p.stem for p in TEMPLATES.glob("*.md"))
+
+
+def repeated_sentences(texts: Iterable[str]) -> list[str]:
+    """Sentences that appear in more than one of ``texts`` (a test keeps notebooks from repeating each other)."""
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        for s in {s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if len(s.split()) >= 6}:
+            seen.setdefault(s, i)
+            if seen[s] != i:
+                seen[s] = -1
+    return [s for s, i in seen.items() if i == -1]

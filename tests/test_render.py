@@ -1,0 +1,57 @@
+import math
+
+import pandas as pd
+import pytest
+
+from cnnlib import render
+
+
+def _frame(verdict="confirmed", low=0.031, high=0.142):
+    return pd.DataFrame([dict(id="degradation.diff", claim="depth hurts the plain nets more", a="plain56", b="plain20",
+                              quantity="clean training error", estimate=0.087, low=low, high=high, level=0.9833, n=3,
+                              unit="points", method="welch contrast", verdict=verdict)])
+
+
+def test_numbers():
+    assert render.pct(0.8614) == "86.1%"
+    assert render.points(0.087) == "+8.7 points"
+    assert render.p_value(0.0) == "p < 1e-300"
+    assert render.pct(math.nan) == "n/a"
+    row = _frame().iloc[0]
+    assert render.interval(row) == "+8.7 [+3.1, +14.2] points"
+    assert render.interval(_frame(low=math.nan, high=math.nan).iloc[0]) == "+8.7 points (no interval)"
+    assert render.level(row) == "98.33%"
+    assert render.method(row) == "Welch contrast over 3 seeds per net"
+
+
+def test_verdict_table_has_one_row_per_claim():
+    md = render.verdict_table(_frame())
+    lines = md.strip().splitlines()
+    assert len(lines) == 3 and "plain56 − plain20" in lines[2] and "confirmed" in lines[2]
+
+
+def test_template_flags_moved_verdicts(tmp_path, monkeypatch):
+    (tmp_path / "t.md").write_text('+++\n[presumes]\n"degradation.diff" = "confirmed"\n+++\n'
+                                   'Depth hurts: {{ v["degradation.diff"] | interval }}.\n')
+    monkeypatch.setattr(render, "TEMPLATES", tmp_path)
+    v = render.claims(_frame())
+    assert render.presumes("t") == {"degradation.diff": "confirmed"}
+    assert render.stale("t", v) == []
+    assert render.template("t", v) == "Depth hurts: +8.7 [+3.1, +14.2] points.\n"
+    moved = render.claims(_frame(verdict="cannot tell"))
+    assert render.stale("t", moved) == ["degradation.diff: written for 'confirmed', the runs now say 'cannot tell'"]
+    assert render.template("t", moved).startswith("> **This text was written for other verdicts**")
+    with pytest.raises(Exception, match="nope"):  # a misspelt number fails loudly, never renders empty
+        (tmp_path / "u.md").write_text("{{ v['nope'].estimate }}")
+        render.template("u", v)
+
+
+def test_claim_ids_are_unique():
+    with pytest.raises(ValueError, match="repeat"):
+        render.claims(_frame(), _frame())
+
+
+def test_repeated_sentences():
+    a = "The plain nets fit their training images worse with depth. Short one."
+    b = "Something else entirely is said here today. The plain nets fit their training images worse with depth."
+    assert render.repeated_sentences([a, b]) == ["The plain nets fit their training images worse with depth."]
