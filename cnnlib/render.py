@@ -2,7 +2,7 @@
 
 Verdict tables (``cnnlib.verdicts``) hold numbers; this module turns them into Markdown:
 
-- ``pct``, ``points``, ``signed``, ``p_value``, ``interval``: numbers for prose and tables.
+- ``pct``, ``points``, ``signed``, ``num``, ``p_value``, ``interval``: numbers for prose and tables.
 - ``table``: any DataFrame as a Markdown table; ``verdict_table``: a verdict frame, readable.
 - ``template``: a Markdown text a person wrote (``cnnlib/templates/<name>.md``, Jinja2) with its
   numbers filled from verdict frames and other tables.
@@ -80,6 +80,11 @@ def points(x: float, digits: int = 1) -> str:
 
 def signed(x: float, digits: int = 2) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def num(x: float, digits: int = 2) -> str:
+    """A plain number: 1.3933 -> '1.39'; num(12.0, 0) -> '12'."""
+    return "n/a" if not math.isfinite(x) else f"{x:,.{digits}f}"
 
 
 def p_value(p: float, digits: int = 2) -> str:
@@ -164,7 +169,7 @@ def _split(name: str) -> tuple[dict[str, str], str]:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     env.filters.update(pct=pct, points=points, signed=signed, p_value=p_value, interval=interval, level=level,
-                       method=method)  # fmt: skip
+                       method=method, num=num)  # fmt: skip
     return env
 
 

@@ -353,6 +353,23 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
     table.attrs.update(note=note, claims=k)
     return table
 
+def shortcut_tie(runs: Iterable[Run], labels: np.ndarray | None, plain: str = "plainnet18",
+                 residual: str = "resnet18") -> pd.DataFrame:  # fmt: skip
+    """At 18 layers with BatchNorm, "the shortcuts do not change where training ends" (``controlled.shortcuts``;
+    He et al. saw plain-18 and ResNet-18 end close on ImageNet): plain − residual in final test accuracy, a tie
+    tested against ±``TIE_MARGIN`` (``compare``: across seeds, or with one seed the paired bootstrap over the test
+    images, whose verdict holds for these trained networks only)."""
+    m = by_model(runs)
+    if plain not in m or residual not in m:
+        return pd.DataFrame()
+    c = compare(m[plain], m[residual], final_test_acc, labels=labels)
+    boot = c["seeds"] == 1 and labels is not None
+    return _frame([_row("controlled.shortcuts", "the shortcuts do not change where an 18-layer net's training ends",
+                        plain, residual, "final test accuracy", c, "points", "paired bootstrap" if boot else "welch",
+                        len(labels) if boot else c["seeds"], stats.tie_verdict(c["low"], c["high"], TIE_MARGIN),
+                        margin=TIE_MARGIN)])  # fmt: skip
+
+
 def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESHOLD) -> str:
     """The backward signal's first/last block ratio, from an interval of its log10: "vanishes" when
     the whole interval lies below -``threshold`` (a tenfold loss towards the input), "grows" when

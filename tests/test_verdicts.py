@@ -443,3 +443,74 @@ def test_the_explosion_detector_finds_an_exploded_run_and_not_a_healthy_one():
     assert table["epoch 1"].iloc[0] == 4.6e5 and table["epoch 2"].iloc[0] == 55.0
     assert math.isclose(table.attrs["threshold"], 10 * math.log(10)) and table.attrs["checked"] == 3
     assert list(verdicts.explosions([edge], factor=4)["run"]) == ["resnet56-smoke-s1"]  # the threshold is the gate
+
+
+def committed_claims() -> dict:
+    """The claims notebooks 06 and 07 show, computed as they compute them, from the committed runs and tables."""
+    from cnnlib import at_init, mechanisms
+    from cnnlib.models import FAMILIES, create_model
+    from cnnlib.report import get_runs, resolve_profile
+
+    deg = list(FAMILIES["degradation"])
+    profile = resolve_profile(None, deg)
+    runs = get_runs(deg, profile, (0,)) + get_runs(deg, profile, (1, 2), required=False)
+    n_blocks = len(mechanisms.residual_blocks(create_model("resnet56")))
+    paths = {r.config.seed: r.table("path_gradients") for r in runs if r.config.model == "resnet56"}
+    one_d = pd.concat([r.table("surface_1d").assign(model=r.config.model, seed=r.config.seed) for r in runs
+                       if r.config.model in ("plain56", "resnet56")], ignore_index=True)  # fmt: skip
+    init = at_init.backward_profiles(deg, images=256, inits=10)
+    return render.claims(
+        verdicts.degradation(runs), verdicts.overfitting(runs), verdicts.vanishing_gradients(runs),
+        verdicts.signal_at_init(at_init.signal_ratios(init)), verdicts.lesion_verdicts(runs),
+        verdicts.path_verdict(verdicts.path_readings(paths, n_blocks), n_blocks),
+        verdicts.landscape_verdicts(verdicts.landscape_readings(one_d)),
+        verdicts.shattering(at_init.shattering_tables(depths=(8, 20, 56), points=256, seeds=range(20))))
+
+
+def test_the_texts_of_notebooks_06_and_07_were_written_for_the_verdicts_of_the_committed_runs():
+    v = committed_claims()
+    names = [n for n in render.template_names() if n.startswith(("06_", "07_")) and n != "06_controlled"]
+    assert {"06_closing", "07_closing"} <= set(names)
+    for name in names:
+        assert render.stale(name, v) == [], f"rewrite cnnlib/templates/{name}.md for the runs' verdicts"
+    # the numbers the texts quote, as the study's review recomputed them from the runs
+    assert v["degradation.diff"].estimate == pytest.approx(0.1115, abs=5e-4)
+    assert (v["degradation.diff"].low, v["degradation.diff"].high) == pytest.approx((0.039, 0.184), abs=1e-3)
+    assert v["gradients.resnet56.last"].per_seed == pytest.approx([1.27, 1.27, 1.25], abs=0.005)
+    assert v["paths.short"].peaks == [9, 9, 9] and v["shattering.d56"].n == 20
+    assert not any(c.verdict == verdicts.VANISHES for c in v.values())
+
+
+def test_a_tie_between_the_plain_and_the_residual_18_layer_nets_is_tested_against_the_margin():
+    labels = np.arange(1000) % 10
+    right, wrong = labels.copy(), (labels + 1) % 10
+    i = np.arange(1000)
+    a = np.where(i < 800, right, wrong)
+    b = np.where((i < 795) | ((i >= 800) & (i < 805)), right, wrong)  # the same 80%, on other images
+    runs = [fake_run("plainnet18", 0, 0.8, 0.8, preds=a), fake_run("resnet18", 0, 0.8, 0.8, preds=b)]
+    row = verdicts.shortcut_tie(runs, labels).iloc[0]
+    assert row["id"] == "controlled.shortcuts" and row["method"] == "paired bootstrap" and row["n"] == 1000
+    assert row["estimate"] == 0 and -0.01 <= row["low"] < 0 < row["high"] <= 0.01 and row["verdict"] == "confirmed"
+    far = [fake_run("plainnet18", 0, 0.5, 0.5, preds=np.where(i < 500, right, wrong)), runs[1]]
+    assert verdicts.shortcut_tie(far, labels)["verdict"].iloc[0] == "refuted"
+    assert verdicts.shortcut_tie(runs, None)["verdict"].iloc[0] == "cannot tell"  # one seed, no images: no interval
+
+
+def _data_present() -> bool:
+    from test_device_path import _data_tarball
+
+    return _data_tarball() is not None
+
+
+@pytest.mark.skipif(not _data_present(), reason="needs the CIFAR-10 tarball (CNNLIB_DATA or data/) for the test labels")
+def test_the_controlled_familys_text_was_written_for_the_verdict_of_the_committed_runs():
+    from cnnlib import analysis
+    from cnnlib.data import load_cifar10
+    from cnnlib.models import FAMILIES
+    from cnnlib.report import get_runs, resolve_profile
+
+    ctrl = list(FAMILIES["controlled"])
+    runs = get_runs(ctrl, resolve_profile(None, ctrl), (0,))
+    tie = verdicts.shortcut_tie(runs, analysis.test_labels(load_cifar10(), runs[0]))
+    assert render.stale("06_controlled", render.claims(tie)) == []
+    assert tie["estimate"].iloc[0] == pytest.approx(0.0005, abs=0.002)  # plainnet18 − resnet18: +0.1 points
