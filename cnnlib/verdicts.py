@@ -161,22 +161,17 @@ def _fmt(row: dict, scale: float = 100, unit: str = "points") -> str:
     return f"{est:+.1f} [{low:+.1f}, {high:+.1f}]{unit}"
 
 
-
 def _depth_contrast(m: dict[str, dict[int, Run]], names: Sequence[str]) -> dict:
     """(names[0] - names[1]) - (names[2] - names[3]) in clean training error, Welch across each net's seeds."""
     vals = [[v for v in (clean_train_error(r) for r in m[n].values()) if np.isfinite(v)] for n in names]
-    if any(not v for v in vals):
-        return dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, method="not recorded by these runs",
-                    evidence=None, confidence=0.95)  # fmt: skip
+    out = dict(estimate=math.nan, low=math.nan, high=math.nan, evidence=None, confidence=0.95)
     if all(len(v) >= 2 for v in vals):
         ev = stats.welch_contrast(vals, [1, -1, -1, 1], bounds=UNIT)
-        low, high = ev.interval(0.95)
-        seeds = ", ".join(str(len(v)) for v in vals)
-        return dict(estimate=ev.estimate, low=low, high=high, seeds=min(len(v) for v in vals), evidence=ev,
-                    method=f"{ev.method} over the four nets' seeds ({seeds})", confidence=0.95)  # fmt: skip
-    est = float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3]))
-    return dict(estimate=est, low=math.nan, high=math.nan, seeds=1, method="one seed: no interval", evidence=None,
-                confidence=0.95)  # fmt: skip
+        out.update(zip(("low", "high"), ev.interval(0.95), strict=True), estimate=ev.estimate, evidence=ev)
+    elif all(vals):
+        out["estimate"] = float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3]))
+    return out
+
 
 def _row(cid: str, claim: str, a: str, b: str, quantity: str, c: Mapping, unit: str, method: str, n: int,
          verdict: str, **extra) -> dict:  # fmt: skip
@@ -198,11 +193,9 @@ def _frame(rows: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(list(rows))
 
 
-def _settle_over(replicates: str, verdict: str) -> dict:
-    """``_row``'s ``settle`` where the replicates are initialisations (more of them settle it), else its default."""
-    if replicates != "initialisations":
-        return {}
-    return {"settle": SETTLE["inits"] if verdict == CANNOT_TELL else ""}
+def _settle_inits(verdict: str) -> str:
+    """What settles a "cannot tell" over initialisations: more of them (they cost no training)."""
+    return SETTLE["inits"] if verdict == CANNOT_TELL else ""
 
 
 def degradation(runs: Iterable[Run]) -> pd.DataFrame:
@@ -392,9 +385,10 @@ def _gradient_decided(low: float, high: float) -> bool:
     return gradient_outcome(low, high) != CANNOT_TELL
 
 
-def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: str, over: str) -> pd.DataFrame:
+def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: str, inits: bool) -> pd.DataFrame:
     """Verdict rows on log10 first/last of the backward signal: ``groups`` of (id, model, point, per-replicate
-    rows with columns 'log10', 'blocks'), a t-interval across the replicates, Holm-adjusted across the rows."""
+    rows with columns 'log10', 'blocks'), a t-interval across the replicates (seeds, or with ``inits`` the
+    initialisations), Holm-adjusted across the rows."""
     cells = [dict(estimate=float(g["log10"].mean()), low=math.nan, high=math.nan, confidence=0.95,
                   evidence=stats.seed_evidence(g["log10"])) for *_, g in groups]  # fmt: skip
     _holm(cells, [_gradient_decided] * len(cells))
@@ -405,7 +399,7 @@ def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: 
                          f"log10 of the backward signal, first block / last block, {point}", c, "log10", method, len(g),
                          gradient_outcome(c["low"], c["high"]), point=point, per_seed=[float(x) for x in g["log10"]],
                          per_block=10 ** (c["estimate"] / (blocks - 1)), blocks=blocks,
-                         **_settle_over(over, gradient_outcome(c["low"], c["high"]))))  # fmt: skip
+                         **({"settle": _settle_inits(gradient_outcome(c["low"], c["high"]))} if inits else {})))
     return _frame(rows)
 
 
@@ -449,7 +443,7 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
         step = int(g["step"].iloc[0])
         name = "step0" if step == 0 else "last" if step == last else point.replace(" ", "")
         groups.append((f"gradients.{_id(model)}.{name}", model, point, g))
-    out = _signal_frame(groups, "t", "seeds")
+    out = _signal_frame(groups, "t", inits=False)
     out.insert(len(out.columns) - 1, "step", [int(g["step"].iloc[0]) for *_, g in groups])
     return out.sort_values(["step", "a"], kind="stable").reset_index(drop=True)
 
@@ -461,7 +455,7 @@ def signal_at_init(ratios: pd.DataFrame) -> pd.DataFrame:
     groups = [(f"init.{model}.{'bn' if bn == 'with BN' else 'nobn'}", model, bn,
                g.rename(columns={"log10_first_last": "log10"}))
               for (model, bn), g in ratios.groupby(["model", "batchnorm"], sort=False)]  # fmt: skip
-    return _signal_frame(groups, "t inits", "initialisations")
+    return _signal_frame(groups, "t inits", inits=True)
 
 
 def markdown(df: pd.DataFrame, index: bool = False, note: bool = True) -> str:
@@ -635,7 +629,7 @@ def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
         rows.append(_row(f"shattering.d{e['depth']}", "the residual net's input gradient is more correlated",
                          f"resnet{e['depth']}", f"plain{e['depth']}", "Fisher z of the lag-1 autocorrelation", c, "z",
                          "fisher z", n, v := stats.verdict(c["low"], c["high"], +1), **e,
-                         **_settle_over("initialisations", v)))  # fmt: skip
+                         settle=_settle_inits(v)))  # fmt: skip
     return _frame(rows)
 
 
