@@ -2,7 +2,7 @@
 
 Each was fixed before looking at any run, and each lives here only: the modules that test a
 claim against one (``stats``, ``verdicts``) or describe it in a reading (``analysis``,
-``findings``, ``skip_findings``, ``summary``) import it from this module, which imports nothing
+``findings``, ``summary``) import it from this module, which imports nothing
 of the project, so every layer can read it.
 """
 
@@ -18,14 +18,6 @@ ALPHA = 0.05  # family-wise error rate of each table of verdicts (Holm)
 TIE_MARGIN = 0.01  # two accuracies within 1 point of each other count as tied
 FITS_TRAINING = 0.90  # clean training accuracy at which a net counts as fitting its training data
 # The backward signal, as log10 of the first/last block's gradient norm: below -1 it vanishes towards the
-# input, above +1 it grows, within ±1 neither (verdicts.gradient_outcome). Why tenfold, in words:
+# input, above +1 it grows, within ±1 neither (verdicts.gradient_outcome; notebook 06 says why tenfold).
 GRADIENT_THRESHOLD = 1.0
-GRADIENT_THRESHOLD_WHY = (
-    "Why tenfold: the claim is about the signal losing its scale on the way to the input, and a factor of ten "
-    "between the first and the last block is an order of magnitude in the step each block's weights take, the "
-    "scale at which the vanishing-gradient argument (Glorot and Bengio 2010) says the first layers stop learning "
-    "at the pace of the last; a rise of a few percent per block, which identity paths and BatchNorm give nets "
-    "that train well, adds up to more than that over a deep net without any block learning out of step (the "
-    "column 'per block' gives it). A reading that grows says nothing of instability: a run that blows up shows it "
-    "in its loss.")
 EXPLOSION_FACTOR = 10.0  # an eval-mode test loss after epoch 1 above this many times CHANCE_LOSS is a blow-up

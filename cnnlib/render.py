@@ -2,7 +2,7 @@
 
 Verdict tables (``cnnlib.verdicts``) hold numbers; this module turns them into Markdown:
 
-- ``pct``, ``points``, ``signed``, ``p_value``, ``interval``: numbers for prose and tables.
+- ``pct``, ``points``, ``signed``, ``num``, ``p_value``, ``interval``: numbers for prose and tables.
 - ``table``: any DataFrame as a Markdown table; ``verdict_table``: a verdict frame, readable.
 - ``template``: a Markdown text a person wrote (``cnnlib/templates/<name>.md``, Jinja2) with its
   numbers filled from verdict frames and other tables.
@@ -17,7 +17,8 @@ A verdict frame has one row per claim, with these columns (``VERDICT_COLUMNS``):
     low, high its interval at ``level`` (NaN without one)
     level     the interval's confidence: 0.95, or its Holm-adjusted level
     n         networks per side (seeds), or images for a bootstrap over test images
-    unit      "points" (fractions shown x100), "log10", "r" (a correlation), "ratio"
+    unit      "points" (fractions shown x100), "log10", "r" (a correlation), "ratio", "z" (Fisher's z), "loss"
+              (cross-entropy, nats), "share" (a fraction shown as a percentage, unsigned)
     method    one of METHODS
     verdict   one of the verdict words of ``cnnlib.stats`` / ``cnnlib.verdicts``
 
@@ -58,6 +59,8 @@ METHODS = {
     "paired bootstrap": "paired bootstrap over {n:,} test images (these trained networks only)",
     "t": "t over {n} seeds",
     "fisher z": "Fisher z over {n} initialisations",
+    "t inits": "t over {n} initialisations",
+    "draws": "Welch t over {n} random draws within one trained network per side (these two networks only)",
     "sign test": "sign test over {n} initialisations",
     "none": "no interval ({n} network per side)",
 }
@@ -79,6 +82,11 @@ def signed(x: float, digits: int = 2) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:+.{digits}f}"
 
 
+def num(x: float, digits: int = 2) -> str:
+    """A plain number: 1.3933 -> '1.39'; num(12.0, 0) -> '12'."""
+    return "n/a" if not math.isfinite(x) else f"{x:,.{digits}f}"
+
+
 def p_value(p: float, digits: int = 2) -> str:
     """'p=4.8e-33'; below 1e-300 'p < 1e-300' (a double underflows near 1e-308: 'p=0' would claim the impossible)."""
     if not math.isfinite(p):
@@ -86,19 +94,22 @@ def p_value(p: float, digits: int = 2) -> str:
     return "p < 1e-300" if p < 1e-300 else f"p={p:.{digits}g}"
 
 
-_SCALE = {"points": (100.0, 1, " points"), "log10": (1.0, 2, ""), "r": (1.0, 3, ""), "ratio": (1.0, 2, "x")}
+_SCALE = {"points": (100.0, 1, " points"), "log10": (1.0, 2, ""), "r": (1.0, 3, ""), "ratio": (1.0, 2, "x"),
+          "z": (1.0, 2, ""), "loss": (1.0, 3, ""), "share": (100.0, 1, "%")}
+_UNSIGNED = {"share"}  # a value, not a difference: no sign
 
 
 def interval(row, digits: int | None = None) -> str:
     """A verdict row's estimate and interval in its unit: '+8.7 [+3.1, +14.2] points', '+1.25 [+0.98, +1.52]'."""
     scale, d, suffix = _SCALE[_get(row, "unit")]
     d = d if digits is None else digits
+    sign = "" if _get(row, "unit") in _UNSIGNED else "+"
     est, low, high = (scale * float(_get(row, k)) for k in ("estimate", "low", "high"))
     if not math.isfinite(est):
         return "n/a"
     if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{est:+.{d}f}{suffix} (no interval)"
-    return f"{est:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}]{suffix}"
+        return f"{est:{sign}.{d}f}{suffix} (no interval)"
+    return f"{est:{sign}.{d}f} [{low:{sign}.{d}f}, {high:{sign}.{d}f}]{suffix}"
 
 
 def level(row) -> str:
@@ -125,11 +136,13 @@ def table(df: pd.DataFrame, index: bool = False) -> str:
     return head + "".join("| " + " | ".join(r) + " |\n" for r in cells)
 
 
-def verdict_table(frame: pd.DataFrame, compared: str = "comparison") -> str:
-    """A verdict frame as a Markdown table: claim, difference with its interval, how it was made, verdict."""
+def verdict_table(frame: pd.DataFrame, compared: str = "comparison", measured: bool = False) -> str:
+    """A verdict frame as a Markdown table: claim, difference with its interval, how it was made, verdict; with
+    ``measured`` the quantity too (where it tells the rows apart: the probe point, the blocks deleted)."""
     shown = pd.DataFrame({
         compared: [f"{r.a} − {r.b}" if r.b else r.a for r in frame.itertuples()],
         "claim": frame["claim"],
+        **({"measured": frame["quantity"]} if measured else {}),
         "difference [interval]": [interval(r) for r in frame.itertuples()],
         "level": [level(r) for r in frame.itertuples()],
         "interval from": [method(r) for r in frame.itertuples()],
@@ -156,7 +169,7 @@ def _split(name: str) -> tuple[dict[str, str], str]:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     env.filters.update(pct=pct, points=points, signed=signed, p_value=p_value, interval=interval, level=level,
-                       method=method)  # fmt: skip
+                       method=method, num=num)  # fmt: skip
     return env
 
 

@@ -365,21 +365,24 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
     """The report's index: what the stored runs say (where they come from, the results table and the verdicts,
     the same as the README's, from ``cnnlib.summary``), the figure of what skip connections change, then the
     notebooks' pages (``pages``: (file stem, title)) with one line each."""
-    from . import summary, verdicts
+    from . import render, summary, verdicts
     from .analysis import data_note
+    from .models import FAMILIES
 
     titles = dict(pages)
-    c = summary.claims(runs)
-    if c is not None:
-        deg = c.runs
+    v = summary.verdict_frame(runs)
+    if len(v):
+        deg = summary._family_runs(runs, list(FAMILIES["degradation"]))[1]
         devices = ", ".join(dict.fromkeys(summary.device(r) for r in deg))
+        rows = [{"claim": f"{r.claim} ({r.a} − {r.b})" if r.b else f"{r.claim} ({r.a}, {r.quantity})",
+                 "verdict": r.verdict, "evidence": f"{render.interval(r)} ({render.method(r)})",
+                 "notebook": r.notebook} for r in v.itertuples()]  # fmt: skip
         verdict_part = (
             f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
             "richest profile in which the family is complete; the seeds of which all four nets exist). Each "
             f"notebook table's intervals are Holm-adjusted across its claims (family-wise error "
             f"{100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
-            "do not settle, and the notebooks say what would.</p>" + _verdict_table(summary.verdict_rows(c), titles)
-            + f"<p class=note>{_inline(c.degradation.attrs.get('reading', ''))}</p>"
+            "do not settle, and the notebooks say what would.</p>" + _verdict_table(rows, titles)
         )  # fmt: skip
     else:
         verdict_part, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the degradation "

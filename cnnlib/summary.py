@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import verdicts
+from . import render, verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, mean_std
-from .constants import ALPHA, GRADIENT_THRESHOLD
+from .constants import ALPHA
 from .models import FAMILIES
 from .paths import PROJECT_ROOT
 from .report import PREFERRED, and_list, run_names
@@ -206,96 +206,24 @@ def read_first(runs: list[Run] | None = None) -> str:
     return text.rstrip()
 
 
-@dataclass
-class Claims:
-    """The verdicts the README and the report's index show, computed once: the degradation family's
-    tables of notebooks 06 and 07 in the richest profile where the family has a complete seed, read from
-    the seeds of which all four nets exist."""
-
-    profile: str
-    overfitting: pd.Series
-    degradation: pd.DataFrame
-    gradients: pd.DataFrame  # the whole table (its attrs: how many claims)
-    gradient_rows: pd.DataFrame  # the rows shown: initialisation and the last probe
-    lesions: pd.DataFrame  # plain56 against resnet56 (notebook 07's table, so its Holm adjustment)
-    runs: list[Run]  # the family's runs they read: its complete seeds in ``profile``
-
-
-def claims(runs: list[Run]) -> Claims | None:
+def verdict_frame(runs: list[Run]) -> pd.DataFrame:
+    """The verdicts the README and the report's index show, as one verdict frame (``cnnlib.render``) with a column
+    ``notebook`` (where each is shown): the degradation family's claims of notebooks 06 and 07 (overfitting,
+    degradation, the backward signal at initialisation and at the last probe, the lesions of plain56 against
+    resnet56), each as its notebook's table adjusts it, in the richest profile where the family has a complete
+    seed, read from the seeds of which all four nets exist (``attrs['profile']``). Empty when none has one."""
     found = _family_runs(runs, list(FAMILIES["degradation"]))
     if not found:
-        return None
+        return pd.DataFrame()
     profile, deg = found
     vg = verdicts.vanishing_gradients(deg)
-    shown = vg[vg["point"].isin(["step 0", vg["point"].iloc[-1]])] if len(vg) else vg
     lz = verdicts.lesion_verdicts(deg)
-    return Claims(profile, verdicts.overfitting(deg).iloc[0], verdicts.degradation(deg), vg, shown,
-                  lz[lz["claim"].str.endswith("than resnet56")] if len(lz) else lz, deg)  # fmt: skip
-
-
-def _one_net(networks: tuple[int, int] | None) -> str:
-    """What a lesion comparison's interval is over (``verdicts.lesion_verdicts``' ``attrs['networks']``
-    entry for it): random deletions within one trained network a side (None), or (plain, residual) networks."""
-    if networks is None:
-        return " (over random deletions within one trained network each)"
-    return f" (Welch interval over {networks[0]} and {networks[1]} trained networks)"
-
-
-def _adjusted(k: int, what: str, intervals: str) -> str:
-    """How a table's intervals were drawn, for a verdict line: across seeds and Holm-adjusted over its ``k``
-    tested ``what``, or none yet (one seed of a net gives no interval across seeds)."""
-    if k == 0:
-        return "no interval across seeds yet: a net has one seed"
-    adjusted = f", Holm-adjusted across the {k} {what} of notebook 06's table" if k > 1 else ""
-    return f"{intervals} across seeds{adjusted}"
-
-
-def verdict_lines(c: Claims) -> list[str]:
-    """The README's verdict lines (Markdown)."""
-    o, d, vg = c.overfitting, c.degradation, c.gradients
-    out = [f"Verdicts on the degradation family (profile `{c.profile}`, notebooks 06 and 07; each table's "
-           f"intervals Holm-adjusted across its claims, family-wise error {100 * ALPHA:g}%):", "",
-           f"- *\"Plain CNNs with many layers overfit\"*: **{o['verdict']}**: {o['why']}.",
-           f"- Degradation, in clean training error ({_adjusted(d.attrs['claims'], 'claims', 'Welch intervals')}): "
-           + "; ".join(f"{r['comparison (clean training error)']} {r['difference']} (**{r['verdict']}**)"
-                       for _, r in d.iterrows()) + ". " + d.attrs.get("reading", "")]  # fmt: skip
-    if len(c.gradient_rows):
-        out.append("- *\"Skip connections avoid vanishing gradients\"*, read off the backward signal "
-                   f"(first block / last block, log10; the whole interval below −{GRADIENT_THRESHOLD:g} "
-                   f"vanishes, above +{GRADIENT_THRESHOLD:g} grows, within "
-                   f"±{GRADIENT_THRESHOLD:g} neither; {_adjusted(vg.attrs['claims'], 'rows', 'intervals')}): "
-                   + "; ".join(f"{r['model']} at {r['point']}: {r['log10 [interval]']} (per seed "
-                               f"{r['log10 per seed']}; {r['per block']} per block; "
-                               f"**{r['signal towards the input']}**)"
-                               for _, r in c.gradient_rows.iterrows()) + ".")
-    if len(c.lesions):
-        nets = c.lesions.attrs["networks"]
-        out.append("- Lesions (Veit et al. 2016): " + "; ".join(
-            f"{v['claim']}: {v['difference (points)']} points" + _one_net(nets[v["claim"]]) + f" (**{v['verdict']}**"
-            + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else "") + ")"
-            for _, v in c.lesions.iterrows()) + ".")
-    return out
-
-
-def verdict_rows(c: Claims) -> list[dict]:
-    """The same verdicts as one short table (the report's index): claim, verdict, the evidence in a few
-    words, and the notebook that shows it (Markdown cells)."""
-    o = c.overfitting
-    rows = [{"claim": "*\"Plain CNNs with many layers overfit\"* (plain56 against plain20)", "verdict": o["verdict"],
-             "evidence": o["why"].split(";")[0], "notebook": "06"}]
-    rows += [{"claim": f"degradation: {r['claim']}", "verdict": r["verdict"],
-              "evidence": f"{r['comparison (clean training error)']}: {r['difference']} of clean training error",
-              "notebook": "06"} for _, r in c.degradation.iterrows()]  # fmt: skip
-    rows += [{"claim": f"*\"Skip connections avoid vanishing gradients\"*: {r['model']}'s backward signal towards "
-                       f"the input at {r['point']}", "verdict": r["signal towards the input"],
-              "evidence": f"log10 first/last block {r['log10 [interval]']}", "notebook": "06"}
-             for _, r in c.gradient_rows.iterrows()]  # fmt: skip
-    nets = c.lesions.attrs.get("networks", {})
-    rows += [{"claim": f"lesions: {v['claim']}",
-              "verdict": v["verdict"] + (f"; {v[verdicts.THESE_NETWORKS]}" if v[verdicts.THESE_NETWORKS] else ""),
-              "evidence": f"{v['difference (points)']} points" + _one_net(nets[v["claim"]]), "notebook": "07"}
-             for _, v in c.lesions.iterrows()]  # fmt: skip
-    return rows
+    frame = pd.concat([verdicts.overfitting(deg).assign(notebook="06"), verdicts.degradation(deg).assign(notebook="06"),
+                       vg[vg["step"].isin([0, vg["step"].max()])].assign(notebook="06") if len(vg) else None,
+                       lz[(lz["a"] == "plain56") & (lz["b"] == "resnet56")].assign(notebook="07") if len(lz) else None],
+                      ignore_index=True)  # fmt: skip
+    frame.attrs["profile"] = profile
+    return frame
 
 
 def main_and_pilot_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -319,9 +247,11 @@ def readme_block(runs: list[Run] | None = None) -> str:
         shown = pd.DataFrame(pilots).drop(columns=["family", "original report (%)", "target (%)"], errors="ignore")
         out += ["Not yet trained in the full profile, pilots of the reduced one only (far below what the full profile "
                 "reaches):", "", verdicts.markdown(shown), ""]  # fmt: skip
-    c = claims(runs)
-    if c is not None:
-        out += verdict_lines(c)
+    v = verdict_frame(runs)
+    if len(v):
+        out += [f"Verdicts on the degradation family (profile `{v.attrs['profile']}`, notebooks 06 and 07; each "
+                f"notebook table's intervals Holm-adjusted across its claims, family-wise error {100 * ALPHA:g}%):",
+                "", render.verdict_table(v, measured=True).rstrip()]  # fmt: skip
     out += ["", END]
     return "\n".join(out)
 

@@ -1,44 +1,48 @@
-"""The original report's claims, checked with intervals (see ``cnnlib.stats``).
+"""The study's claims as verdict frames: numbers with intervals, and a verdict from a fixed vocabulary.
 
-Each function takes stored runs (and the test labels where predictions are compared) and
-returns a DataFrame with one row per claim or comparison: the estimate, its interval, how
-the interval was made, and a verdict that is "confirmed" or "refuted" only when the
-interval separates the compared numbers; otherwise "cannot tell", with what would settle
-it. ``markdown`` renders such a table for a notebook, with the table's note (``attrs``).
+Each function takes stored runs (or tables measured at initialisation) and returns a verdict frame: one row
+per claim, columns ``id, claim, a, b, quantity, estimate, low, high, level, n, unit, method, verdict`` (see
+``cnnlib.render``, which alone turns them into text), then columns of its own (per-seed values, the nets at
+the floor, ``settle``). Nothing here writes a sentence; the notebooks' text is written in
+``cnnlib/templates`` over these numbers.
 
-The rules, the same in every table:
+The rules, the same in every frame:
 
-- The unit of replication is the trained network. Comparisons of two models use every
-  seed both have: with two or more seeds each, a Welch t-interval across seeds, unpaired
-  (two architectures trained with one seed share only the order of their data); with one
-  seed, the paired bootstrap over test images (test accuracy only: other metrics need
-  seeds for an interval), and a verdict from it holds for these trained networks only
-  (seed-to-seed variance is left out), which the verdict says.
-- Intervals stay in the feasible range (``cnnlib.stats``: logit / Fisher z for means of
-  bounded values, clipping for their differences).
-- One table is one family of claims: its intervals are drawn at their Holm-adjusted levels
-  (``stats.holm_adjust``; family-wise error ``ALPHA`` = 5%), and the table's note says so.
-- A claimed tie is tested against ``TIE_MARGIN`` (1 point) in both directions.
-- A comparison of accuracy losses in which one side sits near chance (within
-  ``NEAR_CHANCE`` of ``CHANCE``, 10%, as ``analysis.near_chance``) says "cannot tell
-  (floor)": a net at chance has nothing left to lose. Comparisons of accuracy levels keep
-  their verdict: a net at chance is worse than one above it.
+- The unit of replication is the trained network (or, at initialisation, the initialisation). Comparisons of
+  two models use every seed both have: with two or more seeds each, a Welch t-interval across seeds, unpaired
+  (two architectures trained with one seed share only the order of their data); with one seed, no interval
+  (``method`` "none") and "cannot tell".
+- Intervals stay in the feasible range (``cnnlib.stats``: logit / Fisher z for bounded values, clipping for
+  their differences).
+- One frame is one family of claims: its intervals are drawn at their Holm-adjusted levels (``level``;
+  ``stats.holm_adjust``, family-wise error ``ALPHA`` = 5%).
+- A comparison of accuracy losses in which one side sits near chance (within ``NEAR_CHANCE`` of ``CHANCE``)
+  says "cannot tell (floor)": a net at chance has nothing left to lose.
+- ``settle``: what would settle a "cannot tell", from ``SETTLE`` ("" once settled).
 
-These thresholds, like every number the study fixed before looking at its runs, live in
-``cnnlib.constants``.
+These thresholds, like every number the study fixed before looking at its runs, live in ``cnnlib.constants``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import stats
 from .analysis import label, model_costs, timed_on_one_gpu
-from .constants import ALPHA, CHANCE, FITS_TRAINING, GRADIENT_THRESHOLD, GRADIENT_THRESHOLD_WHY, NEAR_CHANCE, TIE_MARGIN  # noqa: F401 (ALPHA)
+from .constants import (  # noqa: F401,E501
+    ALPHA,
+    CHANCE,
+    CHANCE_LOSS,
+    EXPLOSION_FACTOR,
+    FITS_TRAINING,
+    GRADIENT_THRESHOLD,
+    NEAR_CHANCE,
+    TIE_MARGIN,
+)
 from .models import info
 from .results import Run
 
@@ -49,9 +53,13 @@ CANNOT_TELL_ONE_NET = "cannot tell (one network per architecture)"
 THESE_NETWORKS = "these trained networks only"
 HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 128), the reference for "longer"
 # the backward signal, read over a net's depth: "grows" (not "explodes": a run that blows up shows it in its loss,
-# skip_findings.explosions) names a tenfold rise towards the input in a net that may train well
+# ``explosions``) names a tenfold rise towards the input in a net that may train well
 VANISHES, GROWS, NEITHER = "vanishes", "grows", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
+# what would settle a "cannot tell": seeds where an interval is missing, more where it spans the line, a budget in
+# which every net learns where one sits at the floor, more trained networks where one per architecture was measured
+SETTLE = {"seeds": "3 seeds per net", "more": "more seeds", "floor": "a budget in which every net learns",
+          "networks": "more trained networks per architecture", "inits": "more initialisations"}  # fmt: skip
 
 
 def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
@@ -153,44 +161,51 @@ def _fmt(row: dict, scale: float = 100, unit: str = "points") -> str:
     return f"{est:+.1f} [{low:+.1f}, {high:+.1f}]{unit}"
 
 
-def _settle(row: dict) -> str:
-    if row.get("floor"):
-        return (f"not settled by more seeds: {row['floor']} within {100 * NEAR_CHANCE:g} points of chance, where "
-                "the error cannot rise further; a budget in which every net learns settles it")
-    if row["seeds"] <= 1:
-        return "settled by 3 seeds of each run (an interval across seeds)"
-    return f"settled by more seeds or a longer budget (the interval spans 0 with {row['seeds']} seeds)"
-
-
 def _depth_contrast(m: dict[str, dict[int, Run]], names: Sequence[str]) -> dict:
     """(names[0] - names[1]) - (names[2] - names[3]) in clean training error, Welch across each net's seeds."""
     vals = [[v for v in (clean_train_error(r) for r in m[n].values()) if np.isfinite(v)] for n in names]
-    if any(not v for v in vals):
-        return dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, method="not recorded by these runs",
-                    evidence=None, confidence=0.95)  # fmt: skip
+    out = dict(estimate=math.nan, low=math.nan, high=math.nan, evidence=None, confidence=0.95)
     if all(len(v) >= 2 for v in vals):
         ev = stats.welch_contrast(vals, [1, -1, -1, 1], bounds=UNIT)
-        low, high = ev.interval(0.95)
-        seeds = ", ".join(str(len(v)) for v in vals)
-        return dict(estimate=ev.estimate, low=low, high=high, seeds=min(len(v) for v in vals), evidence=ev,
-                    method=f"{ev.method} over the four nets' seeds ({seeds})", confidence=0.95)  # fmt: skip
-    est = float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3]))
-    return dict(estimate=est, low=math.nan, high=math.nan, seeds=1, method="one seed: no interval", evidence=None,
-                confidence=0.95)  # fmt: skip
+        out.update(zip(("low", "high"), ev.interval(0.95), strict=True), estimate=ev.estimate, evidence=ev)
+    elif all(vals):
+        out["estimate"] = float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3]))
+    return out
+
+
+def _row(cid: str, claim: str, a: str, b: str, quantity: str, c: Mapping, unit: str, method: str, n: int,
+         verdict: str, **extra) -> dict:  # fmt: skip
+    """One verdict-frame row from an interval dict ``c`` (estimate, low, high, confidence); ``extra``: the frame's
+    own columns. ``settle`` follows from the verdict, the method and the floor unless given."""
+    has = bool(np.isfinite(c.get("low", math.nan)) and np.isfinite(c.get("high", math.nan)))
+    settle = extra.pop("settle", None)
+    if settle is None:
+        settle = ("" if not verdict.startswith(CANNOT_TELL) else SETTLE["floor"] if verdict == CANNOT_TELL_FLOOR
+                  else SETTLE["networks"] if verdict == CANNOT_TELL_ONE_NET
+                  else SETTLE["more"] if has else SETTLE["seeds"])  # fmt: skip
+    return dict(id=cid, claim=claim, a=a, b=b, quantity=quantity, estimate=float(c.get("estimate", math.nan)),
+                low=float(c["low"]) if has else math.nan, high=float(c["high"]) if has else math.nan,
+                level=float(c.get("confidence", 0.95)) if has else math.nan, n=int(n), unit=unit,
+                method=method if has else "none", verdict=verdict, **extra, settle=settle)  # fmt: skip
+
+
+def _frame(rows: Sequence[dict]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+def _settle_inits(verdict: str) -> str:
+    """What settles a "cannot tell" over initialisations: more of them (they cost no training)."""
+    return SETTLE["inits"] if verdict == CANNOT_TELL else ""
 
 
 def degradation(runs: Iterable[Run]) -> pd.DataFrame:
-    """He et al.'s degradation test, in clean training error (eval mode, no augmentation).
+    """He et al.'s degradation test, in clean training error (eval mode, no augmentation), as a verdict frame.
 
-    Rows: plain56 - plain20, resnet56 - resnet20 (depth's effect in each family), and the
-    difference of differences (plain56 - plain20) - (resnet56 - resnet20): degradation that
-    shortcuts remove shows as a positive first row and a positive third row. Welch intervals
-    across seeds (unpaired), Holm-adjusted across the three rows (``attrs['note']``). The third
-    row compares losses of fit, so it says "cannot tell (floor)" when a net's clean training
-    accuracy sits within ``NEAR_CHANCE`` of chance. When the residual pair also gets worse with
-    depth, the budget is too short to tell degradation from slower training of the deeper nets,
-    and the reading (``attrs['reading']``) says so.
-    """
+    Rows ``degradation.plain`` (plain56 − plain20), ``degradation.residual`` (resnet56 − resnet20): depth's effect
+    in each family; ``degradation.diff``: (plain56 − plain20) − (resnet56 − resnet20). Degradation that shortcuts
+    remove shows as a confirmed first and third row. Welch intervals across seeds (unpaired), Holm-adjusted across
+    the three rows. The third row compares losses of fit, so it says "cannot tell (floor)" when a net's clean
+    training accuracy sits within ``NEAR_CHANCE`` of chance (column ``floor``: those nets)."""
     m = by_model(runs)
     need = ("plain20", "plain56", "resnet20", "resnet56")
     if any(n not in m for n in need):
@@ -198,64 +213,35 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
     plain = compare(m["plain56"], m["plain20"], clean_train_error)
     res = compare(m["resnet56"], m["resnet20"], clean_train_error)
     diff = _depth_contrast(m, ("plain56", "plain20", "resnet56", "resnet20"))
-    low_nets = [n for n in need if _near_chance(final(r, "clean_train_acc") for r in m[n].values())]
-    if low_nets:
-        diff.update(untested=True, floor=f"{' and '.join(low_nets)} {'sits' if len(low_nets) == 1 else 'sit'}")
-    rows_in = [plain, res, diff]
-    k = _holm(rows_in, [stats.sign_decided] * 3)
-    rows = []
-    for name, row, claim in (
-        ("plain56 − plain20", plain, "the deeper plain net fits its training data worse"),
-        ("resnet56 − resnet20", res, "the deeper residual net fits its training data worse"),
-        ("(plain56 − plain20) − (resnet56 − resnet20)", diff, "depth hurts the plain nets more than the residual"),
-    ):
-        v = CANNOT_TELL_FLOOR if row.get("floor") else stats.verdict(row["low"], row["high"], +1)
-        level = _level(row)
-        rows.append({"comparison (clean training error)": name, "claim": claim, "difference": _fmt(row),
-                     "interval from": row["method"] + (f"; {level}" if level else ""), "verdict": v,
-                     "what would settle it": _settle(row) if v.startswith(CANNOT_TELL) else ""})  # fmt: skip
-    table = pd.DataFrame(rows)
-    # the row of depth's effect within each kind of net, by the nets' connections (models.info): its readers
-    # (skip_findings) find it there rather than read a net's kind off its name
-    within = {info(deep).connections: f"{deep} − {shallow}" for deep, shallow in (("plain56", "plain20"),
-                                                                                   ("resnet56", "resnet20"))}
-    verdict_of = dict(zip(("plain", "res", "diff"), table["verdict"], strict=True))
-    res_worse = verdict_of["res"] == CONFIRMED
-    longer = ("the full profile's longer runs settle it" if {r.config.profile for n in need for r in m[n].values()}
-              != {"full"} else f"a longer schedule (He et al. trained {HE_EPOCHS} epochs) would settle it")  # fmt: skip
-    if not np.isfinite(diff["low"]) and not diff.get("floor"):  # a net with one seed: no interval yet
-        one = [n for n in need if len(m[n]) < 2]
-        reading = (f"With one seed of {', '.join(one)} there is no interval across seeds yet, so no verdict on "
-                   "degradation from these runs (the differences above are one training run's each); seeds 1 and 2 "
-                   "of the four nets give the intervals.")  # fmt: skip
-    elif res_worse or (res["estimate"] > 0 and verdict_of["diff"] != CONFIRMED):
-        how = "also gets worse" if res_worse else "may also get worse (on average; its interval spans 0)"
-        reading = (
-            f"The residual pair {how} with depth in this budget: the deeper nets may just train more slowly, "
-            "so degradation (an optimisation failure specific to plain nets) cannot be separated from slower "
-            f"training here; {longer}."
-        )
-    elif verdict_of["diff"] == CONFIRMED:
-        reading = ("Depth hurts the plain nets' fit of their own training data more than the "
-                   "residual nets': degradation, which the shortcuts remove (He et al. 2016).")  # fmt: skip
-    elif verdict_of["diff"] == CANNOT_TELL_FLOOR:
-        reading = (f"{diff['floor'].capitalize()} near chance: the losses of fit with depth do not compare, so "
-                   "no verdict on degradation from these runs.")  # fmt: skip
-    else:
-        reading = "The intervals do not separate: no verdict on degradation from these runs."
-    table.attrs.update(reading=reading, note=stats.holm_note(k), claims=k, within=within)
-    return table
+    low_nets = tuple(n for n in need if _near_chance(final(r, "clean_train_acc") for r in m[n].values()))
+    diff["untested"] = bool(low_nets)
+    _holm([plain, res, diff], [stats.sign_decided] * 3)
+    seeds = {n: len(m[n]) for n in need}
+    q = "clean training error"
+    rows = [
+        _row("degradation.plain", "the deeper plain net fits its training data worse", "plain56", "plain20", q,
+             plain, "points", "welch", min(seeds["plain56"], seeds["plain20"]),
+             stats.verdict(plain["low"], plain["high"], +1), floor=()),
+        _row("degradation.residual", "the deeper residual net fits its training data worse", "resnet56", "resnet20",
+             q, res, "points", "welch", min(seeds["resnet56"], seeds["resnet20"]),
+             stats.verdict(res["low"], res["high"], +1), floor=()),
+        _row("degradation.diff", "depth hurts the plain nets more than the residual nets", "(plain56 − plain20)",
+             "(resnet56 − resnet20)", q, diff, "points", "welch contrast", min(seeds.values()),
+             CANNOT_TELL_FLOOR if low_nets else stats.verdict(diff["low"], diff["high"], +1), floor=low_nets),
+    ]  # fmt: skip
+    return _frame(rows)
 
 
 def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plain56",
                 fits: float = FITS_TRAINING) -> pd.DataFrame:  # fmt: skip
-    """"Plain CNNs with many layers overfit": overfitting means the deeper net fits its training
-    data better and generalises worse, which can only show once the nets fit their training data:
-    the claim is "not testable in this regime" unless the shallow net's mean clean training accuracy
-    is at least ``fits`` (``FITS_TRAINING``, 90%). Then a deeper net that fits its training data
-    *worse* refutes it (that is degradation), and it is confirmed when the deeper net's clean training
-    error is lower and its test error higher. One claim (95% intervals, no multiplicity adjustment:
-    confirming it needs both intervals, an intersection-union test, which needs none)."""
+    """"Plain CNNs with many layers overfit" (``overfitting.plain``): overfitting means the deeper net fits its
+    training data better and generalises worse, which can only show once the nets fit their training data: the
+    claim is "not testable in this regime" unless the shallow net's mean clean training accuracy (column ``fit``)
+    is at least ``fits`` (``FITS_TRAINING``, 90%). Then a deeper net that fits its training data *worse* refutes
+    it (that is degradation), and it is confirmed when the deeper net's clean training error is lower and its test
+    error higher. The row's estimate is deep − shallow in clean training error; ``test_estimate``, ``test_low``,
+    ``test_high`` the same in test error. One claim, 95% intervals (confirming it needs both intervals, an
+    intersection-union test, which needs no adjustment)."""
     m = by_model(runs)
     if shallow not in m or deep not in m:
         return pd.DataFrame()
@@ -263,33 +249,20 @@ def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plai
     fit = float(np.mean(accs)) if accs else math.nan
     train = compare(m[deep], m[shallow], clean_train_error)
     test = compare(m[deep], m[shallow], test_error)
-    if not np.isfinite(fit):
-        v, why = NOT_IN_REGIME, f"the runs of {shallow} do not record a clean training accuracy"
-    elif fit < fits:
+    if not (np.isfinite(fit) and fit >= fits):
         v = NOT_IN_REGIME
-        why = (f"{shallow} reaches {100 * fit:.1f}% clean training accuracy, below the {100 * fits:g}% at which a "
-               "net counts as fitting its training data; overfitting (the deeper net fitting its training data "
-               "better and generalising worse) can only show among nets that fit it")  # fmt: skip
     elif stats.verdict(train["low"], train["high"], +1) == CONFIRMED:
-        v, why = REFUTED, f"{deep} fits its training data worse than {shallow}: that is degradation, not overfitting"
-    elif stats.verdict(train["low"], train["high"], -1) == CONFIRMED and stats.verdict(
-        test["low"], test["high"], +1
-    ) == CONFIRMED:
-        v, why = CONFIRMED, f"{deep} fits its training data better than {shallow} and generalises worse"
+        v = REFUTED  # the deeper net fits its training data worse: degradation, not overfitting
+    elif (stats.verdict(train["low"], train["high"], -1) == CONFIRMED
+          and stats.verdict(test["low"], test["high"], +1) == CONFIRMED):  # fmt: skip
+        v = CONFIRMED
     else:
-        separate = "the intervals do not separate" if np.isfinite(train["low"]) else "one seed: no interval yet"
-        v, why = CANNOT_TELL, f"{separate}; " + _settle(train)
-    table = pd.DataFrame([{
-        "claim": f"plain CNNs with many layers overfit ({deep} vs {shallow})",
-        "clean training error, deep − shallow": _fmt(train), "test error, deep − shallow": _fmt(test),
-        "verdict": v, "why": why,
-    }])  # fmt: skip
-    gate = (f"Testable because {shallow} reaches {100 * fit:.1f}% clean training accuracy (mean over its seeds), "
-            f"past the {100 * fits:g}% at which a net counts as fitting its training data." if fit >= fits else
-            f"Testable once {shallow} reaches {100 * fits:g}% clean training accuracy.")  # fmt: skip
-    table.attrs.update(note=("One claim, 95% intervals, no multiplicity adjustment (confirming it needs both "
-                             f"intervals: an intersection-union test). {gate}"), claims=1)  # fmt: skip
-    return table
+        v = CANNOT_TELL
+    row = _row("overfitting.plain", "plain CNNs with many layers overfit", deep, shallow, "clean training error",
+               train, "points", "welch", min(len(m[deep]), len(m[shallow])), v, test_estimate=test["estimate"],
+               test_low=test["low"], test_high=test["high"], fit=fit, fits=fits,
+               settle=SETTLE["floor"] if v == NOT_IN_REGIME else None)  # fmt: skip
+    return _frame([row])
 
 
 RANKINGS = {  # the original report's rankings, tiers in decreasing order
@@ -373,6 +346,22 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
     table.attrs.update(note=note, claims=k)
     return table
 
+def shortcut_tie(runs: Iterable[Run], labels: np.ndarray | None, plain: str = "plainnet18",
+                 residual: str = "resnet18") -> pd.DataFrame:  # fmt: skip
+    """At 18 layers with BatchNorm, "the shortcuts do not change where training ends" (``controlled.shortcuts``;
+    He et al. saw plain-18 and ResNet-18 end close on ImageNet): plain − residual in final test accuracy, a tie
+    tested against ±``TIE_MARGIN`` (``compare``: across seeds, or with one seed the paired bootstrap over the test
+    images, whose verdict holds for these trained networks only)."""
+    m = by_model(runs)
+    if plain not in m or residual not in m:
+        return pd.DataFrame()
+    c = compare(m[plain], m[residual], final_test_acc, labels=labels)
+    boot = c["seeds"] == 1 and labels is not None
+    return _frame([_row("controlled.shortcuts", "the shortcuts do not change where an 18-layer net's training ends",
+                        plain, residual, "final test accuracy", c, "points", "paired bootstrap" if boot else "welch",
+                        len(labels) if boot else c["seeds"], stats.tie_verdict(c["low"], c["high"], TIE_MARGIN),
+                        margin=TIE_MARGIN)])  # fmt: skip
+
 
 def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESHOLD) -> str:
     """The backward signal's first/last block ratio, from an interval of its log10: "vanishes" when
@@ -396,21 +385,41 @@ def _gradient_decided(low: float, high: float) -> bool:
     return gradient_outcome(low, high) != CANNOT_TELL
 
 
+def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: str, inits: bool) -> pd.DataFrame:
+    """Verdict rows on log10 first/last of the backward signal: ``groups`` of (id, model, point, per-replicate
+    rows with columns 'log10', 'blocks'), a t-interval across the replicates (seeds, or with ``inits`` the
+    initialisations), Holm-adjusted across the rows."""
+    cells = [dict(estimate=float(g["log10"].mean()), low=math.nan, high=math.nan, confidence=0.95,
+                  evidence=stats.seed_evidence(g["log10"])) for *_, g in groups]  # fmt: skip
+    _holm(cells, [_gradient_decided] * len(cells))
+    rows = []
+    for (cid, model, point, g), c in zip(groups, cells, strict=True):
+        blocks = int(g["blocks"].iloc[0])
+        rows.append(_row(cid, "the backward signal vanishes towards the input", model, "",
+                         f"log10 of the backward signal, first block / last block, {point}", c, "log10", method, len(g),
+                         gradient_outcome(c["low"], c["high"]), point=point, per_seed=[float(x) for x in g["log10"]],
+                         per_block=10 ** (c["estimate"] / (blocks - 1)), blocks=blocks,
+                         **({"settle": _settle_inits(gradient_outcome(c["low"], c["high"]))} if inits else {})))
+    return _frame(rows)
+
+
+def _id(name: str) -> str:
+    """A run label as a claim id's part: 'plain56 (lr0.1x)' -> 'plain56-lr0.1x'."""
+    return name.replace(" (", "-").replace(")", "").replace(" ", "")
+
+
 def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: str = "resnet56",
                         *others: str) -> pd.DataFrame:  # fmt: skip
     """"Skip connections avoid vanishing gradients", from the backward signal itself.
 
-    For each probe point (initialisation, steps 1, 5, 20, the probed epochs), the ratio of
-    the per-image gradient norm dL/dh at the first block's output to that at the last
-    block before the head (``gradients_blocks.csv``), as log10, with a t-interval across
-    seeds. Three outcomes (``gradient_outcome``): the whole interval below -1 (a tenfold loss
-    towards the input) "vanishes", wholly above +1 "grows", wholly within ±1 "neither";
-    else cannot tell (and with one seed). Each row also gives the per-seed values and the growth per
-    block towards the input that the mean amounts to, 10 ** (log10 ratio / (blocks - 1)). The rows
-    with an interval are one family, Holm-adjusted (``attrs['note']``). ``others``: more labels to include, e.g.
-    'plain56 (lr0.1x)'. (The signal at initialisation over many initialisations, with and
-    without BatchNorm, is ``at_init.backward_profiles``'.)
-    """
+    For each probe point (initialisation, steps 1, 5, 20, the probed epochs), the ratio of the per-image gradient
+    norm dL/dh at the first block's output to that at the last block before the head (``gradients_blocks.csv``),
+    as log10, with a t-interval across seeds, Holm-adjusted across the rows. Three outcomes
+    (``gradient_outcome``): "vanishes", "grows", "neither"; else cannot tell (and with one seed). Ids
+    ``gradients.<model>.<point>``: ``step0`` at initialisation, ``last`` at the last probe point, the point's
+    label without its space in between (``epoch10``). Columns of its own: ``point`` (its label), ``step``,
+    ``per_seed`` (log10 per seed), ``per_block`` (the growth per block towards the input that the mean amounts
+    to, 10 ** (log10 / (blocks - 1))), ``blocks``. ``others``: more labels, e.g. 'plain56 (lr0.1x)'."""
     m = by_model(runs)
     rows = []
     for model in (plain, residual, *others):
@@ -419,44 +428,39 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
             if b.empty:
                 continue
             for point, g in b.groupby("point", sort=False):
-                g = g.sort_values("index")
-                body = g[~g["block"].isin(["stem", "head"])]
-                if len(body) < 2:
-                    continue
-                ratio = body["per_image"].iloc[0] / body["per_image"].iloc[-1]
-                rows.append({"model": model, "seed": seed, "point": point, "step": int(g["step"].iloc[0]),
-                             "log10 first/last": float(np.log10(ratio)), "blocks": len(body)})  # fmt: skip
+                body = g.sort_values("index")
+                body = body[~body["block"].isin(["stem", "head"])]
+                if len(body) >= 2:
+                    rows.append({"model": model, "seed": seed, "point": point, "step": int(g["step"].iloc[0]),
+                                 "log10": float(np.log10(body["per_image"].iloc[0] / body["per_image"].iloc[-1])),
+                                 "blocks": len(body)})  # fmt: skip
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    groups = [(model, point, g) for (model, point), g in df.groupby(["model", "point"], sort=False)]
-    cells = [dict(estimate=float(g["log10 first/last"].mean()), low=math.nan, high=math.nan, confidence=0.95,
-                  evidence=stats.seed_evidence(g["log10 first/last"])) for _, _, g in groups]  # fmt: skip
-    k = _holm(cells, [_gradient_decided] * len(cells))
-    out = []
-    for (model, point, g), c in zip(groups, cells, strict=True):
-        est, low, high = c["estimate"], c["low"], c["high"]
-        has = np.isfinite(low) and np.isfinite(high)
-        out.append({"model": model, "point": point, "step": int(g["step"].iloc[0]), "seeds": len(g),
-                    "first/last block signal": f"{10 ** est:.3g}",
-                    "log10 per seed": " / ".join(f"{v:+.2f}" for v in g["log10 first/last"]),
-                    "per block": f"{10 ** (est / (int(g['blocks'].iloc[0]) - 1)):.3f}x",
-                    "log10 [interval]": f"{est:+.2f} [{low:+.2f}, {high:+.2f}]" if has else f"{est:+.2f} [one seed]",
-                    "level": f"{100 * c['confidence']:.4g}%" if has else "",
-                    "signal towards the input": gradient_outcome(low, high) if has else CANNOT_TELL})  # fmt: skip
-    table = pd.DataFrame(out).sort_values(["step", "model"], kind="stable").reset_index(drop=True)
-    table.attrs.update(
-        note=(f"Outcomes: the whole interval of log10(first/last) below −{GRADIENT_THRESHOLD:g} vanishes, above "
-              f"+{GRADIENT_THRESHOLD:g} grows, within ±{GRADIENT_THRESHOLD:g} neither; otherwise cannot tell. "
-              + GRADIENT_THRESHOLD_WHY + " " + stats.holm_note(k)),
-        claims=k,
-    )  # fmt: skip
-    return table
+    last = df["step"].max()
+    groups = []
+    for (model, point), g in df.groupby(["model", "point"], sort=False):
+        step = int(g["step"].iloc[0])
+        name = "step0" if step == 0 else "last" if step == last else point.replace(" ", "")
+        groups.append((f"gradients.{_id(model)}.{name}", model, point, g))
+    out = _signal_frame(groups, "t", inits=False)
+    out.insert(len(out.columns) - 1, "step", [int(g["step"].iloc[0]) for *_, g in groups])
+    return out.sort_values(["step", "a"], kind="stable").reset_index(drop=True)
+
+
+def signal_at_init(ratios: pd.DataFrame) -> pd.DataFrame:
+    """The backward signal at initialisation (``at_init.signal_ratios``: one row per model, BatchNorm setting and
+    initialisation), as ``vanishing_gradients`` reads it during training: ids ``init.<model>.bn`` and
+    ``init.<model>.nobn``, a t-interval across the initialisations, Holm-adjusted across the rows."""
+    groups = [(f"init.{model}.{'bn' if bn == 'with BN' else 'nobn'}", model, bn,
+               g.rename(columns={"log10_first_last": "log10"}))
+              for (model, bn), g in ratios.groupby(["model", "batchnorm"], sort=False)]  # fmt: skip
+    return _signal_frame(groups, "t inits", inits=True)
 
 
 def markdown(df: pd.DataFrame, index: bool = False, note: bool = True) -> str:
-    """A DataFrame as a Markdown table (cells' '|' escaped), for IPython.display.Markdown; with
-    ``note`` the table's ``attrs['note']`` (how its intervals were adjusted) follows it."""
+    """A DataFrame as a Markdown table followed by its ``attrs['note']`` (the rankings table's Holm note, until
+    ``rankings`` returns a verdict frame; other tables: ``render.table``)."""
     text = df.attrs.get("note", "") if note else ""
     if index:
         df = df.reset_index()
@@ -469,25 +473,21 @@ def markdown(df: pd.DataFrame, index: bool = False, note: bool = True) -> str:
 
 
 def lesions(runs: Iterable[Run]) -> pd.DataFrame:
-    """Veit et al.'s lesion study, per net (seed 0): intact accuracy, the mean accuracy after
-    deleting one deletable block, the worst single deletion, the mean after deleting 5 random
-    blocks, and how many random draws each k has (``lesion_verdicts`` puts the interval on them)."""
+    """Veit et al.'s lesion study, per net (seed 0): intact accuracy, the mean accuracy after deleting one deletable
+    block, the worst single deletion, the mean after deleting 5 random blocks, and how many random draws each k has
+    (``lesion_verdicts`` puts the interval on them). Accuracies as fractions."""
     rows = []
     for r in runs:
         single, rand = r.table("lesion_single"), r.table("lesion_random")
         if single.empty:
             continue
-        intact = float(single["intact"].iloc[0]) if "intact" in single else math.nan
-        one = rand[rand["k"] == 1]["accuracy"] if not rand.empty else pd.Series(dtype=float)
-        rows.append({
-            "model": r.config.model, "intact accuracy (%)": round(100 * intact, 1),
-            "deletable blocks": int(single["accuracy"].notna().sum()), "blocks": len(single),
-            "one block deleted, mean (%)": round(100 * float(single["accuracy"].mean()), 1),
-            "worst single deletion (%)": round(100 * float(single["accuracy"].min()), 1),
-            "k=5 random, mean (%)": round(100 * float(rand[rand["k"] == 5]["accuracy"].mean()), 1)
-            if (not rand.empty and (rand["k"] == 5).any()) else math.nan,
-            "draws per k": int(one.size),
-        })  # fmt: skip
+        five = rand[rand["k"] == 5]["accuracy"] if not rand.empty else pd.Series(dtype=float)
+        rows.append({"model": r.config.model, "intact": float(single["intact"].iloc[0]),
+                     "deletable blocks": int(single["accuracy"].notna().sum()), "blocks": len(single),
+                     "one deleted, mean": float(single["accuracy"].mean()),
+                     "one deleted, worst": float(single["accuracy"].min()),
+                     "five at random, mean": float(five.mean()) if len(five) else math.nan,
+                     "draws per k": int((rand["k"] == 1).sum()) if not rand.empty else 0})  # fmt: skip
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
 
 
@@ -517,23 +517,20 @@ LESION_PAIRS = (("resnet56", "plain56"), ("resnet20", "plain20"))
 
 def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESION_PAIRS,
                     ks: Sequence[int] = (1, 5)) -> pd.DataFrame:  # fmt: skip
-    """"Residual nets degrade smoothly, plain nets collapse" (Veit et al.), one row per (residual,
-    plain) pair and k: the accuracy lost by deleting k random blocks, plain minus residual.
+    """"Residual nets degrade smoothly, plain nets collapse" (Veit et al.), one row per (residual, plain) pair and
+    k, id ``lesions.<plain>-<residual>.k<k>``: the accuracy lost by deleting k random blocks, plain minus residual.
 
-    The unit of replication is the trained network: each network's lesion curve gives one value
-    (its mean loss over the random draws), and with two or more networks per architecture the
-    verdict rests on a Welch interval across networks. With one network per architecture the draws
-    are the only spread, which is variation within one network: the verdict is "cannot tell (one
-    network per architecture)", and the column 'these trained networks only' gives what the Welch
-    interval over the draws says about those two networks. A net within ``NEAR_CHANCE`` of chance
-    intact, or both nets after the deletions, have nothing left to lose: "cannot tell (floor)". One
-    net left there alone lost all it could, which biases the difference one way only: a plain net at
-    chance still confirms the claim (never refutes it), a residual net at chance still refutes it. The
-    table's intervals are Holm-adjusted across its tested rows (``attrs['note']``); ``attrs['floor']``
-    maps each claim to the nets at the floor ('detail': net -> its accuracy left and intact) and the
-    one whose collapse the verdict stands despite ('stands_despite', "" if none); ``attrs['networks']``
-    maps it to the trained networks its interval is over, (plain, residual), or None where the interval
-    is over the random draws within one network a side."""
+    The unit of replication is the trained network: each network's lesion curve gives one value (its mean loss
+    over the random draws), and with two or more networks per architecture the verdict rests on a Welch interval
+    across networks (``method`` "welch", ``n`` the fewer networks of the two). With one network per architecture
+    the draws are the only spread, variation within one network: the verdict is "cannot tell (one network per
+    architecture)", ``method`` "draws", and ``within`` gives what that interval says about these two networks.
+    A net within ``NEAR_CHANCE`` of chance intact, or both nets after the deletions, have nothing left to lose:
+    "cannot tell (floor)". One net left there alone lost all it could, which biases the difference one way only:
+    a plain net at chance still confirms the claim (never refutes it), a residual net at chance still refutes it
+    (``stands_despite``: that net). Holm-adjusted across the tested rows. Columns of its own: ``k``, the mean
+    accuracy ``*_left`` after the deletions and ``*_intact`` of each side, ``floor`` (the nets at the floor),
+    ``stands_despite``, ``within``, ``n_plain``, ``n_residual``."""
     m = by_model(runs)
     rows = []
     for residual, plain in pairs:
@@ -541,86 +538,55 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             cr, cp = _lesion_curves(m.get(residual, {}), k), _lesion_curves(m.get(plain, {}), k)
             if not cr or not cp:
                 continue
-            low, untrained = {}, False  # the nets left near chance; whether one was there before any deletion
-            for n, c in ((plain, cp), (residual, cr)):
-                left, intact = (np.mean([v[key] for v in c.values()]) for key in ("left", "intact"))
-                if _near_chance([left]) or _near_chance([intact]):
-                    low[n] = f"{n} ({100 * left:.1f}% left, intact {100 * intact:.1f}%)"
-                    untrained |= _near_chance([intact])
+            means = {n: {key: float(np.mean([v[key] for v in c.values()])) for key in ("left", "intact")}
+                     for n, c in ((plain, cp), (residual, cr))}  # fmt: skip
+            low = tuple(n for n, v in means.items() if _near_chance([v["left"]]) or _near_chance([v["intact"]]))
+            untrained = any(_near_chance([means[n]["intact"]]) for n in low)
             # A net left at chance lost all it could: its loss understates what the deletions did to it. With only
             # the plain net there, the measured difference can only be too small, so an interval above 0 still
             # confirms the claim (Veit et al.'s collapse) and nothing can refute it; with only the residual net
             # there, the other way round. Both there, or a net at chance intact, and the losses do not compare.
-            one_sided = {plain: +1, residual: -1}[next(iter(low))] if len(low) == 1 and not untrained else 0
-            row = {"residual": residual, "plain": plain, "k": k, "nets": (len(cp), len(cr)),
-                   "floor": dict(low), "one_sided": one_sided,
-                   "untested": bool(low) and not one_sided,
-                   "low": math.nan, "high": math.nan, "confidence": 0.95}  # fmt: skip
+            one_sided = {plain: +1, residual: -1}[low[0]] if len(low) == 1 and not untrained else 0
+            row = {"residual": residual, "plain": plain, "k": k, "means": means, "floor": low,
+                   "one_sided": one_sided, "untested": bool(low) and not one_sided, "nets": (len(cp), len(cr)),
+                   "confidence": 0.95}  # fmt: skip
             if min(len(cp), len(cr)) >= 2:
                 per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]
                 ev = stats.welch_contrast(per_net, [1, -1], bounds=[_loss_range(cp.values()), _loss_range(cr.values())])
-                row.update(evidence=ev, method=f"Welch t over {len(cp)} and {len(cr)} trained networks (each: its "
-                                               f"mean loss over {len(next(iter(cp.values()))['loss'])} random draws)")
+                row.update(evidence=ev, method="welch", n=min(len(cp), len(cr)))
             else:
                 common = sorted(set(cp) & set(cr))
                 sp, sr = (common[0], common[0]) if common else (next(iter(cp)), next(iter(cr)))
                 ev = stats.welch_contrast([cp[sp]["loss"], cr[sr]["loss"]], [1, -1],
                                           bounds=[_loss_range([cp[sp]]), _loss_range([cr[sr]])])  # fmt: skip
-                seeds = f"seed {sp} nets" if sp == sr else f"seeds {sp} and {sr}"
-                row.update(evidence=ev, one_net=True, seeds=seeds,
-                           method=f"Welch t over {len(cp[sp]['loss'])} and {len(cr[sr]['loss'])} random draws of one "
-                                  f"trained network each ({seeds}): spread within one network")  # fmt: skip
-            row.update(estimate=ev.estimate)
+                row.update(evidence=ev, method="draws", n=min(len(cp[sp]["loss"]), len(cr[sr]["loss"])), one_net=True)
+            row["estimate"] = ev.estimate
             row["low"], row["high"] = ev.interval(0.95)
             rows.append(row)
-    k_claims = _holm(rows, [stats.sign_decided] * len(rows))
-    out, floors, networks = [], {}, {}
+    _holm(rows, [stats.sign_decided] * len(rows))
+    out = []
     for r in rows:
         within = stats.verdict(r["low"], r["high"], +1)
-        floor_why, stands_despite = "", ""
+        stands_despite = ""
         if r["one_sided"]:
             stands = {+1: CONFIRMED, -1: REFUTED}[r["one_sided"]]  # the only conclusion the floor cannot have made
-            if within == stands:
-                stands_despite, detail = next(iter(r["floor"].items()))
-                floor_why = (f"{detail} is left within {100 * NEAR_CHANCE:g} points of chance ({100 * CHANCE:g}%): "
-                             f"it lost all it could, so its loss understates the damage and the difference can only be "
-                             f"{'larger' if r['one_sided'] > 0 else 'smaller'}; {within} stands")  # fmt: skip
-            else:
-                within = CANNOT_TELL_FLOOR
-        if r["floor"] and not floor_why:
-            v = CANNOT_TELL_FLOOR
-            why = (f"{' and '.join(r['floor'].values())}: within {100 * NEAR_CHANCE:g} points of chance "
-                   f"({100 * CHANCE:g}%) a net has nothing left to lose, so the losses do not compare; the accuracies "
-                   "left (the lesion table) show which net still works")  # fmt: skip
-            only = ""
+            stands_despite = r["floor"][0] if within == stands else ""
+            within = within if within == stands else CANNOT_TELL_FLOOR
+        if r["floor"] and not stands_despite:
+            v, within = CANNOT_TELL_FLOOR, ""
         elif r.get("one_net"):
             v = CANNOT_TELL_ONE_NET
-            only = f"{within} for these two trained networks ({r['seeds']}) only"
-            why = "; ".join(filter(None, (
-                "one trained network per architecture stores lesion tables: the random draws vary the deleted "
-                "blocks of one network, not the training, so the interval says nothing about the architectures",
-                floor_why)))  # fmt: skip
         else:
-            v, only, why = within, "", floor_why
-        level = _level(r)
-        claim = f"deleting {r['k']} random block(s) costs {r['plain']} more accuracy than {r['residual']}"
-        floors[claim] = {"detail": r["floor"], "stands_despite": stands_despite}
-        networks[claim] = None if r.get("one_net") else r["nets"]
-        out.append({"claim": claim,
-                    "difference (points)": _fmt(r, unit=""),
-                    "interval from": r["method"] + (f"; {level}" if level else ""), "verdict": v,
-                    THESE_NETWORKS: only, "why": why})  # fmt: skip
-    table = pd.DataFrame(out, columns=["claim", "difference (points)", "interval from", "verdict", THESE_NETWORKS,
-                                       "why"])  # fmt: skip
-    table.attrs.update(note=stats.holm_note(k_claims), claims=k_claims, floor=floors, networks=networks)
-    return table
-
-
-def lesion_verdict(runs: Iterable[Run], residual: str = "resnet56", plain: str = "plain56", k: int = 1) -> dict:
-    """One row of ``lesion_verdicts`` as a dict (a family of one claim: no Holm adjustment), {} when
-    either net lacks a lesion table with k."""
-    t = lesion_verdicts(runs, ((residual, plain),), (k,))
-    return t.iloc[0].to_dict() if len(t) else {}
+            v, within = within, ""
+        p, res = r["means"][r["plain"]], r["means"][r["residual"]]
+        out.append(_row(f"lesions.{r['plain']}-{r['residual']}.k{r['k']}",
+                        "random block deletions cost the plain net more accuracy than the residual net",
+                        r["plain"], r["residual"], f"accuracy lost to random deletion (k = {r['k']})", r, "points",
+                        r["method"], r["n"], v, k=r["k"], plain_left=p["left"], plain_intact=p["intact"],
+                        residual_left=res["left"], residual_intact=res["intact"], floor=r["floor"],
+                        stands_despite=stands_despite, within=within, n_plain=r["nets"][0],
+                        n_residual=r["nets"][1]))  # fmt: skip
+    return _frame(out)
 
 
 def _fisher_z(r: np.ndarray) -> np.ndarray:
@@ -630,62 +596,167 @@ def _fisher_z(r: np.ndarray) -> np.ndarray:
 
 
 def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    """Balduzzi et al.: lag-1 autocorrelation of the input-gradient trace at initialisation, per
-    depth and net, mean with a 95% interval over the initialisations (one table per
-    initialisation; t on Fisher's z, transformed back, so it stays in [-1, 1]), and whether the
-    residual net's exceeds the plain net's at each depth.
+    """Balduzzi et al.: the lag-1 autocorrelation of the input-gradient trace at initialisation, per depth, residual
+    against plain (ids ``shattering.d<depth>``; "resnet8" names the residual net of depth 8, and so on).
 
-    The comparison is paired (each initialisation builds both nets from the same weights and probes
-    them on the same line of inputs, so the pairing removes the spread between initialisations and
-    input lines) and made on Fisher's z: a paired t-interval of z(residual) - z(plain), Holm-adjusted
-    across the depths (``attrs['note']``). A correlation lies in [-1, 1], so a t-interval of the
-    difference of correlations can reach values the data cannot (below -1 where the residual value is
-    0.99); z is unbounded, and a difference of z has the sign of the difference of correlations, which
-    is all the claim is about. Columns: ``plain``, ``residual`` (95% intervals), ``residual − plain``
-    (the mean difference of correlations, descriptive), ``Fisher z, residual − plain`` (the interval
-    the verdict rests on), ``residual higher`` (in how many initialisations), ``level``, and the
-    verdict."""
+    The comparison is paired (each initialisation builds both nets from the same weights and probes them on the
+    same line of inputs) and made on Fisher's z: a paired t-interval of z(residual) − z(plain) over the
+    initialisations (one table each), Holm-adjusted across the depths. A correlation lies in [-1, 1], so a
+    t-interval of a difference of correlations can reach values the data cannot; z is unbounded, and a
+    difference of z has the sign of the difference of correlations, which is all the claim is about. Columns of
+    its own: ``depth``; ``plain_r``, ``residual_r`` with 95% intervals ``*_low``, ``*_high`` (t on Fisher's z,
+    transformed back); ``r_difference`` (mean residual − plain, descriptive); ``residual_higher`` (in how many
+    initialisations)."""
     df = pd.concat(list(tables), ignore_index=True)
-    rows, cells = [], []
+    cells, extra = [], []
     for depth, g in df.groupby("depth"):
         p = g[g["net"] == "plain"]["lag1_autocorrelation"].to_numpy()
         r = g[g["net"] == "residual"]["lag1_autocorrelation"].to_numpy()
         ip, ir = stats.seed_interval(p, bounds=(-1, 1)), stats.seed_interval(r, bounds=(-1, 1))
-        cmp = (stats.seed_difference(_fisher_z(r), _fisher_z(p), paired=True)
-               if len(p) >= 2 and len(p) == len(r) else None)  # fmt: skip
+        paired = len(p) >= 2 and len(p) == len(r)
+        cmp = stats.seed_difference(_fisher_z(r), _fisher_z(p), paired=True) if paired else None
         cells.append(dict(estimate=cmp.difference if cmp else math.nan, low=cmp.low if cmp else math.nan,
                           high=cmp.high if cmp else math.nan, evidence=cmp.evidence if cmp else None,
                           confidence=0.95))  # fmt: skip
-        rows.append({"depth": depth, "initialisations": len(p), "plain": stats.fmt_interval(ip, 1, 2),
-                     "residual": stats.fmt_interval(ir, 1, 2),
-                     "residual − plain": stats._signed(float(np.mean(r)) - float(np.mean(p)), 2),
-                     "residual higher": f"{int((r > p).sum())} of {len(p)}" if len(p) == len(r) else "n/a"})
-    k = _holm(cells, [stats.sign_decided] * len(cells))
-    for row, c in zip(rows, cells, strict=True):
-        has = np.isfinite(c["low"]) and np.isfinite(c["high"])
-        row["Fisher z, residual − plain"] = (f"{stats._signed(c['estimate'], 2)} [{stats._signed(c['low'], 2)}, "
-                                             f"{stats._signed(c['high'], 2)}]" if has else "n/a")  # fmt: skip
-        row["level"] = f"{100 * c['confidence']:.4g}%" if has else ""
-        row["verdict: residual more correlated"] = stats.verdict(c["low"], c["high"], +1) if has else CANNOT_TELL
-    table = pd.DataFrame(rows).set_index("depth")
-    table.attrs.update(note="Per-net columns: 95% intervals (t on Fisher's z, transformed back). The verdicts rest on "
-                            "a paired t-interval of Fisher's z = artanh(r), residual − plain, over the "
-                            "initialisations. " + stats.holm_note(k), claims=k)  # fmt: skip
-    return table
+        extra.append(dict(depth=int(depth), n=len(p), plain_r=ip.estimate, plain_low=ip.low, plain_high=ip.high,
+                          residual_r=ir.estimate, residual_low=ir.low, residual_high=ir.high,
+                          r_difference=float(np.mean(r) - np.mean(p)),
+                          residual_higher=int((r > p).sum()) if paired else -1))  # fmt: skip
+    _holm(cells, [stats.sign_decided] * len(cells))
+    rows = []
+    for c, e in zip(cells, extra, strict=True):
+        n = e.pop("n")
+        rows.append(_row(f"shattering.d{e['depth']}", "the residual net's input gradient is more correlated",
+                         f"resnet{e['depth']}", f"plain{e['depth']}", "Fisher z of the lag-1 autocorrelation", c, "z",
+                         "fisher z", n, v := stats.verdict(c["low"], c["high"], +1), **e,
+                         settle=_settle_inits(v)))  # fmt: skip
+    return _frame(rows)
 
 
 def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
-    """He et al. Fig. 6 as a table: final clean training error and test error by depth and
-    family, mean and 95% t-interval over the seeds that exist (on the logit scale, so it stays
-    in [0, 1]); descriptive, no verdicts."""
+    """He et al. Fig. 6 as a table: final clean training error and test error by depth and family, mean and 95%
+    t-interval over the seeds that exist (on the logit scale, so it stays in [0, 1]); descriptive, no verdicts."""
     rows = []
     for seeds in by_model(runs).values():
         net = info(next(iter(seeds.values())).config.model)
-        fam, depth = net.connections, net.depth
         for col, fn in (("clean training error", clean_train_error), ("test error", test_error)):
             vals = [v for v in (fn(r) for r in seeds.values()) if np.isfinite(v)]
             if vals:
                 iv = stats.seed_interval(vals, bounds=UNIT)
-                rows.append({"family": fam, "depth": depth, "metric": col, "seeds": len(vals), "mean": iv.estimate,
-                             "low": iv.low, "high": iv.high, "text": stats.fmt_interval(iv)})  # fmt: skip
+                rows.append({"family": net.connections, "depth": net.depth, "metric": col, "seeds": len(vals),
+                             "mean": iv.estimate, "low": iv.low, "high": iv.high})  # fmt: skip
     return pd.DataFrame(rows).sort_values(["metric", "family", "depth"]).reset_index(drop=True)
+
+
+def path_shares(paths: pd.DataFrame, n_blocks: int) -> pd.DataFrame:
+    """Veit et al.'s share of the gradient carried by the paths of each measured length: the gradient through one
+    path of that length (``paths``: a run's ``path_gradients`` table) times the number of such paths, C(n, k),
+    normalised over the lengths measured."""
+    lengths = np.arange(n_blocks + 1)
+    count = pd.DataFrame({"length": lengths, "paths": [math.comb(n_blocks, int(k)) for k in lengths]})
+    share = paths.merge(count, on="length").sort_values("length").reset_index(drop=True)
+    weight = share["grad_norm"] * share["paths"]
+    share["gradient share"] = weight / weight.sum()
+    share["cumulative share"] = share["gradient share"].cumsum()
+    return share
+
+
+def short_lengths(n_blocks: int) -> int:
+    """The longest path length shorter than the typical one (Binomial(n, 1/2)'s mode): 12 for 27 blocks, 9 for 20."""
+    return n_blocks // 2 - 1
+
+
+def path_readings(tables: Mapping[int, pd.DataFrame], n_blocks: int) -> pd.DataFrame:
+    """``path_shares`` of each trained network (``tables``: seed -> its ``path_gradients`` table), one row per
+    seed: where its gradient share peaks, the share carried by the paths up to the peak, and the share carried by
+    the paths shorter than the typical one (length <= ``short_lengths(n_blocks)``), over the lengths measured."""
+    short = short_lengths(n_blocks)
+    rows = []
+    for seed, paths in sorted(tables.items()):
+        share = path_shares(paths, n_blocks)
+        cum = share.set_index("length")["cumulative share"]
+        peak = int(share.loc[share["gradient share"].idxmax(), "length"])
+        rows.append({"seed": seed, "peak length": peak, "share up to the peak": float(cum.loc[peak]),
+                     "share shorter than typical": float(cum[cum.index <= short].iloc[-1])})
+    return pd.DataFrame(rows, columns=["seed", "peak length", "share up to the peak", "share shorter than typical"])
+
+
+def path_verdict(readings: pd.DataFrame, n_blocks: int, model: str = "resnet56") -> pd.DataFrame:
+    """Veit et al.'s claim (``paths.short``), that training's gradient flows mostly through paths shorter than the
+    typical one, from ``path_readings``: the share of the gradient on those paths (unit "share"), mean across the
+    trained networks with a 95% t-interval on the logit scale (it stays in [0, 1]), against one half: confirmed
+    when the interval lies above 1/2, refuted when below; one network gives no interval ("cannot tell (one network
+    per architecture)"). Columns of its own: ``short`` (the longest such length), ``n_blocks``, ``paths_short``
+    (the fraction of all 2^n paths that are that short), ``per_seed``, ``peaks`` (each network's peak length)."""
+    values = readings["share shorter than typical"].to_numpy()
+    iv = stats.seed_interval(values, bounds=(0, 1))
+    c = dict(estimate=iv.estimate, low=iv.low, high=iv.high, confidence=0.95)
+    v = CANNOT_TELL_ONE_NET if len(values) < 2 else stats.verdict(iv.low - 0.5, iv.high - 0.5, +1)
+    short = short_lengths(n_blocks)
+    return _frame([_row("paths.short", "training's gradient flows mostly through paths shorter than the typical one",
+                        model, "", "share of the gradient on paths shorter than the typical one", c, "share", "t",
+                        len(values), v, short=short, n_blocks=n_blocks,
+                        paths_short=sum(math.comb(n_blocks, k) for k in range(short + 1)) / 2**n_blocks,
+                        per_seed=[float(x) for x in values], peaks=[int(x) for x in readings["peak length"]])])
+
+
+def landscape_readings(one_d: pd.DataFrame) -> pd.DataFrame:
+    """Per trained network of the 1-D landscape slices (``one_d``: the runs' ``surface_1d`` tables with columns
+    ``model`` and ``seed`` added), the training loss at the trained weights θ, its mean at α = ±0.5 and at
+    α = ±1, the rise from θ to α = ±1 and the local minima on the slice. Index (model, seed)."""
+
+    def shape(g: pd.DataFrame) -> pd.Series:
+        g = g.sort_values("alpha")
+        loss, alpha = g["loss"].to_numpy(), g["alpha"].to_numpy()
+        centre = float(np.interp(0.0, alpha, loss))
+        far = float(np.interp([-1, 1], alpha, loss).mean())
+        return pd.Series({"loss at θ": centre, "loss at α = ±0.5 (mean)": float(np.interp([-0.5, 0.5], alpha,
+                                                                                            loss).mean()),
+                          "loss at α = ±1 (mean)": far, "rise to α = ±1": far - centre,
+                          "local minima on the slice": int(((loss[1:-1] < loss[:-2]) & (loss[1:-1] < loss[2:])).sum())})
+    out = one_d.groupby(["model", "seed"])[["alpha", "loss"]].apply(shape)
+    return out.astype({"local minima on the slice": int})
+
+
+def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain: str = "plain56") -> pd.DataFrame:
+    """Two claims from ``landscape_readings``, residual − plain across the trained networks (Welch t, each network
+    one replicate), Holm-adjusted across the two: ``landscape.loss``, the residual net ends at a lower training
+    loss; ``landscape.rise``, its loss rises less from θ to α = ±1 along a random filter-normalised direction (a
+    flatter slice: Li et al.'s smoother landscape, read on one slice per network). One network per architecture:
+    no interval, "cannot tell (one network per architecture)". Unit "loss" (nats of cross-entropy)."""
+    a, b = readings.loc[residual], readings.loc[plain]
+    claims = (("landscape.loss", "loss at θ", "the residual net ends at a lower training loss", "training loss at θ"),
+              ("landscape.rise", "rise to α = ±1", "the residual net's loss surface is flatter (Li et al.)",
+               "rise of the training loss from θ to α = ±1"))  # fmt: skip
+    cells = []
+    for _, col, _, _ in claims:
+        cmp = stats.seed_difference(a[col], b[col]) if len(a) >= 2 and len(b) >= 2 else None
+        cells.append(dict(estimate=float(a[col].mean() - b[col].mean()), low=math.nan, high=math.nan,
+                          confidence=0.95, evidence=cmp.evidence if cmp else None))  # fmt: skip
+    _holm(cells, [stats.sign_decided] * len(cells))
+    one = len(a) < 2 or len(b) < 2
+    return _frame([_row(cid, claim, residual, plain, quantity, c, "loss", "welch", min(len(a), len(b)),
+                        CANNOT_TELL_ONE_NET if one else stats.verdict(c["low"], c["high"], -1))
+                   for (cid, _, claim, quantity), c in zip(claims, cells, strict=True)])  # fmt: skip
+
+
+def explosions(runs: Iterable[Run], factor: float = EXPLOSION_FACTOR, column: str = "test_loss") -> pd.DataFrame:
+    """The runs whose eval-mode test loss after epoch 1 exceeds ``factor`` x ln 10 (``CHANCE_LOSS``, the loss of a
+    uniform guess over the 10 classes): their first epoch blew up. One row per such run: run id, model label,
+    seed, the loss after epoch 1, after epoch 2 and at the end. ``attrs``: ``threshold``, ``factor`` and
+    ``checked`` (how many runs record ``column``)."""
+    threshold = factor * CHANCE_LOSS
+    rows, checked = [], 0
+    for r in runs:
+        h = r.history
+        if column not in h or h.empty:
+            continue
+        checked += 1
+        if float(h[column].iloc[0]) > threshold:
+            rows.append({"run": r.config.run_id, "model": label(r), "seed": r.config.seed,
+                         "epoch 1": float(h[column].iloc[0]),
+                         "epoch 2": float(h[column].iloc[1]) if len(h) > 1 else math.nan,
+                         "final": float(h[column].iloc[-1])})  # fmt: skip
+    table = pd.DataFrame(rows, columns=["run", "model", "seed", "epoch 1", "epoch 2", "final"])
+    table.attrs.update(threshold=threshold, factor=factor, checked=checked)
+    return table

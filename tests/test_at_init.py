@@ -74,6 +74,6 @@ def test_shattering_over_twenty_initialisations_reads_as_one_verdict_per_depth(s
     tables = at_init.shattering_tables(depths=(8,), points=16, seeds=range(20))
     assert len(tables) == 20
     sh = verdicts.shattering(tables)
-    assert sh.loc[8, "initialisations"] == 20
+    assert sh.set_index("id").loc["shattering.d8", "n"] == 20
     stored = pd.read_csv(store / "results" / "at-init" / "shattering.csv")
     assert sorted(stored["init_seed"].unique()) == list(range(20))

@@ -1,6 +1,7 @@
 """The palette: one fixed colour per model, the same in every panel of every figure."""
 
 import itertools
+import math
 
 import matplotlib
 
@@ -161,3 +162,25 @@ def test_accuracy_against_cost_gives_each_panel_its_title_and_names_the_models_i
     legend, frame = left.get_legend().get_window_extent(), left.get_window_extent()
     assert legend.y1 < frame.y0 and legend.x1 < right.get_window_extent().x0
     plt.close(fig)
+
+
+def test_clip_outliers_scales_the_axis_on_the_rest_and_marks_the_clipped_point():
+    fig, ax = plt.subplots()
+    x, y = [1, 2, 3, 1, 2, 3], [4.6e5, 55.0, 2.1, 2.5, 2.0, 1.6]
+    labels = ["plain56 s0"] * 3 + ["plain20 s0"] * 3
+    ax.plot(x[:3], y[:3])
+    ax.set_yscale("log")
+    colors = {"plain56 s0": plots.MODEL_COLORS["plain56"], "plain20 s0": plots.MODEL_COLORS["plain20"]}
+    clipped = plots.clip_outliers(ax, x, y, labels, colors, keep=np.array(x) >= 2, margin=1.5)
+    assert clipped == [0]
+    low, high = ax.get_ylim()
+    assert math.isclose(high, 55.0 * 1.5) and math.isclose(low, 1.6 / 1.5)
+    notes = [t.get_text() for t in ax.texts if t.get_text()]
+    assert notes == ["off the axis at epoch 1:\n  plain56 s0: 4.6e+05"]
+    plt.close(fig)
+
+
+def test_plain_log_labels_keep_tiny_numbers_short():
+    f = plots.PlainLogFormatter()
+    assert f._num_to_string(0.5, 0.1, 1) == "0.5" and f._num_to_string(20, 1, 100) == "20"
+    assert f._num_to_string(1e-12, 1e-13, 1e-2) == "1e-12" and f._num_to_string(1e-3, 1e-4, 1) == "0.001"

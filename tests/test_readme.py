@@ -17,15 +17,6 @@ def test_the_readme_results_block_matches_the_stored_runs():
     assert block.lstrip().startswith("**Read this first:**") and "Read this first" not in head + tail
 
 
-def test_a_verdict_line_says_when_no_interval_exists_yet():
-    from cnnlib.summary import _adjusted
-
-    assert _adjusted(0, "claims", "Welch intervals") == "no interval across seeds yet: a net has one seed"
-    assert _adjusted(1, "claims", "Welch intervals") == "Welch intervals across seeds"
-    assert _adjusted(3, "rows", "intervals") == ("intervals across seeds, Holm-adjusted across the 3 rows of "
-                                                 "notebook 06's table")
-
-
 def readme_commands() -> list[list[str]]:
     """The arguments of every ``python -m cnnlib`` line in the README's code blocks, in order (a background
     job's ``nice -n 10``, redirection and ``&`` left out; comments dropped). The results section, generated,

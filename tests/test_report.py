@@ -95,18 +95,18 @@ def test_the_index_opens_with_the_results_and_the_verdicts_of_the_stored_runs(sm
     assert results.index("the original report's models") < results.index("the degradation family")
     assert "Test CPU (2 cores)" in results
 
-    # (b) the verdicts, from the code that writes the README's verdict lines
-    claims = summary.claims(runs)
-    assert claims.profile == "cpu"
-    rows = summary.verdict_rows(claims)
+    # (b) the verdicts, from the frame the README's verdict table shows
+    frame = summary.verdict_frame(runs)
+    assert frame.attrs["profile"] == "cpu"
     verdicts_part = html[html.index("<h2>Verdicts"):html.index("<h2>The notebooks")]
-    assert verdicts_part.count("<td class=\"verdict ") == len(rows) == 4  # overfitting + degradation's three
+    assert verdicts_part.count("<td class=\"verdict ") == len(frame) == 4  # overfitting + degradation's three
+    assert list(frame["id"]) == ["overfitting.plain", "degradation.plain", "degradation.residual", "degradation.diff"]
+    assert frame.set_index("id").loc["degradation.plain", "verdict"] == "confirmed"
+    assert frame.set_index("id").loc["degradation.plain", "estimate"] == pytest.approx(0.19)
     assert '<td class="verdict confirmed">confirmed</td>' in verdicts_part
-    assert "degradation: the deeper plain net fits its training data worse" in verdicts_part
-    assert "plain56 − plain20: +19.0 [" in verdicts_part
     assert '<a href="06_skip_connections.html">06</a>' in verdicts_part
     block = summary.readme_block(runs)
-    assert "plain56 − plain20 +19.0 [" in block and "(**confirmed**)" in block  # the README says the same
+    assert block.count("| confirmed |") == frame["verdict"].eq("confirmed").sum()  # the README shows the same
 
     # (c) the figure, inlined; then the pages, one line each
     assert "data:image/png;base64," in verdicts_part
@@ -142,9 +142,9 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     said = capsys.readouterr().out
     assert "seed 1 is held back until resnet20 and resnet56 of it are stored in profile 'cpu'" in said
     assert "seed 2 is held back until plain56, resnet20 and resnet56 of it are stored" in said
-    claims = summary.claims(list_runs())
-    assert sorted(r.config.run_id for r in claims.runs) == [f"{m}-cpu-s0" for m in deg]
-    assert "no interval" in claims.degradation["difference"].iloc[0]
+    frame = summary.verdict_frame(list_runs())
+    assert frame.set_index("id").loc["degradation.plain", "n"] == 1  # seed 0 only
+    assert frame.set_index("id").loc["degradation.plain", "method"] == "none"  # one seed: no interval
 
     # once the seed is complete it counts, in the notebooks' runs and in the README's verdicts
     _store_run("resnet20", "cpu", 1, 0.83, 0.78)
@@ -152,7 +152,7 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     assert [r.config.run_id for r in report.get_runs(deg, "cpu", (1, 2), required=False)] == [
         f"{m}-cpu-s1" for m in deg]
     assert "seed 1" not in capsys.readouterr().out
-    assert {r.config.seed for r in summary.claims(list_runs()).runs} == {0, 1}
+    assert summary.verdict_frame(list_runs()).set_index("id").loc["degradation.plain", "n"] == 2
 
     # the README names what is held back, for the full profile
     _store_run("plain20", "full", 0, 0.9, 0.86)
