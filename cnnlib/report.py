@@ -1,11 +1,8 @@
-"""What the notebooks need to find their runs, and ``make report``.
+"""``make report``: every notebook executed from the stored runs, exported as HTML, and an index page.
 
-A notebook asks for runs by model and seed; ``resolve_profile`` picks the
-profile (``CNNLIB_PROFILE``, the notebook's parameter, or the best profile whose
-runs all exist), and ``get_run`` loads a stored run. A missing run is trained
-only where that is cheap or wanted: on a GPU, in the smoke profile, or when
-``CNNLIB_TRAIN_ON_CPU=1``. Otherwise the notebook says what is missing and
-which command produces it, instead of starting hours of CPU training.
+Rendering never trains: the notebooks read stored runs (``cnnlib.runs``), and a missing run stops
+its notebook with the command that trains it. The index opens as the README does: the answer
+(``templates/index_answer.md``), the verdicts, the figure, then the results table.
 """
 
 from __future__ import annotations
@@ -16,124 +13,15 @@ import re
 import shutil
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .paths import figures_root
-from .results import Run, complete_seeds, fit_or_load, load_run
-from .train import PROFILES, make_config
+from .runs import MissingRuns, get_runs, provenance, resolve_profile, run_names  # noqa: F401 (the notebooks' imports)
 
-PREFERRED = ("full", "cpu")  # the richest profile first
+if TYPE_CHECKING:
+    from .results import Run
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def may_train(profile: str) -> bool:
-    return profile == "smoke" or torch.cuda.is_available() or os.environ.get("CNNLIB_TRAIN_ON_CPU") == "1"
-
-
-def stored(cfg) -> bool:
-    """Whether a run of exactly ``cfg`` is stored (one of another config, e.g. an older recipe, is not)."""
-    run = load_run(cfg)
-    return run is not None and run.matches(cfg)
-
-
-def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str:
-    """The profile a notebook shows: $CNNLIB_PROFILE, else ``requested``, else the
-    first of PREFERRED whose runs of ``models`` all exist (with today's config), else "full"."""
-    chosen = os.environ.get("CNNLIB_PROFILE") or requested
-    if chosen:
-        make_config(models[0], chosen)  # validates the name
-        return chosen
-    for profile in PREFERRED:
-        if all(stored(make_config(m, profile, s)) for m in models for s in seeds):
-            return profile
-    return "full"
-
-
-def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
-    """The stored run, trained first if allowed here; None (with a note) if missing."""
-    cfg = make_config(model, profile, seed)
-    retrain = os.environ.get("CNNLIB_RETRAIN", "") not in ("", "0")
-    run = None if retrain and may_train(profile) else load_run(cfg)  # a damaged run stops here, unless retrained
-    if run is not None and run.matches(cfg) and not retrain:
-        return run
-    if may_train(profile):
-        return fit_or_load(cfg, retrain=run is not None or retrain)
-    print(f"missing run {cfg.run_id}: produce it with `python -m cnnlib train {model} --profile {profile} "
-          f"--seed {seed}` (meant for a GPU; set CNNLIB_TRAIN_ON_CPU=1 to train here anyway)")  # fmt: skip
-    return None
-
-
-class MissingRuns(RuntimeError):
-    """Runs a notebook needs are not stored, and training them here was not asked for."""
-
-
-def and_list(items: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
-    """Every run of ``models`` x ``seeds``.
-
-    ``required=True``: missing runs are trained where allowed, else reported,
-    and the notebook stops with MissingRuns instead of plotting half.
-    ``required=False``: only the runs already stored are returned (extra seeds
-    are shown when they exist, never trained by a notebook), and of those only
-    the seeds that every one of ``models`` has: a family's seed is compared
-    only when all its members exist, and a seed held back is named.
-    """
-    if not required:
-        wanted = [make_config(m, profile, s) for m in models for s in seeds]
-        runs = [(cfg, load_run(cfg)) for cfg in wanted]
-        kept, held = complete_seeds([r for cfg, r in runs if r is not None and r.matches(cfg)], models)
-        for seed, missing in held.items():
-            print(f"seed {seed} is held back until {and_list(missing)} of it {'is' if len(missing) == 1 else 'are'} "
-                  f"stored in profile '{profile}' (a family's seed is compared only when all of {and_list(models)} "
-                  "exist)")
-        return kept
-    runs = [get_run(m, profile, s) for m in models for s in seeds]
-    if any(r is None for r in runs):
-        raise MissingRuns(f"{sum(r is None for r in runs)} run(s) of profile '{profile}' are missing (listed "
-                          "above); produce them, or choose another PROFILE")  # fmt: skip
-    return runs
-
-
-def run_names(runs: list[Run]) -> str:
-    """Runs named compactly: one entry per model (and variant) with its seeds, e.g.
-    '`plainnet18` (seeds 0, 1, 2)'."""
-    seeds: dict[str, list[int]] = {}
-    for r in runs:
-        seeds.setdefault(r.config.model + (f"-{r.config.tag}" if r.config.tag else ""), []).append(r.config.seed)
-    return ", ".join(f"`{m}` (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})"
-                     for m, s in seeds.items())  # fmt: skip
-
-
-def how_trained(run: Run) -> str:
-    """Precision, memory format, compiled or not and threads of a run, from its ``run.json``; runs stored
-    before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
-    e = run.meta.get("engine")
-    if e is None:
-        cuda = run.meta.get("device", "cpu").startswith("cuda")
-        return "bf16 autocast, channels_last, eager" if cuda else "fp32, NCHW, eager"
-    fmt = "channels_last" if e["channels_last"] else "NCHW"
-    precision = "bf16 autocast" if e["precision"] == "bf16" else e["precision"]
-    return f"{precision}, {fmt}, {'compiled' if e['compiled'] else 'eager'}, {e['threads']} thread(s)"
-
-
-def provenance(runs: list[Run]) -> str:
-    """One Markdown line per distinct (profile, device, engine, data) that produced ``runs``."""
-    seen: dict[tuple, list[Run]] = {}
-    for r in runs:
-        c = r.config
-        n_train, n_test = c.n_images()
-        key = (c.profile, r.meta["device_name"], how_trained(r), r.meta["torch"],
-               f"{n_train:,} training / {n_test:,} test images")  # fmt: skip
-        seen.setdefault(key, []).append(r)
-    return "\n".join(
-        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} ({how}) with torch {t}: {run_names(rs)}"
-        for (p, dev, how, t, d), rs in seen.items()
-    )
 
 
 class NotebookFailed(RuntimeError):
@@ -414,8 +302,8 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
 
 def build_report(profile: str | None = None, out: str | Path = "report", *, in_place: bool = False,
                  notebooks: Path | None = None) -> Path:
-    """Execute every notebook (of ``notebooks``, default the project's; training what is missing only where
-    allowed) and export them as HTML with an index page into ``out``.
+    """Execute every notebook (of ``notebooks``, default the project's) from the stored runs and export
+    them as HTML with an index page into ``out``.
 
     The report is built in a temporary folder beside ``out`` and replaces ``out`` only when every page
     succeeded: a failing notebook (one line naming it, its cell and its error), a damaged run or Ctrl-C
@@ -423,6 +311,8 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     (``make refresh``): then, once every notebook succeeded, the executed notebooks replace them and the
     figures they drew replace the committed ones. The data are checked once before any notebook runs.
     """
+    from .config import PROFILES
+
     chosen = profile or os.environ.get("CNNLIB_PROFILE")
     if chosen and chosen not in PROFILES:  # before any data check or kernel start
         source = "" if profile else " (from CNNLIB_PROFILE)"

@@ -20,10 +20,11 @@ import pandas as pd
 from . import verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, mean_std
 from .constants import ALPHA, GRADIENT_THRESHOLD
+from .findings import and_list  # until read_first goes
 from .models import FAMILIES
 from .paths import PROJECT_ROOT
-from .report import PREFERRED, and_list, run_names
 from .results import Run, complete_seeds, list_runs
+from .runs import PREFERRED, run_names
 
 START, END = "<!-- results:start (python -m cnnlib readme) -->", "<!-- results:end -->"
 README = PROJECT_ROOT / "README.md"

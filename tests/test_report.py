@@ -8,7 +8,7 @@ import pytest
 import torch
 from nbconvert import HTMLExporter
 
-from cnnlib import report, summary
+from cnnlib import report, runs, summary
 from cnnlib.report import _html
 from cnnlib.results import list_runs, save_run
 from cnnlib.train import FitResult, make_config
@@ -44,8 +44,8 @@ def test_the_pages_hide_the_code_and_keep_every_output_and_markdown_cell():
     assert re.search(r"body\.jp-Notebook \{ max-width: \d+rem", html)  # a column a laptop screen reads
 
 
-def _store_run(model, profile, seed, clean, test, device="Test CPU (2 cores)", kind="cpu", seconds=2.0):
-    cfg = make_config(model, profile, seed)
+def _store_run(model, profile, seed, clean, test, device="Test CPU (2 cores)", kind="cpu", seconds=2.0, **changes):
+    cfg = make_config(model, profile, seed, **changes)
     epochs = cfg.epochs
     ramp = lambda end: [0.1 + (end - 0.1) * (e + 1) / epochs for e in range(epochs)]  # noqa: E731
     history = pd.DataFrame(dict(epoch=range(1, epochs + 1), train_loss=[2.0] * epochs, train_acc=ramp(clean),
@@ -138,10 +138,10 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     _store_run("plain20", "cpu", 2, 0.79, 0.74)
 
     # seeds 1 and 2 are half-done: held back and named, never compared
-    assert report.get_runs(deg, "cpu", (1, 2), required=False) == []
+    assert runs.get_runs(deg, "cpu", (1, 2), required=False) == []
     said = capsys.readouterr().out
-    assert "seed 1 is held back until resnet20 and resnet56 of it are stored in profile 'cpu'" in said
-    assert "seed 2 is held back until plain56, resnet20 and resnet56 of it are stored" in said
+    assert "seed 1 held back" in said and "not stored yet in profile 'cpu': resnet20, resnet56\n" in said
+    assert "seed 2 held back" in said and ": plain56, resnet20, resnet56\n" in said
     claims = summary.claims(list_runs())
     assert sorted(r.config.run_id for r in claims.runs) == [f"{m}-cpu-s0" for m in deg]
     assert "no interval" in claims.degradation["difference"].iloc[0]
@@ -149,7 +149,7 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     # once the seed is complete it counts, in the notebooks' runs and in the README's verdicts
     _store_run("resnet20", "cpu", 1, 0.83, 0.78)
     _store_run("resnet56", "cpu", 1, 0.85, 0.8)
-    assert [r.config.run_id for r in report.get_runs(deg, "cpu", (1, 2), required=False)] == [
+    assert [r.config.run_id for r in runs.get_runs(deg, "cpu", (1, 2), required=False)] == [
         f"{m}-cpu-s1" for m in deg]
     assert "seed 1" not in capsys.readouterr().out
     assert {r.config.seed for r in summary.claims(list_runs()).runs} == {0, 1}
@@ -158,6 +158,27 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     _store_run("plain20", "full", 0, 0.9, 0.86)
     assert ("the notebooks and verdicts leave out seed 0 of the degradation family (He et al. 2016) until "
             "`plain56`, `resnet20` and `resnet56` of it land.") in summary.read_first(list_runs())
+
+
+def test_rendering_never_trains_it_names_the_command_that_does(store, monkeypatch, capsys):
+    from cnnlib import results, train
+
+    def no_training(*a, **k):
+        pytest.fail("a notebook's run lookup started training")
+
+    monkeypatch.setattr(results, "fit_or_load", no_training)
+    monkeypatch.setattr(train, "fit", no_training)
+    with pytest.raises(runs.MissingRuns, match="missing: 2"):
+        runs.get_runs(["resnet20", "plain20"], "smoke")
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].endswith("`python -m cnnlib train resnet20 --profile smoke --seed 0`")
+    assert said[1].endswith("`python -m cnnlib train plain20 --profile smoke --seed 0`")
+    _store_run("resnet20", "smoke", 0, 0.3, 0.25, epochs=1)  # another config (an older recipe): not today's run
+    assert runs.get_run("resnet20", "smoke") is None
+    assert capsys.readouterr().out.strip().endswith("--profile smoke --seed 0 --retrain`")
+    _store_run("plain20", "smoke", 0, 0.3, 0.25)
+    assert runs.get_run("plain20", "smoke").config.run_id == "plain20-smoke-s0"
+    assert report.get_runs is runs.get_runs  # the notebooks' imports
 
 
 def _notebooks(folder, *sources):
