@@ -175,24 +175,30 @@ PAGES = {  # what each notebook's page shows, one line each on the index
                                "and the depth sweep",
 }
 INDEX_FIGURE = "06_degradation.png"  # the one figure that shows what skip connections change
+# The first screen (1280x800) holds the question, the answer, the verdicts and the figure; no table is wider
+# than the page (the results table has seven columns and wraps; the devices are named under it).
 INDEX_CSS = """
-body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 68rem; margin: 2rem auto;
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 68rem; margin: 0.8rem auto;
        padding: 0 1.5rem; color: #1a1a1a; }
-h1 { font-size: 1.7rem; line-height: 1.25; } h2 { font-size: 1.3rem; margin-top: 2.2rem; }
-p.first { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.7rem 1rem; }
-table { border-collapse: collapse; font-size: 0.92rem; margin: 0.5rem 0; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.55rem; text-align: left; vertical-align: top; }
+h1 { font-size: 1.45rem; line-height: 1.25; margin: 0.3rem 0; } h2 { font-size: 1.3rem; margin-top: 2.2rem; }
+p { margin: 0.4rem 0; }
+table { border-collapse: collapse; font-size: 0.88rem; margin: 0.4rem 0; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
+table.verdicts { font-size: 0.8rem; line-height: 1.3; } table.verdicts td { padding: 0.1rem 0.5rem; }
 thead th { border-bottom: 2px solid #888; } tr.family th { background: #f2f2f2; font-weight: 600; }
-td.num, td.nowrap { text-align: right; white-space: nowrap; } td.nowrap { text-align: left; }
-.note { font-size: 0.88rem; color: #444; }
+td.num { text-align: right; white-space: nowrap; } td.nowrap { white-space: nowrap; }
+.note { font-size: 0.86rem; color: #444; }
 td.verdict { white-space: nowrap; font-weight: 600; } .confirmed { color: #176b1d; } .refuted { color: #a31515; }
 .cannot-tell, .not-testable-in-this-regime { color: #6b5200; }
-figure { margin: 1.5rem 0; } figure img { width: 100%; height: auto; } figcaption { font-size: 0.9rem; color: #444; }
+figure { margin: 0.3rem 0; text-align: center; } figure img { max-width: 100%; max-height: 15rem; height: auto; }
+figcaption { font-size: 0.86rem; color: #444; text-align: left; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
 ol li { margin: 0.35rem 0; }
 """
-NUMERIC = {"original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)", "training images",
-           "epochs", "s / epoch"}
+NUMERIC = {"original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)", "epochs",
+           "s / epoch"}
+INDEX_COLUMNS = ("model", "original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)",
+                 "epochs", "s / epoch")  # the results table's columns on the index (profile and device: named apart)
 
 
 def _inline(markdown: str) -> str:
@@ -204,7 +210,7 @@ def _inline(markdown: str) -> str:
 
 
 def _cell_class(column: str) -> str:
-    return " class=num" if column in NUMERIC else " class=nowrap" if column in ("model", "device") else ""
+    return " class=num" if column in NUMERIC else " class=nowrap" if column == "model" else ""
 
 
 def _results_table(rows: list[dict]) -> str:
@@ -212,14 +218,15 @@ def _results_table(rows: list[dict]) -> str:
 
     if not rows:
         return "<p>No run is stored yet.</p>"
-    cols = [c for c in rows[0] if c != "family"]
-    head = "".join(f"<th>{html_lib.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{html_lib.escape(c)}</th>" for c in INDEX_COLUMNS)
     body, family = [], None
     for r in rows:
         if r["family"] != family:
             family = r["family"]
-            body.append(f'<tr class="family"><th colspan="{len(cols)}">{FAMILY_NAMES.get(family, family)}</th></tr>')
-        body.append("<tr>" + "".join(f"<td{_cell_class(c)}>{_inline(str(r[c]))}</td>" for c in cols) + "</tr>")
+            body.append(f'<tr class="family"><th colspan="{len(INDEX_COLUMNS)}">'
+                        f"{FAMILY_NAMES.get(family, family)}</th></tr>")  # fmt: skip
+        body.append("<tr>" + "".join(f"<td{_cell_class(c)}>{_inline(str(r[c]))}</td>" for c in INDEX_COLUMNS)
+                    + "</tr>")  # fmt: skip
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -236,8 +243,8 @@ def _verdict_table(rows: list[dict], pages: dict[str, str]) -> str:
         f"<td>{_inline(r['evidence'])}</td><td>{where(r['notebook'])}</td></tr>"
         for r in rows
     )
-    return ("<table><thead><tr><th>claim</th><th>verdict</th><th>evidence</th><th>notebook</th></tr></thead>"
-            f"<tbody>{body}</tbody></table>")  # fmt: skip
+    return ("<table class=verdicts><thead><tr><th>claim</th><th>verdict</th><th>evidence</th><th>notebook</th></tr>"
+            f"</thead><tbody>{body}</tbody></table>")  # fmt: skip
 
 
 def _figure(path: Path | None) -> str:
@@ -250,34 +257,40 @@ def _figure(path: Path | None) -> str:
 
 
 def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | None = None) -> str:
-    """The report's index: what the stored runs say (where they come from, the results table and the verdicts,
-    the same as the README's, from ``cnnlib.summary``), the figure of what skip connections change, then the
-    notebooks' pages (``pages``: (file stem, title)) with one line each."""
+    """The report's index, opening as the README does: the question, the written answer
+    (``templates/index_answer.md``), the verdicts (the README's, from ``cnnlib.summary``), the figure of what
+    skip connections change; then the results table, the notebooks' pages (``pages``: (file stem, title)) with
+    one line each, and where the numbers come from."""
     from . import summary, verdicts
     from .analysis import data_note
 
     titles = dict(pages)
+    answer = "".join(f"<p>{_inline(' '.join(par.split()))}</p>"
+                     for par in summary.answer(runs, "index_answer").split("\n\n") if par.strip())  # fmt: skip
     c = summary.claims(runs)
     if c is not None:
         deg = c.runs
         devices = ", ".join(dict.fromkeys(summary.device(r) for r in deg))
-        verdict_part = (
+        verdict_part = _verdict_table(summary.verdict_rows(c), titles)
+        verdict_note = (
             f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
             "richest profile in which the family is complete; the seeds of which all four nets exist). Each "
             f"notebook table's intervals are Holm-adjusted across its claims (family-wise error "
             f"{100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
-            "do not settle, and the notebooks say what would.</p>" + _verdict_table(summary.verdict_rows(c), titles)
-            + f"<p class=note>{_inline(c.degradation.attrs.get('reading', ''))}</p>"
+            "do not settle, and the notebooks say what would.</p>"
         )  # fmt: skip
     else:
-        verdict_part, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the degradation "
-                             "family exists.</p>", [])
+        verdict_part, verdict_note, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the "
+                                           "degradation family exists.</p>", "", [])  # fmt: skip
     src = _figure(figure)
     fig = (f"<figure><img src='{src}' alt='training and test error of plain and residual nets of 20 and 56 layers'>"
            "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 layers "
            f"against epochs, mean over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 "
            "draws it; the degradation rows above put intervals on what it shows.</figcaption></figure>"
            ) if src else ""  # fmt: skip
+    main, pilots = summary.main_and_pilot_rows(summary.accuracy_rows(runs))
+    rows = main + [{**r, "model": f"{r['model']} (pilot, `{r['profile']}`)"} for r in pilots]
+    devices = ", ".join(dict.fromkeys(d for r in rows for d in r["device"].split(", ")))
     items = "\n".join(f'<li><a href="{stem}.html">{html_lib.escape(title)}</a>'
                       + (f": {html_lib.escape(PAGES[stem])}" if stem in PAGES else "") + "</li>"
                       for stem, title in pages)  # fmt: skip
@@ -287,13 +300,10 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
         "<meta name='viewport' content='width=device-width, initial-scale=1'><title>cnnlib report</title>"
         f"<style>{INDEX_CSS}</style></head><body>"
         "<h1>How do networks with and without skip connections differ in training?</h1>"
-        "<p>A CIFAR-10 study of a plain CNN, ResNet, DenseNet and SE-ResNet, and of plain and residual nets that "
-        "differ only in their shortcuts. The answer so far first; each notebook's page (linked below) shows how "
-        "it was measured.</p>"
-        f"<p class=first>{_inline(summary.read_first(runs))}</p>"
-        "<h2>Results: the original report's accuracy and ours</h2>"
-        + _results_table(summary.accuracy_rows(runs)) + f"<p class=note>{_inline(summary.ACCURACY_NOTE)}</p>"
-        "<h2>Verdicts on the original report's claims</h2>" + verdict_part + fig
+        f"<div class=answer>{answer}</div>" + verdict_part + fig + verdict_note
+        + "<h2>Results: the original report's accuracy and ours</h2>" + _results_table(rows)
+        + f"<p class=note>{_inline(summary.ACCURACY_NOTE)} The `full` profile's runs, and a pilot of the reduced "
+        f"profile where a model has no full run yet. Trained on: {html_lib.escape(devices)}.</p>"
         + f"<h2>The notebooks</h2><ol>{items}</ol>"
         f"<h2>Where the numbers come from</h2><ul>{origin}</ul>"
         "</body></html>\n"

@@ -39,7 +39,6 @@ import pandas as pd
 from . import stats
 from .analysis import label, model_costs, timed_on_one_gpu
 from .constants import ALPHA, CHANCE, FITS_TRAINING, GRADIENT_THRESHOLD, GRADIENT_THRESHOLD_WHY, NEAR_CHANCE, TIE_MARGIN  # noqa: F401 (ALPHA)
-from .models import info
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
@@ -191,6 +190,8 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
     depth, the budget is too short to tell degradation from slower training of the deeper nets,
     and the reading (``attrs['reading']``) says so.
     """
+    from .models import info
+
     m = by_model(runs)
     need = ("plain20", "plain56", "resnet20", "resnet56")
     if any(n not in m for n in need):
@@ -678,6 +679,8 @@ def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
     """He et al. Fig. 6 as a table: final clean training error and test error by depth and
     family, mean and 95% t-interval over the seeds that exist (on the logit scale, so it stays
     in [0, 1]); descriptive, no verdicts."""
+    from .models import info
+
     rows = []
     for seeds in by_model(runs).values():
         net = info(next(iter(seeds.values())).config.model)
