@@ -190,7 +190,7 @@ td.num { text-align: right; white-space: nowrap; } td.nowrap { white-space: nowr
 .note { font-size: 0.86rem; color: #444; }
 td.verdict { white-space: nowrap; font-weight: 600; } .confirmed { color: #176b1d; } .refuted { color: #a31515; }
 .cannot-tell, .not-testable-in-this-regime { color: #6b5200; }
-figure { margin: 0.3rem 0; text-align: center; } figure img { max-width: 100%; max-height: 15rem; height: auto; }
+figure { margin: 0.3rem 0; text-align: center; } figure img { max-width: 100%; max-height: 14rem; height: auto; }
 figcaption { font-size: 0.86rem; color: #444; text-align: left; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
 ol li { margin: 0.35rem 0; }

@@ -263,3 +263,36 @@ def test_a_damaged_run_stops_the_report_before_any_notebook_runs(old_report, tmp
     with pytest.raises(DamagedRunError, match="seed_cnn-cpu-s0/history.csv has 40 bytes"):
         build_report(out=old_report, notebooks=_notebooks(tmp_path / "nbs", "print('one')"))
     assert (old_report / "index.html").read_text() == "the earlier report"
+
+
+PROBE = ("<script>window.addEventListener('load', () => { const r = s => document.querySelector(s)"
+         ".getBoundingClientRect(); document.body.dataset.probe = JSON.stringify({scroll: document.documentElement"
+         ".scrollWidth, width: document.documentElement.clientWidth, verdicts: r('table.verdicts').top, "
+         "figure: r('figure img').bottom}); });</script></body>")  # fmt: skip
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium here (apt-get install chromium)")
+def test_the_index_first_screen_in_a_browser(tmp_path):
+    """On the committed runs, at 1280x800 in headless Chromium: the answer, the verdicts and the figure all show on
+    the first screen, and nothing is wider than the page."""
+    import json
+    import subprocess
+    from html import unescape
+    from pathlib import Path
+
+    figure = Path(__file__).resolve().parent.parent / "figures" / report.INDEX_FIGURE
+    page = tmp_path / "index.html"
+    page.write_text(report.index_html([("06_skip_connections", "Skip connections")], list_runs(), figure)
+                    .replace("</body>", PROBE))  # fmt: skip
+    dom = subprocess.run([_browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout  # fmt: skip
+    probe = json.loads(unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    assert probe["scroll"] <= probe["width"], probe  # no horizontal scrolling at 1280 px
+    assert probe["verdicts"] < probe["figure"] <= 800, probe  # the figure's bottom edge on the first screen
