@@ -7,7 +7,15 @@ import os
 # threads steal the cores that do the work (measured: 1.5-4x slower training).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .models import FAMILIES, create_model, list_models  # noqa: E402
-
 __all__ = ["FAMILIES", "create_model", "list_models"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``cnnlib.create_model`` and the rest of the registry, imported on first use: importing a module of
+    the package that needs no torch (``cnnlib.render``, ``cnnlib.verdicts``) does not import it."""
+    if name in __all__:
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'cnnlib' has no attribute {name!r}")

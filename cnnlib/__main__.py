@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--record-checksums", action="store_true",
                    help="add the files' checksums to the run.json of runs stored without them (all must be sound)")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
-    r = sub.add_parser("report", help="train missing runs (GPU only), run the notebooks, export HTML")
+    r = sub.add_parser("report", help="run the notebooks on the stored runs, export HTML (trains nothing)")
     r.add_argument("--profile", choices=sorted(PROFILES),
                    help="profile the notebooks show (default: from CNNLIB_PROFILE)")
     r.add_argument("--out", default="report", help="folder for the HTML report")
@@ -371,8 +371,9 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .aftertrain import WeightsUnavailable
-    from .report import MissingRuns, NotebookFailed, ReportInterrupted
+    from .report import NotebookFailed, ReportInterrupted
     from .results import DamagedRunError, StaleRunError
+    from .runs import MissingRuns
     from .train import RunWontFit, TrainingDiverged
 
     signal.signal(signal.SIGTERM, _terminate)  # a kill, a job scheduler's stop: handled as Ctrl-C is

@@ -8,22 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torchinfo
 
-from .config import TrainConfig
 from .constants import CHANCE, NEAR_CHANCE
-from .data import CIFAR10, CLASSES
-from .models import create_model
 from .results import Run
 from .stats import accuracy_interval, area_under_curve
+
+if TYPE_CHECKING:  # the data, the models and torchinfo are imported where they are needed: these tables import no torch
+    from .config import TrainConfig
+    from .data import CIFAR10
 
 
 @cache
 def model_costs(name: str) -> dict[str, float]:
     """Parameters and multiply-adds of one forward pass on a 32x32 image (torchinfo)."""
+    import torchinfo
+
+    from .models import create_model
+
     stats = torchinfo.summary(create_model(name), input_size=(1, 3, 32, 32), verbose=0)
     return {"params": int(stats.total_params), "macs": int(stats.total_mult_adds)}
 
@@ -31,6 +36,10 @@ def model_costs(name: str) -> dict[str, float]:
 def model_summary(name: str, **kwargs) -> str:
     """torchinfo's table of a model for one 32x32 image (``kwargs`` go to ``torchinfo.summary``),
     with the mult-adds line in plain words (torchinfo names its unit after an enum, "Units.MEGABYTES")."""
+    import torchinfo
+
+    from .models import create_model
+
     stats = torchinfo.summary(create_model(name), input_size=(1, 3, 32, 32), verbose=0, **kwargs)
     return "\n".join(f"Total mult-adds: {stats.total_mult_adds / 1e6:,.1f} million"
                      if line.startswith("Total mult-adds") else line for line in str(stats).splitlines())  # fmt: skip
@@ -239,6 +248,8 @@ def timed_on_one_gpu(runs: Iterable[Run]) -> tuple[list[Run], str | None]:
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """Counts: rows are the true class, columns the predicted class."""
+    from .data import CLASSES
+
     n = len(CLASSES)
     counts = np.bincount(np.asarray(labels) * n + np.asarray(predictions), minlength=n * n).reshape(n, n)
     return pd.DataFrame(counts, index=pd.Index(CLASSES, name="true"), columns=pd.Index(CLASSES, name="predicted"))
@@ -247,6 +258,8 @@ def confusion_matrix(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFram
 def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
     """Per-class test accuracy (%) of each run, one column per run (model label), one row per class;
     ``per_class_note`` says how precise each entry is."""
+    from .data import CLASSES
+
     out = {}
     for r in runs:
         labels, preds = test_labels(data, r), np.asarray(r.predictions)
@@ -258,6 +271,8 @@ def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
 def per_class_note(runs: Iterable[Run], data: CIFAR10) -> str:
     """How many test images each per-class entry rests on, and the width of its exact 95% interval at the
     widest (an accuracy of 50%), e.g. '50 test images per class: ... about ±14 points'."""
+    from .data import CLASSES
+
     counts = sorted({int(n) for r in runs for n in np.bincount(test_labels(data, r), minlength=len(CLASSES))})
     n = counts[0]
     half = np.zeros(n, dtype=int)

@@ -19,8 +19,13 @@ import pandas as pd
 from . import stats, verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, family_titles, label, model_costs
 from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, FITS_TRAINING, NEAR_CHANCE
-from .report import and_list
 from .results import Run
+
+
+def and_list(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c' (goes with the sentences built here)."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
 
 EXPLODED = EXPLOSION_FACTOR * CHANCE_LOSS
 LATE = 0.2  # "the last epochs": this fraction of the run (at least one epoch)

@@ -25,8 +25,8 @@ import pandas as pd
 
 from . import analysis, findings, plots
 from .data import CIFAR10, load_cifar10
-from .report import get_runs, provenance, resolve_profile
 from .results import Run
+from .runs import get_runs, provenance, resolve_profile
 
 CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"))
 RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))

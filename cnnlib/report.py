@@ -1,11 +1,8 @@
-"""What the notebooks need to find their runs, and ``make report``.
+"""``make report``: every notebook executed from the stored runs, exported as HTML, and an index page.
 
-A notebook asks for runs by model and seed; ``resolve_profile`` picks the
-profile (``CNNLIB_PROFILE``, the notebook's parameter, or the best profile whose
-runs all exist), and ``get_run`` loads a stored run. A missing run is trained
-only where that is cheap or wanted: on a GPU, in the smoke profile, or when
-``CNNLIB_TRAIN_ON_CPU=1``. Otherwise the notebook says what is missing and
-which command produces it, instead of starting hours of CPU training.
+Rendering never trains: the notebooks read stored runs (``cnnlib.runs``), and a missing run stops
+its notebook with the command that trains it. The index opens as the README does: the answer
+(``templates/index_answer.md``), the verdicts, the figure, then the results table.
 """
 
 from __future__ import annotations
@@ -16,124 +13,15 @@ import re
 import shutil
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .paths import figures_root
-from .results import Run, complete_seeds, fit_or_load, load_run
-from .train import PROFILES, make_config
+from .runs import MissingRuns, get_runs, provenance, resolve_profile, run_names  # noqa: F401 (the notebooks' imports)
 
-PREFERRED = ("full", "cpu")  # the richest profile first
+if TYPE_CHECKING:
+    from .results import Run
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def may_train(profile: str) -> bool:
-    return profile == "smoke" or torch.cuda.is_available() or os.environ.get("CNNLIB_TRAIN_ON_CPU") == "1"
-
-
-def stored(cfg) -> bool:
-    """Whether a run of exactly ``cfg`` is stored (one of another config, e.g. an older recipe, is not)."""
-    run = load_run(cfg)
-    return run is not None and run.matches(cfg)
-
-
-def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str:
-    """The profile a notebook shows: $CNNLIB_PROFILE, else ``requested``, else the
-    first of PREFERRED whose runs of ``models`` all exist (with today's config), else "full"."""
-    chosen = os.environ.get("CNNLIB_PROFILE") or requested
-    if chosen:
-        make_config(models[0], chosen)  # validates the name
-        return chosen
-    for profile in PREFERRED:
-        if all(stored(make_config(m, profile, s)) for m in models for s in seeds):
-            return profile
-    return "full"
-
-
-def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
-    """The stored run, trained first if allowed here; None (with a note) if missing."""
-    cfg = make_config(model, profile, seed)
-    retrain = os.environ.get("CNNLIB_RETRAIN", "") not in ("", "0")
-    run = None if retrain and may_train(profile) else load_run(cfg)  # a damaged run stops here, unless retrained
-    if run is not None and run.matches(cfg) and not retrain:
-        return run
-    if may_train(profile):
-        return fit_or_load(cfg, retrain=run is not None or retrain)
-    print(f"missing run {cfg.run_id}: produce it with `python -m cnnlib train {model} --profile {profile} "
-          f"--seed {seed}` (meant for a GPU; set CNNLIB_TRAIN_ON_CPU=1 to train here anyway)")  # fmt: skip
-    return None
-
-
-class MissingRuns(RuntimeError):
-    """Runs a notebook needs are not stored, and training them here was not asked for."""
-
-
-def and_list(items: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
-    """Every run of ``models`` x ``seeds``.
-
-    ``required=True``: missing runs are trained where allowed, else reported,
-    and the notebook stops with MissingRuns instead of plotting half.
-    ``required=False``: only the runs already stored are returned (extra seeds
-    are shown when they exist, never trained by a notebook), and of those only
-    the seeds that every one of ``models`` has: a family's seed is compared
-    only when all its members exist, and a seed held back is named.
-    """
-    if not required:
-        wanted = [make_config(m, profile, s) for m in models for s in seeds]
-        runs = [(cfg, load_run(cfg)) for cfg in wanted]
-        kept, held = complete_seeds([r for cfg, r in runs if r is not None and r.matches(cfg)], models)
-        for seed, missing in held.items():
-            print(f"seed {seed} is held back until {and_list(missing)} of it {'is' if len(missing) == 1 else 'are'} "
-                  f"stored in profile '{profile}' (a family's seed is compared only when all of {and_list(models)} "
-                  "exist)")
-        return kept
-    runs = [get_run(m, profile, s) for m in models for s in seeds]
-    if any(r is None for r in runs):
-        raise MissingRuns(f"{sum(r is None for r in runs)} run(s) of profile '{profile}' are missing (listed "
-                          "above); produce them, or choose another PROFILE")  # fmt: skip
-    return runs
-
-
-def run_names(runs: list[Run]) -> str:
-    """Runs named compactly: one entry per model (and variant) with its seeds, e.g.
-    '`plainnet18` (seeds 0, 1, 2)'."""
-    seeds: dict[str, list[int]] = {}
-    for r in runs:
-        seeds.setdefault(r.config.model + (f"-{r.config.tag}" if r.config.tag else ""), []).append(r.config.seed)
-    return ", ".join(f"`{m}` (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})"
-                     for m, s in seeds.items())  # fmt: skip
-
-
-def how_trained(run: Run) -> str:
-    """Precision, memory format, compiled or not and threads of a run, from its ``run.json``; runs stored
-    before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
-    e = run.meta.get("engine")
-    if e is None:
-        cuda = run.meta.get("device", "cpu").startswith("cuda")
-        return "bf16 autocast, channels_last, eager" if cuda else "fp32, NCHW, eager"
-    fmt = "channels_last" if e["channels_last"] else "NCHW"
-    precision = "bf16 autocast" if e["precision"] == "bf16" else e["precision"]
-    return f"{precision}, {fmt}, {'compiled' if e['compiled'] else 'eager'}, {e['threads']} thread(s)"
-
-
-def provenance(runs: list[Run]) -> str:
-    """One Markdown line per distinct (profile, device, engine, data) that produced ``runs``."""
-    seen: dict[tuple, list[Run]] = {}
-    for r in runs:
-        c = r.config
-        n_train, n_test = c.n_images()
-        key = (c.profile, r.meta["device_name"], how_trained(r), r.meta["torch"],
-               f"{n_train:,} training / {n_test:,} test images")  # fmt: skip
-        seen.setdefault(key, []).append(r)
-    return "\n".join(
-        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} ({how}) with torch {t}: {run_names(rs)}"
-        for (p, dev, how, t, d), rs in seen.items()
-    )
 
 
 class NotebookFailed(RuntimeError):
@@ -287,24 +175,30 @@ PAGES = {  # what each notebook's page shows, one line each on the index
                                "and the depth sweep",
 }
 INDEX_FIGURE = "06_degradation.png"  # the one figure that shows what skip connections change
+# The first screen (1280x800) holds the question, the answer, the verdicts and the figure; no table is wider
+# than the page (the results table has seven columns and wraps; the devices are named under it).
 INDEX_CSS = """
-body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 68rem; margin: 2rem auto;
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 68rem; margin: 0.8rem auto;
        padding: 0 1.5rem; color: #1a1a1a; }
-h1 { font-size: 1.7rem; line-height: 1.25; } h2 { font-size: 1.3rem; margin-top: 2.2rem; }
-p.first { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.7rem 1rem; }
-table { border-collapse: collapse; font-size: 0.92rem; margin: 0.5rem 0; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.55rem; text-align: left; vertical-align: top; }
+h1 { font-size: 1.45rem; line-height: 1.25; margin: 0.3rem 0; } h2 { font-size: 1.3rem; margin-top: 2.2rem; }
+p { margin: 0.4rem 0; }
+table { border-collapse: collapse; font-size: 0.88rem; margin: 0.4rem 0; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
+table.verdicts { font-size: 0.8rem; line-height: 1.3; } table.verdicts td { padding: 0.1rem 0.5rem; }
 thead th { border-bottom: 2px solid #888; } tr.family th { background: #f2f2f2; font-weight: 600; }
-td.num, td.nowrap { text-align: right; white-space: nowrap; } td.nowrap { text-align: left; }
-.note { font-size: 0.88rem; color: #444; }
+td.num { text-align: right; white-space: nowrap; } td.nowrap { white-space: nowrap; }
+.note { font-size: 0.86rem; color: #444; }
 td.verdict { white-space: nowrap; font-weight: 600; } .confirmed { color: #176b1d; } .refuted { color: #a31515; }
 .cannot-tell, .not-testable-in-this-regime { color: #6b5200; }
-figure { margin: 1.5rem 0; } figure img { width: 100%; height: auto; } figcaption { font-size: 0.9rem; color: #444; }
+figure { margin: 0.3rem 0; text-align: center; } figure img { max-width: 100%; max-height: 14rem; height: auto; }
+figcaption { font-size: 0.86rem; color: #444; text-align: left; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
 ol li { margin: 0.35rem 0; }
 """
-NUMERIC = {"original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)", "training images",
-           "epochs", "s / epoch"}
+NUMERIC = {"original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)", "epochs",
+           "s / epoch"}
+INDEX_COLUMNS = ("model", "original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)",
+                 "epochs", "s / epoch")  # the results table's columns on the index (profile and device: named apart)
 
 
 def _inline(markdown: str) -> str:
@@ -316,7 +210,7 @@ def _inline(markdown: str) -> str:
 
 
 def _cell_class(column: str) -> str:
-    return " class=num" if column in NUMERIC else " class=nowrap" if column in ("model", "device") else ""
+    return " class=num" if column in NUMERIC else " class=nowrap" if column == "model" else ""
 
 
 def _results_table(rows: list[dict]) -> str:
@@ -324,14 +218,15 @@ def _results_table(rows: list[dict]) -> str:
 
     if not rows:
         return "<p>No run is stored yet.</p>"
-    cols = [c for c in rows[0] if c != "family"]
-    head = "".join(f"<th>{html_lib.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{html_lib.escape(c)}</th>" for c in INDEX_COLUMNS)
     body, family = [], None
     for r in rows:
         if r["family"] != family:
             family = r["family"]
-            body.append(f'<tr class="family"><th colspan="{len(cols)}">{FAMILY_NAMES.get(family, family)}</th></tr>')
-        body.append("<tr>" + "".join(f"<td{_cell_class(c)}>{_inline(str(r[c]))}</td>" for c in cols) + "</tr>")
+            body.append(f'<tr class="family"><th colspan="{len(INDEX_COLUMNS)}">'
+                        f"{FAMILY_NAMES.get(family, family)}</th></tr>")  # fmt: skip
+        body.append("<tr>" + "".join(f"<td{_cell_class(c)}>{_inline(str(r[c]))}</td>" for c in INDEX_COLUMNS)
+                    + "</tr>")  # fmt: skip
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -348,8 +243,8 @@ def _verdict_table(rows: list[dict], pages: dict[str, str]) -> str:
         f"<td>{_inline(r['evidence'])}</td><td>{where(r['notebook'])}</td></tr>"
         for r in rows
     )
-    return ("<table><thead><tr><th>claim</th><th>verdict</th><th>evidence</th><th>notebook</th></tr></thead>"
-            f"<tbody>{body}</tbody></table>")  # fmt: skip
+    return ("<table class=verdicts><thead><tr><th>claim</th><th>verdict</th><th>evidence</th><th>notebook</th></tr>"
+            f"</thead><tbody>{body}</tbody></table>")  # fmt: skip
 
 
 def _figure(path: Path | None) -> str:
@@ -362,37 +257,43 @@ def _figure(path: Path | None) -> str:
 
 
 def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | None = None) -> str:
-    """The report's index: what the stored runs say (where they come from, the results table and the verdicts,
-    the same as the README's, from ``cnnlib.summary``), the figure of what skip connections change, then the
-    notebooks' pages (``pages``: (file stem, title)) with one line each."""
+    """The report's index, opening as the README does: the question, the written answer
+    (``templates/index_answer.md``), the verdicts (the README's, from ``cnnlib.summary``), the figure of what
+    skip connections change; then the results table, the notebooks' pages (``pages``: (file stem, title)) with
+    one line each, and where the numbers come from."""
     from . import render, summary, verdicts
     from .analysis import data_note
-    from .models import FAMILIES
 
     titles = dict(pages)
+    answer = "".join(f"<p>{_inline(' '.join(par.split()))}</p>"
+                     for par in summary.answer(runs, "index_answer").split("\n\n") if par.strip())  # fmt: skip
     v = summary.verdict_frame(runs)
     if len(v):
-        deg = summary._family_runs(runs, list(FAMILIES["degradation"]))[1]
+        deg = summary._family_runs(runs, list(summary._families()["degradation"]))[1]
         devices = ", ".join(dict.fromkeys(summary.device(r) for r in deg))
         rows = [{"claim": f"{r.claim} ({r.a} − {r.b})" if r.b else f"{r.claim} ({r.a}, {r.quantity})",
                  "verdict": r.verdict, "evidence": f"{render.interval(r)} ({render.method(r)})",
                  "notebook": r.notebook} for r in v.itertuples()]  # fmt: skip
-        verdict_part = (
+        verdict_part = _verdict_table(rows, titles)
+        verdict_note = (
             f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
             "richest profile in which the family is complete; the seeds of which all four nets exist). Each "
             f"notebook table's intervals are Holm-adjusted across its claims (family-wise error "
             f"{100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
-            "do not settle, and the notebooks say what would.</p>" + _verdict_table(rows, titles)
+            "do not settle, and the notebooks say what would.</p>"
         )  # fmt: skip
     else:
-        verdict_part, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the degradation "
-                             "family exists.</p>", [])
+        verdict_part, verdict_note, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the "
+                                           "degradation family exists.</p>", "", [])  # fmt: skip
     src = _figure(figure)
     fig = (f"<figure><img src='{src}' alt='training and test error of plain and residual nets of 20 and 56 layers'>"
            "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 layers "
            f"against epochs, mean over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 "
            "draws it; the degradation rows above put intervals on what it shows.</figcaption></figure>"
            ) if src else ""  # fmt: skip
+    main, pilots = summary.main_and_pilot_rows(summary.accuracy_rows(runs))
+    rows = main + [{**r, "model": f"{r['model']} (pilot, `{r['profile']}`)"} for r in pilots]
+    devices = ", ".join(dict.fromkeys(d for r in rows for d in r["device"].split(", ")))
     items = "\n".join(f'<li><a href="{stem}.html">{html_lib.escape(title)}</a>'
                       + (f": {html_lib.escape(PAGES[stem])}" if stem in PAGES else "") + "</li>"
                       for stem, title in pages)  # fmt: skip
@@ -402,13 +303,10 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
         "<meta name='viewport' content='width=device-width, initial-scale=1'><title>cnnlib report</title>"
         f"<style>{INDEX_CSS}</style></head><body>"
         "<h1>How do networks with and without skip connections differ in training?</h1>"
-        "<p>A CIFAR-10 study of a plain CNN, ResNet, DenseNet and SE-ResNet, and of plain and residual nets that "
-        "differ only in their shortcuts. The answer so far first; each notebook's page (linked below) shows how "
-        "it was measured.</p>"
-        f"<p class=first>{_inline(summary.read_first(runs))}</p>"
-        "<h2>Results: the original report's accuracy and ours</h2>"
-        + _results_table(summary.accuracy_rows(runs)) + f"<p class=note>{_inline(summary.ACCURACY_NOTE)}</p>"
-        "<h2>Verdicts on the original report's claims</h2>" + verdict_part + fig
+        f"<div class=answer>{answer}</div>" + verdict_part + fig + verdict_note
+        + "<h2>Results: the original report's accuracy and ours</h2>" + _results_table(rows)
+        + f"<p class=note>{_inline(summary.ACCURACY_NOTE)} The `full` profile's runs, and a pilot of the reduced "
+        f"profile where a model has no full run yet. Trained on: {html_lib.escape(devices)}.</p>"
         + f"<h2>The notebooks</h2><ol>{items}</ol>"
         f"<h2>Where the numbers come from</h2><ul>{origin}</ul>"
         "</body></html>\n"
@@ -417,8 +315,8 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
 
 def build_report(profile: str | None = None, out: str | Path = "report", *, in_place: bool = False,
                  notebooks: Path | None = None) -> Path:
-    """Execute every notebook (of ``notebooks``, default the project's; training what is missing only where
-    allowed) and export them as HTML with an index page into ``out``.
+    """Execute every notebook (of ``notebooks``, default the project's) from the stored runs and export
+    them as HTML with an index page into ``out``.
 
     The report is built in a temporary folder beside ``out`` and replaces ``out`` only when every page
     succeeded: a failing notebook (one line naming it, its cell and its error), a damaged run or Ctrl-C
@@ -426,6 +324,8 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     (``make refresh``): then, once every notebook succeeded, the executed notebooks replace them and the
     figures they drew replace the committed ones. The data are checked once before any notebook runs.
     """
+    from .config import PROFILES
+
     chosen = profile or os.environ.get("CNNLIB_PROFILE")
     if chosen and chosen not in PROFILES:  # before any data check or kernel start
         source = "" if profile else " (from CNNLIB_PROFILE)"

@@ -32,13 +32,15 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from . import aftertrain
 from .paths import atomic_write, results_root
-from .train import FitResult, TrainConfig, fit
+
+if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) and the tables import it
+    from .train import FitResult, TrainConfig
 
 __all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
            "load_run", "record_checksums", "results_root", "run_dir", "save_run"]
@@ -120,6 +122,8 @@ class Run:
 
     def table(self, name: str) -> pd.DataFrame:
         """One of the run's aftertrain tables (empty if it has none); DamagedRunError if it does not parse."""
+        from . import aftertrain
+
         if name not in aftertrain.TABLES:
             return aftertrain.load_table(self, name)  # the error that lists the names
         try:
@@ -129,6 +133,8 @@ class Run:
 
 
 def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
+    from . import aftertrain
+
     for name, table in tables.items():
         atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
 
@@ -139,6 +145,8 @@ def run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
 
 def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> Path:
     """Store a finished run; run.json goes last and marks the folder complete."""
+    from . import aftertrain
+
     folder = run_dir(cfg, root)
     (folder / "run.json").unlink(missing_ok=True)  # incomplete until the new one lands
     for name, file in aftertrain.TABLES.items():  # a table of an earlier run of this name is not this run's
@@ -247,6 +255,8 @@ def check_run(folder: Path) -> Run:
     SHA-256, run.json, history.csv and predictions.npy parse, the history has its columns and one row per
     epoch that run.json says the run trained. Raises DamagedRunError (one line: the file, what is wrong,
     what to do)."""
+    from .config import TrainConfig
+
     meta = _read_meta(folder)
     _check_files(folder, meta)
     try:
@@ -261,7 +271,7 @@ def check_run(folder: Path) -> Run:
 def load_run(cfg_or_id: TrainConfig | str, root: Path | None = None) -> Run | None:
     """The stored run for a config (or a run id), checked (``check_run``: DamagedRunError if a file of it
     is damaged), or None if there is none."""
-    run_id = cfg_or_id.run_id if isinstance(cfg_or_id, TrainConfig) else cfg_or_id
+    run_id = cfg_or_id if isinstance(cfg_or_id, str) else cfg_or_id.run_id
     folder = (root or results_root()) / run_id
     if not (folder / "run.json").exists():
         return None
@@ -294,6 +304,8 @@ def record_checksums(root: Path | None = None) -> list[str]:
     stored before ``save_run`` recorded them), after checking what can be checked without them; the rest
     of run.json stays as it was. Returns the run ids whose run.json changed. A damaged run raises
     DamagedRunError before any run.json is written."""
+    from . import aftertrain
+
     runs = [r for r in list_runs(root) if "files" not in r.meta]
     for run in runs:
         for name in aftertrain.TABLES:  # every table parses
@@ -313,6 +325,13 @@ def complete_seeds(runs: Iterable[Run], models: Iterable[str]) -> tuple[list[Run
         have.setdefault(r.config.seed, set()).add(r.config.model)
     held = {seed: [m for m in models if m not in ms] for seed, ms in sorted(have.items()) if set(models) - ms}
     return [r for r in runs if r.config.seed not in held], held
+
+
+def fit(cfg: TrainConfig, **kwargs) -> FitResult:
+    """``train.fit``, imported when a run is trained: importing the store imports no torch."""
+    from .train import fit
+
+    return fit(cfg, **kwargs)
 
 
 def fit_or_load(
@@ -357,6 +376,7 @@ def recompute_tables(run: Run, data=None, device: str = "cpu") -> list[str]:
     cannot be redone this way. Returns the names of the tables written."""
     import torch
 
+    from . import aftertrain
     from .data import load_cifar10
     from .train import balanced_batches, build, loaders
 

@@ -43,7 +43,6 @@ from .constants import (  # noqa: F401,E501
     NEAR_CHANCE,
     TIE_MARGIN,
 )
-from .models import info
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
@@ -636,6 +635,8 @@ def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
 def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
     """He et al. Fig. 6 as a table: final clean training error and test error by depth and family, mean and 95%
     t-interval over the seeds that exist (on the logit scale, so it stays in [0, 1]); descriptive, no verdicts."""
+    from .models import info
+
     rows = []
     for seeds in by_model(runs).values():
         net = info(next(iter(seeds.values())).config.model)

@@ -35,8 +35,7 @@ def _the_users_files_stay_out_of_the_tests(_committed_results, tmp_path_factory,
     for env, name in (("CNNLIB_CHECKPOINTS", "checkpoints"), ("CNNLIB_WEIGHTS", "weights"),
                       ("CNNLIB_FIGURES", "figures")):  # fmt: skip
         monkeypatch.setenv(env, str(scratch / name))
-    for env in ("CNNLIB_RETRAIN", "CNNLIB_PROFILE", "CNNLIB_TRAIN_ON_CPU"):
-        monkeypatch.delenv(env, raising=False)
+    monkeypatch.delenv("CNNLIB_PROFILE", raising=False)
 
 
 @pytest.fixture
@@ -45,7 +44,6 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLIB_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("CNNLIB_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("CNNLIB_WEIGHTS", str(tmp_path / "weights"))
-    monkeypatch.delenv("CNNLIB_RETRAIN", raising=False)
     return tmp_path
 
 

@@ -17,7 +17,7 @@ def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, mon
     monkeypatch.setenv("CNNLIB_PRECISION", "fp32")
     monkeypatch.setenv("CNNLIB_CHANNELS_LAST", "1")
     for model in ("seed_cnn", "seed_resnet18"):
-        fit_or_load(make_config(model, "smoke", epochs=1), data=synthetic, device="cpu", verbose=False)
+        fit_or_load(make_config(model, "smoke"), data=synthetic, device="cpu", verbose=False)
     page = ModelPage("seed_cnn", "seed_resnet18", "smoke", name="01_test")
     page.__dict__["data"] = synthetic  # instead of the tarball
     origin = page.origin().data
@@ -43,7 +43,7 @@ def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, mon
 
 
 def test_a_page_shows_the_original_models_richest_run_before_its_counterpart_has_one(synthetic, store, monkeypatch):
-    import cnnlib.report as report
+    import cnnlib.runs as report
 
     monkeypatch.delenv("CNNLIB_PROFILE", raising=False)
     monkeypatch.setattr(report, "PREFERRED", ("smoke",))

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from cnnlib import summary
+from cnnlib.results import list_runs
 
 
 def test_the_readme_results_block_matches_the_stored_runs():
@@ -13,8 +14,29 @@ def test_the_readme_results_block_matches_the_stored_runs():
     block, tail = rest.split(summary.END, 1)
     assert summary.START + block + summary.END == summary.readme_block(), (
         "README.md's results section is out of date: run `python -m cnnlib readme` (or make refresh)")
-    # the paragraph that says which profile and device the numbers come from is generated too, not typed
-    assert block.lstrip().startswith("**Read this first:**") and "Read this first" not in head + tail
+    # what the reader sees first: the answer (at most 150 words), the full profile's table, one figure
+    answer, table = block.strip().split("\n\n", 2)[:2]
+    assert answer == summary.answer(list_runs()).strip() and len(answer.split()) <= 150
+    assert table.startswith("| model |") and "| cpu |" not in table  # the pilots stand apart
+    assert block.index(summary.FIGURE) < block.index("pilots of the reduced one")
+    assert "Read this first" not in text
+
+
+def test_the_written_answers_hold_on_the_stored_runs():
+    """Each template's presumed verdicts are the stored runs' verdicts, and its numbers are theirs."""
+    from cnnlib import render
+
+    runs = list_runs()
+    v = render.claims(summary.verdict_frame(runs))
+    m = summary._models(runs)
+    for name in ("readme_answer", "index_answer"):
+        assert render.presumes(name) and render.stale(name, v) == [], name
+        text = summary.answer(runs, name)
+        for model in ("plain20", "plain56", "resnet20", "resnet56"):
+            assert render.pct(m[model].clean) in text
+    deg = [r for r in runs if r.config.model == "plain56" and r.config.profile == "full" and not r.config.tag]
+    assert m["plain56"].seeds == len(deg) == 3
+    assert abs(m["plain56"].clean - sum(r.history["clean_train_acc"].iloc[-1] for r in deg) / 3) < 1e-12
 
 
 def readme_commands() -> list[list[str]]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from nbconvert import HTMLExporter
 
-from cnnlib import report, summary
+from cnnlib import render, report, runs, summary
 from cnnlib.report import _html
 from cnnlib.results import list_runs, save_run
 from cnnlib.train import FitResult, make_config
@@ -44,8 +44,8 @@ def test_the_pages_hide_the_code_and_keep_every_output_and_markdown_cell():
     assert re.search(r"body\.jp-Notebook \{ max-width: \d+rem", html)  # a column a laptop screen reads
 
 
-def _store_run(model, profile, seed, clean, test, device="Test CPU (2 cores)", kind="cpu", seconds=2.0):
-    cfg = make_config(model, profile, seed)
+def _store_run(model, profile, seed, clean, test, device="Test CPU (2 cores)", kind="cpu", seconds=2.0, **changes):
+    cfg = make_config(model, profile, seed, **changes)
     epochs = cfg.epochs
     ramp = lambda end: [0.1 + (end - 0.1) * (e + 1) / epochs for e in range(epochs)]  # noqa: E731
     history = pd.DataFrame(dict(epoch=range(1, epochs + 1), train_loss=[2.0] * epochs, train_acc=ramp(clean),
@@ -69,64 +69,55 @@ def small_store(store):
     return list_runs()
 
 
-def test_the_index_opens_with_the_results_and_the_verdicts_of_the_stored_runs(small_store, tmp_path):
+def test_the_index_opens_with_the_answer_the_verdicts_and_the_figure(small_store, tmp_path):
     runs = small_store
     figure = tmp_path / "06_degradation.png"
     figure.write_bytes(b"\x89PNG fake")
     pages = [("01_cnn", "A plain CNN"), ("06_skip_connections", "Skip connections")]
     html = report.index_html(pages, runs, figure)
-    text = re.sub(r"<[^>]+>", "", html)
+    body = html.split("<body>", 1)[1]
 
-    # where the numbers come from, said first and computed from the runs
-    first = html.index("class=first")
-    assert first < html.index("<table") and "no GPU has trained the study yet" in text
-    assert "1 of the 16 models has a run of the full profile" in text and "seed_cnn (seed 0)" in text
-    assert "the degradation family (He et al. 2016) — are still pilots of the reduced cpu profile" in text
-    assert "3,000 training images, 12 epochs" in text  # the pilot's size, from the runs
-    assert "python -m cnnlib status --profile full" in text
-
-    # (a) the results table: the README's rows, family by family
-    results = html[html.index("<h2>Results"):html.index("<h2>Verdicts")]
-    for col in ("original report (%)", "test accuracy (%)", "profile", "s / epoch", "device"):
-        assert f"<th>{col}</th>" in results
-    assert results.count("<tr><td class=nowrap><code>") == len(summary.accuracy_rows(runs)) == 6
-    assert "<td class=num>60</td>" in results and "<td class=num>66.0</td>" in results  # the original's, ours
-    assert "75.0 ± 1.0 (3 seeds)" in results and "<td class=num>3.0</td>" in results  # spread; s / epoch
-    assert results.index("the original report's models") < results.index("the degradation family")
-    assert "Test CPU (2 cores)" in results
-
-    # (b) the verdicts, from the frame the README's verdict table shows
+    # the first screen: the question, the written answer, the verdicts, the figure, in this order
+    tags = re.findall(r"<(h1|h2|div class=answer|table class=verdicts|table|figure)\b", body)
+    assert tags[:5] == ["h1", "div class=answer", "table class=verdicts", "figure", "h2"]
+    answer = body[body.index("<div class=answer>"):body.index("<table class=verdicts>")]
+    m = summary._models(runs)
+    assert m["plain56"].profile == "cpu" and m["plain56"].seeds == 3  # the richest profile with the family complete
+    for model in ("plain20", "plain56", "resnet20", "resnet56"):
+        assert f"{100 * m[model].clean:.1f}%" in answer
+    # the verdicts, from the frame the README's verdict table shows
     frame = summary.verdict_frame(runs)
     assert frame.attrs["profile"] == "cpu"
-    verdicts_part = html[html.index("<h2>Verdicts"):html.index("<h2>The notebooks")]
-    assert verdicts_part.count("<td class=\"verdict ") == len(frame) == 4  # overfitting + degradation's three
     assert list(frame["id"]) == ["overfitting.plain", "degradation.plain", "degradation.residual", "degradation.diff"]
     assert frame.set_index("id").loc["degradation.plain", "verdict"] == "confirmed"
     assert frame.set_index("id").loc["degradation.plain", "estimate"] == pytest.approx(0.19)
+    moved = render.stale("index_answer", render.claims(frame))
+    # the pilot-sized nets of this store fit too little for the text's presumptions: the index says so, in sight
+    assert moved and {x.split(":")[0] for x in moved} <= set(render.presumes("index_answer"))
+    assert "written for other verdicts" in answer
+    verdicts_part = body[body.index("<table class=verdicts>"):body.index("<figure>")]
+    assert verdicts_part.count("<td class=\"verdict ") == len(frame) == 4  # overfitting + degradation's three
     assert '<td class="verdict confirmed">confirmed</td>' in verdicts_part
     assert '<a href="06_skip_connections.html">06</a>' in verdicts_part
+    assert "data:image/png;base64," in body[body.index("<figure>"):body.index("</figure>")]
     block = summary.readme_block(runs)
     assert block.count("| confirmed |") == frame["verdict"].eq("confirmed").sum()  # the README shows the same
+    assert block.index(summary.answer(runs).strip()) < block.index("| model |")  # the README opens the same way
 
-    # (c) the figure, inlined; then the pages, one line each
-    assert "data:image/png;base64," in verdicts_part
-    notebooks = html[html.index("<h2>The notebooks"):]
+    # the results table, narrow enough for the page: seven columns, one row per model (its richest profile, or
+    # its pilot where it has no full run), family by family; the devices named under it
+    results = body[body.index("<h2>Results"):body.index("<h2>The notebooks")]
+    assert results.count("<th>") == len(report.INDEX_COLUMNS) == 7 and "<th>device</th>" not in results
+    assert results.count("<tr><td class=nowrap><code>") == 5  # seed_cnn (full) and the four pilots
+    assert "<td class=num>60</td>" in results and "<td class=num>66.0</td>" in results  # the original's, ours
+    assert "75.0 ± 1.0 (3 seeds)" in results and "<td class=num>3.0</td>" in results  # spread; s / epoch
+    assert "(pilot, <code>cpu</code>)" in results and "Trained on: Test CPU (2 cores)." in results
+    assert results.index("the original report's models") < results.index("the degradation family")
+    assert "table-layout" not in html and "min-width" not in html  # nothing forces the page wider than the screen
+
+    # then the pages, one line each
+    notebooks = body[body.index("<h2>The notebooks"):]
     assert notebooks.count("<li><a href=") == 2 and report.PAGES["06_skip_connections"].split(":")[0] in notebooks
-
-
-def test_the_read_first_paragraph_follows_the_runs(store):
-    assert "no run is stored yet" in summary.read_first([])
-    _store_run("resnet20", "full", 0, 0.9, 0.88, device="Test GPU", kind="cuda:0")
-    text = summary.read_first(list_runs())
-    assert "stored runs were trained on Test GPU" in text and "`resnet20` (seed 0)" in text
-    assert "pilots" not in text and "Not yet trained in either profile" in text
-    _store_run("plain20", "cpu", 0, 0.5, 0.45)
-    text = summary.read_first(list_runs())
-    # beside a full run, only the pilots' own numbers are said to be the pilot's
-    assert "are still pilots of the reduced `cpu` profile" in text
-    assert "their numbers and verdicts below are the pilot's until their full runs land" in text
-    only_pilots = summary.read_first([r for r in list_runs() if r.config.profile == "cpu"])
-    assert "the numbers and verdicts below are the pilot's until the full runs land" in only_pilots
 
 
 def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys):
@@ -138,10 +129,10 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     _store_run("plain20", "cpu", 2, 0.79, 0.74)
 
     # seeds 1 and 2 are half-done: held back and named, never compared
-    assert report.get_runs(deg, "cpu", (1, 2), required=False) == []
+    assert runs.get_runs(deg, "cpu", (1, 2), required=False) == []
     said = capsys.readouterr().out
-    assert "seed 1 is held back until resnet20 and resnet56 of it are stored in profile 'cpu'" in said
-    assert "seed 2 is held back until plain56, resnet20 and resnet56 of it are stored" in said
+    assert "seed 1 held back" in said and "not stored yet in profile 'cpu': resnet20, resnet56\n" in said
+    assert "seed 2 held back" in said and ": plain56, resnet20, resnet56\n" in said
     frame = summary.verdict_frame(list_runs())
     assert frame.set_index("id").loc["degradation.plain", "n"] == 1  # seed 0 only
     assert frame.set_index("id").loc["degradation.plain", "method"] == "none"  # one seed: no interval
@@ -149,15 +140,31 @@ def test_a_family_seed_is_compared_only_when_all_its_members_exist(store, capsys
     # once the seed is complete it counts, in the notebooks' runs and in the README's verdicts
     _store_run("resnet20", "cpu", 1, 0.83, 0.78)
     _store_run("resnet56", "cpu", 1, 0.85, 0.8)
-    assert [r.config.run_id for r in report.get_runs(deg, "cpu", (1, 2), required=False)] == [
+    assert [r.config.run_id for r in runs.get_runs(deg, "cpu", (1, 2), required=False)] == [
         f"{m}-cpu-s1" for m in deg]
     assert "seed 1" not in capsys.readouterr().out
     assert summary.verdict_frame(list_runs()).set_index("id").loc["degradation.plain", "n"] == 2
 
-    # the README names what is held back, for the full profile
-    _store_run("plain20", "full", 0, 0.9, 0.86)
-    assert ("the notebooks and verdicts leave out seed 0 of the degradation family (He et al. 2016) until "
-            "`plain56`, `resnet20` and `resnet56` of it land.") in summary.read_first(list_runs())
+
+def test_rendering_never_trains_it_names_the_command_that_does(store, monkeypatch, capsys):
+    from cnnlib import results, train
+
+    def no_training(*a, **k):
+        pytest.fail("a notebook's run lookup started training")
+
+    monkeypatch.setattr(results, "fit_or_load", no_training)
+    monkeypatch.setattr(train, "fit", no_training)
+    with pytest.raises(runs.MissingRuns, match="missing: 2"):
+        runs.get_runs(["resnet20", "plain20"], "smoke")
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].endswith("`python -m cnnlib train resnet20 --profile smoke --seed 0`")
+    assert said[1].endswith("`python -m cnnlib train plain20 --profile smoke --seed 0`")
+    _store_run("resnet20", "smoke", 0, 0.3, 0.25, epochs=1)  # another config (an older recipe): not today's run
+    assert runs.get_run("resnet20", "smoke") is None
+    assert capsys.readouterr().out.strip().endswith("--profile smoke --seed 0 --retrain`")
+    _store_run("plain20", "smoke", 0, 0.3, 0.25)
+    assert runs.get_run("plain20", "smoke").config.run_id == "plain20-smoke-s0"
+    assert report.get_runs is runs.get_runs  # the notebooks' imports
 
 
 def _notebooks(folder, *sources):
@@ -259,3 +266,36 @@ def test_a_damaged_run_stops_the_report_before_any_notebook_runs(old_report, tmp
     with pytest.raises(DamagedRunError, match="seed_cnn-cpu-s0/history.csv has 40 bytes"):
         build_report(out=old_report, notebooks=_notebooks(tmp_path / "nbs", "print('one')"))
     assert (old_report / "index.html").read_text() == "the earlier report"
+
+
+PROBE = ("<script>window.addEventListener('load', () => { const r = s => document.querySelector(s)"
+         ".getBoundingClientRect(); document.body.dataset.probe = JSON.stringify({scroll: document.documentElement"
+         ".scrollWidth, width: document.documentElement.clientWidth, verdicts: r('table.verdicts').top, "
+         "figure: r('figure img').bottom}); });</script></body>")  # fmt: skip
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium here (apt-get install chromium)")
+def test_the_index_first_screen_in_a_browser(tmp_path):
+    """On the committed runs, at 1280x800 in headless Chromium: the answer, the verdicts and the figure all show on
+    the first screen, and nothing is wider than the page."""
+    import json
+    import subprocess
+    from html import unescape
+    from pathlib import Path
+
+    figure = Path(__file__).resolve().parent.parent / "figures" / report.INDEX_FIGURE
+    page = tmp_path / "index.html"
+    page.write_text(report.index_html([("06_skip_connections", "Skip connections")], list_runs(), figure)
+                    .replace("</body>", PROBE))  # fmt: skip
+    dom = subprocess.run([_browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout  # fmt: skip
+    probe = json.loads(unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    assert probe["scroll"] <= probe["width"], probe  # no horizontal scrolling at 1280 px
+    assert probe["verdicts"] < probe["figure"] <= 800, probe  # the figure's bottom edge on the first screen

@@ -1,0 +1,124 @@
+"""The stored runs a notebook shows: which profile, which runs, and where they come from.
+
+A notebook asks for runs by model and seed; ``resolve_profile`` picks the profile
+(``CNNLIB_PROFILE``, the notebook's parameter, or the richest profile whose runs all exist) and
+``get_runs`` loads them. Nothing here trains: a missing run is named with the command that
+trains it (``python -m cnnlib train``, which calls ``results.fit_or_load``), and the notebook
+stops. Importing this module imports no torch: the README writer reads ``PREFERRED`` from it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .results import Run
+
+PREFERRED = ("full", "cpu")  # the richest profile first
+
+
+class MissingRuns(RuntimeError):
+    """Runs a notebook needs are not stored (each is named above, with the command that trains it)."""
+
+
+def stored(cfg) -> bool:
+    """Whether a run of exactly ``cfg`` is stored (one of another config, e.g. an older recipe, is not)."""
+    from .results import load_run
+
+    run = load_run(cfg)
+    return run is not None and run.matches(cfg)
+
+
+def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str:
+    """The profile a notebook shows: $CNNLIB_PROFILE, else ``requested``, else the
+    first of PREFERRED whose runs of ``models`` all exist (with today's config), else "full"."""
+    from .config import make_config
+
+    chosen = os.environ.get("CNNLIB_PROFILE") or requested
+    if chosen:
+        make_config(models[0], chosen)  # validates the name
+        return chosen
+    for profile in PREFERRED:
+        if all(stored(make_config(m, profile, s)) for m in models for s in seeds):
+            return profile
+    return "full"
+
+
+def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
+    """The stored run of today's config; None, with the command that trains it, if it is missing."""
+    from .config import make_config
+    from .results import load_run
+
+    cfg = make_config(model, profile, seed)
+    run = load_run(cfg)  # a damaged run stops here
+    if run is not None and run.matches(cfg):
+        return run
+    state = "missing" if run is None else "stored with another config"
+    print(f"{state}: run {cfg.run_id}; train it with `python -m cnnlib train {model} --profile {profile} "
+          f"--seed {seed}{' --retrain' if run is not None else ''}`")  # fmt: skip
+    return None
+
+
+def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
+    """Every run of ``models`` x ``seeds``.
+
+    ``required=True``: a missing run is named (with the command that trains it) and the notebook
+    stops with MissingRuns instead of plotting half.
+    ``required=False``: only the runs already stored are returned (extra seeds are shown when they
+    exist), and of those only the seeds that every one of ``models`` has: a family's seed is
+    compared only when all its members exist, and a seed held back is named.
+    """
+    from .config import make_config
+    from .results import complete_seeds, load_run
+
+    if not required:
+        wanted = [make_config(m, profile, s) for m in models for s in seeds]
+        runs = [(cfg, load_run(cfg)) for cfg in wanted]
+        kept, held = complete_seeds([r for cfg, r in runs if r is not None and r.matches(cfg)], models)
+        for seed, missing in held.items():
+            print(f"seed {seed} held back (a family's seed is compared only when all its members exist); not "
+                  f"stored yet in profile '{profile}': {', '.join(missing)}")  # fmt: skip
+        return kept
+    runs = [get_run(m, profile, s) for m in models for s in seeds]
+    if any(r is None for r in runs):
+        raise MissingRuns(f"runs of profile '{profile}' are missing: {sum(r is None for r in runs)} (listed "
+                          "above); train them, or choose another PROFILE")  # fmt: skip
+    return runs
+
+
+def run_names(runs: list[Run]) -> str:
+    """Runs named compactly: one entry per model (and variant) with its seeds, e.g.
+    '`plainnet18` (seeds 0, 1, 2)'."""
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(r.config.model + (f"-{r.config.tag}" if r.config.tag else ""), []).append(r.config.seed)
+    return ", ".join(f"`{m}` (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})"
+                     for m, s in seeds.items())  # fmt: skip
+
+
+def how_trained(run: Run) -> str:
+    """Precision, memory format, compiled or not and threads of a run, from its ``run.json``; runs stored
+    before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
+    e = run.meta.get("engine")
+    if e is None:
+        cuda = run.meta.get("device", "cpu").startswith("cuda")
+        return "bf16 autocast, channels_last, eager" if cuda else "fp32, NCHW, eager"
+    fmt = "channels_last" if e["channels_last"] else "NCHW"
+    precision = "bf16 autocast" if e["precision"] == "bf16" else e["precision"]
+    return f"{precision}, {fmt}, {'compiled' if e['compiled'] else 'eager'}, {e['threads']} thread(s)"
+
+
+def provenance(runs: list[Run]) -> str:
+    """One Markdown line per distinct (profile, device, engine, data) that produced ``runs``."""
+    seen: dict[tuple, list[Run]] = {}
+    for r in runs:
+        c = r.config
+        n_train, n_test = c.n_images()
+        key = (c.profile, r.meta["device_name"], how_trained(r), r.meta["torch"],
+               f"{n_train:,} training / {n_test:,} test images")  # fmt: skip
+        seen.setdefault(key, []).append(r)
+    return "\n".join(
+        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} ({how}) with torch {t}: {run_names(rs)}"
+        for (p, dev, how, t, d), rs in seen.items()
+    )
