@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from .config import PROFILES, make_config
 from .paths import figures_root
 from .results import Run, complete_seeds, fit_or_load, load_run
-from .train import PROFILES, make_config
 
 PREFERRED = ("full", "cpu")  # the richest profile first
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"

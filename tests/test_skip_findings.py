@@ -13,8 +13,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from cnnlib import plots, skip_findings, verdicts  # noqa: E402
+from cnnlib.config import make_config  # noqa: E402
 from cnnlib.results import Run  # noqa: E402
-from cnnlib.train import make_config  # noqa: E402
 
 
 def fake_run(model, seed, clean_acc=0.5, test_loss=(2.2, 2.0, 1.8), tag=None) -> Run:
