@@ -365,9 +365,9 @@ def measure_tables(cfg: TrainConfig, model: nn.Module, data: CIFAR10, engine: En
     are rebuilt from the config's seed and checked against ``init_fingerprint``. ``data`` is the images the
     run used (``cfg.select``'ed), ``engine`` the run's (or a device). Called right after ``fit`` and again
     on a stored run's kept weights (``recompute_tables``)."""
-    ld = loaders(cfg, data, engine)
     if not aftertrain.dissected(cfg):
-        return aftertrain.finish(model, ld["test"])
+        return aftertrain.finish(model, loaders(cfg, data, engine)["test"])
+    ld = loaders(cfg, data, engine)
     init, _ = build(cfg, engine)
     if init_fingerprint is not None and not np.isclose(aftertrain.fingerprint(init), init_fingerprint, rtol=1e-9):
         raise ValueError(f"{cfg.run_id}: the rebuilt initial weights do not match the run's (fingerprint)")
