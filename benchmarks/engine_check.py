@@ -35,19 +35,21 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cnnlib import engine  # noqa: E402
+from cnnlib.train import stepper  # noqa: E402
 from cnnlib.verdicts import markdown  # noqa: E402
 
 
 def before(model: str, batch: int) -> dict:
     """The earlier check: candidates one after the other, one warm-up and two timed steps each, mean."""
     candidates = engine._candidates()
-    times = {name: engine.time_step(model, batch, eng, steps=2, warmup=1)[0] for name, eng in candidates.items()}
+    times = {name: engine.time_step(model, batch, eng, stepper=stepper, steps=2, warmup=1)[0]
+             for name, eng in candidates.items()}  # fmt: skip
     best = min(times, key=times.get)
     return dict(choice=best, **{f"{k} ms": round(1000 * v) for k, v in times.items()})
 
 
 def after(model: str, batch: int) -> dict:
-    m = engine.check(model, batch, torch.get_num_threads())
+    m = engine.check(model, batch, torch.get_num_threads(), stepper=stepper)
     best = f"{m['precision']}{'+cl' if m['channels_last'] else ''}"
     return dict(choice=best, **{f"{k} ms": round(1000 * v) for k, v in m["step_s"].items()},
                 others_pct=m["others_share"] and round(100 * m["others_share"]), trusted=m["trusted"])  # fmt: skip
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)
                 # a run starting afterwards: the earlier check kept its choice for good; the check now
                 # reuses only a trusted one, and takes a provisional one again
-                run = engine.choose("cpu", args.model, 512)
+                run = engine.choose("cpu", args.model, 512, stepper=stepper)
                 later = f"{run.precision}{'+cl' if run.channels_last else ''}"
             rows.append(dict(repeat=rep + 1, condition=condition, check="before", **old,
                              **{"a later run trains in": old["choice"]}))  # fmt: skip

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from cnnlib.config import make_config  # noqa: E402
 from cnnlib.engine import bf16_features, cpu_name  # noqa: E402
 from cnnlib.results import fit_or_load  # noqa: E402
 from cnnlib.stats import seed_difference  # noqa: E402
-from cnnlib.train import make_config  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cnnlib.engine import Engine, bf16_features, cpu_name, time_step  # noqa: E402
+from cnnlib.train import stepper  # noqa: E402
 from cnnlib.verdicts import markdown  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False, False), "fp32+cl": ("fp32", True, False), "bf16+cl": ("bf16", True, False),
@@ -34,7 +35,7 @@ def rate(model_name: str, batch: int, setting: str, steps: int, warmup: int) -> 
     """(images/s of the timed steps, seconds of the warm-up steps: the compile time when compiled)."""
     precision, cl, compiled = SETTINGS[setting]
     step_s, warm_s = time_step(model_name, batch, Engine("cpu", precision, cl, compiled, torch.get_num_threads()),
-                               steps, warmup)  # fmt: skip
+                               stepper=stepper, steps=steps, warmup=warmup)  # fmt: skip
     return batch / step_s, warm_s
 
 

@@ -24,17 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from cnnlib.engine import choose, cpu_name, time_step  # noqa: E402
+from cnnlib.train import stepper  # noqa: E402
 
 
 def one(model: str, batch: int, steps: int, threads: int, start_at: float | None = None) -> float:
     """Images/s of ``steps`` timed steps in this process with ``threads`` threads (after one warm-up
     step; with ``start_at``, the timed steps begin at that ``time.time()``)."""
     torch.set_num_threads(threads)
-    engine = choose("cpu", model, batch)  # its threads: the ones just set
-    time_step(model, batch, engine, steps=1, warmup=1)  # warm-up: allocations, oneDNN primitives
+    engine = choose("cpu", model, batch, stepper=stepper)  # its threads: the ones just set
+    time_step(model, batch, engine, stepper=stepper, steps=1, warmup=1)  # warm-up: allocations, oneDNN primitives
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.time()))
-    step_s, _ = time_step(model, batch, engine, steps=steps, warmup=0)
+    step_s, _ = time_step(model, batch, engine, stepper=stepper, steps=steps, warmup=0)
     return batch / step_s
 
 

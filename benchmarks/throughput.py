@@ -47,11 +47,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from cnnlib import aftertrain  # noqa: E402
+from cnnlib.config import make_config  # noqa: E402
 from cnnlib.data import CIFAR10, load_cifar10  # noqa: E402
 from cnnlib.engine import Engine, choose  # noqa: E402
 from cnnlib.models import create_model  # noqa: E402
-from cnnlib.train import fit, make_config  # noqa: E402
+from cnnlib.train import fit, stepper  # noqa: E402
 
 
 class HWCDataset(Dataset):
@@ -129,11 +129,8 @@ def ours_round(model_name: str, data: CIFAR10, device: torch.device, *, batch_si
     """Images/s of cnnlib.train.fit over a train_subset of `images` images (all epochs timed)."""
     cfg = make_config(model_name, "full", seed, epochs=epochs, batch_size=batch_size,
                       train_subset=images, test_subset=10)
-    dissected, aftertrain.dissected = aftertrain.dissected, lambda cfg: False
-    try:  # the mechanism tables after training (minutes for a seed-0 thin net) are not training: skip them
-        result = fit(cfg, data=data, device=device, engine=engine, resume=False, verbose=False)
-    finally:
-        aftertrain.dissected = dissected
+    # fit alone: the tables measured on the trained weights (results.measure_tables) are not training
+    result = fit(cfg, data=data, device=device, engine=engine, resume=False, verbose=False)
     h = result.history
     seen = float((h["images_per_s"] * h["seconds"]).sum())
     seconds = float(h["seconds"].sum())
@@ -181,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ours' warm-up, untimed: fit over --ours-warmup-steps batches of the rounds' shapes. The
     # reference warms up inside each round (its first --warmup-batches batches are not timed).
-    engines = {"chosen": choose(device, args.model, args.batch_size),
+    engines = {"chosen": choose(device, args.model, args.batch_size, stepper=stepper),
                "fp32": Engine(str(device), "fp32", False, False, torch.get_num_threads(), "plain fp32")}
     print(f"chosen engine: {engines['chosen'].describe()} ({engines['chosen'].reason})", flush=True)
     if args.ours_warmup_steps:

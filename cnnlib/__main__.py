@@ -87,7 +87,7 @@ EPILOG = ("Options of a command: python -m cnnlib COMMAND --help. User errors pr
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .train import PROFILES
+    from .config import PROFILES
 
     p = _Parser(prog="python -m cnnlib", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, title="commands",
@@ -162,7 +162,7 @@ def _shown(path) -> str:
 
 def _profile_of(run_id: str) -> str:
     """The profile named in a run id (``<model>-<profile>[-<tag>]-s<seed>``), else PROFILE."""
-    from .train import PROFILES
+    from .config import PROFILES
 
     parts = run_id.split("-")
     return parts[1] if len(parts) > 2 and parts[1] in PROFILES else "PROFILE"
@@ -175,6 +175,7 @@ def _engine_command(models: list[str], recheck: bool) -> int:
 
     from . import engine
     from .models import create_model
+    from .train import stepper
 
     for name in models:
         create_model(name)  # an unknown name fails here, with the list of names
@@ -190,7 +191,7 @@ def _engine_command(models: list[str], recheck: bool) -> int:
             return 0
         for model, batch, n in targets:
             torch.set_num_threads(n)
-            m = engine.check(model, batch, n)
+            m = engine.check(model, batch, n, stepper=stepper)
             print(f"{model} (batch {batch}, {n} thread(s)): {m['precision']}"
                   f"{' + channels_last' if m['channels_last'] else ''}; {engine.describe_check(m)}", flush=True)
         torch.set_num_threads(threads)
@@ -232,8 +233,8 @@ def _run(args: argparse.Namespace) -> int:
         print(model_summary(args.model, depth=3))
         return 0
     if args.command == "train":
+        from .config import make_config
         from .results import fit_or_load, load_run
-        from .train import make_config
 
         cfg = make_config(
             args.model, args.profile, args.seed, tag=args.tag,

@@ -11,8 +11,11 @@ measurements behind them:
   (``diagnostics.backward_signal``); at initialisation, after optimizer steps 1, 5 and 20,
   and at the epochs ``probe_epochs(E)`` (1, E/4, E/2, E). This is how the early blow-up of a
   plain net's stem is seen as it happens (issue: the gradient story, measured properly);
-* right after training (``finish``): the layer responses of He et al. 2016, Fig. 7, on the
-  test images (``diagnostics.response_std_over_loader``), for nets built from BasicBlock.
+* on the trained weights (``finish``): the layer responses of He et al. 2016, Fig. 7, on the
+  test images (``diagnostics.response_std_over_loader``), for nets built from BasicBlock, and
+  for the ``dissected`` runs the mechanism tables (``mechanism_tables``).
+  ``cnnlib.results.measure_tables`` calls it right after ``fit``, while the weights are in
+  hand, and again on a stored run's kept weights (``recompute_tables``).
 
 The mechanism experiments of notebook 07 (lesion study, loss landscapes) need the final
 weights of the small nets; ``save_weights`` keeps them under ``weights_root()`` and
@@ -66,16 +69,6 @@ def dissected(cfg: TrainConfig) -> bool:
     return family_of(cfg.model) == "degradation" and not cfg.tag
 
 
-def after_training(cfg: TrainConfig, model: nn.Module, test_batches, *, init_state: dict | None, clean: tuple,
-                   test: tuple, n_train: int, device: torch.device) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """The tables of a finished run (``finish``), with the mechanism tables where the run is
-    ``dissected``; used right after training and when the tables are measured again."""
-    if not dissected(cfg) or init_state is None:
-        return finish(model, test_batches)
-    return finish(model, test_batches, init_state=init_state, clean=clean, test=test,
-                  settings=mechanism_settings(n_train, device))  # fmt: skip
-
-
 def mechanism_settings(n_train: int, device: torch.device) -> dict:
     """How finely the mechanism tables are measured: on a GPU a 21 x 21 landscape and lesions on
     1,000 images; on a CPU 7 x 7 and lesions on 500 (about 4 CPU minutes for plain56); 5 x 5
@@ -120,25 +113,32 @@ def probe_epochs(epochs: int) -> list[int]:
 class Monitor:
     """Measures the gradient profile of the model being trained at the probe points.
 
-    ``images``/``labels`` are the clean (unaugmented, normalised) probe batch on the
-    training device. The rows survive a checkpoint: ``state()`` goes into it and
-    ``load_state`` restores them, so a resumed run ends with the same tables.
+    A rider of ``cnnlib.train.fit`` (the methods of ``cnnlib.train.Callback``). ``images``/``labels``
+    are the clean (unaugmented, normalised) probe batch on the training device. The rows survive a
+    checkpoint: ``state()`` goes into it and ``load_state`` restores them, so a resumed run ends with
+    the same tables.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, epochs: int, *, enabled: bool = True):
-        self.x, self.y, self.enabled = images, labels, enabled
+    key = "monitor"  # its slot in a checkpoint
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, epochs: int):
+        self.x, self.y = images, labels
         self.epochs = set(probe_epochs(epochs))
         self.layers: list[dict] = []
         self.blocks: list[dict] = []
 
-    def at_step(self, step: int, model: nn.Module, lr: float) -> None:
+    def on_step(self, step: int, model: nn.Module, lr: float) -> None:
         """Call with the number of optimizer steps taken so far (0 before the first)."""
-        if self.enabled and step in PROBE_STEPS:
+        if step in PROBE_STEPS:
             self._measure(model, "step", step, lr)
 
-    def at_epoch(self, epoch: int, step: int, model: nn.Module, lr: float) -> None:
-        if self.enabled and epoch in self.epochs:
+    def on_epoch_end(self, epoch: int, step: int, model: nn.Module, lr: float) -> dict:
+        if epoch in self.epochs:
             self._measure(model, f"epoch {epoch}", step, lr, epoch)
+        return {}  # its rows are tables of their own, not history columns
+
+    def after_epoch(self, row: dict) -> None:
+        pass
 
     def _measure(self, model: nn.Module, kind: str, step: int, lr: float, epoch: int | None = None) -> None:
         when = f"step {step}" if kind == "step" else kind
@@ -158,8 +158,6 @@ class Monitor:
             self.layers, self.blocks = list(state["layers"]), list(state["blocks"])
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        if not self.enabled:
-            return {}
         return {"layers": pd.DataFrame(self.layers), "blocks": pd.DataFrame(self.blocks)}
 
 

@@ -1,7 +1,9 @@
 """How a device trains: precision, memory format, compiled or not, threads, decided once per run.
 
 ``Engine`` is the one owner of these choices; ``cnnlib.train`` hands it to the model builder,
-the loaders, the training step and the evaluation, and records it in ``run.json``.
+the loaders, the training step and the evaluation, and records it in ``run.json``. The check times
+the training loop's own step, which its callers hand it (``stepper``: ``cnnlib.train.stepper``);
+this module does not import the training loop.
 
 * CUDA: bf16 autocast, channels_last, eager (cuDNN autotuning is set by ``fit``).
 * CPU: bf16 autocast only where the CPU has hardware bf16 (AMX or AVX512-BF16) *and* a short
@@ -133,32 +135,16 @@ def _cache_path() -> Path:
     return Path(value).expanduser() if value else cache_dir() / "engine.json"
 
 
-def _stepper(model_name: str, batch: int, engine: Engine) -> Callable[[], None]:
-    """One training step of the recipe (forward, label-smoothing loss, backward, SGD with Nesterov) of a
-    freshly seeded ``model_name`` under ``engine``, on fixed random images, as a function to call."""
-    from .models import create_model
-
-    torch.manual_seed(0)
-    model = engine.prepare(create_model(model_name))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    if engine.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    f = engine.loss_fn(model, 0.1)
-
-    def step():
-        loss, _ = f(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+# A training step to time, built by the caller: ``stepper(model_name, batch, engine)`` returns one step of the
+# recipe (``cnnlib.train.stepper``: the training loop's own step and optimizer) as a function to call.
+Stepper = Callable[[str, int, Engine], Callable[[], None]]
 
 
-def time_step(model_name: str, batch: int, engine: Engine, steps: int = 2, warmup: int = 1) -> tuple[float, float]:
+def time_step(model_name: str, batch: int, engine: Engine, *, stepper: Stepper, steps: int = 2,
+              warmup: int = 1) -> tuple[float, float]:  # fmt: skip
     """(seconds per training step, seconds of the ``warmup`` untimed steps before: the compile time
-    when compiled) of the recipe's step under ``engine``, on random images."""
-    step = _stepper(model_name, batch, engine)
+    when compiled) of the recipe's step (``stepper``) under ``engine``, on random images."""
+    step = stepper(model_name, batch, engine)
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
@@ -227,11 +213,11 @@ def _spare(threads: int, n_cpus: int | None) -> float:
     return max(0.0, 1 - threads / n_cpus) if n_cpus else 0.0
 
 
-def _interleaved_steps(model_name: str, batch: int, candidates: dict[str, Engine], rounds: int = CHECK_ROUNDS,
-                       warmup: int = CHECK_WARMUP, clock: Callable[[], float] = time.perf_counter,
-                       ) -> dict[str, list[float]]:  # fmt: skip
+def _interleaved_steps(model_name: str, batch: int, candidates: dict[str, Engine], stepper: Stepper,
+                       rounds: int = CHECK_ROUNDS, warmup: int = CHECK_WARMUP,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:  # fmt: skip
     """Seconds of each candidate's training steps, timed in turns: ``rounds`` steps each, after ``warmup``."""
-    steps = {name: _stepper(model_name, batch, eng) for name, eng in candidates.items()}
+    steps = {name: stepper(model_name, batch, eng) for name, eng in candidates.items()}
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -260,8 +246,8 @@ def trusted(entry: dict) -> bool:
     return bool(entry.get("trusted")) and not entry.get("doubted")
 
 
-def check(model_name: str, batch: int, threads: int, *, tries: int = 1) -> dict:
-    """Time the candidates for one training step of ``model_name`` (see ``_interleaved_steps``), and cache
+def check(model_name: str, batch: int, threads: int, *, stepper: Stepper, tries: int = 1) -> dict:
+    """Time the candidates for one training step (``stepper``) of ``model_name`` (``_interleaved_steps``), and cache
     the result, as trusted if the cores were free enough (``BUSY_SHARE``), else as provisional. With
     ``tries`` > 1 a busy check is taken again after a pause (``CHECK_PAUSE_S``), up to that many times,
     and the least loaded is kept: a long run is worth a minute's wait for a check it can trust."""
@@ -270,7 +256,7 @@ def check(model_name: str, batch: int, threads: int, *, tries: int = 1) -> dict:
         if attempt:
             time.sleep(CHECK_PAUSE_S)
         with _LoadMeter() as load:
-            times = _interleaved_steps(model_name, batch, _candidates())
+            times = _interleaved_steps(model_name, batch, _candidates(), stepper)
         medians = {name: statistics.median(t) for name, t in times.items()}
         best = min(medians, key=medians.get)
         share = load.others_share
@@ -290,14 +276,14 @@ def check(model_name: str, batch: int, threads: int, *, tries: int = 1) -> dict:
     return choice
 
 
-def measured_cpu_choice(model_name: str, batch: int, threads: int, *, recheck: bool = False,
+def measured_cpu_choice(model_name: str, batch: int, threads: int, *, stepper: Stepper, recheck: bool = False,
                         tries: int = 1) -> dict:  # fmt: skip
     """The fastest of fp32, fp32 + channels_last and (with hardware bf16) bf16 + channels_last for one
     training step of ``model_name``: the cached check if it is trusted (``trusted``), else a new check."""
     entry = cached_checks().get(_key(model_name, batch, threads))
     if entry is not None and trusted(entry) and not recheck:
         return entry
-    return check(model_name, batch, threads, tries=tries)
+    return check(model_name, batch, threads, stepper=stepper, tries=tries)
 
 
 def cached_checks() -> dict[str, dict]:
@@ -382,9 +368,10 @@ def describe_check(m: dict) -> str:
     return text
 
 
-def choose(device: torch.device | str, model_name: str, batch: int, *, tries: int = 1) -> Engine:
+def choose(device: torch.device | str, model_name: str, batch: int, *, stepper: Stepper, tries: int = 1) -> Engine:
     """The engine for training ``model_name`` at ``batch`` images per step on ``device`` (see the module);
-    ``tries``: how many times a CPU check taken on busy cores is taken again (``check``)."""
+    ``stepper`` builds the step a CPU check times (``cnnlib.train.stepper``); ``tries``: how many times a
+    CPU check taken on busy cores is taken again (``check``)."""
     device = torch.device(device)
     precision = _switch("CNNLIB_PRECISION", ("fp32", "bf16"))
     cl = _switch("CNNLIB_CHANNELS_LAST", ("0", "1"))
@@ -394,7 +381,7 @@ def choose(device: torch.device | str, model_name: str, batch: int, *, tries: in
         return Engine(str(device), "fp32" if precision == "fp32" else "bf16", cl != "0", compiled, threads,
                       "CUDA: bf16 autocast and channels_last")  # fmt: skip
     if precision == "auto" or cl == "auto":
-        m = measured_cpu_choice(model_name, min(batch, CHECK_BATCH), threads, tries=tries)
+        m = measured_cpu_choice(model_name, min(batch, CHECK_BATCH), threads, stepper=stepper, tries=tries)
         reason = f"measured {describe_check(m)}"
         precision = m["precision"] if precision == "auto" else precision
         channels_last = m["channels_last"] if cl == "auto" else cl == "1"

@@ -34,25 +34,24 @@ from pathlib import Path
 import torch
 
 from . import aftertrain, engine, recipe
-from .config import RECIPE_CHECKS, RecipeNotChosen
+from .config import RECIPE_CHECKS, RecipeNotChosen, TrainConfig, lr_at, make_config
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
 from .results import DamagedRunError, fit_or_load, list_runs, load_run, results_root
 from .train import (
     RunWontFit,
-    TrainConfig,
+    StopRule,
     TrainingDiverged,
     build,
     default_device,
     diverged_path,
     divergence,
     loaders,
-    lr_at,
-    make_config,
     peek_checkpoint,  # fmt: skip
     record_divergence,
-    training_step,
+    stepper,
+    train_step,
 )
 
 # The learning-rate control of the degradation family: the recipe-check setting of He et al.'s peak lr
@@ -164,22 +163,22 @@ def status(profile: str = "full", *, checkpoints: bool = False) -> list[PlanStat
 
 
 def measure_images_per_s(cfg: TrainConfig, data: CIFAR10, device: torch.device, steps: int = 3) -> float:
-    """Training throughput of cfg's recipe (``train.training_step``, the engine the run would get) from a
+    """Training throughput of cfg's recipe (``train.train_step``, the engine the run would get) from a
     few timed steps after one warm-up step."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = cfg.select(data)
-    eng = engine.choose(device, cfg.model, cfg.batch_size)
+    eng = engine.choose(device, cfg.model, cfg.batch_size, stepper=stepper)
     model, opt = build(cfg, eng)
     model.train()
     x, y = next(iter(loaders(cfg, data, eng)["train"]))
     lr, loss_fn = lr_at(0, 1, cfg), eng.loss_fn(model, cfg.label_smoothing)
-    training_step(model, opt, x, y, lr, loss_fn)
+    train_step(model, opt, loss_fn, x, y, lr)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        training_step(model, opt, x, y, lr, loss_fn)
+        train_step(model, opt, loss_fn, x, y, lr)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return steps * len(y) / (time.perf_counter() - t0)
@@ -276,7 +275,7 @@ def measure_missing_rates(profile: str = "full", threads: int | None = None) -> 
         torch.set_num_threads(threads or before)
         for cfg in {c.model: c for c in plan(profile)}.values():
             if known_rate(cfg, "cpu", threads) is None:
-                engine.choose("cpu", cfg.model, cfg.batch_size)
+                engine.choose("cpu", cfg.model, cfg.batch_size, stepper=stepper)
                 measured.append(cfg.model)
     finally:
         torch.set_num_threads(before)
@@ -417,8 +416,8 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 log(f"train {st.config.run_id} ({about}; {(deadline - time.time()) / 3600:.1f} h left in this call)")
             try:
                 run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev,
-                                  deadline=deadline, until_deadline=policy != "units",
-                                  checkpoint_every_s=checkpoint_every_s)  # fmt: skip
+                                  stops=StopRule(deadline, until_deadline=policy != "units",
+                                                 every_s=checkpoint_every_s))  # fmt: skip
             except RunWontFit as e:
                 log(str(e))
                 stopped.append(st.config.run_id)

@@ -40,7 +40,12 @@ import pandas as pd
 from .paths import atomic_write, results_root
 
 if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) and the tables import it
-    from .train import FitResult, TrainConfig
+    from torch import nn
+
+    from .config import TrainConfig
+    from .data import CIFAR10
+    from .engine import Engine
+    from .train import FitResult
 
 __all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
            "load_run", "record_checksums", "results_root", "run_dir", "save_run"]
@@ -339,9 +344,11 @@ def fit_or_load(
     *,
     retrain: bool = False,
     root: Path | None = None,
+    data: CIFAR10 | None = None,
     **fit_kwargs,
 ) -> Run:
-    """The stored run for ``cfg``, training (and storing) it first if it is missing.
+    """The stored run for ``cfg``, training it first if it is missing: ``fit``, then the tables measured
+    on the trained weights (``measure_tables``, while they are in hand), then ``save_run``.
 
     ``retrain=True`` trains again and replaces the stored run (the notebooks and the
     command line turn ``CNNLIB_RETRAIN=1`` / ``--retrain`` into it). A stored run whose
@@ -363,34 +370,48 @@ def fit_or_load(
                 f"--seed {cfg.seed} --retrain)"
             )
         return stored
-    result = fit(cfg, resume=not retrain, **fit_kwargs)
+    result = fit(cfg, resume=not retrain, data=data, **fit_kwargs)
+    if result.model is not None:
+        result.tables |= measure_tables(cfg, result.model, result.data, result.engine,
+                                        init_fingerprint=result.info["init_fingerprint"])  # fmt: skip
     save_run(cfg, result, root)
     return load_run(cfg, root)
 
 
-def recompute_tables(run: Run, data=None, device: str = "cpu") -> list[str]:
-    """Measure again, from the run's kept weights, the tables ``aftertrain.finish`` makes right
-    after training (layer responses; the mechanism tables for the degradation family),
-    and store them in the run folder. The initial weights are rebuilt from the config's seed
-    (checked against the stored fingerprint). The gradient profiles measured *during* training
-    cannot be redone this way. Returns the names of the tables written."""
-    import torch
+def measure_tables(cfg: TrainConfig, model: nn.Module, data: CIFAR10, engine: Engine | str,
+                   init_fingerprint: float | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """The tables of ``cnnlib.aftertrain`` measured on trained weights (``aftertrain.finish``): the layer
+    responses, and for ``dissected`` runs the mechanism tables, which also need the initial weights: they
+    are rebuilt from the config's seed and checked against ``init_fingerprint``. ``data`` is the images the
+    run used (``cfg.select``'ed), ``engine`` the run's (or a device). Called right after ``fit`` and again
+    on a stored run's kept weights (``recompute_tables``)."""
+    from . import aftertrain
+    from .train import as_engine, balanced, build, loaders
 
+    if not aftertrain.dissected(cfg):
+        return aftertrain.finish(model, loaders(cfg, data, engine)["test"])
+    ld = loaders(cfg, data, engine)
+    init, _ = build(cfg, engine)
+    if init_fingerprint is not None and not np.isclose(aftertrain.fingerprint(init), init_fingerprint, rtol=1e-9):
+        raise ValueError(f"{cfg.run_id}: the rebuilt initial weights do not match the run's (fingerprint)")
+    clean, test = balanced(ld["clean"], aftertrain.SURFACE_IMAGES), balanced(ld["test"])
+    settings = aftertrain.mechanism_settings(len(data.train_y), as_engine(engine).torch_device)
+    return aftertrain.finish(model, ld["test"], init_state=init.state_dict(), clean=clean, test=test,
+                             settings=settings)  # fmt: skip
+
+
+def recompute_tables(run: Run, data: CIFAR10 | None = None, device: str = "cpu") -> list[str]:
+    """Measure again, from the run's kept weights, the tables ``measure_tables`` makes right after
+    training (layer responses; the mechanism tables for the degradation family), and store them in
+    the run folder. The gradient profiles measured *during* training cannot be redone this way.
+    Returns the names of the tables written."""
     from . import aftertrain
     from .data import load_cifar10
-    from .train import balanced_batches, build, loaders
 
-    cfg, dev = run.config, torch.device(device)
-    model = aftertrain.load_weights(run).to(dev)
-    init, _ = build(cfg, dev)
-    stored = run.meta.get("init_fingerprint")
-    if stored is not None and not np.isclose(aftertrain.fingerprint(init), stored, rtol=1e-9):
-        raise ValueError(f"{cfg.run_id}: the rebuilt initial weights do not match the run's (fingerprint)")
+    cfg = run.config
+    model = aftertrain.load_weights(run).to(device)
     data = cfg.select(data if data is not None else load_cifar10())
-    ld = loaders(cfg, data, dev)
-    clean, test = balanced_batches(ld, aftertrain.SURFACE_IMAGES)
-    tables = aftertrain.after_training(cfg, model, ld["test"], init_state=init.state_dict(), clean=clean, test=test,
-                                       n_train=len(data.train_y), device=dev)  # fmt: skip
+    tables = measure_tables(cfg, model, data, device, init_fingerprint=run.meta.get("init_fingerprint"))
     _write_tables(run.path, tables)
     if "files" in run.meta:  # the new tables' checksums, so that the run still reads as sound
         run.meta["files"] = _file_records(run.path)

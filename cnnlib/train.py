@@ -1,35 +1,32 @@
-"""One training recipe for every model: configuration, profiles and ``fit``.
+"""How a model is trained: the loop ``fit``, the step it repeats, and what rides along.
 
-The recipe is the same for all models so that comparisons measure the
-architecture, not the set-up: SGD with Nesterov momentum, weight decay, a
-one-cycle learning rate (linear warm-up, then linear decay to zero), label
-smoothing. How a device trains (precision, memory format, compiled or not,
-threads) is one ``cnnlib.engine.Engine``, chosen once per run: on CUDA bf16
-autocast with channels_last and cuDNN autotuning; on a CPU bf16 only where the
-hardware has it and a measured step finds it faster, else fp32, with
-channels_last where it is measured faster. On the CPU training is deterministic:
-the same config and engine give the same history, bit for bit.
+One recipe for every model, so that comparisons measure the architecture, not the set-up:
+SGD with Nesterov momentum and weight decay (``optimizer``), a one-cycle learning rate
+(``cnnlib.config.lr_at``), label smoothing. How a device trains (precision, memory format,
+compiled or not, threads) is one ``cnnlib.engine.Engine``, chosen once per run and handed to the
+model builder, the loaders, the step and the evaluation. On a CPU training is deterministic: the
+same config and engine give the same history, bit for bit, resumed or not.
 
-``fit(cfg)`` returns a ``FitResult``: one history row per epoch (losses and
-accuracies on the augmented training batches, on clean training images and on
-the test images; per-stage diagnostics sampled every ``PROBE_EVERY`` steps), the
-test predictions, and the tables of ``cnnlib.aftertrain`` measured while the
-weights are in hand. It checkpoints (every epoch, or every
-``checkpoint_every_s`` seconds, and inside long epochs) so an interrupted run
-resumes where it stopped, and with a ``deadline`` it stops, checkpointed, at the
-deadline or as soon as the rest of the run projects past it. Persistence of finished runs belongs to ``cnnlib.results``.
+Read ``fit`` top to bottom: it builds the model, its optimizer and the loaders, then for each
+epoch runs the steps (``train_step``: forward, loss, backward, optimizer step), evaluates on
+clean training images and on the test images, and checkpoints; it returns a ``FitResult``. The
+measurements that ride along are callbacks (``Callback``): the per-stage probe (``StageProbe``),
+the gradient profile at chosen steps (``cnnlib.aftertrain.Monitor``) and the progress line
+(``ProgressLine``); their time is not counted as training time. When to stop early and when to
+checkpoint is one ``StopRule``: a stopped run raises ``RunWontFit`` and the next ``fit`` resumes
+from its checkpoint. The tables measured on the trained weights, and the store of finished runs,
+belong to ``cnnlib.results``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -39,15 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import aftertrain
-from .config import (  # noqa: F401 -- the config and the recipe, re-exported for callers of cnnlib.train
-    FAMILY_OVERRIDES,
-    PROFILES,
-    RECIPE_GRID,
-    TAGS,
-    TrainConfig,
-    lr_at,
-    make_config,
-)
+from .config import TrainConfig, lr_at
 from .data import CIFAR10, DeviceLoader, load_cifar10
 from .engine import CHECK_TRIES, Engine, cached_rate, choose, confirm, cpu_name
 from .models import create_model
@@ -63,15 +52,14 @@ class TrainingDiverged(RuntimeError):
 
 
 class RunWontFit(RuntimeError):
-    """The rest of a run projects past the deadline; it stopped checkpointed and resumes later."""
+    """The run stopped early (``StopRule``), checkpointed; the next ``fit`` resumes it.
+
+    ``epoch``: after an epoch, the epochs done; inside one, its 0-based index. ``needed_s``: what the
+    rest needed at the latest epoch's pace (NaN inside an epoch)."""
 
     def __init__(self, message: str, epoch: int, needed_s: float):
         super().__init__(message)
         self.epoch, self.needed_s = epoch, needed_s
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 PROBE_EVERY = 10  # the per-stage probe measures one optimizer step in this many
@@ -79,90 +67,271 @@ PROGRESS_EVERY_S = 180.0  # without a terminal (a log file), a progress line wit
 LONG_RUN_IMAGES = 200_000  # training images (epochs x set) from which a run is "long" (profiles full and tune)
 
 
-class StageProbe:
-    """Accumulates, on the device, each stage's gradient L2 norm and output std on sampled steps.
+@dataclass(frozen=True)
+class StopRule:
+    """When a run stops before its last epoch, and when it checkpoints.
 
-    Only steps with ``recording`` set are measured (``fit`` samples one in ``PROBE_EVERY``),
-    so the probe's extra work (an fp32 std of every stage output, a norm of every gradient)
-    is a small fraction of training.
+    A run stops only where it can resume: it checkpoints, then ``fit`` raises ``RunWontFit``.
     """
 
-    def __init__(self, model: nn.Module):
-        self.names = list(model.stages)
-        self.params = [[p for p in getattr(model, n).parameters()] for n in self.names]
-        self.act_std = torch.zeros(len(self.names))
-        self.grad_norm = torch.zeros(len(self.names))
-        self.steps = 0
-        self._handles = [
-            getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)
-        ]
-        self.recording = False
+    deadline: float | None = None  # a time.time() value; None: the run never stops early
+    until_deadline: bool = False  # train up to the deadline, inside an epoch if need be; else stop after
+    #                               an epoch as soon as the rest, at that epoch's pace, would end past it
+    every_s: float = 0.0  # checkpoint after an epoch once this many seconds passed since the last (0: every epoch)
+    within_s: float = 600.0  # inside an epoch, checkpoint this often (0: never): long CPU epochs take hours
 
-    def _hook(self, i: int):
-        def hook(module, inputs, output):
-            if self.recording:
-                self.act_std[i] += output.detach().float().std()
+    def stop(self, rest_s: float | None = None) -> bool:
+        """Whether to stop now. ``rest_s``: after an epoch, the seconds the rest of the run needs; None
+        inside an epoch (where only ``until_deadline`` stops)."""
+        if self.deadline is None:
+            return False
+        if self.until_deadline:
+            return time.time() >= self.deadline
+        return rest_s is not None and time.time() + rest_s > self.deadline
 
-        return hook
-
-    def to(self, device: torch.device) -> StageProbe:
-        self.act_std, self.grad_norm = self.act_std.to(device), self.grad_norm.to(device)
-        return self
-
-    def after_backward(self):
-        if not self.recording:
-            return
-        for i, params in enumerate(self.params):
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                self.grad_norm[i] += torch.linalg.vector_norm(
-                    torch.stack(torch._foreach_norm(grads))
-                )
-        self.steps += 1
-
-    def epoch_summary(self) -> dict[str, float]:
-        n = max(1, self.steps)
-        grad, act = (self.grad_norm / n).tolist(), (self.act_std / n).tolist()
-        out = {f"grad_{name}": g for name, g in zip(self.names, grad, strict=True)}
-        out |= {f"act_std_{name}": a for name, a in zip(self.names, act, strict=True)}
-        self.grad_norm.zero_()
-        self.act_std.zero_()
-        self.steps = 0
-        return out
-
-    def state(self) -> dict:
-        """The running sums of a partly done epoch (for a checkpoint within an epoch)."""
-        return dict(act_std=self.act_std.cpu(), grad_norm=self.grad_norm.cpu(), steps=self.steps)
-
-    def load_state(self, state: dict) -> None:
-        self.act_std.copy_(state["act_std"])
-        self.grad_norm.copy_(state["grad_norm"])
-        self.steps = state["steps"]
-
-    def close(self):
-        for h in self._handles:
-            h.remove()
+    def checkpoint_due(self, since_s: float, *, within_epoch: bool = False) -> bool:
+        """Whether to checkpoint ``since_s`` seconds after the last checkpoint (or the run's start)."""
+        if within_epoch:
+            return bool(self.within_s) and since_s >= self.within_s
+        return since_s >= self.every_s
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, engine: Engine) -> tuple[float, float, torch.Tensor]:
-    """Mean loss (plain cross-entropy), accuracy and the predicted class of every image, in loader order,
-    under the engine's precision (eager: the evaluation batches have other shapes than training's)."""
-    model.eval()
-    device = engine.torch_device
-    loss_sum = torch.zeros((), device=device)
-    preds = []
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    n = 0
-    for x, y in loader:
-        with engine.autocast():
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        pred = logits.argmax(1)
-        correct += (pred == y).sum()
-        preds.append(pred)
-        n += len(y)
-    return loss_sum.item() / n, correct.item() / n, torch.cat(preds).cpu()
+def fit(
+    cfg: TrainConfig,
+    *,
+    data: CIFAR10 | None = None,
+    device: str | torch.device | None = None,
+    engine: Engine | None = None,
+    resume: bool = True,
+    verbose: bool = True,
+    stops: StopRule = StopRule(),
+    callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Train ``cfg.model`` under ``cfg`` (see the module docstring) and return the history, the test
+    predictions and the trained model.
+
+    The engine is ``engine``, else the one a resumed checkpoint was trained with, else
+    ``engine.choose``'s for the device. With ``resume`` a checkpoint of the same config
+    (``checkpoint_path``) is picked up and the run ends with the same history as an uninterrupted
+    one. ``stops`` says when to checkpoint and when to stop early (raising ``RunWontFit``);
+    ``callbacks`` ride along after the run's own (tests use them to interrupt a run).
+    """
+    # -- build: the data, the engine, the model and its optimizer, the loaders, the riders
+    device = torch.device(device) if device is not None else default_device()
+    data = cfg.select(data if data is not None else load_cifar10())
+    engine = engine or _engine_for(cfg, data, device, resume)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    model, opt = build(cfg, engine)
+    init_fingerprint = aftertrain.fingerprint(model)  # the stored run can check a rebuilt initialisation
+    ld = loaders(cfg, data, engine)
+    steps_per_epoch = len(ld["train"])
+    total_steps = cfg.epochs * steps_per_epoch
+    loss_fn = engine.loss_fn(model, cfg.label_smoothing)
+    probe = StageProbe(model).to(device)
+    monitor = _monitor(cfg, ld, len(data.train_y))
+    measures: list[Callback] = [probe, *([monitor] if monitor else [])]
+
+    # -- resume: the weights, the optimizer, the history and the riders' sums, from the newest sound checkpoint
+    ckpt = checkpoint_path(cfg)
+    rows, at = [], Position()
+    say = (lambda line: print(line, flush=True)) if verbose else None
+    state = _usable_checkpoint(cfg, device, set_aside=True, say=say) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rows, at = state["history"], _position(state)
+        for cb in [*measures, *callbacks]:
+            if cb.key:
+                cb.load_state(state.get(cb.key))
+    start = at
+    riders = [*measures, *([ProgressLine(cfg, steps_per_epoch, seen=at.seen)] if verbose else []), *callbacks]
+    if verbose:
+        _say_start(cfg, device, engine, rows, at, steps_per_epoch, len(ld["clean"].y) + len(ld["test"].y),
+                   len(data.train_y), resumed=state is not None)  # fmt: skip
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def save():
+        riders_state = {cb.key: cb.state() for cb in riders if cb.key}
+        write_checkpoint(ckpt, dict(config_hash=cfg.hash, epoch=at.epoch, history=rows, model=model.state_dict(),
+                                    optimizer=opt.state_dict(), progress=asdict(at), engine=asdict(engine),
+                                    **riders_state))  # fmt: skip
+
+    wall = last_save = time.perf_counter()
+    if (at.epoch, at.step) == (0, 0):
+        for cb in riders:
+            cb.on_step(0, model, lr_at(0, total_steps, cfg))  # the measurements at initialisation
+    preds, stop, rest_s = None, False, float("nan")
+    try:
+        for epoch in range(at.epoch, cfg.epochs):
+            # -- the steps (from at.step on: a resumed run may start inside the epoch)
+            model.train()
+            ld["train"].set_epoch(epoch)  # the epoch's shuffle and augmentation, from cfg.seed
+            loss_sum = torch.zeros((), device=device) + at.loss_sum  # summed on the device, read once an epoch
+            correct = torch.zeros((), device=device, dtype=torch.long) + at.correct
+            seen, riders_s, t0 = at.seen, 0.0, time.perf_counter()
+            for i, (x, y) in enumerate(ld["train"].batches(start=at.step), start=at.step):
+                step = epoch * steps_per_epoch + i  # optimizer steps taken before this one
+                lr = lr_at(step, total_steps, cfg)
+                probe.recording = i % PROBE_EVERY == 0  # the per-stage probe samples one step in PROBE_EVERY
+                loss, logits = train_step(model, opt, loss_fn, x, y, lr, after_backward=probe.after_backward)
+                probe.recording = False
+                loss_sum += loss * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+                tr = time.perf_counter()
+                for cb in riders:
+                    cb.on_step(step + 1, model, lr)
+                riders_s += time.perf_counter() - tr  # the riders' time is not training time
+                last = i + 1 == steps_per_epoch  # the epoch's end checkpoints below, after the evaluation
+                if not last and ((stop := stops.stop()) or
+                                 stops.checkpoint_due(time.perf_counter() - last_save, within_epoch=True)):
+                    _sync(device)  # the epoch's sums so far go into the checkpoint; the clock restarts
+                    at = Position(epoch, i + 1, loss_sum.item(), int(correct.item()), seen,
+                                  at.seconds + time.perf_counter() - t0 - riders_s)  # fmt: skip
+                    riders_s, t0 = 0.0, time.perf_counter()
+                    save()
+                    last_save = time.perf_counter()
+                    if stop:
+                        break
+            if stop:
+                break
+            _sync(device)
+            at.seconds += time.perf_counter() - t0 - riders_s
+
+            # -- the evaluation: the epoch's history row
+            eval_started = time.perf_counter()
+            train_loss = loss_sum.item() / seen
+            if not math.isfinite(train_loss):
+                raise _diverged(cfg, rows, epoch, steps_per_epoch, f"the training loss became {train_loss}")
+            clean_loss, clean_acc, _ = evaluate(model, ld["clean"], engine)
+            if not math.isfinite(clean_loss):  # BatchNorm's running statistics are gone for good: NaN stays NaN
+                raise _diverged(cfg, rows, epoch, steps_per_epoch,
+                                f"the eval-mode loss on the training images became {clean_loss}")  # fmt: skip
+            test_loss, test_acc, preds = evaluate(model, ld["test"], engine)
+            lr = lr_at((epoch + 1) * steps_per_epoch - 1, total_steps, cfg)
+            columns = {}
+            for cb in riders:
+                columns |= cb.on_epoch_end(epoch + 1, (epoch + 1) * steps_per_epoch, model, lr)
+            row = dict(
+                epoch=epoch + 1, train_loss=train_loss, train_acc=int(correct.item()) / seen,
+                clean_train_loss=clean_loss, clean_train_acc=clean_acc, test_loss=test_loss, test_acc=test_acc,
+                lr=lr, seconds=at.seconds, images_per_s=seen / at.seconds,
+                epoch_seconds=at.seconds + time.perf_counter() - eval_started, **columns,
+            )  # fmt: skip
+            rows.append(row)
+            at = Position(epoch=epoch + 1)
+            if epoch == start.epoch and (doubt := confirm(engine, cfg.model, cfg.batch_size, row["images_per_s"])):
+                print(f"{cfg.run_id}: {doubt}", flush=True)  # the run keeps its engine: its history stays bit for bit
+
+            # -- the checkpoint, and whether the rest still fits
+            rest_s = (cfg.epochs - epoch - 1) * row["epoch_seconds"]
+            stop = epoch + 1 < cfg.epochs and stops.stop(rest_s)
+            if stop or stops.checkpoint_due(time.perf_counter() - last_save):
+                save()
+                last_save = time.perf_counter()
+            for cb in riders:
+                cb.after_epoch(row)
+            if stop:
+                break
+    finally:
+        probe.close()
+    if stop:
+        raise _stopped(cfg, at, steps_per_epoch, rest_s)
+
+    # -- the result
+    if preds is None:  # a finished checkpoint: the predictions of its weights
+        _, _, preds = evaluate(model, ld["test"], engine)
+    history = pd.DataFrame(rows)
+    history.attrs["config"] = cfg.to_dict()
+    info = dict(
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        engine=engine.record(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        data_source=data.source,
+        # what the test_* columns and the predictions score: the test set, or held-out training images
+        scored_on=f"{cfg.holdout} held-out training images" if cfg.holdout else "test images",
+        wall_s=time.perf_counter() - wall,
+        train_s=float(history["seconds"].sum()) if len(history) else 0.0,
+        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        resumed_after_epoch=start.epoch,
+        init_fingerprint=init_fingerprint,
+    )
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return FitResult(history=history, predictions=preds, info=info, state_dict=state_dict,
+                     tables=monitor.tables() if monitor else {}, model=model, engine=engine, data=data)  # fmt: skip
+
+
+@dataclass
+class FitResult:
+    """What a finished run hands to the results store (``cnnlib.results``)."""
+
+    history: pd.DataFrame
+    predictions: torch.Tensor  # (n_test,) predicted class per test image, data-set order
+    info: dict  # device, engine, versions, data source, wall time, peak memory
+    state_dict: dict  # the final weights, on the CPU
+    tables: dict[str, pd.DataFrame]  # aftertrain.TABLES name -> table measured during training
+    # the trained model on its device, its engine and the images it used (cfg.select'ed): what the tables
+    # measured on the trained weights need, right after training (``cnnlib.results.measure_tables``)
+    model: nn.Module | None = field(default=None, repr=False)
+    engine: Engine | None = None
+    data: CIFAR10 | None = field(default=None, repr=False)
+
+
+# -- the step and what it is built from
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
+               lr: float, after_backward: Callable[[], None] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimizer step of the recipe; returns the detached loss and logits. ``loss_fn(x, y) -> (loss,
+    logits)`` is the forward pass and the label-smoothing loss under the engine's precision
+    (``Engine.loss_fn``); ``after_backward`` sees the gradients before the optimizer uses them."""
+    for group in opt.param_groups:
+        group["lr"] = lr  # the one-cycle schedule sets it every step
+    loss, logits = loss_fn(x, y)  # forward and loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    opt.step()
+    return loss.detach(), logits.detach()
+
+
+def optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's SGD: Nesterov momentum and weight decay on every parameter (``train_step`` sets the lr)."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                           weight_decay=cfg.weight_decay)  # fmt: skip
+
+
+def build(cfg: TrainConfig, engine: Engine | str | torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The initialised model (seeded by cfg.seed, on the engine's device and memory format) and its optimizer."""
+    torch.manual_seed(cfg.seed)
+    model = as_engine(engine).prepare(create_model(cfg.model, **dict(cfg.model_kwargs)))
+    return model, optimizer(model, cfg)
+
+
+def stepper(model_name: str, batch: int, engine: Engine) -> Callable[[], None]:
+    """One ``train_step`` of a freshly seeded ``model_name`` with the recipe's optimizer and loss under
+    ``engine``, on fixed random images, as a function to call: what the engine's check times
+    (``cnnlib.engine.check``, ``time_step``)."""
+    cfg = TrainConfig(model_name, batch_size=batch)
+    torch.manual_seed(0)
+    model = engine.prepare(create_model(model_name))
+    opt = optimizer(model, cfg)
+    x = torch.randn(batch, 3, 32, 32, device=engine.torch_device)
+    y = torch.randint(0, 10, (batch,), device=engine.torch_device)
+    if engine.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    loss_fn = engine.loss_fn(model, cfg.label_smoothing)
+    return lambda: train_step(model, opt, loss_fn, x, y, cfg.lr)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def as_engine(engine: Engine | str | torch.device) -> Engine:
@@ -175,14 +344,26 @@ def as_engine(engine: Engine | str | torch.device) -> Engine:
     return Engine(str(device), "bf16" if cuda else "fp32", cuda, False, torch.get_num_threads(), "plain")
 
 
-def build(cfg: TrainConfig, engine: Engine | str | torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """The initialised model (seeded by cfg.seed, on the engine's device and memory format) and its optimizer."""
-    torch.manual_seed(cfg.seed)
-    model = as_engine(engine).prepare(create_model(cfg.model, **dict(cfg.model_kwargs)))
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-    )
-    return model, opt
+def _engine_for(cfg: TrainConfig, data: CIFAR10, device: torch.device, resume: bool) -> Engine:
+    """The engine a resumed checkpoint was trained with (its history continues bit for bit), else the
+    engine check's choice for the device."""
+    if resume and (engine := _checkpoint_engine(cfg, device)):
+        return engine
+    # a long run waits for free cores (a minute at most) rather than train for hours on a busy check
+    long_run = cfg.epochs * len(data.train_y) >= LONG_RUN_IMAGES
+    return choose(device, cfg.model, cfg.batch_size, stepper=stepper, tries=CHECK_TRIES if long_run else 1)
+
+
+def _checkpoint_engine(cfg: TrainConfig, device: torch.device) -> Engine | None:
+    """The engine a checkpoint of ``cfg`` was trained with, if it can run on ``device``."""
+    info = peek_checkpoint(cfg)
+    if not info or not info.get("engine"):
+        return None
+    e = dict(info["engine"])
+    if torch.device(e["device"]).type != device.type:
+        return None
+    e["device"], e["threads"] = str(device), torch.get_num_threads()
+    return Engine(**e)
 
 
 def interleaved(labels: torch.Tensor, n: int | None = None) -> torch.Tensor:
@@ -218,41 +399,199 @@ def loaders(cfg: TrainConfig, data: CIFAR10, engine: Engine | str | torch.device
     )
 
 
-def balanced_batches(ld: dict[str, DeviceLoader], n_clean: int = 1000) -> tuple[tuple, tuple]:
-    """(images, labels) of up to ``n_clean`` clean training images and of all test images, normalised,
-    on the loaders' device, each in ``interleaved`` order: any prefix is balanced across classes.
-    The gradient probe, the landscapes and the lesions take prefixes of these."""
-    xc, yc = (torch.cat(t) for t in zip(*ld["clean"], strict=True))
-    xt, yt = (torch.cat(t) for t in zip(*ld["test"], strict=True))
-    ic, it = interleaved(yc, min(n_clean, len(yc))).to(yc.device), interleaved(yt).to(yt.device)
-    return (xc[ic], yc[ic]), (xt[it], yt[it])
+def balanced(loader: DeviceLoader, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of up to ``n`` (default all) of a loader's images, normalised, on its device, in
+    ``interleaved`` order: any prefix is balanced across classes. The gradient monitor, the landscapes and
+    the lesions take prefixes of these."""
+    x, y = (torch.cat(t) for t in zip(*loader, strict=True))
+    idx = interleaved(y, min(n, len(y)) if n is not None else None).to(y.device)
+    return x[idx], y[idx]
 
 
-def training_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                  lr: float, loss_fn: Callable, after_backward: Callable[[], None] | None = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One optimizer step of the recipe (``loss_fn`` from ``Engine.loss_fn``); returns the detached loss
-    and logits."""
-    for group in opt.param_groups:
-        group["lr"] = lr
-    loss, logits = loss_fn(x, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if after_backward is not None:
-        after_backward()
-    opt.step()
-    return loss.detach(), logits.detach()
+# -- the riders: measurements and the progress line, called from one place in fit's loop
 
 
-@dataclass
-class FitResult:
-    """What a finished run hands to the results store."""
+class Callback:
+    """What rides along a training run. ``fit`` calls every rider at the same points, in order, and does
+    not count their time as training time:
 
-    history: pd.DataFrame
-    predictions: torch.Tensor  # (n_test,) predicted class per test image, data-set order
-    info: dict  # device, engine, versions, data source, wall time, peak memory
-    state_dict: dict  # the final weights, on the CPU
-    tables: dict[str, pd.DataFrame]  # aftertrain.TABLES name -> table measured during/after training
+    * ``on_step(step, model, lr)`` after optimizer step ``step`` (counted from 1; 0: at initialisation,
+      before the first step of a fresh run), ``lr`` the step's learning rate;
+    * ``on_epoch_end(epoch, step, model, lr) -> dict`` after an epoch's evaluation (``epoch`` counted
+      from 1, ``step`` the steps taken): columns for the epoch's history row;
+    * ``after_epoch(row)`` once the row is in the history and the checkpoint decided;
+    * ``state()`` / ``load_state(state)``: what a checkpoint keeps under the key ``key`` (None: nothing),
+      so that a resumed run ends as an uninterrupted one.
+
+    ``cnnlib.aftertrain.Monitor`` has the same methods.
+    """
+
+    key: str | None = None
+
+    def on_step(self, step: int, model: nn.Module, lr: float) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, step: int, model: nn.Module, lr: float) -> dict:
+        return {}
+
+    def after_epoch(self, row: dict) -> None:
+        pass
+
+    def state(self) -> dict | None:
+        return None
+
+    def load_state(self, state: dict | None) -> None:
+        pass
+
+
+def _monitor(cfg: TrainConfig, ld: dict[str, DeviceLoader], n_train: int) -> aftertrain.Monitor | None:
+    """The gradient monitor of the thin nets (``aftertrain.monitored``), on a fixed, class-balanced batch
+    of clean training images; None for the other models."""
+    if not aftertrain.monitored(cfg.model):
+        return None
+    x, y = balanced(ld["clean"], aftertrain.probe_images(n_train))
+    return aftertrain.Monitor(x, y, cfg.epochs)
+
+
+class StageProbe(Callback):
+    """Accumulates, on the device, each stage's gradient L2 norm and output std on sampled steps.
+
+    Only steps with ``recording`` set are measured (``fit`` samples one in ``PROBE_EVERY``),
+    so the probe's extra work (an fp32 std of every stage output, a norm of every gradient)
+    is a small fraction of training. Its means over the epoch are the history's ``grad_<stage>``
+    and ``act_std_<stage>`` columns.
+    """
+
+    key = "probe"
+
+    def __init__(self, model: nn.Module):
+        self.names = list(model.stages)
+        self.params = [[p for p in getattr(model, n).parameters()] for n in self.names]
+        self.act_std = torch.zeros(len(self.names))
+        self.grad_norm = torch.zeros(len(self.names))
+        self.steps = 0
+        self._handles = [
+            getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)
+        ]
+        self.recording = False
+
+    def _hook(self, i: int):
+        def hook(module, inputs, output):
+            if self.recording:
+                self.act_std[i] += output.detach().float().std()
+
+        return hook
+
+    def to(self, device: torch.device) -> StageProbe:
+        self.act_std, self.grad_norm = self.act_std.to(device), self.grad_norm.to(device)
+        return self
+
+    def after_backward(self):
+        """Called by ``train_step`` between the backward pass and the optimizer step."""
+        if not self.recording:
+            return
+        for i, params in enumerate(self.params):
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                self.grad_norm[i] += torch.linalg.vector_norm(
+                    torch.stack(torch._foreach_norm(grads))
+                )
+        self.steps += 1
+
+    def on_epoch_end(self, epoch: int, step: int, model: nn.Module, lr: float) -> dict[str, float]:
+        n = max(1, self.steps)
+        grad, act = (self.grad_norm / n).tolist(), (self.act_std / n).tolist()
+        out = {f"grad_{name}": g for name, g in zip(self.names, grad, strict=True)}
+        out |= {f"act_std_{name}": a for name, a in zip(self.names, act, strict=True)}
+        self.grad_norm.zero_()
+        self.act_std.zero_()
+        self.steps = 0
+        return out
+
+    def state(self) -> dict:
+        """The running sums of a partly done epoch (for a checkpoint within an epoch)."""
+        return dict(act_std=self.act_std.cpu(), grad_norm=self.grad_norm.cpu(), steps=self.steps)
+
+    def load_state(self, state: dict | None) -> None:
+        if state:
+            self.act_std.copy_(state["act_std"])
+            self.grad_norm.copy_(state["grad_norm"])
+            self.steps = state["steps"]
+
+    def close(self):
+        for h in self._handles:
+            h.remove()
+
+
+class ProgressLine(Callback):
+    """The run's progress in words. Inside an epoch: on a terminal a bar; without one (a log file) a line
+    every ``PROGRESS_EVERY_S`` seconds with the rate since the last line and the time the epoch's training
+    still needs at that rate. After each epoch: its losses, accuracies and rate. ``seen``: the images
+    trained so far in the epoch the run starts in."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, *, seen: int = 0, log: bool | None = None):
+        self.cfg, self.steps = cfg, steps_per_epoch
+        self.log = not sys.stdout.isatty() if log is None else log
+        self.bar = None
+        self.t, self.seen = time.perf_counter(), seen
+        self.due = self.t + PROGRESS_EVERY_S
+
+    def on_step(self, step: int, model: nn.Module, lr: float) -> None:
+        if step == 0:
+            return
+        epoch, i = divmod(step - 1, self.steps)  # i: the step's index within its epoch
+        if not self.log:
+            if self.bar is None:
+                self.bar = tqdm(total=self.steps, initial=i, desc=self._prefix(epoch), leave=False,
+                                disable=None)  # None: only on a terminal
+            self.bar.update(1)
+            return
+        if (now := time.perf_counter()) < self.due:
+            return
+        seen = (i + 1) * self.cfg.batch_size  # every training batch is whole (the loader drops the rest)
+        rate = (seen - self.seen) / (now - self.t)
+        left = (self.steps - i - 1) * self.cfg.batch_size / rate
+        print(f"{self._prefix(epoch)} step {i + 1}/{self.steps}: {rate:.0f} img/s, the epoch's training ends in "
+              f"about {left / 60:.0f} min", flush=True)  # fmt: skip
+        self.t, self.seen, self.due = now, seen, now + PROGRESS_EVERY_S
+
+    def after_epoch(self, row: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        cfg = self.cfg
+        print(f"{cfg.run_id} epoch {row['epoch']:>3}/{cfg.epochs}  train loss {row['train_loss']:.3f}"
+              f"  acc {row['train_acc']:.3f}  {cfg.scored} loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"
+              f"  {row['epoch_seconds']:.1f}s  {row['images_per_s']:.0f} img/s", flush=True)  # fmt: skip
+        self.t, self.seen = time.perf_counter(), 0
+        self.due = self.t + PROGRESS_EVERY_S
+
+    def _prefix(self, epoch: int) -> str:
+        return f"{self.cfg.run_id} epoch {epoch + 1}/{self.cfg.epochs}"
+
+
+# -- evaluation and checkpoints
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, engine: Engine) -> tuple[float, float, torch.Tensor]:
+    """Mean loss (plain cross-entropy), accuracy and the predicted class of every image, in loader order,
+    under the engine's precision (eager: the evaluation batches have other shapes than training's)."""
+    model.eval()
+    device = engine.torch_device
+    loss_sum = torch.zeros((), device=device)
+    preds = []
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in loader:
+        with engine.autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        pred = logits.argmax(1)
+        correct += (pred == y).sum()
+        preds.append(pred)
+        n += len(y)
+    return loss_sum.item() / n, correct.item() / n, torch.cat(preds).cpu()
 
 
 def checkpoint_path(cfg: TrainConfig) -> Path:
@@ -331,9 +670,10 @@ def divergence(cfg: TrainConfig) -> dict | None:
 
 
 @dataclass
-class Progress:
-    """Where a run stands, as a checkpoint keeps it: epochs done, and within the next epoch the steps
-    done and their running sums (so a run stopped inside a long epoch resumes there, bit for bit)."""
+class Position:
+    """Where a run stands, as a checkpoint keeps it (``progress``): epochs done, and within the next epoch
+    the steps done and their running sums, so that a run stopped inside a long epoch resumes there, bit
+    for bit."""
 
     epoch: int = 0  # finished epochs
     step: int = 0  # optimizer steps done within epoch + 1
@@ -341,7 +681,22 @@ class Progress:
     correct: int = 0
     seen: int = 0
     seconds: float = 0.0  # training time of epoch + 1 so far
-    probe: dict | None = None  # StageProbe.state() within epoch + 1
+
+
+def _position(state: dict) -> Position:
+    """A checkpoint's position. Checkpoints written before the riders had keys of their own kept the
+    probe's sums inside ``progress``: they move to ``state["probe"]``."""
+    p = dict(state.get("progress") or {"epoch": state["epoch"]})
+    state.setdefault("probe", p.pop("probe", None))
+    return Position(**p)
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """Write a training state to ``path`` atomically; the one before stays, as ``previous_path``, until the
+    new one is whole."""
+    if path.exists():
+        os.replace(path, previous_path(path))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def peek_checkpoint(cfg: TrainConfig) -> dict | None:
@@ -357,313 +712,51 @@ def peek_checkpoint(cfg: TrainConfig) -> dict | None:
                 train_s=sum(r["seconds"] for r in state["history"]) + p.get("seconds", 0.0))  # fmt: skip
 
 
-class _LogLine:
-    """Without a terminal, a progress line inside an epoch every ``PROGRESS_EVERY_S`` seconds: the rate since
-    the last line and the time the epoch's training still needs at that rate."""
-
-    def __init__(self, enabled: bool, prefix: str, steps: int, batch: int, seen: int):
-        self.enabled, self.prefix, self.steps, self.batch = enabled, prefix, steps, batch
-        self.t, self.seen = time.perf_counter(), seen
-        self.due = self.t + PROGRESS_EVERY_S
-
-    def __call__(self, i: int, seen: int) -> None:
-        """After step ``i`` (0-based) of the epoch, with ``seen`` images trained in it."""
-        if not self.enabled or (now := time.perf_counter()) < self.due:
-            return
-        rate = (seen - self.seen) / (now - self.t)
-        left = (self.steps - i - 1) * self.batch / rate
-        print(f"{self.prefix} step {i + 1}/{self.steps}: {rate:.0f} img/s, the epoch's training ends in about "
-              f"{left / 60:.0f} min", flush=True)  # fmt: skip
-        self.t, self.seen, self.due = now, seen, now + PROGRESS_EVERY_S
-
-
-class _Run:
-    """The state of one training run inside ``fit``: model, optimizer, loaders, probes, history."""
-
-    def __init__(self, cfg: TrainConfig, data: CIFAR10, engine: Engine):
-        self.cfg, self.engine, self.data = cfg, engine, data
-        self.device = engine.torch_device
-        self.model, self.opt = build(cfg, engine)
-        self.init_fingerprint = aftertrain.fingerprint(self.model)
-        dissect = aftertrain.dissected(cfg)
-        self.init_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if dissect else None
-        self.ld = loaders(cfg, data, engine)
-        self.steps_per_epoch = len(self.ld["train"])
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        (probe_x, probe_y), self.test_xy = balanced_batches(self.ld, aftertrain.SURFACE_IMAGES)
-        self.clean_xy = (probe_x, probe_y)
-        n_probe = aftertrain.probe_images(len(data.train_y))
-        self.monitor = aftertrain.Monitor(probe_x[:n_probe], probe_y[:n_probe], cfg.epochs,
-                                          enabled=aftertrain.monitored(cfg.model))  # fmt: skip
-        self.probe = StageProbe(self.model).to(self.device)
-        self.loss_fn = engine.loss_fn(self.model, cfg.label_smoothing)
-        self.rows: list[dict] = []
-        self.progress = Progress()
-
-    def resume(self, verbose: bool = True) -> bool:
-        """Pick up the newest sound checkpoint of the same config; False if there is none. A damaged one
-        is set aside, saying so (``_usable_checkpoint``)."""
-        state = _usable_checkpoint(self.cfg, self.device, set_aside=True,
-                                   say=lambda line: print(line, flush=True) if verbose else None)  # fmt: skip
-        if state is None:
-            return False
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.rows = state["history"]
-        self.monitor.load_state(state.get("monitor"))
-        self.progress = Progress(**(state.get("progress") or {"epoch": state["epoch"]}))
-        if self.progress.probe:
-            self.probe.load_state(self.progress.probe)
-        return True
-
-    def save(self, path: Path) -> None:
-        if self.progress.step:
-            self.progress.probe = self.probe.state()
-        state = dict(config_hash=self.cfg.hash, epoch=self.progress.epoch, history=self.rows,
-                     model=self.model.state_dict(), optimizer=self.opt.state_dict(),
-                     monitor=self.monitor.state(), progress=dataclasses.asdict(self.progress),
-                     engine=dataclasses.asdict(self.engine))  # fmt: skip
-        if path.exists():  # the one before stays until the new one is whole
-            os.replace(path, previous_path(path))
-        atomic_write(path, lambda f: torch.save(state, f))
-
-    def expected(self) -> str:
-        """How long the rest should take, in words, from the epochs done so far or the engine's measured
-        check ("" when neither is known)."""
-        rates = [r["images_per_s"] for r in self.rows]
-        rate = sorted(rates)[len(rates) // 2] if rates else None
-        source = "the epochs so far"
-        if rate is None and self.device.type == "cpu":
-            rate, source = cached_rate(self.cfg.model), "a measured step"
-        if not rate:
-            return ""
-        n_eval = len(self.ld["clean"].y) + len(self.ld["test"].y)
-        steps_left = self.total_steps - self.progress.epoch * self.steps_per_epoch - self.progress.step
-        seconds = steps_left * self.cfg.batch_size / rate
-        seconds += (self.cfg.epochs - self.progress.epoch) * n_eval / (3 * rate)
-        return f"; about {_duration(seconds)} at {rate:.0f} img/s ({source})"
-
-    def lr(self, step: int) -> float:
-        return lr_at(step, self.total_steps, self.cfg)
-
-    def train_steps(self, epoch: int, verbose: bool, should_stop: Callable[[], bool],
-                    save: Callable[[], None], checkpoint_every_s: float) -> bool:  # fmt: skip
-        """The training steps of ``epoch`` (0-based) from ``progress.step`` on; False if stopped inside it."""
-        cfg, p = self.cfg, self.progress
-        self.model.train()
-        loader = self.ld["train"]
-        loader.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=self.device) + p.loss_sum if p.step else torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long) + p.correct
-        seen, monitor_s = p.seen, 0.0
-        t0, last_save = time.perf_counter(), time.perf_counter()
-        log = _LogLine(verbose and not sys.stdout.isatty(), f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}",
-                       self.steps_per_epoch, cfg.batch_size, seen)  # a log: a line now and then, not the bar
-        bar = tqdm(loader.batches(start=p.step), total=self.steps_per_epoch, initial=p.step,
-                   desc=f"{cfg.run_id} epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if verbose else True)  # fmt: skip  (None: only on a terminal)
-        for i, (x, y) in enumerate(bar, start=p.step):
-            step = epoch * self.steps_per_epoch + i
-            self.probe.recording = i % PROBE_EVERY == 0
-            loss, logits = training_step(self.model, self.opt, x, y, self.lr(step), self.loss_fn,
-                                         self.probe.after_backward)  # fmt: skip
-            self.probe.recording = False
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if step + 1 in aftertrain.PROBE_STEPS:
-                tm = time.perf_counter()
-                self.monitor.at_step(step + 1, self.model, self.lr(step))
-                monitor_s += time.perf_counter() - tm
-            last = i + 1 == self.steps_per_epoch
-            log(i, seen)
-            stop = not last and should_stop()
-            if stop or (not last and checkpoint_every_s and time.perf_counter() - last_save >= checkpoint_every_s):
-                self._sync()  # the epoch's sums so far go into the checkpoint; the clock restarts
-                p.step, p.loss_sum, p.correct, p.seen = i + 1, loss_sum.item(), int(correct.item()), seen
-                p.seconds += time.perf_counter() - t0 - monitor_s
-                t0, monitor_s = time.perf_counter(), 0.0
-                save()
-                last_save = time.perf_counter()
-                if stop:
-                    bar.close()
-                    return False
-        self._sync()
-        p.seconds += time.perf_counter() - t0 - monitor_s
-        p.loss_sum, p.correct, p.seen = loss_sum.item(), int(correct.item()), seen
-        return True
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _diverged(self, epoch: int, what: str):
-        lrs = (self.lr(epoch * self.steps_per_epoch), self.lr((epoch + 1) * self.steps_per_epoch - 1))
-        raise TrainingDiverged(
-            f"{self.cfg.run_id}: {what} in epoch {epoch + 1} of {self.cfg.epochs}, where the schedule's lr went "
-            f"from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {self.cfg.lr:g}); try a lower lr",
-            pd.DataFrame(self.rows),  # the epochs before it
-        )
-
-    def end_epoch(self, epoch: int, eval_started: float) -> dict:
-        """Evaluate after ``epoch`` (0-based), append its history row and reset the epoch's sums."""
-        p = self.progress
-        train_loss = p.loss_sum / p.seen
-        if not math.isfinite(train_loss):
-            self._diverged(epoch, f"the training loss became {train_loss}")
-        clean_loss, clean_acc, _ = evaluate(self.model, self.ld["clean"], self.engine)
-        if not math.isfinite(clean_loss):  # BatchNorm's running statistics are gone for good: NaN stays NaN
-            self._diverged(epoch, f"the eval-mode loss on the training images became {clean_loss}")
-        test_loss, test_acc, self.preds = evaluate(self.model, self.ld["test"], self.engine)
-        lr = self.lr((epoch + 1) * self.steps_per_epoch - 1)
-        self.monitor.at_epoch(epoch + 1, (epoch + 1) * self.steps_per_epoch, self.model, lr)
-        row = dict(
-            epoch=epoch + 1, train_loss=train_loss, train_acc=p.correct / p.seen,
-            clean_train_loss=clean_loss, clean_train_acc=clean_acc, test_loss=test_loss, test_acc=test_acc,
-            lr=lr, seconds=p.seconds, images_per_s=p.seen / p.seconds,
-            epoch_seconds=p.seconds + time.perf_counter() - eval_started, **self.probe.epoch_summary(),
-        )  # fmt: skip
-        self.rows.append(row)
-        self.progress = Progress(epoch=epoch + 1)
-        return row
+def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: list[dict], at: Position,
+               steps_per_epoch: int, n_eval: int, n_train: int, *, resumed: bool) -> None:  # fmt: skip
+    """Where the run starts and how long the rest should take, from the epochs done so far or the engine's
+    measured check."""
+    if resumed:
+        within = f", step {at.step}/{steps_per_epoch} of epoch {at.epoch + 1}" if at.step else ""
+        print(f"{cfg.run_id}: resuming after epoch {at.epoch}/{cfg.epochs}{within}")
+    if at.epoch >= cfg.epochs:
+        return
+    rates = sorted(r["images_per_s"] for r in rows)
+    rate, source = (rates[len(rates) // 2] if rates else None), "the epochs so far"
+    if rate is None and device.type == "cpu":
+        rate, source = cached_rate(cfg.model), "a measured step"
+    expected = ""
+    if rate:
+        steps_left = (cfg.epochs - at.epoch) * steps_per_epoch - at.step
+        seconds = steps_left * cfg.batch_size / rate + (cfg.epochs - at.epoch) * n_eval / (3 * rate)
+        expected = f"; about {_duration(seconds)} at {rate:.0f} img/s ({source})"
+    print(f"{cfg.run_id}: training on {n_train:,} images for {cfg.epochs - at.epoch} epoch(s) on {device} "
+          f"({steps_per_epoch} steps each; {engine.describe()}){expected}", flush=True)  # fmt: skip
 
 
-def fit(
-    cfg: TrainConfig,
-    *,
-    data: CIFAR10 | None = None,
-    device: str | torch.device | None = None,
-    engine: Engine | None = None,
-    resume: bool = True,
-    verbose: bool = True,
-    deadline: float | None = None,
-    until_deadline: bool = False,
-    checkpoint_every_s: float = 0.0,
-    checkpoint_within_s: float = 600.0,
-    on_epoch_end: Callable[[int], None] | None = None,
-) -> FitResult:
-    """Train ``cfg.model`` under ``cfg``; see the module docstring.
-
-    The engine (precision, memory format, compiled or not: ``cnnlib.engine``) is ``engine``, else the
-    one a resumed checkpoint was trained with, else ``engine.choose`` for the device. The checkpoint
-    ``checkpoint_root()/<run_id>/last.pt`` (weights, optimizer, history, the gradient monitor's rows,
-    the progress within an epoch and the engine) is written after an epoch when at least
-    ``checkpoint_every_s`` seconds passed since the last one (0: every epoch), and within a long
-    epoch every ``checkpoint_within_s`` seconds (0: never). With ``resume=True`` a checkpoint of
-    the same config is picked up, and the run ends with the same history as an uninterrupted one.
-    ``deadline`` (a ``time.time()`` value): with ``until_deadline`` the run trains until the deadline,
-    checkpoints (inside an epoch if need be) and raises RunWontFit; without it, after every epoch, if
-    the remaining epochs at the latest epoch's pace would end past it, the run checkpoints and raises
-    RunWontFit. ``on_epoch_end(epoch)`` is called after each epoch's checkpoint decision (tests use it
-    to interrupt).
-    """
-    device = torch.device(device) if device is not None else default_device()
-    data = cfg.select(data if data is not None else load_cifar10())
-    ckpt_path = checkpoint_path(cfg)
-    if engine is None:
-        engine = _checkpoint_engine(cfg, ckpt_path, device) if resume else None
-        # a long run waits for free cores (a minute at most) rather than train for hours on a busy check
-        long_run = cfg.epochs * len(data.train_y) >= LONG_RUN_IMAGES
-        engine = engine or choose(device, cfg.model, cfg.batch_size, tries=CHECK_TRIES if long_run else 1)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    run = _Run(cfg, data, engine)
-    resumed = resume and run.resume(verbose)
-    start = run.progress
-    if verbose and resumed:
-        within = f", step {start.step}/{run.steps_per_epoch} of epoch {start.epoch + 1}" if start.step else ""
-        print(f"{cfg.run_id}: resuming after epoch {start.epoch}/{cfg.epochs}{within}")
-    if verbose and start.epoch < cfg.epochs:
-        print(f"{cfg.run_id}: training on {len(data.train_y):,} images for {cfg.epochs - start.epoch} epoch(s) "
-              f"on {device} ({run.steps_per_epoch} steps each; {engine.describe()}){run.expected()}",
-              flush=True)  # fmt: skip
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    wall = time.perf_counter()
-    last_checkpoint = time.perf_counter()
-    save = lambda: run.save(ckpt_path)  # noqa: E731
-    past_deadline = lambda: until_deadline and deadline is not None and time.time() >= deadline  # noqa: E731
-    if start.epoch == 0 and start.step == 0:
-        run.monitor.at_step(0, run.model, run.lr(0))
-    run.preds = None
-    try:
-        for epoch in range(start.epoch, cfg.epochs):
-            if not run.train_steps(epoch, verbose, past_deadline, save, checkpoint_within_s):
-                p = run.progress
-                raise RunWontFit(f"{cfg.run_id}: stopped at the deadline in epoch {epoch + 1}/{cfg.epochs} "
-                                 f"(step {p.step}/{run.steps_per_epoch}); it resumes from its checkpoint",
-                                 epoch, float("nan"))  # fmt: skip
-            row = run.end_epoch(epoch, time.perf_counter())
-            if epoch == start.epoch and (doubt := confirm(engine, cfg.model, cfg.batch_size, row["images_per_s"])):
-                print(f"{cfg.run_id}: {doubt}", flush=True)  # the run keeps its engine
-            done = epoch + 1 == cfg.epochs
-            needed = (cfg.epochs - epoch - 1) * row["epoch_seconds"]
-            if until_deadline:
-                wont_fit = not done and past_deadline()
-            else:
-                wont_fit = deadline is not None and not done and time.time() + needed > deadline
-            if wont_fit or time.perf_counter() - last_checkpoint >= checkpoint_every_s:
-                save()
-                last_checkpoint = time.perf_counter()
-            if verbose:
-                print(
-                    f"{cfg.run_id} epoch {row['epoch']:>3}/{cfg.epochs}  train loss {row['train_loss']:.3f}"
-                    f"  acc {row['train_acc']:.3f}  {cfg.scored} loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"
-                    f"  {row['epoch_seconds']:.1f}s  {row['images_per_s']:.0f} img/s",
-                    flush=True,
-                )
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1)
-            if wont_fit:
-                raise RunWontFit(
-                    f"{cfg.run_id}: stopped after epoch {epoch + 1}/{cfg.epochs}; the rest needs about "
-                    f"{needed:.0f} s and would end past the deadline; it resumes from its checkpoint",
-                    epoch + 1, needed,
-                )  # fmt: skip
-    finally:
-        run.probe.close()
-    return _finish(run, wall, resumed_after=start.epoch)
-
-
-def _checkpoint_engine(cfg: TrainConfig, path: Path, device: torch.device) -> Engine | None:
-    """The engine a checkpoint of ``cfg`` was trained with, if it can run on ``device``."""
-    info = peek_checkpoint(cfg)
-    if not info or not info.get("engine"):
-        return None
-    e = dict(info["engine"])
-    if torch.device(e["device"]).type != device.type:
-        return None
-    e["device"], e["threads"] = str(device), torch.get_num_threads()
-    return Engine(**e)
-
-
-def _finish(run: _Run, wall: float, resumed_after: int) -> FitResult:
-    cfg, device, engine = run.cfg, run.device, run.engine
-    history = pd.DataFrame(run.rows)
-    history.attrs["config"] = cfg.to_dict()
-    preds = run.preds
-    if preds is None:  # a finished checkpoint: predictions from its weights
-        _, _, preds = evaluate(run.model, run.ld["test"], engine)
-    tables = run.monitor.tables() | aftertrain.after_training(
-        cfg, run.model, run.ld["test"], init_state=run.init_state, clean=run.clean_xy, test=run.test_xy,
-        n_train=len(run.data.train_y), device=device)  # fmt: skip
-    info = dict(
-        device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        engine=engine.record(),
-        torch=torch.__version__,
-        cuda=torch.version.cuda,
-        data_source=run.data.source,
-        # what the test_* columns and the predictions score: the test set, or held-out training images
-        scored_on=f"{cfg.holdout} held-out training images" if cfg.holdout else "test images",
-        wall_s=time.perf_counter() - wall,
-        train_s=float(history["seconds"].sum()) if len(history) else 0.0,
-        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        resumed_after_epoch=resumed_after,
-        init_fingerprint=run.init_fingerprint,
+def _diverged(cfg: TrainConfig, rows: list[dict], epoch: int, steps_per_epoch: int, what: str) -> TrainingDiverged:
+    total = cfg.epochs * steps_per_epoch
+    lrs = lr_at(epoch * steps_per_epoch, total, cfg), lr_at((epoch + 1) * steps_per_epoch - 1, total, cfg)
+    return TrainingDiverged(
+        f"{cfg.run_id}: {what} in epoch {epoch + 1} of {cfg.epochs}, where the schedule's lr went "
+        f"from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {cfg.lr:g}); try a lower lr",
+        pd.DataFrame(rows),  # the epochs before it
     )
-    state = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
-    return FitResult(history=history, predictions=preds, info=info, state_dict=state, tables=tables)
+
+
+def _stopped(cfg: TrainConfig, at: Position, steps_per_epoch: int, rest_s: float) -> RunWontFit:
+    if at.step:  # inside an epoch
+        return RunWontFit(f"{cfg.run_id}: stopped at the deadline in epoch {at.epoch + 1}/{cfg.epochs} "
+                          f"(step {at.step}/{steps_per_epoch}); it resumes from its checkpoint",
+                          at.epoch, float("nan"))  # fmt: skip
+    return RunWontFit(f"{cfg.run_id}: stopped after epoch {at.epoch}/{cfg.epochs}; the rest needs about "
+                      f"{rest_s:.0f} s and would end past the deadline; it resumes from its checkpoint",
+                      at.epoch, rest_s)  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _duration(seconds: float) -> str:

@@ -10,18 +10,20 @@ import sys
 
 from synthetic import synthetic_cifar
 
-from cnnlib.train import fit, make_config
+from cnnlib.config import make_config
+from cnnlib.train import Callback, fit
 
 
-def _die_after(epoch: int):
-    def hook(done: int):
-        if done == epoch:
+class DieAfter(Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def after_epoch(self, row: dict) -> None:
+        if row["epoch"] == self.epoch:
             os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
 
 
 if __name__ == "__main__":
     epochs, kill_after = int(sys.argv[1]), int(sys.argv[2])
     cfg = make_config("resnet20", "smoke", epochs=epochs, train_subset=500, test_subset=100)
-    fit(cfg, data=synthetic_cifar(50, 10), device="cpu", verbose=False, on_epoch_end=_die_after(kill_after))
+    fit(cfg, data=synthetic_cifar(50, 10), device="cpu", verbose=False, callbacks=[DieAfter(kill_after)])

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from cnnlib import analysis
+from cnnlib.config import make_config
 from cnnlib.results import Run
-from cnnlib.train import make_config
 
 
 def run(model: str, seed: int = 0, peak_memory_mb: float | None = None, epochs: int = 3) -> Run:

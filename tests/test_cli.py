@@ -163,8 +163,8 @@ def test_status_lists_the_plan(capsys, store):
 
 def test_status_names_what_a_run_was_scored_on_and_the_jobs_it_estimates_for(capsys, store, monkeypatch):
     from cnnlib import plan
+    from cnnlib.config import make_config
     from cnnlib.plan import PlanStatus, job_threads
-    from cnnlib.train import make_config
 
     check, full = make_config("plain20", "tune", 0, tag="lr0.8_wd0.0005"), make_config("plain20", "full", 0)
     rows = [PlanStatus(check, "done", 0.8092, 900.0, "CPU: t"), PlanStatus(full, "done", 0.8581, 3180.0, "CPU: t")]
@@ -240,7 +240,7 @@ def test_on_a_cpu_the_plan_trains_run_after_run_and_stops_at_the_deadline(store,
     calls = []
 
     def fake_fit_or_load(cfg, **kw):
-        calls.append((cfg.run_id, kw["until_deadline"]))
+        calls.append((cfg.run_id, kw["stops"].until_deadline))
         if cfg.model == "seed_resnet18":
             raise RunWontFit(f"{cfg.run_id}: stopped at the deadline", 0, float("nan"))
         return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 1.0})
@@ -283,7 +283,7 @@ def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_on
     calls = []
 
     def fake_fit_or_load(cfg, **kw):
-        calls.append((cfg.run_id, kw["until_deadline"]))
+        calls.append((cfg.run_id, kw["stops"].until_deadline))
         return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 1.0})
 
     monkeypatch.setattr(plan, "fit_or_load", fake_fit_or_load)
@@ -396,7 +396,7 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     import torch
 
     from cnnlib import plan
-    from cnnlib.train import make_config
+    from cnnlib.config import make_config
 
     monkeypatch.setattr(plan, "_sound_runs", lambda: [])
     monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None, exact=False: None)
@@ -544,8 +544,8 @@ def test_a_check_never_chooses_a_setting_under_which_a_run_diverged(store):
     import pandas as pd
 
     from cnnlib import recipe
-    from cnnlib.config import RECIPE_CHECKS
-    from cnnlib.train import TrainingDiverged, make_config, record_divergence
+    from cnnlib.config import RECIPE_CHECKS, make_config
+    from cnnlib.train import TrainingDiverged, record_divergence
 
     tags = RECIPE_CHECKS["seed"]["tags"]
     accs = {tags[0]: 0.6, tags[1]: 0.7, tags[2]: 0.8}  # the highest lr would win on accuracy alone

@@ -17,8 +17,9 @@ import torch
 
 from cnnlib import results
 from cnnlib.__main__ import main
+from cnnlib.config import make_config
 from cnnlib.results import DamagedRunError, list_runs, load_run, record_checksums, save_run
-from cnnlib.train import FitResult, fit, make_config
+from cnnlib.train import Callback, FitResult, fit
 
 EPOCHS = 3
 
@@ -200,12 +201,13 @@ def test_tables_without_weights_is_one_line(capsys, store):
 def _interrupted(synthetic):
     cfg = make_config("seed_cnn", "smoke", epochs=3, train_subset=200, test_subset=100, batch_size=50)
 
-    def stop(epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
+    class Stop(Callback):
+        def after_epoch(self, row):
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, data=synthetic, device="cpu", verbose=False, on_epoch_end=stop)
+        fit(cfg, data=synthetic, device="cpu", verbose=False, callbacks=[Stop()])
     return cfg
 
 
@@ -271,11 +273,13 @@ from synthetic import synthetic_cifar
 from cnnlib import results, train
 from cnnlib.__main__ import main
 
-def term(epoch):
-    if epoch == 1:
-        os.kill(os.getpid(), signal.SIGTERM)
+class Term(train.Callback):
+    def after_epoch(self, row):
+        if row["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-results.fit = functools.partial(train.fit, data=synthetic_cifar(20, 10), on_epoch_end=term, verbose=False)
+train.load_cifar10 = lambda: synthetic_cifar(20, 10)
+results.fit = functools.partial(train.fit, callbacks=[Term()], verbose=False)
 sys.exit(main(["train", "seed_cnn", "--profile", "smoke", "--epochs", "3", "--train-subset", "200"]))
 """
 

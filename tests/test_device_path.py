@@ -50,7 +50,7 @@ import sys
 from synthetic import synthetic_cifar
 import cnnlib.__main__, cnnlib.plan, cnnlib.mechanisms
 from cnnlib.results import fit_or_load
-from cnnlib.train import make_config
+from cnnlib.config import make_config
 for name in ("torchinfo", "seaborn", "matplotlib", "IPython", "jupyter"):
     try:
         __import__(name)

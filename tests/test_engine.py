@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from cnnlib import engine
+from cnnlib.config import make_config
 from cnnlib.engine import Engine
-from cnnlib.train import fit, make_config
+from cnnlib.train import fit, stepper
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def fake_steps(monkeypatch, seconds: dict, busy: float | None = 0.0):
     used by others; returns the list of checked models, one entry per check."""
     calls = []
 
-    def steps(model_name, batch, candidates, rounds=engine.CHECK_ROUNDS, warmup=engine.CHECK_WARMUP):
+    def steps(model_name, batch, candidates, stepper, rounds=engine.CHECK_ROUNDS, warmup=engine.CHECK_WARMUP):
         calls.append(model_name)
         return {name: [seconds[(e.precision, e.channels_last)]] * rounds for name, e in candidates.items()}
 
@@ -49,12 +50,12 @@ def test_a_cpu_without_hardware_bf16_stays_in_fp32(cache, monkeypatch):
     monkeypatch.setattr(engine, "bf16_features", lambda: ())
     # even if bf16 would time faster, it is not a candidate without hardware support
     calls = fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.01})
-    eng = engine.choose("cpu", "resnet20", 512)
+    eng = engine.choose("cpu", "resnet20", 512, stepper=stepper)
     assert (eng.precision, eng.channels_last, eng.compiled) == ("fp32", True, False)
     assert "bf16+cl" not in engine.cached_checks()[next(iter(engine.cached_checks()))]["step_s"]
     assert "no hardware bf16" in eng.reason
     # measured once per machine, model, batch and threads: the second choice reads the cache
-    assert engine.choose("cpu", "resnet20", 512) == eng and calls == ["resnet20"]
+    assert engine.choose("cpu", "resnet20", 512, stepper=stepper) == eng and calls == ["resnet20"]
     (key,) = json.loads((cache / "engine.json").read_text())
     assert "resnet20|batch 64|" in key
     assert engine.cached_rate("resnet20") == pytest.approx(64 / 0.2)
@@ -63,9 +64,10 @@ def test_a_cpu_without_hardware_bf16_stays_in_fp32(cache, monkeypatch):
 def test_a_cpu_with_hardware_bf16_takes_it_only_when_measured_faster(cache, monkeypatch):
     monkeypatch.setattr(engine, "bf16_features", lambda: ("amx_bf16",))
     fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1})
-    assert engine.choose("cpu", "resnet20", 512).precision == "bf16"
+    assert engine.choose("cpu", "resnet20", 512, stepper=stepper).precision == "bf16"
     fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.25})
-    assert engine.choose("cpu", "seed_cnn", 512).precision == "fp32"  # slower in bf16 (seed_cnn on such a CPU)
+    slower_in_bf16 = engine.choose("cpu", "seed_cnn", 512, stepper=stepper)  # seed_cnn on such a CPU
+    assert slower_in_bf16.precision == "fp32"
 
 
 def test_two_jobs_checking_at_once_both_keep_their_entry(cache, monkeypatch):
@@ -74,13 +76,13 @@ def test_two_jobs_checking_at_once_both_keep_their_entry(cache, monkeypatch):
     fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2})
     measure = engine._interleaved_steps
 
-    def steps(model_name, batch, candidates, **kw):
+    def steps(model_name, batch, candidates, *args, **kw):
         if model_name == "seed_densenet" and not (cache / "engine.json").exists():
-            engine.measured_cpu_choice("seed_resnet18", 64, 1)  # B finishes while A measures
-        return measure(model_name, batch, candidates, **kw)
+            engine.measured_cpu_choice("seed_resnet18", 64, 1, stepper=stepper)  # B finishes while A measures
+        return measure(model_name, batch, candidates, *args, **kw)
 
     monkeypatch.setattr(engine, "_interleaved_steps", steps)
-    engine.measured_cpu_choice("seed_densenet", 64, 1)
+    engine.measured_cpu_choice("seed_densenet", 64, 1, stepper=stepper)
     keys = json.loads((cache / "engine.json").read_text())
     assert sorted(k.split("|")[2] for k in keys) == ["seed_densenet", "seed_resnet18"]
 
@@ -88,7 +90,7 @@ def test_two_jobs_checking_at_once_both_keep_their_entry(cache, monkeypatch):
 def test_a_rate_checked_at_another_thread_count_still_counts(cache, monkeypatch):
     monkeypatch.setattr(engine, "bf16_features", lambda: ())
     fake_steps(monkeypatch, {("fp32", False): 0.4, ("fp32", True): 0.5})
-    engine.measured_cpu_choice("resnet20", 64, 1)  # a training worker's check, at one thread
+    engine.measured_cpu_choice("resnet20", 64, 1, stepper=stepper)  # a training worker's check, at one thread
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the status command, at two
     assert engine.cached_rate("resnet20") == pytest.approx(64 / 0.4)
     assert engine.cached_rate("resnet56") is None
@@ -99,11 +101,11 @@ def test_the_switches_override_the_check_and_bad_values_fail(cache, monkeypatch)
     monkeypatch.setenv("CNNLIB_PRECISION", "bf16")
     monkeypatch.setenv("CNNLIB_CHANNELS_LAST", "0")
     monkeypatch.setenv("CNNLIB_COMPILE", "1")
-    eng = engine.choose("cpu", "resnet20", 512)
+    eng = engine.choose("cpu", "resnet20", 512, stepper=stepper)
     assert (eng.precision, eng.channels_last, eng.compiled) == ("bf16", False, True)
     monkeypatch.setenv("CNNLIB_PRECISION", "fp16")
     with pytest.raises(ValueError, match="CNNLIB_PRECISION='fp16'"):
-        engine.choose("cpu", "resnet20", 512)
+        engine.choose("cpu", "resnet20", 512, stepper=stepper)
 
 
 def test_a_tiny_model_trains_in_bf16_channels_last_and_records_how(synthetic, store):
@@ -127,9 +129,9 @@ def test_the_plan_reads_the_rate_checked_at_its_jobs_thread_count(cache, monkeyp
     # a one-thread worker's check with the cores free, and a two-thread check taken on a loaded machine
     monkeypatch.setattr(engine, "bf16_features", lambda: ())
     fake_steps(monkeypatch, {("fp32", False): 0.4, ("fp32", True): 0.5})
-    engine.measured_cpu_choice("resnet20", 64, 1)
+    engine.measured_cpu_choice("resnet20", 64, 1, stepper=stepper)
     fake_steps(monkeypatch, {("fp32", False): 1.6, ("fp32", True): 2.0})
-    engine.measured_cpu_choice("resnet20", 64, 2)
+    engine.measured_cpu_choice("resnet20", 64, 2, stepper=stepper)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert engine.cached_rate("resnet20") == pytest.approx(64 / 1.6)  # this process's own thread count
     assert engine.cached_rate("resnet20", threads=1) == pytest.approx(64 / 0.4)  # the training jobs'
@@ -155,7 +157,7 @@ def test_candidates_are_timed_in_turns_so_a_busy_moment_cannot_pick_the_winner(m
     order, clock = [], [0.0]
     cost = {"fp32": [0.3] * 9, "fp32+cl": [0.2] * 9, "bf16+cl": [0.1, 0.1, 2.0] + [0.1] * 6}
 
-    def stepper(model_name, batch, eng):
+    def fake_stepper(model_name, batch, eng):
         name = f"{eng.precision}{'+cl' if eng.channels_last else ''}"
 
         def step():
@@ -164,9 +166,9 @@ def test_candidates_are_timed_in_turns_so_a_busy_moment_cannot_pick_the_winner(m
 
         return step
 
-    monkeypatch.setattr(engine, "_stepper", stepper)
     candidates = {n: Engine("cpu", n.split("+")[0], n.endswith("+cl")) for n in ("fp32", "fp32+cl", "bf16+cl")}
-    times = engine._interleaved_steps("resnet20", 64, candidates, rounds=5, warmup=2, clock=lambda: clock[0])
+    times = engine._interleaved_steps("resnet20", 64, candidates, fake_stepper, rounds=5, warmup=2,
+                                      clock=lambda: clock[0])  # fmt: skip
     assert order[6:12] == ["fp32", "fp32+cl", "bf16+cl"] * 2  # after two warm-up steps each: in turns
     assert times["bf16+cl"] == pytest.approx([2.0, 0.1, 0.1, 0.1, 0.1])
     medians = {k: sorted(v)[2] for k, v in times.items()}
@@ -178,18 +180,18 @@ def test_a_check_on_busy_cores_is_provisional_and_taken_again_at_the_next_start(
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # a check with both cores of two
     # on busy cores bf16 steps crawl (measured: 2,256 ms against 89 ms on free cores, resnet20 at batch 64)
     calls = fake_steps(monkeypatch, {("fp32", False): 0.31, ("fp32", True): 0.26, ("bf16", True): 2.26}, busy=0.55)
-    busy = engine.choose("cpu", "resnet20", 512)
+    busy = engine.choose("cpu", "resnet20", 512, stepper=stepper)
     assert busy.precision == "fp32" and "provisional" in busy.reason and "55%" in busy.reason
     (entry,) = engine.cached_checks().values()
     assert entry["trusted"] is False and entry["others_share"] == 0.55
     assert engine.cached_rate("resnet20") is None  # the plan's estimates read trusted checks only
     # the next run checks again; on free cores bf16 wins, and that check stands
     fake_steps(monkeypatch, {("fp32", False): 0.17, ("fp32", True): 0.13, ("bf16", True): 0.09}, busy=0.02)
-    free = engine.choose("cpu", "resnet20", 512)
+    free = engine.choose("cpu", "resnet20", 512, stepper=stepper)
     assert (free.precision, free.channels_last) == ("bf16", True)
     assert engine.cached_rate("resnet20") == pytest.approx(64 / 0.09)
     calls = fake_steps(monkeypatch, {}, busy=0.9)  # a trusted check is not taken again, busy or not
-    assert engine.choose("cpu", "resnet20", 512) == free and calls == []
+    assert engine.choose("cpu", "resnet20", 512, stepper=stepper) == free and calls == []
 
 
 def test_a_long_run_waits_for_free_cores_and_keeps_the_least_loaded_check(cache, monkeypatch):
@@ -203,10 +205,10 @@ def test_a_long_run_waits_for_free_cores_and_keeps_the_least_loaded_check(cache,
             self.others_share, self.n_cpus = next(shares), 2
 
     monkeypatch.setattr(engine, "_LoadMeter", Load)
-    m = engine.measured_cpu_choice("resnet20", 64, 2, tries=3)
+    m = engine.measured_cpu_choice("resnet20", 64, 2, stepper=stepper, tries=3)
     assert m["others_share"] == 0.4 and m["trusted"] is False  # all three busy: the least loaded is kept
     shares = iter([0.6, 0.1, 0.9])
-    m = engine.measured_cpu_choice("resnet20", 64, 2, tries=3)
+    m = engine.measured_cpu_choice("resnet20", 64, 2, stepper=stepper, tries=3)
     assert m["others_share"] == 0.1 and m["trusted"] is True  # the second was free: no third
 
 
@@ -218,13 +220,13 @@ def test_old_checks_without_a_recorded_load_are_taken_again(cache, monkeypatch):
                      step_s={"bf16+cl": 1.232, "fp32": 0.282, "fp32+cl": 0.246}))  # fmt: skip
     assert engine.cached_rate("resnet20") is None
     fake_steps(monkeypatch, {("fp32", False): 0.167, ("fp32", True): 0.132, ("bf16", True): 0.087})
-    assert engine.choose("cpu", "resnet20", 512).precision == "bf16"
+    assert engine.choose("cpu", "resnet20", 512, stepper=stepper).precision == "bf16"
 
 
 def test_a_run_far_below_its_checks_prediction_puts_the_check_in_doubt(cache, monkeypatch):
     monkeypatch.setattr(engine, "bf16_features", lambda: ("amx_bf16",))
     fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1})
-    eng = engine.choose("cpu", "resnet20", 512)  # predicts 640 img/s
+    eng = engine.choose("cpu", "resnet20", 512, stepper=stepper)  # predicts 640 img/s
     assert engine.confirm(eng, "resnet20", 512, 700.0) is None  # a rate like the check's confirms it
     assert engine.confirm(Engine("cpu", "fp32", threads=eng.threads, reason="test"), "resnet20", 512, 1.0) is None
     msg = engine.confirm(eng, "resnet20", 512, 250.0)
@@ -232,7 +234,7 @@ def test_a_run_far_below_its_checks_prediction_puts_the_check_in_doubt(cache, mo
     (entry,) = engine.cached_checks().values()
     assert entry["doubted"] and not engine.trusted(entry) and engine.cached_rate("resnet20") is None
     calls = fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1})
-    engine.choose("cpu", "resnet20", 512)
+    engine.choose("cpu", "resnet20", 512, stepper=stepper)
     assert calls == ["resnet20"] and engine.trusted(next(iter(engine.cached_checks().values())))
 
 
@@ -263,7 +265,7 @@ def test_a_one_thread_check_leaves_the_other_core_to_other_work(cache, monkeypat
     # own and stands; a two-thread check beside the same job does not
     monkeypatch.setattr(engine, "bf16_features", lambda: ("amx_bf16",))
     fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1}, busy=0.5)
-    assert engine.check("resnet20", 64, 1)["trusted"] is True
-    assert engine.check("resnet20", 64, 2)["trusted"] is False
+    assert engine.check("resnet20", 64, 1, stepper=stepper)["trusted"] is True
+    assert engine.check("resnet20", 64, 2, stepper=stepper)["trusted"] is False
     fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1}, busy=0.8)
-    assert engine.check("resnet20", 64, 1)["trusted"] is False
+    assert engine.check("resnet20", 64, 1, stepper=stepper)["trusted"] is False

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from cnnlib import findings
+from cnnlib.config import make_config
 from cnnlib.results import Run
-from cnnlib.train import make_config
 
 LABELS = np.repeat(np.arange(10), 20)  # 200 test images, 20 per class
 

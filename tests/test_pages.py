@@ -4,9 +4,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from cnnlib.config import make_config  # noqa: E402
 from cnnlib.pages import ModelPage  # noqa: E402
 from cnnlib.results import fit_or_load  # noqa: E402
-from cnnlib.train import make_config  # noqa: E402
 
 
 def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, monkeypatch, capsys):

@@ -9,9 +9,10 @@ import torch
 from nbconvert import HTMLExporter
 
 from cnnlib import render, report, runs, summary
+from cnnlib.config import make_config
 from cnnlib.report import _html
 from cnnlib.results import list_runs, save_run
-from cnnlib.train import FitResult, make_config
+from cnnlib.train import FitResult
 
 
 def test_links_between_notebooks_point_at_their_pages():

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from cnnlib import aftertrain, results
+from cnnlib.config import PROFILES, TrainConfig, lr_at, make_config
 from cnnlib.models import register
 from cnnlib.results import StaleRunError, fit_or_load, load_run, save_run
-from cnnlib.train import PROFILES, RunWontFit, TrainConfig, TrainingDiverged, fit, lr_at, make_config, peek_checkpoint
+from cnnlib.train import RunWontFit, StopRule, TrainingDiverged, fit, peek_checkpoint
 
 TIMING = ["seconds", "images_per_s", "epoch_seconds"]
 
@@ -66,6 +67,14 @@ def test_seed_cnn_learns_in_two_epochs(synthetic, store):
     assert h.attrs["config"]["model"] == "seed_cnn"
 
 
+def fit_and_measure(cfg, **kw):
+    """``fit`` and then the tables measured on the trained weights, as ``fit_or_load`` makes them."""
+    result = fit(cfg, **kw)
+    result.tables |= results.measure_tables(cfg, result.model, result.data, result.engine,
+                                            init_fingerprint=result.info["init_fingerprint"])  # fmt: skip
+    return result
+
+
 def test_cpu_training_is_deterministic(synthetic, store):
     cfg = small("resnet20", epochs=1, train_subset=300, test_subset=100)
     a = fit(cfg, data=synthetic, device="cpu", verbose=False, resume=False)
@@ -91,10 +100,10 @@ def test_resume_after_a_real_interruption_matches_an_uninterrupted_run(store, tm
 
     data = synthetic_cifar(50, 10)
     cfg = make_config("resnet20", "smoke", epochs=epochs, train_subset=500, test_subset=100)
-    resumed = fit(cfg, data=data, device="cpu", verbose=False)
+    resumed = fit_and_measure(cfg, data=data, device="cpu", verbose=False)
     assert resumed.info["resumed_after_epoch"] == kill_after
     os.environ["CNNLIB_CHECKPOINTS"] = str(tmp_path / "fresh")
-    straight = fit(cfg, data=data, device="cpu", verbose=False)
+    straight = fit_and_measure(cfg, data=data, device="cpu", verbose=False)
     assert straight.info["resumed_after_epoch"] == 0
     pd.testing.assert_frame_equal(resumed.history.drop(columns=TIMING), straight.history.drop(columns=TIMING))
     assert torch.equal(resumed.predictions, straight.predictions)
@@ -126,7 +135,7 @@ def test_thin_nets_store_gradient_profiles_and_responses_not_weights(synthetic, 
 def test_a_run_that_will_not_fit_stops_checkpointed_and_resumes(synthetic, store):
     cfg = small("resnet20", epochs=3, train_subset=300, test_subset=100)
     with pytest.raises(RunWontFit, match="stopped after epoch 1/3") as err:
-        fit(cfg, data=synthetic, device="cpu", verbose=False, deadline=time.time())
+        fit(cfg, data=synthetic, device="cpu", verbose=False, stops=StopRule(deadline=time.time()))
     assert err.value.epoch == 1 and err.value.needed_s > 0
     resumed = fit(cfg, data=synthetic, device="cpu", verbose=False)
     assert resumed.info["resumed_after_epoch"] == 1 and len(resumed.history) == 3
@@ -135,13 +144,13 @@ def test_a_run_that_will_not_fit_stops_checkpointed_and_resumes(synthetic, store
 def test_a_run_stopped_inside_an_epoch_resumes_there_bit_for_bit(synthetic, store, tmp_path):
     cfg = small("resnet20", epochs=2, train_subset=300, test_subset=100)  # 6 steps per epoch
     with pytest.raises(RunWontFit, match=r"stopped at the deadline in epoch 1/2 \(step 1/6\)"):
-        fit(cfg, data=synthetic, device="cpu", verbose=False, deadline=time.time(), until_deadline=True)
+        fit(cfg, data=synthetic, device="cpu", verbose=False, stops=StopRule(deadline=time.time(), until_deadline=True))
     info = peek_checkpoint(cfg)
     assert (info["epoch"], info["step"]) == (0, 1) and info["engine"]["device"] == "cpu"
-    resumed = fit(cfg, data=synthetic, device="cpu", verbose=False)
+    resumed = fit_and_measure(cfg, data=synthetic, device="cpu", verbose=False)
     assert resumed.info["resumed_after_epoch"] == 0 and len(resumed.history) == 2
     os.environ["CNNLIB_CHECKPOINTS"] = str(tmp_path / "fresh")
-    straight = fit(cfg, data=synthetic, device="cpu", verbose=False)
+    straight = fit_and_measure(cfg, data=synthetic, device="cpu", verbose=False)
     pd.testing.assert_frame_equal(resumed.history.drop(columns=TIMING), straight.history.drop(columns=TIMING))
     assert torch.equal(resumed.predictions, straight.predictions)
     for name, table in straight.tables.items():
@@ -294,16 +303,18 @@ def test_without_a_terminal_a_progress_line_comes_every_few_minutes(monkeypatch,
 
     now = [1000.0]
     monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=lambda: now[0]))
-    line = train._LogLine(True, "resnet20-full-s0 epoch 2/40", steps=97, batch=512, seen=0)
+    cfg = TrainConfig("resnet20", epochs=40, batch_size=512)
+    line = train.ProgressLine(cfg, steps_per_epoch=97, seen=0, log=True)
+    step_10_of_epoch_2 = 97 + 10  # optimizer steps taken
     now[0] += train.PROGRESS_EVERY_S - 1
-    line(9, 5120)
+    line.on_step(step_10_of_epoch_2, None, 0.1)
     assert capsys.readouterr().out == ""
     now[0] += 1  # 10 steps of 512 images in 180 s: 28 images/s, 87 steps left
-    line(9, 5120)
+    line.on_step(step_10_of_epoch_2, None, 0.1)
     assert capsys.readouterr().out == ("resnet20-full-s0 epoch 2/40 step 10/97: 28 img/s, the epoch's training ends "
                                        "in about 26 min\n")
-    line(10, 5632)  # the next line is due a period later
-    silent = train._LogLine(False, "x", steps=97, batch=512, seen=0)  # on a terminal the bar shows progress
+    line.on_step(step_10_of_epoch_2 + 1, None, 0.1)  # the next line is due a period later
+    silent = train.ProgressLine(cfg, steps_per_epoch=97, log=False)  # on a terminal the bar shows progress
     now[0] += 10 * train.PROGRESS_EVERY_S
-    silent(10, 5632)
+    silent.on_step(step_10_of_epoch_2 + 1, None, 0.1)
     assert capsys.readouterr().out == ""

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from cnnlib import render, verdicts
+from cnnlib.config import make_config
 from cnnlib.results import Run
-from cnnlib.train import make_config
 
 
 def fake_run(model, seed, clean_acc, test_acc, tmp: Path | None = None, preds=None, epochs=3,
@@ -187,7 +187,7 @@ def test_missing_models_give_an_empty_table(missing):
 
 def test_per_class_table_is_compact_and_its_note_gives_the_precision(synthetic):
     from cnnlib import analysis
-    from cnnlib.train import TrainConfig
+    from cnnlib.config import TrainConfig
 
     cfg = TrainConfig("seed_cnn", "smoke")  # all of the data's test images
     labels = synthetic.test_y.numpy()

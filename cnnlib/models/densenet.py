@@ -49,6 +49,8 @@ class DenseNet(nn.Module):
         num_classes: int = 10,
     ):
         super().__init__()
+        if len(depths) != 4:
+            raise ValueError(f"a DenseNet has four dense blocks, got depths {depths}")
         c = 2 * growth
         self.stem = nn.Conv2d(3, c, 3, padding=1, bias=False)
         names = []
@@ -72,9 +74,12 @@ class DenseNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.stages:
-            x = getattr(self, name)(x)
-        return x
+        x = self.stem(x)  # (B, 2 * growth, 32, 32)
+        x = self.layer1(x)  # (B, ., 16, 16): a dense block, then a transition
+        x = self.layer2(x)  # (B, ., 8, 8)
+        x = self.layer3(x)  # (B, ., 4, 4)
+        x = self.layer4(x)  # the last dense block, then BN-ReLU
+        return self.head(x)  # (B, num_classes)
 
 
 @register(depth=121, connections="dense")

@@ -102,6 +102,8 @@ class ResNet(nn.Module):
         super().__init__()
         if len(widths) != len(depths):
             raise ValueError(f"widths {widths} and depths {depths} differ in length")
+        if len(widths) not in (3, 4):
+            raise ValueError(f"a ResNet has three stages (the CIFAR nets) or four (the wide nets), got {len(widths)}")
         self.stem = nn.Sequential(
             nn.Conv2d(3, widths[0], 3, 1, 1, bias=not norm), _norm(widths[0], norm), nn.ReLU()
         )
@@ -115,6 +117,8 @@ class ResNet(nn.Module):
                 c_in = width
             names.append(f"layer{i + 1}")
             self.add_module(names[-1], nn.Sequential(*blocks))
+        if len(widths) == 3:
+            self.layer4 = None  # the CIFAR nets end at 8x8
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
         self.stages = ("stem", *names, "head")
         for m in self.modules():
@@ -125,9 +129,13 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.stages:
-            x = getattr(self, name)(x)
-        return x
+        x = self.stem(x)  # (B, widths[0], 32, 32)
+        x = self.layer1(x)
+        x = self.layer2(x)  # (B, widths[1], 16, 16)
+        x = self.layer3(x)  # (B, widths[2], 8, 8)
+        if self.layer4 is not None:
+            x = self.layer4(x)  # (B, widths[3], 4, 4)
+        return self.head(x)  # (B, num_classes)
 
 
 _WIDE = (64, 128, 256, 512)
