@@ -70,16 +70,11 @@ def data_note(runs: Iterable[Run]) -> str:
     return "; ".join(parts)
 
 
-def _family_profiles(families: dict[str, Iterable[Run]]) -> dict[str, tuple[str, ...]]:
-    """Each family's profiles, in order of first appearance."""
-    return {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
-
-
 def family_titles(families: dict[str, Iterable[Run]]) -> dict[str, str]:
     """Each family's title for the figures and tables that show several families side by side: its name,
     followed by its profile where the families come from different profiles (their numbers do not
     compare across them, and the reader must see that before reading a panel)."""
-    profiles = _family_profiles(families)
+    profiles = {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
     if len(set(profiles.values())) <= 1:
         return {name: name for name in families}
     return {name: f"{name} (profile {', '.join(repr(p) for p in ps)})" for name, ps in profiles.items()}
@@ -250,22 +245,6 @@ ORIGINAL_ACCURACY = {"seed_cnn": 0.60, "seed_resnet18": 0.72, "seed_densenet": 0
 # resnet56 93.03% after 164 epochs). Runs are measured against them; nothing is tuned toward them.
 TARGET_ACCURACY = {"seed_resnet18": 0.85, "seed_densenet": 0.82, "seed_senet18": 0.93, "resnet20": 0.91,
                    "resnet56": 0.925, "resnet18": 0.935, "se_resnet18": 0.935, "densenet121": 0.94}  # fmt: skip
-
-
-def versus_original(runs: Iterable[Run]) -> pd.DataFrame:
-    """The original report's number next to ours, for the seed models among ``runs``."""
-    rows = []
-    for r in runs:
-        if r.config.model in ORIGINAL_ACCURACY:
-            rows.append({
-                "model": r.config.model,
-                "profile": r.config.profile,
-                "original report (%)": round(100 * ORIGINAL_ACCURACY[r.config.model]),
-                "ours (%)": round(100 * r.final["test_acc"], 1),
-                "epochs": r.final["epochs"],
-                "training images": r.config.n_images()[0],
-            })  # fmt: skip
-    return pd.DataFrame(rows).set_index(["model", "profile"]) if rows else pd.DataFrame()
 
 
 def label(run: Run) -> str:

@@ -258,10 +258,14 @@ class ModelPage:
         stored = get_runs([self.original], "full", required=False)  # only a run of today's full recipe
         return stored[0] if stored else None
 
-    def versus_original(self) -> pd.DataFrame:
-        """The original report's accuracy next to ours (and next to a stored full-protocol run)."""
-        shown = list(self.final) + ([self.full_original] if self.full_original is not None else [])
-        return analysis.versus_original(shown)
+    def versus_original(self):
+        """Markdown: ours against the original report's accuracy, with our exact 95% interval (``original.<m>``), for
+        the page's run of the original model (and a stored full-protocol one)."""
+        from IPython.display import Markdown
+
+        shown = [r for r in [*self.final, self.full_original] if r is not None and r.config.model in ORIGINAL_ACCURACY]
+        rows = [row for r in shown for row in run_claims(r, self.labels(r)) if row["id"].startswith("original.")]
+        return Markdown(render.verdict_table(claims_frame(rows)))
 
     def claims(self) -> pd.DataFrame:
         """The page's verdict frame: each model's ``run_claims`` and ``comparison.<ours>-<original>``."""
