@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import analysis, plots, render, stats, verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
-from .constants import FITS_TRAINING
+from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .report import get_runs, provenance, resolve_profile
 from .results import Run
@@ -103,16 +103,20 @@ def run_claims(run: Run, labels: np.ndarray) -> list[dict]:
     return rows
 
 
-def pair_claim(a: list[Run], b: list[Run], labels: np.ndarray) -> dict:
+def pair_claim(a: list[Run], b: list[Run], labels: np.ndarray, *, tie: bool = False) -> dict:
     """``comparison.<a>-<b>``: model a ends above model b in final test accuracy (``verdicts.compare``: across seeds
-    where both have several, else paired over the test images)."""
+    where both have several, else paired over the test images); with ``tie``, the two end within ``TIE_MARGIN``."""
     c = verdicts.compare({r.config.seed: r for r in a}, {r.config.seed: r for r in b}, verdicts.final_test_acc,
                          labels=labels)  # fmt: skip
     method, n = verdicts.method_of(c, labels)
     na, nb = label(a[0]), label(b[0])
-    return dict(id=f"comparison.{na}-{nb}", claim=f"{na} ends above {nb}", a=na, b=nb, quantity="test accuracy",
-                estimate=c["estimate"], low=c["low"], high=c["high"], level=c["confidence"] if method != "none" else
-                math.nan, n=n, unit="points", method=method, verdict=_side(c["low"], c["high"]))  # fmt: skip
+    claim, verdict = f"{na} ends above {nb}", _side(c["low"], c["high"])
+    if tie:
+        claim = f"{na} and {nb} end tied (their difference inside the tie margin)"
+        verdict = stats.tie_verdict(c["low"], c["high"], TIE_MARGIN)
+    return dict(id=f"comparison.{na}-{nb}", claim=claim, a=na, b=nb, quantity="test accuracy", estimate=c["estimate"],
+                low=c["low"], high=c["high"], level=c["confidence"] if method != "none" else math.nan, n=n,
+                unit="points", method=method, verdict=verdict)  # fmt: skip
 
 
 def claims_frame(rows: list[dict]) -> pd.DataFrame:
@@ -122,9 +126,9 @@ def claims_frame(rows: list[dict]) -> pd.DataFrame:
 # the original report's names of the three architectures it ranks, in each family (``verdicts.rankings``)
 RANKED = {"original models": {"SE-ResNet": "seed_senet18", "DenseNet": "seed_densenet", "ResNet": "seed_resnet18"},
           "controlled family": {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}}
-# what notebook 05 compares one change at a time: the shortcut and the SE module on one skeleton, and the original's
-# SE-ResNet18 against its ResNet18 (whose stems also differ)
-PAIRS = (("plainnet18", "resnet18"), ("se_resnet18", "resnet18"), ("seed_senet18", "seed_resnet18"))
+# what notebook 05 compares one change at a time, (a, b, whether a tie is the claim): the shortcut and the SE module
+# on one skeleton, and the original's SE-ResNet18 against its ResNet18 (whose stems also differ)
+PAIRS = (("plainnet18", "resnet18", True), ("se_resnet18", "resnet18", False), ("seed_senet18", "seed_resnet18", False))
 
 
 def comparison(families: dict[str, list[Run]], data: CIFAR10) -> SimpleNamespace:
@@ -140,7 +144,8 @@ def comparison(families: dict[str, list[Run]], data: CIFAR10) -> SimpleNamespace
 
     return SimpleNamespace(
         rankings=[verdicts.rankings(rs, RANKED[name], labels(rs[0])) for name, rs in families.items()],
-        pairs=claims_frame([pair_claim(by[a], by[b], labels(by[a][0])) for a, b in PAIRS if a in by and b in by]),
+        pairs=claims_frame([pair_claim(by[a], by[b], labels(by[a][0]), tie=tie) for a, b, tie in PAIRS
+                            if a in by and b in by]),
         runs=claims_frame([row for r in first for row in run_claims(r, labels(r))]),
         f={r.config.model: facts(r, labels(r)) for r in first})
 

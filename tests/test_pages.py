@@ -56,6 +56,10 @@ def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, mon
     assert claims.loc["original.seed_cnn", "estimate"] == pytest.approx(acc - 0.60)
     row = claims.loc["comparison.seed_resnet18-seed_cnn"]
     assert row["method"] == "paired bootstrap" and row["n"] == len(page.labels(cnn)) and row["low"] <= row["high"]
+    # a net against itself: a difference of exactly 0, a confirmed tie, and no side above the other
+    same = pages.pair_claim([cnn], [cnn], page.labels(cnn), tie=True)
+    assert (same["estimate"], same["low"], same["high"], same["verdict"]) == (0, 0, 0, "confirmed")
+    assert pages.pair_claim([cnn], [cnn], page.labels(cnn))["verdict"] == "cannot tell"
 
 
 def test_a_page_shows_the_original_models_richest_run_before_its_counterpart_has_one(synthetic, store, monkeypatch):
