@@ -124,17 +124,18 @@ def claims_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 # the original report's names of the three architectures it ranks, in each family (``verdicts.rankings``)
-RANKED = {"original models": {"SE-ResNet": "seed_senet18", "DenseNet": "seed_densenet", "ResNet": "seed_resnet18"},
-          "controlled family": {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}}
+RANKED = {"original": {"SE-ResNet": "seed_senet18", "DenseNet": "seed_densenet", "ResNet": "seed_resnet18"},
+          "controlled": {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}}
 # what notebook 05 compares one change at a time, (a, b, whether a tie is the claim): the shortcut and the SE module
 # on one skeleton, and the original's SE-ResNet18 against its ResNet18 (whose stems also differ)
 PAIRS = (("plainnet18", "resnet18", True), ("se_resnet18", "resnet18", False), ("seed_senet18", "seed_resnet18", False))
 
 
-def comparison(families: dict[str, list[Run]], data: CIFAR10) -> SimpleNamespace:
-    """Notebook 05's numbers, from the runs of its two families (keys of ``RANKED``): ``rankings`` (one verdict
-    frame per family), ``pairs`` (``pair_claim`` of each of ``PAIRS``), ``runs`` (``run_claims`` of each model's
-    first seed) and ``f`` (``facts`` of those runs, by model)."""
+def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> SimpleNamespace:
+    """Notebook 05's numbers, from the runs of the original models and of the controlled family: ``rankings`` (a
+    verdict frame per family), ``pairs`` (``pair_claim`` of each of ``PAIRS``), ``runs`` (``run_claims`` of each
+    model's first seed) and ``f`` (``facts`` of those runs, by model)."""
+    families = {"original": original, "controlled": controlled}
     runs = [r for rs in families.values() for r in rs]
     first = [r for r in runs if r.config.seed == min(x.config.seed for x in runs if x.config.model == r.config.model)]
     by = {m: list(seeds.values()) for m, seeds in verdicts.by_model(runs).items()}
@@ -143,7 +144,7 @@ def comparison(families: dict[str, list[Run]], data: CIFAR10) -> SimpleNamespace
         return analysis.test_labels(data, r)
 
     return SimpleNamespace(
-        rankings=[verdicts.rankings(rs, RANKED[name], labels(rs[0])) for name, rs in families.items()],
+        rankings=[verdicts.rankings(rs, RANKED[name], labels(rs[0]), family=name) for name, rs in families.items()],
         pairs=claims_frame([pair_claim(by[a], by[b], labels(by[a][0]), tie=tie) for a, b, tie in PAIRS
                             if a in by and b in by]),
         runs=claims_frame([row for r in first for row in run_claims(r, labels(r))]),

@@ -314,10 +314,11 @@ def method_of(c: dict, labels: np.ndarray | None) -> tuple[str, int]:
     return "paired bootstrap", len(labels)
 
 
-def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | None = None) -> pd.DataFrame:
+def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | None = None, *,
+             family: str) -> pd.DataFrame:
     """The original's three rankings on one family, as a verdict frame (``render``'s columns): ids
-    ``ranking.<family>.<n>`` (family ``original`` for the seed models, else the registry's family name; n the
-    claim's place in ``RANKINGS``). ``names`` maps 'SE-ResNet', 'DenseNet', 'ResNet' to model names.
+    ``ranking.<family>.<n>`` (``family``: "original" or "controlled"; n the claim's place in ``RANKINGS``).
+    ``names`` maps 'SE-ResNet', 'DenseNet', 'ResNet' to model names.
 
     Accuracy is the final test accuracy; convergence the mean test accuracy over the run (area under the curve:
     a model that plateaus early at a low level is not rewarded). Their pairwise intervals are one family,
@@ -329,7 +330,6 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
     m = by_model(runs)
     if not all(v in m for v in names.values()):
         return pd.DataFrame()
-    family = {"seed": "original"}.get(info(names["ResNet"]).family, info(names["ResNet"]).family)
     order = list(names)
     claims = {claim: {(a, b): compare(m[names[a]], m[names[b]], metric, labels=labels)
                       for i, a in enumerate(order) for b in order[i + 1:]}

@@ -98,9 +98,8 @@ def test_the_texts_of_notebooks_01_to_05_hold_on_the_committed_runs():
         page.__dict__["data"] = data
         assert render.stale(f"{name[:2]}_reading", render.claims(page.claims())) == []
         texts.append(page.reading().data)
-    families = {"original models": get_runs(list(FAMILIES["seed"]), "full"),
-                "controlled family": get_runs(list(FAMILIES["controlled"]), "full")}
-    numbers = pages.comparison(families, data)
+    numbers = pages.comparison(get_runs(list(FAMILIES["seed"]), "full"), get_runs(list(FAMILIES["controlled"]), "full"),
+                               data)  # fmt: skip
     v = render.claims(numbers.runs)
     assert render.stale("05_targets", v) == []
     assert render.stale("05_closing", render.claims(numbers.pairs, *numbers.rankings)) == []
@@ -111,8 +110,8 @@ def test_the_texts_of_notebooks_01_to_05_hold_on_the_committed_runs():
     cnn = f["seed_cnn"]
     assert 0 < cnn.clean - cnn.acc < 0.03  # 01: training and test accuracy within a few points
     short = {m: -v[f"targets.{m}"].estimate for m in f if f"targets.{m}" in v}
-    assert min(short[m] for m in pages.RANKED["controlled family"].values()) > max(
-        short[m] for m in pages.RANKED["original models"].values() if short[m] > 0)  # 05: the controlled family
+    assert min(short[m] for m in pages.RANKED["controlled"].values()) > max(
+        short[m] for m in pages.RANKED["original"].values() if short[m] > 0)  # 05: the controlled family
     clean = {m: x.clean for m, x in f.items() if f"targets.{m}" in v}  # 05: the range of clean training accuracy
     assert min(clean, key=clean.get) == "seed_resnet18" and max(clean, key=clean.get) == "seed_senet18"
     assert max(clean.values()) < 0.99  # none fits every training image

@@ -95,7 +95,7 @@ def test_rankings_use_paired_test_images_for_one_seed_and_never_rank_cpu_times()
     runs = [fake_run("se_resnet18", 0, 0.9, 0.9, preds=se), fake_run("resnet18", 0, 0.5, 0.5, preds=res),
             fake_run("densenet121", 0, 0.5, 0.5, preds=dense)]  # fmt: skip
     names = {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}
-    t = verdicts.rankings(runs, names, labels).set_index("id")
+    t = verdicts.rankings(runs, names, labels, family="controlled").set_index("id")
     assert list(t.index) == ["ranking.controlled.1", "ranking.controlled.2", "ranking.controlled.3"]
     # SE-ResNet far ahead; ResNet vs DenseNet: equal, inside the stated ±1-point margin, so the tie is confirmed;
     # from one seed per model the interval is paired over the test images (these trained networks only)
@@ -125,7 +125,7 @@ def test_a_reversed_ranking_is_refuted():
     runs = [fake_run("se_resnet18", 0, 0.3, 0.3, preds=bad), fake_run("resnet18", 0, 0.9, 0.9, preds=good),
             fake_run("densenet121", 0, 0.9, 0.9, preds=good)]  # fmt: skip
     names = {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}
-    row = verdicts.rankings(runs, names, labels).iloc[0]
+    row = verdicts.rankings(runs, names, labels, family="controlled").iloc[0]
     assert row["verdict"] == "refuted" and (row["a"], row["b"]) == ("se_resnet18", "resnet18")  # the deciding pair
     assert row["high"] < 0 and row["estimate"] == pytest.approx(-0.6)
 
