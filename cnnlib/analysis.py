@@ -223,6 +223,8 @@ def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
 def per_class_precision(runs: Iterable[Run], data: CIFAR10) -> tuple[int, float]:
     """(n, half): the fewest test images a per-class entry rests on, and the half-width of its exact 95% binomial
     interval at the widest (an accuracy of 50%), as a fraction."""
+    from .data import CLASSES
+
     n = min(int(c) for r in runs for c in np.bincount(test_labels(data, r), minlength=len(CLASSES)))
     iv = accuracy_interval((np.arange(n) < n // 2).astype(int), np.ones(n, dtype=int))  # half right: the widest
     return n, (iv.high - iv.low) / 2
