@@ -79,31 +79,14 @@ def data_note(runs: Iterable[Run]) -> str:
     return "; ".join(parts)
 
 
-def _family_profiles(families: dict[str, Iterable[Run]]) -> dict[str, tuple[str, ...]]:
-    """Each family's profiles, in order of first appearance."""
-    return {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
-
-
 def family_titles(families: dict[str, Iterable[Run]]) -> dict[str, str]:
     """Each family's title for the figures and tables that show several families side by side: its name,
     followed by its profile where the families come from different profiles (their numbers do not
     compare across them, and the reader must see that before reading a panel)."""
-    profiles = _family_profiles(families)
+    profiles = {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
     if len(set(profiles.values())) <= 1:
         return {name: name for name in families}
     return {name: f"{name} (profile {', '.join(repr(p) for p in ps)})" for name, ps in profiles.items()}
-
-
-def profiles_line(families: dict[str, Iterable[Run]]) -> str:
-    """Markdown: the profile each family is shown in; where they differ, that each family is read on its
-    own until both have runs of one profile."""
-    shown = {name: ", ".join(ps) for name, ps in _family_profiles(families).items()}
-    if len(set(shown.values())) == 1:
-        return f"Results shown: profile **{next(iter(shown.values()))}**."
-    each = "; ".join(f"{name}: profile **{p}**" for name, p in shown.items())
-    return (f"Results shown: {each}. Each family is shown in the richest profile of which all its runs exist, so "
-            "the families come from different profiles here: compare models within a family, never across "
-            "the two, until both have runs of one profile.")
 
 
 # the fields of a training recipe, as a reader names them
@@ -129,22 +112,6 @@ def recipe_table(families: dict[str, Iterable[TrainConfig]]) -> pd.DataFrame:
         row.update({label: _values(configs, field) for field, label in RECIPE_FIELDS.items()})
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def recipe_note(families: dict[str, Iterable[TrainConfig]]) -> str:
-    """A sentence on the recipes of ``families``: one recipe where they share every field, else what differs
-    per family (peak lr, epochs, ...) and what they share."""
-    table = recipe_table(families)
-    if table.empty:
-        return ""
-    fields = list(RECIPE_FIELDS.values())
-    differ = [f for f in fields if table[f].nunique() > 1 or table[f].str.contains(" / ").any()]
-    shared = ", ".join(f"{f} {table[f].iloc[0]}" for f in fields if f not in differ)
-    if not differ:
-        return f"They share one recipe: {shared} (SGD, one-cycle schedule)."
-    per = "; ".join(f"{name}: " + ", ".join(f"{f} {row[f]}" for f in differ) for name, row in table.iterrows())
-    return (f"The recipes differ: {per}" + (f"; shared: {shared}" if shared else "") + ". A comparison across "
-            "these compares the recipes too, not the models alone.")
 
 
 def accuracy_cost(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
@@ -217,23 +184,21 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
     return table
 
 
-def near_chance(runs: Iterable[Run], within: float = NEAR_CHANCE) -> str:
-    """Markdown naming the runs whose final training accuracy (clean where recorded) is within
-    ``within`` of chance (10%): they did not learn, and they pull their model's mean down."""
-    lines = []
+def near_chance(runs: Iterable[Run], within: float = NEAR_CHANCE) -> pd.DataFrame:
+    """The runs whose final training accuracy (clean where recorded) is within ``within`` of chance (10%): they did
+    not learn, and they pull their model's mean down. One row per run: its id, final training and test accuracy,
+    and the epoch of its highest running training loss."""
+    rows = []
     for r in runs:
         h = r.history
         col = "clean_train_acc" if "clean_train_acc" in h else "train_acc"
         if h[col].iloc[-1] <= CHANCE + within:
             worst = h.loc[h["train_loss"].idxmax()]
-            clean = "clean " if col.startswith("clean") else ""
-            lines.append(f"- `{r.config.run_id}`: final {clean}training accuracy {100 * h[col].iloc[-1]:.1f}%, "
-                         f"test accuracy {100 * h['test_acc'].iloc[-1]:.1f}% (highest running training loss "
-                         f"{worst['train_loss']:.2f}, in epoch {int(worst['epoch'])})")  # fmt: skip
-    if not lines:
-        return f"No run ended within {100 * within:.0f} points of chance ({100 * CHANCE:.0f}%)."
-    return (f"Runs that ended within {100 * within:.0f} points of chance ({100 * CHANCE:.0f}%), i.e. did not learn "
-            "in this budget; they count in their model's mean and spread like any other seed:\n\n" + "\n".join(lines))
+            rows.append({"run": r.config.run_id, "final training accuracy": h[col].iloc[-1],
+                         "final test accuracy": h["test_acc"].iloc[-1], "highest training loss": worst["train_loss"],
+                         "in epoch": int(worst["epoch"])})  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "final training accuracy", "final test accuracy",
+                                       "highest training loss", "in epoch"])  # fmt: skip
 
 
 def timed_on_one_gpu(runs: Iterable[Run]) -> tuple[list[Run], str | None]:
@@ -257,7 +222,7 @@ def confusion_matrix(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFram
 
 def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
     """Per-class test accuracy (%) of each run, one column per run (model label), one row per class;
-    ``per_class_note`` says how precise each entry is."""
+    ``per_class_precision`` says how precise each entry is."""
     from .data import CLASSES
 
     out = {}
@@ -268,20 +233,14 @@ def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
     return pd.DataFrame(out, index=pd.Index(CLASSES, name="class"))
 
 
-def per_class_note(runs: Iterable[Run], data: CIFAR10) -> str:
-    """How many test images each per-class entry rests on, and the width of its exact 95% interval at the
-    widest (an accuracy of 50%), e.g. '50 test images per class: ... about ±14 points'."""
+def per_class_precision(runs: Iterable[Run], data: CIFAR10) -> tuple[int, float]:
+    """(n, half): the fewest test images a per-class entry rests on, and the half-width of its exact 95% binomial
+    interval at the widest (an accuracy of 50%), as a fraction."""
     from .data import CLASSES
 
-    counts = sorted({int(n) for r in runs for n in np.bincount(test_labels(data, r), minlength=len(CLASSES))})
-    n = counts[0]
-    half = np.zeros(n, dtype=int)
-    half[: n // 2] = 1  # half right: the widest interval
-    iv = accuracy_interval(half, np.ones(n, dtype=int))
-    per = f"{n:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
-    return (f"Each entry rests on {per} test images of its class: its exact 95% binomial interval is up to about "
-            f"±{100 * (iv.high - iv.low) / 2:.0f} points wide, so differences between classes or models smaller "
-            "than that are noise.")
+    n = min(int(c) for r in runs for c in np.bincount(test_labels(data, r), minlength=len(CLASSES)))
+    iv = accuracy_interval((np.arange(n) < n // 2).astype(int), np.ones(n, dtype=int))  # half right: the widest
+    return n, (iv.high - iv.low) / 2
 
 
 def run_data(data: CIFAR10, run: Run) -> CIFAR10:
@@ -301,22 +260,6 @@ ORIGINAL_ACCURACY = {"seed_cnn": 0.60, "seed_resnet18": 0.72, "seed_densenet": 0
 # resnet56 93.03% after 164 epochs). Runs are measured against them; nothing is tuned toward them.
 TARGET_ACCURACY = {"seed_resnet18": 0.85, "seed_densenet": 0.82, "seed_senet18": 0.93, "resnet20": 0.91,
                    "resnet56": 0.925, "resnet18": 0.935, "se_resnet18": 0.935, "densenet121": 0.94}  # fmt: skip
-
-
-def versus_original(runs: Iterable[Run]) -> pd.DataFrame:
-    """The original report's number next to ours, for the seed models among ``runs``."""
-    rows = []
-    for r in runs:
-        if r.config.model in ORIGINAL_ACCURACY:
-            rows.append({
-                "model": r.config.model,
-                "profile": r.config.profile,
-                "original report (%)": round(100 * ORIGINAL_ACCURACY[r.config.model]),
-                "ours (%)": round(100 * r.final["test_acc"], 1),
-                "epochs": r.final["epochs"],
-                "training images": r.config.n_images()[0],
-            })  # fmt: skip
-    return pd.DataFrame(rows).set_index(["model", "profile"]) if rows else pd.DataFrame()
 
 
 def label(run: Run) -> str:

@@ -2,7 +2,7 @@
 
 Each was fixed before looking at any run, and each lives here only: the modules that test a
 claim against one (``stats``, ``verdicts``) or describe it in a reading (``analysis``,
-``findings``, ``summary``) import it from this module, which imports nothing
+``pages``, ``summary``) import it from this module, which imports nothing
 of the project, so every layer can read it.
 """
 

@@ -1,6 +1,6 @@
-"""The sections notebooks 01-04 share: one of the original models next to its controlled counterpart.
+"""The numbers notebooks 01-05 read, and the sections notebooks 01-04 share.
 
-Each notebook narrates in Markdown and calls one method per section::
+Each model notebook narrates in Markdown and calls one method per section::
 
     page = ModelPage("seed_resnet18", "resnet18", PROFILE, SEEDS, name="02_resnet")
     page.origin()         # the profile, and where the runs come from
@@ -9,21 +9,29 @@ Each notebook narrates in Markdown and calls one method per section::
     page.curves()         # loss and accuracy against epochs
     page.table()          # costs and final numbers
     page.confusion()      # confusion matrices
-    page.per_class()      # per-class accuracy, one compact table, with its precision
+    page.per_class()      # per-class accuracy, one compact table
     page.versus_original()
-    page.reading()        # what the curves show, in sentences computed from the runs (Markdown)
+    page.reading()        # the notebook's own closing text, templates/<nn>_reading.md, with the runs' numbers
 
-Figures are saved under ``<name>_<section>`` (see ``plots.save``).
+The claims the texts rest on are verdict frames (``render``'s columns): ``run_claims`` (a run against the original
+report's accuracy, against the study's target, and whether it fits its training images) and ``pair_claim`` (one
+model's final test accuracy against another's). ``facts`` gives a run's plain numbers. Figures are saved under
+``<name>_<section>`` (see ``plots.save``).
 """
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-from . import analysis, findings, plots
+from . import analysis, plots, render, stats, verdicts
+from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
+from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .results import Run
 from .runs import get_runs, provenance, resolve_profile
@@ -31,6 +39,119 @@ from .runs import get_runs, provenance, resolve_profile
 CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"))
 RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
 
+
+# --- numbers and claims -------------------------------------------------------------------------------------------
+
+def _side(low: float, high: float) -> str:
+    """The verdict on 'a − b > 0' from its interval."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return verdicts.CANNOT_TELL
+    return verdicts.CONFIRMED if low > 0 else verdicts.REFUTED if high < 0 else verdicts.CANNOT_TELL
+
+
+def _claim(cid: str, claim: str, a: str, b: str, quantity: str, iv, ref: float, method: str = "binomial") -> dict:
+    """A verdict row for 'a's measured fraction (an interval ``iv``) is above ``ref``'."""
+    low, high = iv.low - ref, iv.high - ref
+    return dict(id=cid, claim=claim, a=a, b=b, quantity=quantity, estimate=iv.estimate - ref, low=low, high=high,
+                level=iv.confidence, n=iv.n, unit="points", method=method, verdict=_side(low, high))  # fmt: skip
+
+
+def _binomial(fraction: float, n: int):
+    """The exact 95% interval of a fraction of ``n`` images (the clean training images a run scores)."""
+    k = round(fraction * n)
+    return stats.accuracy_interval((np.arange(n) < k).astype(int), np.ones(n, dtype=int))
+
+
+def clean_images(run: Run) -> int:
+    """How many training images a run scores in eval mode after each epoch."""
+    n_train = run.config.n_images()[0]
+    return min(run.config.clean_subset or n_train, n_train)
+
+
+def facts(run: Run, labels: np.ndarray) -> SimpleNamespace:
+    """A run's numbers for a text: final test accuracy with its exact 95% interval (acc, low, high), clean
+    training accuracy, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
+    iv = stats.accuracy_interval(run.predictions, labels)
+    costs = model_costs(run.config.model)
+    return SimpleNamespace(model=label(run), acc=iv.estimate, low=iv.low, high=iv.high,
+                           clean=verdicts.final(run, "clean_train_acc"), epochs=len(run.history),
+                           lr=run.config.lr, params=costs["params"], gmacs=costs["macs"] / 1e9,
+                           target=TARGET_ACCURACY.get(run.config.model, math.nan),
+                           original=ORIGINAL_ACCURACY.get(run.config.model, math.nan))  # fmt: skip
+
+
+def run_claims(run: Run, labels: np.ndarray) -> list[dict]:
+    """One run's claims: ``original.<m>`` (ours ends above the original report's accuracy), ``targets.<m>`` (it
+    reaches the accuracy the study expects of its architecture under the full profile; "not testable in this
+    regime" in another profile) and ``fits.<m>`` (its clean training accuracy is above ``FITS_TRAINING``)."""
+    m, iv = run.config.model, stats.accuracy_interval(run.predictions, labels)
+    original, target = ORIGINAL_ACCURACY.get(m), TARGET_ACCURACY.get(m)
+    rows = []
+    if original is not None:
+        rows.append(_claim(f"original.{m}", f"ours ends above the original report's {render.pct(original, 0)}", m,
+                           "original report", "test accuracy", iv, original))  # fmt: skip
+    if target is not None:
+        row = _claim(f"targets.{m}", f"it reaches {render.pct(target)}, the accuracy the study expects of it", m,
+                     "target", "test accuracy", iv, target)  # fmt: skip
+        if run.config.profile != "full" or run.config.tag:
+            row["verdict"] = verdicts.NOT_IN_REGIME
+        rows.append(row)
+    if "clean_train_acc" in run.history:
+        rows.append(_claim(f"fits.{m}", f"it fits its training images (clean training accuracy above "
+                                        f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy",
+                           _binomial(verdicts.final(run, "clean_train_acc"), clean_images(run)), FITS_TRAINING))
+    return rows
+
+
+def pair_claim(a: list[Run], b: list[Run], labels: np.ndarray, *, tie: bool = False) -> dict:
+    """``comparison.<a>-<b>``: model a ends above model b in final test accuracy (``verdicts.compare``: across seeds
+    where both have several, else paired over the test images); with ``tie``, the two end within ``TIE_MARGIN``."""
+    c = verdicts.compare({r.config.seed: r for r in a}, {r.config.seed: r for r in b}, verdicts.final_test_acc,
+                         labels=labels)  # fmt: skip
+    method, n = verdicts.method_of(c, labels)
+    na, nb = label(a[0]), label(b[0])
+    claim, verdict = f"{na} ends above {nb}", _side(c["low"], c["high"])
+    if tie:
+        claim = f"{na} and {nb} end tied (their difference inside the tie margin)"
+        verdict = stats.tie_verdict(c["low"], c["high"], TIE_MARGIN)
+    return dict(id=f"comparison.{na}-{nb}", claim=claim, a=na, b=nb, quantity="test accuracy", estimate=c["estimate"],
+                low=c["low"], high=c["high"], level=c["confidence"] if method != "none" else math.nan, n=n,
+                unit="points", method=method, verdict=verdict)  # fmt: skip
+
+
+def claims_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(render.VERDICT_COLUMNS))
+
+
+# the original report's names of the three architectures it ranks, in each family (``verdicts.rankings``)
+RANKED = {"original": {"SE-ResNet": "seed_senet18", "DenseNet": "seed_densenet", "ResNet": "seed_resnet18"},
+          "controlled": {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}}
+# what notebook 05 compares one change at a time, (a, b, whether a tie is the claim): the shortcut and the SE module
+# on one skeleton, and the original's SE-ResNet18 against its ResNet18 (whose stems also differ)
+PAIRS = (("plainnet18", "resnet18", True), ("se_resnet18", "resnet18", False), ("seed_senet18", "seed_resnet18", False))
+
+
+def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> SimpleNamespace:
+    """Notebook 05's numbers, from the runs of the original models and of the controlled family: ``rankings`` (a
+    verdict frame per family), ``pairs`` (``pair_claim`` of each of ``PAIRS``), ``runs`` (``run_claims`` of each
+    model's first seed) and ``f`` (``facts`` of those runs, by model)."""
+    families = {"original": original, "controlled": controlled}
+    runs = [r for rs in families.values() for r in rs]
+    first = [r for r in runs if r.config.seed == min(x.config.seed for x in runs if x.config.model == r.config.model)]
+    by = {m: list(seeds.values()) for m, seeds in verdicts.by_model(runs).items()}
+
+    def labels(r):
+        return analysis.test_labels(data, r)
+
+    return SimpleNamespace(
+        rankings=[verdicts.rankings(rs, RANKED[name], labels(rs[0]), family=name) for name, rs in families.items()],
+        pairs=claims_frame([pair_claim(by[a], by[b], labels(by[a][0]), tie=tie) for a, b, tie in PAIRS
+                            if a in by and b in by]),
+        runs=claims_frame([row for r in first for row in run_claims(r, labels(r))]),
+        f={r.config.model: facts(r, labels(r)) for r in first})
+
+
+# --- the model pages ----------------------------------------------------------------------------------------------
 
 def caption(text: str) -> None:
     """A figure's one-line caption, in italics under it."""
@@ -64,15 +185,16 @@ class ModelPage:
 
         text = f"Results shown: profile **{self.profile}**.\n\n" + provenance(self.runs)
         if self.missing:
-            names = ", ".join(f"`{m}`" for m in self.missing)
-            text += (f"\n\n{names} has no run of this profile yet (the training plan reaches it later: "
-                     f"`python -m cnnlib status --profile {self.profile}`); this page shows `{self.original}` "
-                     "alone until it lands, and the two are compared then.")
+            text += (f"\n\nNo run of this profile yet: {', '.join(f'`{m}`' for m in self.missing)} "
+                     f"(`python -m cnnlib status --profile {self.profile}`).")
         return Markdown(text)
 
     @cached_property
     def data(self) -> CIFAR10:
         return load_cifar10()
+
+    def labels(self, run: Run) -> np.ndarray:
+        return analysis.test_labels(self.data, run)
 
     def architecture(self, max_lines: int = 50) -> None:
         """Print the torchinfo summary of the original model (output shape and parameters per layer), to
@@ -80,10 +202,8 @@ class ModelPage:
         kwargs = dict(col_names=("output_size", "num_params"), row_settings=("var_names",))
         table = analysis.model_summary(self.original, depth=3, **kwargs)
         if len(table.splitlines()) > max_lines:
-            rows = len(table.splitlines())
             table = analysis.model_summary(self.original, depth=2, **kwargs)
-            table += (f"\n(blocks shown whole; the layer-by-layer table has {rows} lines: "
-                      f"cnnlib.analysis.model_summary({self.original!r}, depth=3))")
+            table += f"\n(blocks shown whole; layer by layer: analysis.model_summary({self.original!r}, depth=3))"
         print(table)
 
     def samples(self) -> None:
@@ -101,21 +221,14 @@ class ModelPage:
         recorded them, else the running averages over the augmented batches, and the title says which."""
         runs = self.runs if runs is None else runs
         clean = all("clean_train_acc" in r.history for r in runs)
-        pairs = CLEAN_PAIRS if clean else RUNNING_PAIRS
         what = "training on clean images in eval mode" if clean else "training as running average of augmented batches"
         head = title or " vs ".join(dict.fromkeys(r.config.model for r in runs))
-        fig = plots.curves(analysis.long_history(runs), pairs=pairs,
+        fig = plots.curves(analysis.long_history(runs), pairs=CLEAN_PAIRS if clean else RUNNING_PAIRS,
                            title=f"{head} ({analysis.data_note(runs)};\n{what})")  # fmt: skip
         plots.save(fig, f"{self.name}_{suffix}")
         plt.show()
-        # the two models of a page come from different families, whose recipes may differ: say so under the curves
-        models = dict.fromkeys(r.config.model for r in runs)
-        by_model = {m: [r.config for r in runs if r.config.model == m] for m in models}
-        caption("Recipe, from the runs' configs. " + analysis.recipe_note(by_model))
         models = " and ".join(f"`{m}`" for m in dict.fromkeys(r.config.model for r in runs))
-        caption(f"Loss (log scale) and accuracy after each epoch of {models}: "
-                f"test solid, training dashed ({what}); {analysis.data_note(runs)}. A first-epoch loss far above "
-                "the rest lies off the axis, marked at its top edge with its value.")
+        caption(f"Loss (log scale) and accuracy of {models} after each epoch: test solid, training dashed ({what}).")
 
     def table(self) -> pd.DataFrame:
         return analysis.summary_table(self.runs)
@@ -124,22 +237,24 @@ class ModelPage:
         """Row-normalised confusion matrices of the final models on their test images."""
         fig, axes = plt.subplots(1, len(self.final), figsize=(6.5 * len(self.final), 5.5), squeeze=False)
         for ax, run in zip(axes[0], self.final, strict=True):
-            cm = analysis.confusion_matrix(run.predictions, analysis.test_labels(self.data, run))
+            cm = analysis.confusion_matrix(run.predictions, self.labels(run))
             plots.confusion(cm, title=run.config.model, ax=ax)
         fig.suptitle(f"Confusion on the test images ({analysis.data_note(self.final)})")
         fig.tight_layout()
         plots.save(fig, f"{self.name}_confusion")
         plt.show()
-        n = len(analysis.test_labels(self.data, self.final[0]))
-        caption(f"For each true class (row), the share of its test images ({n:,} in all) given each predicted class "
-                "(column) by the final model; the diagonal is the per-class accuracy.")
 
     def per_class(self) -> pd.DataFrame:
-        """Per-class test accuracy (%) of the final models, after a line on how precise each entry is."""
-        from IPython.display import Markdown, display
-
-        display(Markdown(analysis.per_class_note(self.final, self.data)))
+        """Per-class test accuracy (%) of the final models."""
         return analysis.per_class_table(self.final, self.data)
+
+    def per_class_precision(self):
+        """Markdown: how many test images each per-class entry rests on, and how wide its interval is
+        (``templates/01_per_class.md``; notebook 01 says it, the others link to it)."""
+        from IPython.display import Markdown
+
+        n, half = analysis.per_class_precision(self.final, self.data)
+        return Markdown(render.template("01_per_class", n=n, half=half))
 
     @cached_property
     def full_original(self) -> Run | None:
@@ -149,18 +264,30 @@ class ModelPage:
         stored = get_runs([self.original], "full", required=False)  # only a run of today's full recipe
         return stored[0] if stored else None
 
-    def versus_original(self) -> pd.DataFrame:
-        """The original report's accuracy next to ours (and next to a stored full-protocol run)."""
-        shown = list(self.final) + ([self.full_original] if self.full_original is not None else [])
-        return analysis.versus_original(shown)
-
-    def reading(self):
-        """Markdown: what the curves show, computed from the runs (``findings.page_reading``)."""
+    def versus_original(self):
+        """Markdown: ours against the original report's accuracy, with our exact 95% interval (``original.<m>``), for
+        the page's run of the original model (and a stored full-protocol one)."""
         from IPython.display import Markdown
 
-        def group(model):
-            return [r for r in self.runs if r.config.model == model]
+        shown = [r for r in [*self.final, self.full_original] if r is not None and r.config.model in ORIGINAL_ACCURACY]
+        rows = [row for r in shown for row in run_claims(r, self.labels(r)) if row["id"].startswith("original.")]
+        return Markdown(render.verdict_table(claims_frame(rows)))
 
-        return Markdown(findings.page_reading(group(self.original), group(self.ours),
-                                              lambda r: analysis.test_labels(self.data, r),
-                                              full_original=self.full_original))  # fmt: skip
+    def claims(self) -> pd.DataFrame:
+        """The page's verdict frame: each model's ``run_claims`` and ``comparison.<ours>-<original>``."""
+        rows = [row for r in self.final for row in run_claims(r, self.labels(r))]
+        group = {m: [r for r in self.runs if r.config.model == m] for m in self.models}
+        if not self.missing:
+            rows.append(pair_claim(group[self.ours], group[self.original], self.labels(self.final[0])))
+        return claims_frame(rows)
+
+    def reading(self):
+        """Markdown: the notebook's closing text (``templates/<nn>_reading.md``), written for its stored runs, with
+        every number filled from them; under a warning where a presumed verdict has moved."""
+        from IPython.display import Markdown
+
+        if self.missing:
+            return Markdown(f"The reading waits for a run of {', '.join(self.missing)} in profile {self.profile}.")
+        f = {r.config.model: facts(r, self.labels(r)) for r in self.final}
+        return Markdown(render.template(f"{self.name[:2]}_reading", render.claims(self.claims()), f=f,
+                                        profile=self.profile))  # fmt: skip

@@ -63,6 +63,8 @@ METHODS = {
     "draws": "Welch t over {n} random draws within one trained network per side (these two networks only)",
     "sign test": "sign test over {n} initialisations",
     "none": "no interval ({n} network per side)",
+    "binomial": "exact binomial over {n:,} images (this trained network only)",
+    "untimed": "no runs timed on one machine",
 }
 
 
@@ -149,6 +151,21 @@ def verdict_table(frame: pd.DataFrame, compared: str = "comparison", measured: b
         "verdict": frame["verdict"],
     })  # fmt: skip
     return table(shown)
+
+
+def ranking_table(frame: pd.DataFrame) -> str:
+    """A ranking verdict frame (``verdicts.rankings``) as a Markdown table, one line per compared pair: the claim and
+    its verdict on its first line, each pair's difference, interval, level, method and verdict."""
+    lines = []
+    for r in frame.itertuples():
+        pairs = r.pairs or [dict(a=r.a, b=r.b, estimate=r.estimate, low=r.low, high=r.high, level=r.level, n=r.n,
+                                 unit=r.unit, method=r.method, verdict="")]  # fmt: skip
+        for i, p in enumerate(pairs):
+            p = {"unit": r.unit, **p}
+            lines.append({"claim": r.claim if i == 0 else "", "verdict": f"**{r.verdict}**" if i == 0 else "",
+                          "pair": f"{p['a']} − {p['b']}", "difference [interval]": interval(p), "level": level(p),
+                          "interval from": method(p), "pair's verdict": p["verdict"]})  # fmt: skip
+    return table(pd.DataFrame(lines))
 
 
 # --- written text -------------------------------------------------------------------------------------------------

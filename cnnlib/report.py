@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .paths import figures_root
-from .runs import MissingRuns, get_runs, provenance, resolve_profile, run_names  # noqa: F401 (the notebooks' imports)
+from .runs import provenance
 
 if TYPE_CHECKING:
     from .results import Run

@@ -264,86 +264,89 @@ def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plai
     return _frame([row])
 
 
-RANKINGS = {  # the original report's rankings, tiers in decreasing order
+RANKINGS = {  # the original report's rankings, tiers in decreasing order, in the order it states them
     "accuracy": [["SE-ResNet"], ["ResNet", "DenseNet"]],
     "convergence speed": [["SE-ResNet"], ["DenseNet"], ["ResNet"]],
     "training time": [["DenseNet"], ["SE-ResNet"], ["ResNet"]],
 }
+_RANKED_BY = {"accuracy": ("final test accuracy", final_test_acc),
+              "convergence speed": ("mean test accuracy over the run", auc)}  # fmt: skip
 
 
 def _tie_decided(low: float, high: float) -> bool:
     return stats.tie_verdict(low, high, TIE_MARGIN) != CANNOT_TELL
 
 
-def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | None = None) -> pd.DataFrame:
-    """The original's three rankings on one family. ``names`` maps 'SE-ResNet', 'DenseNet',
-    'ResNet' to model names. Accuracy: final test accuracy. Convergence: the mean test
-    accuracy over the run (area under the curve; a model that plateaus early at a low level
-    is not rewarded). Training time: only from runs timed on one GPU; until then the
-    multiply-adds per image are the machine-independent cost, and the claim that DenseNet is
-    the slowest is checked against them.
+def method_of(c: dict, labels: np.ndarray | None) -> tuple[str, int]:
+    """A ``compare`` row's method (a key of ``render.METHODS``) and its n (seeds per net, or test images)."""
+    if not (np.isfinite(c["low"]) and np.isfinite(c["high"])):
+        return "none", max(c["seeds"], 1)
+    if c["seeds"] >= 2:
+        return "welch", c["seeds"]
+    return "paired bootstrap", len(labels)
 
-    The pairwise intervals of the accuracy and convergence rankings are one family, Holm-adjusted
-    (``attrs['note']``); a claimed tie is tested against ``TIE_MARGIN``. A verdict resting on one
-    seed per model (paired bootstrap over test images) says it holds for these trained networks only."""
+
+def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | None = None, *,
+             family: str) -> pd.DataFrame:
+    """The original's three rankings on one family, as a verdict frame (``render``'s columns): ids
+    ``ranking.<family>.<n>`` (``family``: "original" or "controlled"; n the claim's place in ``RANKINGS``).
+    ``names`` maps 'SE-ResNet', 'DenseNet', 'ResNet' to model names.
+
+    Accuracy is the final test accuracy; convergence the mean test accuracy over the run (area under the curve:
+    a model that plateaus early at a low level is not rewarded). Their pairwise intervals are one family,
+    Holm-adjusted (each pair's ``level``); a claimed tie is tested against ``TIE_MARGIN``. A row's a, b,
+    estimate and interval are those of the pair that decides it (the first refuted pair, else the first
+    undecided one, else the first); every pair is in the list column ``pairs``. Training time is ranked only
+    from runs timed on one GPU (seconds per epoch); otherwise its verdict is "cannot tell", method "untimed",
+    and the list column ``cost`` holds each model's multiply-adds per image (G), the machine-independent cost."""
     m = by_model(runs)
     if not all(v in m for v in names.values()):
         return pd.DataFrame()
     order = list(names)
-    claims = {}
-    for claim, metric in (("accuracy", final_test_acc), ("convergence speed", auc)):
-        claims[claim] = {(a, b): compare(m[names[a]], m[names[b]], metric, labels=labels)
-                         for i, a in enumerate(order) for b in order[i + 1:]}  # fmt: skip
-    family, decided = [], []
+    claims = {claim: {(a, b): compare(m[names[a]], m[names[b]], metric, labels=labels)
+                      for i, a in enumerate(order) for b in order[i + 1:]}
+              for claim, (_, metric) in _RANKED_BY.items()}  # fmt: skip
+    tested, decided = [], []
     for claim, pairwise in claims.items():
         tier_of = {n: i for i, t in enumerate(RANKINGS[claim]) for n in t}
         for (a, b), c in pairwise.items():
-            family.append(c)
+            tested.append(c)
             decided.append(_tie_decided if tier_of[a] == tier_of[b] else stats.sign_decided)
-    k = _holm(family, decided)
-    one_seed = False
+    _holm(tested, decided)
     rows = []
-    for claim, pairwise in claims.items():
+    for n, (claim, pairwise) in enumerate(claims.items(), start=1):
         rv = stats.ranking_verdict(RANKINGS[claim], pairwise, tie_margin=TIE_MARGIN)
-        verdict = rv.verdict
-        if verdict in (CONFIRMED, REFUTED) and any(c["seeds"] == 1 for c in pairwise.values()):
-            verdict, one_seed = f"{verdict} ({THESE_NETWORKS})", True
-        evidence = "; ".join(f"{a} − {b}: {_fmt(c)}" + (f" ({_level(c)})" if _level(c) else "")
-                             for (a, b), c in pairwise.items())  # fmt: skip
-        rows.append({"claim": f"{claim}: " + " > ".join(" ≈ ".join(t) for t in RANKINGS[claim]),
-                     "measured by": "final test accuracy" if claim == "accuracy" else "mean test accuracy over the run",
-                     "evidence (Holm-adjusted intervals)": evidence, "verdict": verdict,
-                     "what would settle it": rv.settle or ""})  # fmt: skip
+        ranked = [x for t in RANKINGS[claim] for x in t]
+        pairs = []
+        for (a, b), p in zip([(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]],
+                             rv.table.itertuples(), strict=True):  # fmt: skip
+            c = pairwise.get((a, b)) or pairwise[(b, a)]
+            method, size = method_of(c, labels)
+            pairs.append(dict(a=names[a], b=names[b], claimed="≈" if p.claimed == "≈" else ">", estimate=p.estimate,
+                              low=p.low, high=p.high, level=c.get("confidence", 0.95) if method != "none" else math.nan,
+                              n=size, method=method, verdict=p.verdict))  # fmt: skip
+        decisive = next((p for p in pairs if p["verdict"] == REFUTED), None) or next(
+            (p for p in pairs if p["verdict"] != CONFIRMED), pairs[0])  # fmt: skip
+        rows.append(dict(id=f"ranking.{family}.{n}", claim=f"{claim}: " + " > ".join(" ≈ ".join(t) for t in
+                                                                                      RANKINGS[claim]),
+                         a=decisive["a"], b=decisive["b"], quantity=_RANKED_BY[claim][0],
+                         **{k: decisive[k] for k in ("estimate", "low", "high", "level", "n", "method")},
+                         unit="points", verdict=rv.verdict, pairs=pairs, cost=None))  # fmt: skip
     family_runs = [r for v in names.values() for r in m[v].values()]
-    timed, card = timed_on_one_gpu(family_runs)
-    macs = {k: model_costs(v)["macs"] / 1e9 for k, v in names.items()}
-    slowest = max(macs, key=macs.get)
-    cost = f"multiply-adds per image: {', '.join(f'{k} {v:.2f} G' for k, v in macs.items())}"
-    if len(timed) == len(family_runs):  # every run timed on one kind of GPU
-        sec = {k: np.median([r.final["seconds_per_epoch"] for r in m[v].values()]) for k, v in names.items()}
+    timed, _card = timed_on_one_gpu(family_runs)
+    cost = {v: model_costs(v)["macs"] / 1e9 for v in names.values()}
+    time = dict(id=f"ranking.{family}.3", claim="training time: " + " > ".join(" ≈ ".join(t) for t in
+                                                                            RANKINGS["training time"]),
+                a=names["DenseNet"], b=names["ResNet"], quantity="seconds per epoch", estimate=math.nan, low=math.nan,
+                high=math.nan, level=math.nan, n=len(timed), unit="ratio", method="untimed", verdict=CANNOT_TELL,
+                pairs=[], cost=cost)  # fmt: skip
+    if len(timed) == len(family_runs):  # every run timed on one kind of GPU: rank their seconds per epoch
+        sec = {k: float(np.median([r.final["seconds_per_epoch"] for r in m[v].values()])) for k, v in names.items()}
         ranked = sorted(sec, key=sec.get, reverse=True)
-        v = CONFIRMED if [[o] for o in ranked] == RANKINGS["training time"] else REFUTED
-        evidence = f"seconds per epoch on {card}: " + ", ".join(f"{k} {sec[k]:.1f}" for k in ranked)
-        settle = ""
-    else:
-        v = CANNOT_TELL
-        costliest = "is" if slowest == "DenseNet" else "is not"
-        evidence = (f"no runs timed on one GPU (CPU runs share their machine with other work); {cost} (DenseNet "
-                    f"{costliest} the costliest)")  # fmt: skip
-        settle = ("timing the three on one otherwise idle machine: their runs on one GPU, or their training steps "
-                  "on one CPU (benchmarks/step_rates.py)")
-    rows.append({"claim": "training time: DenseNet > SE-ResNet > ResNet", "measured by": "seconds per epoch",
-                 "evidence (Holm-adjusted intervals)": evidence, "verdict": v,
-                 "what would settle it": settle})  # fmt: skip
-    table = pd.DataFrame(rows)
-    note = (stats.holm_note(k) + f" A claimed tie is confirmed when its whole interval lies inside "
-            f"±{100 * TIE_MARGIN:g} point (a margin fixed before looking at the runs) and refuted when it lies "
-            "wholly outside.")  # fmt: skip
-    if one_seed:
-        note += (" A verdict from one seed per model (paired bootstrap over the test images) leaves seed-to-seed "
-                 f"variance out: it holds for {THESE_NETWORKS}.")
-    table.attrs.update(note=note, claims=k)
-    return table
+        time.update(estimate=sec["DenseNet"] / sec["ResNet"], method="none",
+                    verdict=CONFIRMED if [[o] for o in ranked] == RANKINGS["training time"] else REFUTED)
+    rows.append(time)
+    return pd.DataFrame(rows)
 
 def shortcut_tie(runs: Iterable[Run], labels: np.ndarray | None, plain: str = "plainnet18",
                  residual: str = "resnet18") -> pd.DataFrame:  # fmt: skip

@@ -1,12 +1,14 @@
-"""The summary table the notebooks show, on runs built in memory."""
+"""The tables the notebooks show, on runs built in memory."""
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from cnnlib import analysis
-from cnnlib.config import make_config
+from cnnlib import analysis, constants
+from cnnlib.config import TrainConfig, make_config
 from cnnlib.results import Run
 
 
@@ -42,18 +44,25 @@ def test_figure_notes_group_runs_by_profile_with_their_image_counts_and_seeds():
     assert analysis.data_note(runs[:1]) == "profile 'smoke', 200 training / 100 test images, seed 0"
 
 
-def test_families_of_different_profiles_get_their_profile_in_their_title_and_panels_of_their_own(monkeypatch):
-    from test_findings import LABELS, run_with
+LABELS = np.repeat(np.arange(10), 20)  # 200 test images, 20 per class
 
+
+def run_with(model, test_acc, *, profile="smoke", seed=0):
+    """A run whose history ends at ``test_acc``, with predictions that get that share of ``LABELS`` right."""
+    test_acc = np.asarray(test_acc, dtype=float)
+    h = pd.DataFrame({"epoch": range(1, len(test_acc) + 1), "train_acc": test_acc + 0.05,
+                      "clean_train_acc": test_acc + 0.05, "test_acc": test_acc})  # fmt: skip
+    preds = np.where(np.arange(len(LABELS)) < round(test_acc[-1] * len(LABELS)), LABELS, (LABELS + 1) % 10)
+    return Run(make_config(model, profile, seed), h, preds.astype(np.uint8), {"final": {}}, Path("/nonexistent"))
+
+
+def test_families_of_different_profiles_get_their_profile_in_their_title_and_panels_of_their_own(monkeypatch):
     full = [run_with("seed_senet18", [0.5, 0.9], profile="full"), run_with("seed_cnn", [0.4, 0.6], profile="full")]
     pilot = [run_with("resnet18", [0.2, 0.3]), run_with("plainnet18", [0.2, 0.35])]
     families = {"original models": full, "controlled family": pilot}
     assert analysis.family_titles(families) == {"original models": "original models (profile 'full')",
                                                 "controlled family": "controlled family (profile 'smoke')"}
     assert analysis.family_titles({"a": pilot, "b": pilot[:1]}) == {"a": "a", "b": "b"}
-    assert analysis.profiles_line(families).startswith(
-        "Results shown: original models: profile **full**; controlled family: profile **smoke**. ")
-    assert analysis.profiles_line({"a": pilot, "b": pilot}) == "Results shown: profile **smoke**."
 
     monkeypatch.setattr(analysis, "test_labels", lambda _data, _run: LABELS)  # the fake runs' test images
     panels = analysis.accuracy_cost_panels(families, data=None)
@@ -73,11 +82,27 @@ def test_recipes_are_read_from_the_configs_and_the_differences_named():
     table = analysis.recipe_table(fams)
     assert table.loc["a", "peak lr"] == "0.1" and table.loc["b", "epochs"] == "10"
     assert table.loc["a", "models"] == "resnet20, plain20"
-    note = analysis.recipe_note(fams)
-    assert "a: peak lr 0.1, epochs 20; b: peak lr 0.8, epochs 10" in note
-    assert "batch" in note.split("shared: ")[1]  # what they share is listed once
     mixed = analysis.recipe_table({"c": [make_config("resnet20", "smoke", lr=0.1), make_config("plain20", "smoke",
                                                                                                lr=0.2)]})  # fmt: skip
     assert mixed.loc["c", "peak lr"] == "0.1 / 0.2"
-    one = analysis.recipe_note({"a": fams["a"][:1], "b": [make_config("plain20", "smoke", lr=0.1, epochs=20)]})
-    assert one.startswith("They share one recipe: peak lr 0.1, epochs 20")
+
+
+def test_runs_that_end_near_chance_are_listed_with_their_numbers():
+    stuck, fine = run_with("resnet18", [0.3, 0.1], seed=1), run_with("resnet18", [0.3, 0.5])
+    stuck.history["clean_train_acc"] = [0.3, constants.CHANCE + constants.NEAR_CHANCE]  # at the margin: listed
+    stuck.history["train_loss"], fine.history["train_loss"] = [4.0, 2.3], [2.3, 1.8]
+    near = analysis.near_chance([fine, stuck])
+    assert near["run"].tolist() == ["resnet18-smoke-s1"] and near["in epoch"].tolist() == [1]
+    assert near["final training accuracy"].iloc[0] == pytest.approx(0.15)
+    assert analysis.near_chance([fine]).empty
+    # one margin for the list and for the verdicts' floor
+    assert inspect.signature(analysis.near_chance).parameters["within"].default is constants.NEAR_CHANCE
+
+
+def test_per_class_accuracy_and_its_precision(synthetic):
+    run = Run(TrainConfig("seed_cnn", "smoke"), pd.DataFrame({"epoch": [1], "test_acc": [0.1]}),
+              np.where(synthetic.test_y.numpy() == 0, 0, 1).astype(np.uint8), {"final": {}}, Path("/nonexistent"))
+    t = analysis.per_class_table([run], synthetic)
+    assert t.loc["airplane", "seed_cnn"] == 100.0 and t.loc["cat", "seed_cnn"] == 0.0
+    n, half = analysis.per_class_precision([run], synthetic)  # 20 test images per class: Clopper-Pearson at 10/20
+    assert n == 20 and half == pytest.approx(0.228, abs=1e-3)

@@ -94,18 +94,26 @@ def test_rankings_use_paired_test_images_for_one_seed_and_never_rank_cpu_times()
     runs = [fake_run("se_resnet18", 0, 0.9, 0.9, preds=se), fake_run("resnet18", 0, 0.5, 0.5, preds=res),
             fake_run("densenet121", 0, 0.5, 0.5, preds=dense)]  # fmt: skip
     names = {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}
-    table = verdicts.rankings(runs, names, labels)
-    t = table.set_index("measured by")
-    acc = t.loc["final test accuracy"]
-    # SE-ResNet far ahead; ResNet vs DenseNet: equal, inside the stated ±1-point margin, so the tie is
-    # confirmed; from one seed per model the verdict holds for these trained networks only
-    assert acc["verdict"] == "confirmed (these trained networks only)"
-    assert "SE-ResNet − DenseNet: +40.0 [" in acc["evidence (Holm-adjusted intervals)"]
-    assert t.loc["mean test accuracy over the run", "verdict"] == "cannot tell"  # no interval for one seed
-    time = t.loc["seconds per epoch"]
-    assert time["verdict"] == "cannot tell" and "multiply-adds" in time["evidence (Holm-adjusted intervals)"]
-    assert table.attrs["claims"] == 3 and "Holm-adjusted across the 3 claims" in table.attrs["note"]
-    assert "these trained networks only" in table.attrs["note"] and table.attrs["note"] in verdicts.markdown(table)
+    t = verdicts.rankings(runs, names, labels, family="controlled").set_index("id")
+    assert list(t.index) == ["ranking.controlled.1", "ranking.controlled.2", "ranking.controlled.3"]
+    # SE-ResNet far ahead; ResNet vs DenseNet: equal, inside the stated ±1-point margin, so the tie is confirmed;
+    # from one seed per model the interval is paired over the test images (these trained networks only)
+    acc = t.loc["ranking.controlled.1"]
+    assert acc["verdict"] == "confirmed" and acc["method"] == "paired bootstrap" and acc["n"] == 1000
+    pairs = {(p["a"], p["b"]): p for p in acc["pairs"]}
+    assert pairs["se_resnet18", "resnet18"]["estimate"] == pytest.approx(0.4)
+    assert pairs["resnet18", "densenet121"]["claimed"] == "≈" and pairs["resnet18", "densenet121"]["estimate"] == 0
+    # the three accuracy pairs and the three convergence pairs are one Holm family; only the first three are tested
+    assert sorted(p["level"] for p in acc["pairs"]) == pytest.approx([0.95, 0.975, 1 - 0.05 / 3])
+    conv = t.loc["ranking.controlled.2"]
+    assert conv["verdict"] == "cannot tell" and conv["method"] == "none"  # no interval for one seed
+    assert all(np.isnan(p["low"]) for p in conv["pairs"])
+    time = t.loc["ranking.controlled.3"]
+    assert time["verdict"] == "cannot tell" and time["method"] == "untimed"
+    assert time["cost"]["densenet121"] > time["cost"]["resnet18"] > 0  # the multiply-adds, machine-independent
+    assert set(t["method"]) <= set(render.METHODS)
+    assert "seed_resnet18 − seed_densenet" not in render.ranking_table(t.reset_index())
+    assert render.ranking_table(t.reset_index()).count("\n") == 2 + 3 + 3 + 1  # a line per pair, one for time
 
 
 def test_a_reversed_ranking_is_refuted():
@@ -116,8 +124,9 @@ def test_a_reversed_ranking_is_refuted():
     runs = [fake_run("se_resnet18", 0, 0.3, 0.3, preds=bad), fake_run("resnet18", 0, 0.9, 0.9, preds=good),
             fake_run("densenet121", 0, 0.9, 0.9, preds=good)]  # fmt: skip
     names = {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}
-    t = verdicts.rankings(runs, names, labels)
-    assert t["verdict"].iloc[0] == "refuted (these trained networks only)"  # one seed: these networks, not the models
+    row = verdicts.rankings(runs, names, labels, family="controlled").iloc[0]
+    assert row["verdict"] == "refuted" and (row["a"], row["b"]) == ("se_resnet18", "resnet18")  # the deciding pair
+    assert row["high"] < 0 and row["estimate"] == pytest.approx(-0.6)
 
 def blocks(ratio: float) -> pd.DataFrame:
     rows = []
@@ -185,21 +194,6 @@ def test_missing_models_give_an_empty_table(missing):
     assert verdicts.degradation(family(accs)).empty
 
 
-def test_per_class_table_is_compact_and_its_note_gives_the_precision(synthetic):
-    from cnnlib import analysis
-    from cnnlib.config import TrainConfig
-
-    cfg = TrainConfig("seed_cnn", "smoke")  # all of the data's test images
-    labels = synthetic.test_y.numpy()
-    preds = np.where(labels == 0, labels, (labels + 1) % 10)  # only class 0 right
-    h = pd.DataFrame({"epoch": [1, 2], "train_acc": [0.2, 0.4], "test_acc": [0.1, 0.3]})
-    run = Run(cfg, h, preds.astype(np.uint8), {"device_name": "CPU", "final": {}}, Path("/nonexistent"))
-    t = analysis.per_class_table([run], synthetic)
-    assert t.loc["airplane", "seed_cnn"] == 100.0 and t.loc["cat", "seed_cnn"] == 0.0
-    note = analysis.per_class_note([run], synthetic)  # 20 test images per class: Clopper-Pearson at 10/20
-    assert note.startswith("Each entry rests on 20 test images of its class") and "about ±23 points" in note
-
-
 def test_training_times_compare_only_on_the_card_that_trained_most_runs():
     from cnnlib import analysis
 
@@ -215,36 +209,24 @@ def test_training_times_compare_only_on_the_card_that_trained_most_runs():
     assert analysis.timed_on_one_gpu(runs[2:3]) == ([], None)
 
 
-def test_runs_that_end_near_chance_are_named():
-    from cnnlib import analysis
-
-    stuck, fine = fake_run("resnet18", 1, 0.11, 0.10), fake_run("resnet18", 0, 0.40, 0.35)
-    stuck.history["train_loss"] = [4.0, 2.5, 2.3]
-    fine.history["train_loss"] = [2.3, 2.0, 1.8]
-    text = analysis.near_chance([fine, stuck])
-    assert "`resnet18-smoke-s1`: final clean training accuracy 11.0%" in text and "in epoch 1" in text
-    assert "resnet18-smoke-s0" not in text
-    assert analysis.near_chance([fine]).startswith("No run ended")
-
-
 def test_chance_and_the_thresholds_have_one_home():
     import inspect
 
-    from cnnlib import analysis, constants, findings, stats
+    from cnnlib import analysis, constants, stats
     from cnnlib.data import CLASSES
 
     assert constants.CHANCE == 1 / len(CLASSES) and constants.CHANCE_LOSS == pytest.approx(np.log(10))
     # every module that reads a threshold reads the one in constants (the same object, not a copy)
     for name in ("CHANCE", "NEAR_CHANCE", "ALPHA", "TIE_MARGIN", "GRADIENT_THRESHOLD", "FITS_TRAINING",
                  "CHANCE_LOSS", "EXPLOSION_FACTOR"):  # fmt: skip
-        for module in (analysis, stats, verdicts, findings):
+        for module in (analysis, stats, verdicts):
             if hasattr(module, name):
                 assert getattr(module, name) is getattr(constants, name), (module.__name__, name)
     # analysis.near_chance and the verdicts' floor use the one margin
     assert inspect.signature(analysis.near_chance).parameters["within"].default is constants.NEAR_CHANCE
     stuck = fake_run("resnet18", 1, constants.CHANCE + constants.NEAR_CHANCE, 0.10)
     stuck.history["train_loss"] = [4.0, 2.5, 2.3]
-    assert "resnet18-smoke-s1" in analysis.near_chance([stuck])
+    assert analysis.near_chance([stuck])["run"].tolist() == ["resnet18-smoke-s1"]
     assert verdicts._near_chance([constants.CHANCE + constants.NEAR_CHANCE])
     assert not verdicts._near_chance([constants.CHANCE + constants.NEAR_CHANCE + 0.001])
 
@@ -449,7 +431,7 @@ def committed_claims() -> dict:
     """The claims notebooks 06 and 07 show, computed as they compute them, from the committed runs and tables."""
     from cnnlib import at_init, mechanisms
     from cnnlib.models import FAMILIES, create_model
-    from cnnlib.report import get_runs, resolve_profile
+    from cnnlib.runs import get_runs, resolve_profile
 
     deg = list(FAMILIES["degradation"])
     profile = resolve_profile(None, deg)
@@ -507,7 +489,7 @@ def test_the_controlled_familys_text_was_written_for_the_verdict_of_the_committe
     from cnnlib import analysis
     from cnnlib.data import load_cifar10
     from cnnlib.models import FAMILIES
-    from cnnlib.report import get_runs, resolve_profile
+    from cnnlib.runs import get_runs, resolve_profile
 
     ctrl = list(FAMILIES["controlled"])
     runs = get_runs(ctrl, resolve_profile(None, ctrl), (0,))
