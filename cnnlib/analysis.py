@@ -273,3 +273,19 @@ def _by_model(runs: Iterable[Run]) -> dict[str, list[Run]]:
     for r in runs:
         out.setdefault(label(r), []).append(r)
     return out
+
+
+def stage_profile(runs: Iterable[Run], epoch: int = 1) -> pd.DataFrame:
+    """Per run and stage (stem to head), the per-stage probe's means over epoch ``epoch``: the weight-gradient L2
+    norm of the stage's parameters (``grad``) and the std of its output (``act_std``), one row per (model, seed,
+    stage), stages in the network's order. Runs without the probe's columns are left out."""
+    rows = []
+    for r in runs:
+        h = r.history
+        if len(h) < epoch:
+            continue
+        stages = [c.removeprefix("grad_") for c in h.columns if c.startswith("grad_")]
+        rows += [dict(model=label(r), seed=r.config.seed, stage=s, order=i, grad=float(h[f"grad_{s}"].iloc[epoch - 1]),
+                      act_std=float(h[f"act_std_{s}"].iloc[epoch - 1]))
+                 for i, s in enumerate(stages) if f"act_std_{s}" in h]  # fmt: skip
+    return pd.DataFrame(rows, columns=["model", "seed", "stage", "order", "grad", "act_std"])

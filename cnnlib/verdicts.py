@@ -764,3 +764,34 @@ def explosions(runs: Iterable[Run], factor: float = EXPLOSION_FACTOR, column: st
     table = pd.DataFrame(rows, columns=["run", "model", "seed", "epoch 1", "epoch 2", "final"])
     table.attrs.update(threshold=threshold, factor=factor, checked=checked)
     return table
+
+
+def controlled_training(runs: Iterable[Run], epoch: int = 3, reference: str = "resnet18") -> pd.DataFrame:
+    """What the controlled family's connections change in how fast a net fits its (augmented) training batches,
+    against ``reference``: the running training accuracy after ``epoch`` epochs (``controlled.early.<model>``) and
+    at the end of the schedule (``controlled.end.<model>``), as a − reference. Welch intervals across seeds, Holm-
+    adjusted across the rows, once each net has two or more seeds; with one seed each the difference has no interval
+    and the verdict is "cannot tell (one network per architecture)": one run per net cannot tell an architecture's
+    pace from a seed's."""
+    m = by_model(runs)
+    if reference not in m:
+        return pd.DataFrame()
+
+    def after(r: Run) -> float:
+        return float(r.history["train_acc"].iloc[epoch - 1]) if len(r.history) >= epoch else math.nan
+
+    cells = [(name, when, compare(m[name], m[reference], metric))
+             for name in m if name != reference
+             for when, metric in (("early", after), ("end", lambda r: final(r, "train_acc")))]  # fmt: skip
+    _holm([c for *_, c in cells], [stats.sign_decided] * len(cells))
+    rows = []
+    for name, when, c in cells:
+        seeds = min(len(m[name]), len(m[reference]))
+        quantity = (f"running training accuracy after epoch {epoch}" if when == "early"
+                    else "final running training accuracy")  # fmt: skip
+        claim = (f"{name} fits its training batches faster than {reference}" if when == "early"
+                 else f"{name} ends fitting more of its training batches than {reference}")  # fmt: skip
+        v = stats.verdict(c["low"], c["high"], +1) if seeds >= 2 else CANNOT_TELL_ONE_NET
+        rows.append(_row(f"controlled.{when}.{name}", claim, name, reference, quantity, c, "points", "welch", seeds,
+                         v))  # fmt: skip
+    return _frame(rows)
