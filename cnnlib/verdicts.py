@@ -582,7 +582,7 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             v, within = within, ""
         p, res = r["means"][r["plain"]], r["means"][r["residual"]]
         out.append(_row(f"lesions.{r['plain']}-{r['residual']}.k{r['k']}",
-                        "random block deletions cost the plain net more accuracy than the residual net",
+                        f"deleting random blocks (k = {r['k']}) costs the plain net more accuracy than the residual net",
                         r["plain"], r["residual"], f"accuracy lost to random deletion (k = {r['k']})", r, "points",
                         r["method"], r["n"], v, k=r["k"], plain_left=p["left"], plain_intact=p["intact"],
                         residual_left=res["left"], residual_intact=res["intact"], floor=r["floor"],
