@@ -15,13 +15,17 @@ def _frame(verdict="confirmed", low=0.031, high=0.142):
 def test_numbers():
     assert render.pct(0.8614) == "86.1%"
     assert render.points(0.087) == "+8.7 points"
-    assert render.p_value(0.0) == "p < 1e-300"
     assert render.pct(math.nan) == "n/a"
     row = _frame().iloc[0]
     assert render.interval(row) == "+8.7 [+3.1, +14.2] points"
     assert render.interval(_frame(low=math.nan, high=math.nan).iloc[0]) == "+8.7 points (no interval)"
     assert render.level(row) == "98.33%"
     assert render.method(row) == "Welch contrast over 3 seeds per net"
+
+
+def test_table_escapes_cells():
+    md = render.table(pd.DataFrame({"a": ["x|y"], "b": [1]}))
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
 
 
 def test_verdict_table_has_one_row_per_claim():
@@ -50,8 +54,3 @@ def test_claim_ids_are_unique():
     with pytest.raises(ValueError, match="repeat"):
         render.claims(_frame(), _frame())
 
-
-def test_repeated_sentences():
-    a = "The plain nets fit their training images worse with depth. Short one."
-    b = "Something else entirely is said here today. The plain nets fit their training images worse with depth."
-    assert render.repeated_sentences([a, b]) == ["The plain nets fit their training images worse with depth."]
