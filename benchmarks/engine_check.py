@@ -35,8 +35,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cnnlib import engine  # noqa: E402
+from cnnlib.render import table  # noqa: E402
 from cnnlib.train import stepper  # noqa: E402
-from cnnlib.verdicts import markdown  # noqa: E402
 
 
 def before(model: str, batch: int) -> dict:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     df = pd.DataFrame(rows)
     print(f"{engine.cpu_name()}, {os.cpu_count()} cores, hardware bf16: {', '.join(engine.bf16_features()) or 'none'};"
           f" torch {torch.__version__}, {torch.get_num_threads()} threads; {args.model} at batch {args.batch}")
-    print(markdown(df) if args.markdown else df.to_string(index=False, na_rep="-"))
+    print(table(df) if args.markdown else df.to_string(index=False, na_rep="-"))
     return 0
 
 

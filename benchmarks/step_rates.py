@@ -24,8 +24,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cnnlib.engine import Engine, bf16_features, cpu_name, time_step  # noqa: E402
+from cnnlib.render import table  # noqa: E402
 from cnnlib.train import stepper  # noqa: E402
-from cnnlib.verdicts import markdown  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False, False), "fp32+cl": ("fp32", True, False), "bf16+cl": ("bf16", True, False),
             "fp32+cl compiled": ("fp32", True, True), "bf16+cl compiled": ("bf16", True, True)}  # fmt: skip
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cpu_name()}, {os.cpu_count()} cores, hardware bf16: {', '.join(bf16_features()) or 'none'}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup} warm-up; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(markdown(df) if args.markdown else df.to_string(index=False))
+    print(table(df) if args.markdown else df.to_string(index=False))
     return 0
 
 

@@ -22,25 +22,26 @@ if TYPE_CHECKING:  # the data, the models and torchinfo are imported where they 
     from .data import CIFAR10
 
 
-@cache
-def model_costs(name: str) -> dict[str, float]:
-    """Parameters and multiply-adds of one forward pass on a 32x32 image (torchinfo)."""
+def _torchinfo(name: str, **kwargs):
+    """torchinfo's summary of a model for one 32x32 image (``kwargs`` go to ``torchinfo.summary``)."""
     import torchinfo
 
     from .models import create_model
 
-    stats = torchinfo.summary(create_model(name), input_size=(1, 3, 32, 32), verbose=0)
+    return torchinfo.summary(create_model(name), input_size=(1, 3, 32, 32), verbose=0, **kwargs)
+
+
+@cache
+def model_costs(name: str) -> dict[str, float]:
+    """Parameters and multiply-adds of one forward pass on a 32x32 image."""
+    stats = _torchinfo(name)
     return {"params": int(stats.total_params), "macs": int(stats.total_mult_adds)}
 
 
 def model_summary(name: str, **kwargs) -> str:
-    """torchinfo's table of a model for one 32x32 image (``kwargs`` go to ``torchinfo.summary``),
-    with the mult-adds line in plain words (torchinfo names its unit after an enum, "Units.MEGABYTES")."""
-    import torchinfo
-
-    from .models import create_model
-
-    stats = torchinfo.summary(create_model(name), input_size=(1, 3, 32, 32), verbose=0, **kwargs)
+    """``_torchinfo``'s table with the mult-adds line in plain words (torchinfo names its unit after an enum,
+    "Units.MEGABYTES")."""
+    stats = _torchinfo(name, **kwargs)
     return "\n".join(f"Total mult-adds: {stats.total_mult_adds / 1e6:,.1f} million"
                      if line.startswith("Total mult-adds") else line for line in str(stats).splitlines())  # fmt: skip
 
@@ -159,25 +160,21 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
         # eval mode, unaugmented training images: comparable with the test accuracy
         clean = ([r.history["clean_train_acc"].iloc[-1] for r in group]
                  if all("clean_train_acc" in r.history for r in group) else None)  # fmt: skip
-        rows.append(
-            {
-                "model": model,
-                "params (M)": round(costs["params"] / 1e6, 2),
-                "GMACs / image": round(costs["macs"] / 1e9, 3),
-                "s / epoch": round(float(np.median([r.final["seconds_per_epoch"] for r in group])), 1),
-                "peak GPU MB": round(float(np.nanmax([p if p is not None else np.nan for p in peak])), 0)
-                if any(p is not None for p in peak)
-                else "n/a (CPU)",
-                "epochs": group[0].final["epochs"],
-                "seeds": len(group),
-                "final train acc, running (%)": mean_std(r.final["train_acc"] for r in group),
-                "final train acc, clean (%)": mean_std(clean) if clean else "not recorded",
-                "final test acc (%)": mean_std(acc),
-                "mean test acc over the run (%)": mean_std(
-                    area_under_curve(r.history["epoch"], r.history["test_acc"]) for r in group
-                ),
-            }
-        )
+        rows.append({
+            "model": model,
+            "params (M)": round(costs["params"] / 1e6, 2),
+            "GMACs / image": round(costs["macs"] / 1e9, 3),
+            "s / epoch": round(float(np.median([r.final["seconds_per_epoch"] for r in group])), 1),
+            "peak GPU MB": round(float(np.nanmax([p if p is not None else np.nan for p in peak])), 0)
+            if any(p is not None for p in peak) else "n/a (CPU)",
+            "epochs": group[0].final["epochs"],
+            "seeds": len(group),
+            "final train acc, running (%)": mean_std(r.final["train_acc"] for r in group),
+            "final train acc, clean (%)": mean_std(clean) if clean else "not recorded",
+            "final test acc (%)": mean_std(acc),
+            "mean test acc over the run (%)": mean_std(area_under_curve(r.history["epoch"], r.history["test_acc"])
+                                                      for r in group),
+        })  # fmt: skip
     table = pd.DataFrame(rows).set_index("model")
     if not any(r.meta.get("peak_memory_mb") is not None for r in runs):
         table = table.drop(columns="peak GPU MB")
@@ -243,14 +240,9 @@ def per_class_precision(runs: Iterable[Run], data: CIFAR10) -> tuple[int, float]
     return n, (iv.high - iv.low) / 2
 
 
-def run_data(data: CIFAR10, run: Run) -> CIFAR10:
-    """The (sub)set of the data a run was trained and evaluated on."""
-    return run.config.select(data)
-
-
 def test_labels(data: CIFAR10, run: Run) -> np.ndarray:
     """The labels of the test images a run was evaluated on, in the order of its predictions."""
-    return run_data(data, run).test_y.numpy()
+    return run.config.select(data).test_y.numpy()  # the (sub)set of the data the run was evaluated on
 
 
 # The original report's final accuracies (read off its curves; "stable at ~N%").

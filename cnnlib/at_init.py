@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import diagnostics, mechanisms, stats
+from . import diagnostics, mechanisms
 from .data import CIFAR10, load_cifar10
 from .engine import cpu_name
 from .models import create_model
 from .paths import results_root
 from .results import atomic_write_bytes
 
-__all__ = ["backward_profiles", "shattering_tables", "signal_ratios", "signal_summary", "stored"]
+__all__ = ["backward_profiles", "shattering_tables", "signal_ratios", "stored"]
 
 
 def _folder():
@@ -94,18 +94,6 @@ def signal_ratios(profiles: pd.DataFrame) -> pd.DataFrame:
         log_ratio = float(np.log10(body["per_image"].iloc[0] / body["per_image"].iloc[-1]))
         rows.append(dict(model=model, batchnorm=bn, init_seed=seed, blocks=len(body), log10_first_last=log_ratio,
                          growth_per_block=10 ** (log_ratio / (len(body) - 1))))  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def signal_summary(ratios: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """``signal_ratios`` across initialisations: per model and BatchNorm setting, the mean log10 first/last
-    ratio with its t-interval across initialisations, its range, and the mean growth per block."""
-    rows = []
-    for (model, bn), g in ratios.groupby(["model", "batchnorm"], sort=False):
-        iv = stats.seed_interval(g["log10_first_last"], confidence=confidence)
-        rows.append(dict(model=model, batchnorm=bn, inits=len(g), log10_first_last=iv.estimate, low=iv.low,
-                         high=iv.high, min=float(g["log10_first_last"].min()),
-                         max=float(g["log10_first_last"].max()), growth_per_block=float(g["growth_per_block"].mean())))
     return pd.DataFrame(rows)
 
 

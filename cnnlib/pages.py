@@ -1,17 +1,8 @@
 """The numbers notebooks 01-05 read, and the sections notebooks 01-04 share.
 
-Each model notebook narrates in Markdown and calls one method per section::
-
-    page = ModelPage("seed_resnet18", "resnet18", PROFILE, SEEDS, name="02_resnet")
-    page.origin()         # the profile, and where the runs come from
-    page.architecture()   # torchinfo table of the original model
-    page.samples()        # the data, with a figure
-    page.curves()         # loss and accuracy against epochs
-    page.table()          # costs and final numbers
-    page.confusion()      # confusion matrices
-    page.per_class()      # per-class accuracy, one compact table
-    page.versus_original()
-    page.reading()        # the notebook's own closing text, templates/<nn>_reading.md, with the runs' numbers
+Each model notebook narrates in Markdown and calls one ``ModelPage`` method per section (``origin``,
+``architecture``, ``samples``, ``curves``, ``table``, ``confusion``, ``per_class``, ``versus_original``, and
+``reading``: the notebook's closing text, ``templates/<nn>_reading.md``, with the runs' numbers).
 
 The claims the texts rest on are verdict frames (``render``'s columns): ``run_claims`` (a run against the original
 report's accuracy, against the study's target, and whether it fits its training images) and ``pair_claim`` (one
@@ -42,18 +33,11 @@ RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
 
 # --- numbers and claims -------------------------------------------------------------------------------------------
 
-def _side(low: float, high: float) -> str:
-    """The verdict on 'a − b > 0' from its interval."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return verdicts.CANNOT_TELL
-    return verdicts.CONFIRMED if low > 0 else verdicts.REFUTED if high < 0 else verdicts.CANNOT_TELL
-
-
 def _claim(cid: str, claim: str, a: str, b: str, quantity: str, iv, ref: float, method: str = "binomial") -> dict:
     """A verdict row for 'a's measured fraction (an interval ``iv``) is above ``ref``'."""
     low, high = iv.low - ref, iv.high - ref
     return dict(id=cid, claim=claim, a=a, b=b, quantity=quantity, estimate=iv.estimate - ref, low=low, high=high,
-                level=iv.confidence, n=iv.n, unit="points", method=method, verdict=_side(low, high))  # fmt: skip
+                level=iv.confidence, n=iv.n, unit="points", method=method, verdict=stats.verdict(low, high))
 
 
 def _binomial(fraction: float, n: int):
@@ -110,7 +94,7 @@ def pair_claim(a: list[Run], b: list[Run], labels: np.ndarray, *, tie: bool = Fa
                          labels=labels)  # fmt: skip
     method, n = verdicts.method_of(c, labels)
     na, nb = label(a[0]), label(b[0])
-    claim, verdict = f"{na} ends above {nb}", _side(c["low"], c["high"])
+    claim, verdict = f"{na} ends above {nb}", stats.verdict(c["low"], c["high"])
     if tie:
         claim = f"{na} and {nb} end tied (their difference inside the tie margin)"
         verdict = stats.tie_verdict(c["low"], c["high"], TIE_MARGIN)

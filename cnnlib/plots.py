@@ -146,17 +146,12 @@ def plain_log_labels(fig_or_axes) -> None:
                 axis.set_minor_formatter(PlainLogFormatter())
 
 
-def outlier_limits(y, keep, *, margin: float = 1.5, log: bool = True) -> tuple[float, float] | None:
-    """The y-limits ``clip_outliers`` sets: the range of the points ``keep`` selects, widened by ``margin``."""
+def outlier_limits(y, keep, *, margin: float = 1.5) -> tuple[float, float] | None:
+    """The y-limits ``clip_outliers`` sets on a log axis: the range of the points ``keep`` selects, widened by the
+    factor ``margin``."""
     y, keep = np.asarray(y, dtype=float), np.asarray(keep, dtype=bool)
     kept = y[keep & np.isfinite(y)]
-    if not len(kept):
-        return None
-    lo, hi = float(kept.min()), float(kept.max())
-    if log:
-        return lo / margin, hi * margin
-    pad = (margin - 1) * max(hi - lo, abs(hi) * 0.1, 1e-12)
-    return lo - pad, hi + pad
+    return (float(kept.min()) / margin, float(kept.max()) * margin) if len(kept) else None
 
 
 FIRST_EPOCH_FAR = 3.0  # a loss panel is scaled to epochs 2 on when its first epoch lies this many times above them
@@ -191,20 +186,17 @@ def clip_first_epoch(axes_data: list[tuple[plt.Axes, pd.DataFrame]], hue: str, y
         clip_outliers(ax, m["epoch"], m[y], m["label"], by_label, keep=m["keep"], limits=limits)
 
 
-def clip_outliers(ax: plt.Axes, x, y, labels, colors, *, keep, margin: float = 1.5, log: bool = True,
-                  what: str = "epoch", fmt: str = "{:.3g}", limits: tuple[float, float] | None = None,
-                  ) -> list[int]:  # fmt: skip
-    """Scale the y-axis to the points ``keep`` selects (e.g. every epoch but the first), so an outlier does not
-    flatten the rest: limits from their minimum and maximum, widened by ``margin`` (a factor on a log axis, a
-    share of the range on a linear one). Each point above the new top is drawn as a triangle at the top edge in
-    its colour (``colors[labels[i]]``), and one note in the upper right corner, with an arrow to each x that has
-    clipped points, lists their values ('off the axis at epoch 1: plain56 s0: 4.6e+05'). Returns the indices of
-    the clipped points. ``limits``: the axis' (bottom, top), when several axes share them (``outlier_limits``
-    of all their points)."""
+def clip_outliers(ax: plt.Axes, x, y, labels, colors, *, keep, margin: float = 1.5,
+                  limits: tuple[float, float] | None = None) -> list[int]:  # fmt: skip
+    """Scale the (log) y-axis to the points ``keep`` selects (e.g. every epoch but the first), so an outlier does
+    not flatten the rest: limits from their minimum and maximum, widened by the factor ``margin``, or ``limits``
+    when several axes share them. Each point above the new top is drawn as a triangle at the top edge in its
+    colour (``colors[labels[i]]``), and one note in the upper right corner, with an arrow to each x that has
+    clipped points, lists their values ('off the axis at epoch 1: plain56 s0: 4.6e+05'). Returns their indices."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     labels, keep = list(labels), np.asarray(keep, dtype=bool)
     if limits is None:
-        limits = outlier_limits(y, keep, margin=margin, log=log)
+        limits = outlier_limits(y, keep, margin=margin)
         if limits is None:
             return []
     bottom, top = limits
@@ -217,7 +209,7 @@ def clip_outliers(ax: plt.Axes, x, y, labels, colors, *, keep, margin: float = 1
             shift = offset_copy(ax.transData, fig=ax.figure, x=7 * (j - (len(idx) - 1) / 2), y=0, units="points")
             ax.plot([xv], [top], marker="^", ms=8, ls="none", color=colors[labels[i]], mec="black", mew=0.6,
                     transform=shift, clip_on=False, zorder=6)  # fmt: skip
-        lines += [f"off the axis at {what} {xv:g}:"] + [f"  {labels[i]}: {fmt.format(y[i])}" for i in idx]
+        lines += [f"off the axis at epoch {xv:g}:"] + [f"  {labels[i]}: {y[i]:.3g}" for i in idx]
     for k, xv in enumerate(dict.fromkeys(x[clipped])):  # one note, an arrow to each clipped x
         ax.annotate("\n".join(lines) if k == 0 else "", xy=(xv, top), xycoords="data", xytext=(0.97, 0.95),
                     textcoords="axes fraction", ha="right", va="top", multialignment="left", fontsize="x-small",
@@ -232,13 +224,9 @@ def use_style() -> None:
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "savefig.bbox": "tight"})
 
 
-def figures_dir() -> Path:
-    return figures_root()
-
-
 def save(fig: plt.Figure, name: str) -> Path:
-    """Save ``fig`` as ``<figures_dir>/<name>.png`` and return the path."""
-    path = figures_dir() / f"{name}.png"
+    """Save ``fig`` as ``<figures root>/<name>.png`` and return the path."""
+    path = figures_root() / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path

@@ -1,11 +1,8 @@
 """The one place where a number becomes a string, and where written text meets the stored runs.
 
-Verdict tables (``cnnlib.verdicts``) hold numbers; this module turns them into Markdown:
-
-- ``pct``, ``points``, ``signed``, ``num``, ``p_value``, ``interval``: numbers for prose and tables.
-- ``table``: any DataFrame as a Markdown table; ``verdict_table``: a verdict frame, readable.
-- ``template``: a Markdown text a person wrote (``cnnlib/templates/<name>.md``, Jinja2) with its
-  numbers filled from verdict frames and other tables.
+Verdict tables (``cnnlib.verdicts``) hold numbers; this module turns them into Markdown: numbers for prose
+and tables (``pct``, ``points``, ``interval``, ...), tables (``table``, ``verdict_table``), and texts a person
+wrote (``template``: ``cnnlib/templates/<name>.md``, Jinja2) with their numbers filled from verdict frames.
 
 A verdict frame has one row per claim, with these columns (``VERDICT_COLUMNS``)::
 
@@ -38,9 +35,8 @@ the text. No grammar is computed here: no plurals, ordinals or sentences built f
 from __future__ import annotations
 
 import math
-import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,13 +85,6 @@ def num(x: float, digits: int = 2) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:,.{digits}f}"
 
 
-def p_value(p: float, digits: int = 2) -> str:
-    """'p=4.8e-33'; below 1e-300 'p < 1e-300' (a double underflows near 1e-308: 'p=0' would claim the impossible)."""
-    if not math.isfinite(p):
-        return "p=n/a"
-    return "p < 1e-300" if p < 1e-300 else f"p={p:.{digits}g}"
-
-
 _SCALE = {"points": (100.0, 1, " points"), "log10": (1.0, 2, ""), "r": (1.0, 3, ""), "ratio": (1.0, 2, "x"),
           "z": (1.0, 2, ""), "loss": (1.0, 3, ""), "share": (100.0, 1, "%")}
 _UNSIGNED = {"share"}  # a value, not a difference: no sign
@@ -138,9 +127,30 @@ def table(df: pd.DataFrame, index: bool = False) -> str:
     return head + "".join("| " + " | ".join(r) + " |\n" for r in cells)
 
 
+# what would settle a "cannot tell", from the row's numbers: the floor, one network per architecture, replicates
+# that are initialisations (they cost no training), no interval yet (one seed), or an interval that spans the line
+SETTLE = {"floor": "a budget in which every net learns", "networks": "more trained networks per architecture",
+          "inits": "more initialisations", "seeds": "3 seeds per net", "more": "more seeds"}  # fmt: skip
+
+
+def settle(row) -> str:
+    """What would settle a row's "cannot tell" ('' for a decided row)."""
+    verdict, how = _get(row, "verdict"), _get(row, "method")
+    if not str(verdict).startswith("cannot tell"):
+        return ""
+    if verdict == "cannot tell (floor)":
+        return SETTLE["floor"]
+    if verdict == "cannot tell (one network per architecture)" or how == "draws":
+        return SETTLE["networks"]
+    if how in ("fisher z", "t inits", "sign test"):
+        return SETTLE["inits"]
+    return SETTLE["seeds"] if how == "none" else SETTLE["more"]
+
+
 def verdict_table(frame: pd.DataFrame, compared: str = "comparison", measured: bool = False) -> str:
-    """A verdict frame as a Markdown table: claim, difference with its interval, how it was made, verdict; with
-    ``measured`` the quantity too (where it tells the rows apart: the probe point, the blocks deleted)."""
+    """A verdict frame as a Markdown table: claim, difference with its interval, how it was made, verdict, and what
+    would settle a "cannot tell"; with ``measured`` the quantity too (where it tells the rows apart: the probe
+    point, the blocks deleted)."""
     shown = pd.DataFrame({
         compared: [f"{r.a} − {r.b}" if r.b else r.a for r in frame.itertuples()],
         "claim": frame["claim"],
@@ -150,6 +160,9 @@ def verdict_table(frame: pd.DataFrame, compared: str = "comparison", measured: b
         "interval from": [method(r) for r in frame.itertuples()],
         "verdict": frame["verdict"],
     })  # fmt: skip
+    settled = [settle(r) for r in frame.itertuples()]
+    if any(settled):
+        shown["what would settle it"] = settled
     return table(shown)
 
 
@@ -170,10 +183,6 @@ def ranking_table(frame: pd.DataFrame) -> str:
 
 # --- written text -------------------------------------------------------------------------------------------------
 
-class StaleText(AssertionError):
-    """A template's presumed verdicts no longer hold on the stored runs."""
-
-
 def _split(name: str) -> tuple[dict[str, str], str]:
     source = (TEMPLATES / f"{name}.md").read_text()
     if not source.startswith("+++\n"):
@@ -185,8 +194,7 @@ def _split(name: str) -> tuple[dict[str, str], str]:
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    env.filters.update(pct=pct, points=points, signed=signed, p_value=p_value, interval=interval, level=level,
-                       method=method, num=num)  # fmt: skip
+    env.filters.update(pct=pct, points=points, signed=signed, interval=interval, level=level, method=method, num=num)
     return env
 
 
@@ -227,17 +235,3 @@ def template(name: str, v: Mapping[str, SimpleNamespace] | None = None, **contex
                 f"(`cnnlib/templates/{name}.md`).\n\n{text}")  # fmt: skip
     return text
 
-
-def template_names() -> list[str]:
-    return sorted(p.stem for p in TEMPLATES.glob("*.md"))
-
-
-def repeated_sentences(texts: Iterable[str]) -> list[str]:
-    """Sentences that appear in more than one of ``texts`` (a test keeps notebooks from repeating each other)."""
-    seen: dict[str, int] = {}
-    for i, text in enumerate(texts):
-        for s in {s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if len(s.split()) >= 6}:
-            seen.setdefault(s, i)
-            if seen[s] != i:
-                seen[s] = -1
-    return [s for s, i in seen.items() if i == -1]

@@ -7,11 +7,16 @@ its notebook with the command that trains it. The index opens as the README does
 
 from __future__ import annotations
 
+import base64
 import html as html_lib
+import logging
 import os
 import re
 import shutil
+import signal
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,14 +47,10 @@ class _Interrupts:
         self.asked, self.client = False, None
 
     def __enter__(self):
-        import signal
-
         self._before = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc):
-        import signal
-
         for s, handler in self._before.items():
             signal.signal(s, handler)
 
@@ -60,8 +61,6 @@ class _Interrupts:
         provisioner = getattr(getattr(self.client, "km", None), "provisioner", None)
         pgid = getattr(provisioner, "pgid", None)
         if pgid:  # the kernel runs in a session of its own: Ctrl-C in the terminal does not reach it
-            import signal
-
             try:
                 os.killpg(pgid, signal.SIGINT)
             except OSError:
@@ -251,8 +250,6 @@ def _figure(path: Path | None) -> str:
     """The figure inlined (base64), so that the index shows it wherever it is opened; '' if it is missing."""
     if path is None or not path.exists():
         return ""
-    import base64
-
     return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
@@ -330,10 +327,6 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
     if chosen and chosen not in PROFILES:  # before any data check or kernel start
         source = "" if profile else " (from CNNLIB_PROFILE)"
         raise ValueError(f"unknown profile {chosen!r}{source}; choose from {', '.join(sorted(PROFILES))}")
-
-    import logging
-    import tempfile
-    import warnings
 
     from .data import load_cifar10
 

@@ -22,12 +22,12 @@ class MissingRuns(RuntimeError):
     """Runs a notebook needs are not stored (each is named above, with the command that trains it)."""
 
 
-def stored(cfg) -> bool:
-    """Whether a run of exactly ``cfg`` is stored (one of another config, e.g. an older recipe, is not)."""
+def stored(cfg) -> Run | None:
+    """The stored run of exactly ``cfg`` (None for one of another config, e.g. an older recipe)."""
     from .results import load_run
 
     run = load_run(cfg)
-    return run is not None and run.matches(cfg)
+    return run if run is not None and run.matches(cfg) else None
 
 
 def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str:
@@ -40,7 +40,7 @@ def resolve_profile(requested: str | None, models: list[str], seeds=(0,)) -> str
         make_config(models[0], chosen)  # validates the name
         return chosen
     for profile in PREFERRED:
-        if all(stored(make_config(m, profile, s)) for m in models for s in seeds):
+        if all(stored(make_config(m, profile, s)) is not None for m in models for s in seeds):
             return profile
     return "full"
 
@@ -61,21 +61,16 @@ def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
 
 
 def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
-    """Every run of ``models`` x ``seeds``.
-
-    ``required=True``: a missing run is named (with the command that trains it) and the notebook
-    stops with MissingRuns instead of plotting half.
-    ``required=False``: only the runs already stored are returned (extra seeds are shown when they
-    exist), and of those only the seeds that every one of ``models`` has: a family's seed is
-    compared only when all its members exist, and a seed held back is named.
-    """
+    """Every run of ``models`` x ``seeds``: a missing run is named (with the command that trains it) and the
+    notebook stops with MissingRuns instead of plotting half. ``required=False``: the stored runs only (extra seeds
+    are shown when they exist), of the seeds every one of ``models`` has (a family's seed is compared only when all
+    its members exist); a seed held back is named."""
     from .config import make_config
-    from .results import complete_seeds, load_run
+    from .results import complete_seeds
 
     if not required:
-        wanted = [make_config(m, profile, s) for m in models for s in seeds]
-        runs = [(cfg, load_run(cfg)) for cfg in wanted]
-        kept, held = complete_seeds([r for cfg, r in runs if r is not None and r.matches(cfg)], models)
+        runs = [stored(make_config(m, profile, s)) for m in models for s in seeds]
+        kept, held = complete_seeds([r for r in runs if r is not None], models)
         for seed, missing in held.items():
             print(f"seed {seed} held back (a family's seed is compared only when all its members exist); not "
                   f"stored yet in profile '{profile}': {', '.join(missing)}")  # fmt: skip

@@ -2,7 +2,7 @@
 
 Every number the notebooks compare carries an interval, and a claim is
 "confirmed" or "refuted" only when the interval separates the compared numbers;
-otherwise the verdict is "cannot tell", with a line saying what would settle it.
+otherwise the verdict is "cannot tell".
 
 - One run's test accuracy: exact (Clopper-Pearson) binomial interval.
 - Two runs on the same test images: paired bootstrap of the accuracy difference
@@ -19,8 +19,7 @@ otherwise the verdict is "cannot tell", with a line saying what would settle it.
   number (two nets built from the same weights and probed on the same inputs).
 - Convergence speed: mean test accuracy over the run (the area under the
   test-accuracy curve), so that a weak model that plateaus early is not called
-  "fast"; ``epochs_to_target`` gives the epochs to an absolute accuracy for
-  reading a curve.
+  "fast".
 
 Bounded quantities. No interval leaves the feasible range, by one rule: the mean
 of a quantity bounded to [lo, hi] (``bounds``; an accuracy or error rate in
@@ -65,9 +64,7 @@ from scipy.special import expit
 from .constants import ALPHA, TIE_MARGIN
 
 CONFIRMED, REFUTED, CANNOT_TELL = "confirmed", "refuted", "cannot tell"
-CONSISTENT_WITH_TIE = "consistent with a tie"
 _MINUS = "\u2212"  # typographic minus for "A − B" in tables and text
-
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,6 @@ class SeedComparison:
     high: float
     n_a: int  # seeds of a
     n_b: int  # seeds of b
-    df: float  # degrees of freedom of the t distribution
     confidence: float
     method: str
     evidence: Evidence | None = field(default=None, repr=False, compare=False)  # the interval at any level
@@ -135,7 +131,6 @@ class RankingVerdict:
 
     verdict: str  # "confirmed", "refuted" or "cannot tell"
     table: pd.DataFrame  # one row per pair: pair, claimed, estimate, low, high, p_mcnemar, verdict
-    settle: str | None  # what would settle it, when the verdict is "cannot tell"
 
 
 # --- input checks -----------------------------------------------------------------------------------------------------
@@ -195,28 +190,17 @@ def paired_difference(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
-    method: str = "percentile",
 ) -> PairedComparison:
     """accuracy(a) - accuracy(b) on the same test images, in the same order.
 
-    The interval is a bootstrap over test images of the per-image difference in
-    correctness (+1, 0 or -1); resampling that one array resamples images in
-    pairs, so what both runs get right or wrong together cancels. ``method`` is
-    'percentile' by default: the statistic is a mean of bounded values over
-    hundreds to thousands of images, so its bootstrap distribution is close to
-    symmetric and percentile is accurate; it needs no jackknife (n^2 work on
-    10,000 images) and stays defined on degenerate data (identical predictions
-    give [0, 0]). 'BCa' is available; where it is undefined (all resamples
-    equal) it falls back to percentile and says so in ``method``.
-
-    McNemar's exact test uses only the discordant images: p = binomtest(n10,
-    n01 + n10, 0.5), and p = 1 when there are none.
+    A percentile bootstrap over test images of the per-image difference in correctness (+1, 0 or -1):
+    resampling that one array resamples images in pairs, so what both runs get right or wrong together
+    cancels. The statistic is a mean of bounded values over hundreds to thousands of images, so its
+    bootstrap distribution is close to symmetric and percentile is accurate; it needs no jackknife (BCa's
+    n^2 work on 10,000 images) and stays defined on degenerate data (identical predictions give [0, 0]).
+    McNemar's exact test uses only the discordant images (p = 1 when there are none).
     """
     _check_confidence(confidence)
-    if method not in ("percentile", "BCa"):
-        raise ValueError(f"method must be 'percentile' or 'BCa', got {method!r}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be positive, got {resamples}")
     ca, cb = _correct(pred_a, labels, "pred_a"), _correct(pred_b, labels, "pred_b")
     n = len(ca)
     if n < 2:
@@ -225,20 +209,14 @@ def paired_difference(
     n10, n01 = int((ca & ~cb).sum()), int((~ca & cb).sum())
     p = float(stats.binomtest(n10, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
 
-    low, high, draws = _bootstrap_mean(d, confidence, resamples, seed, method)
-    used = method
-    if method == "BCa" and not (np.isfinite(low) and np.isfinite(high)):
-        low, high, draws = _bootstrap_mean(d, confidence, resamples, seed, "percentile")
-        used = "percentile (BCa undefined on these data)"
-    label = f"paired bootstrap over images ({used}, {resamples} resamples, seed {seed}); exact McNemar"
+    low, high, draws = _bootstrap_mean(d, confidence, resamples, seed)
+    label = f"paired bootstrap over images (percentile, {resamples} resamples, seed {seed}); exact McNemar"
     return PairedComparison(float(d.mean()), low, high, n01, n10, p, n, confidence, label, draws)
 
 
 def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
     """A paired comparison's percentile bootstrap interval at any level, from its stored bootstrap
     distribution (at ``cmp.confidence`` it is ``cmp``'s own interval when that was a percentile one)."""
-    if cmp.draws is None:
-        raise ValueError("this comparison carries no bootstrap distribution")
     draws = np.asarray(cmp.draws, dtype=float)
 
     def at(confidence: float) -> tuple[float, float]:
@@ -250,13 +228,12 @@ def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
     return Evidence(cmp.difference, at, cmp.n, method)
 
 
-def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int,
-                    method: str) -> tuple[float, float, np.ndarray]:  # fmt: skip
+def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float, np.ndarray]:
     rng = np.random.default_rng(seed)
     # scipy >= 1.15 calls the generator `rng`; older versions `random_state`.
     key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DegenerateDataWarning: handled by the caller through NaN bounds
+        warnings.simplefilter("ignore")  # DegenerateDataWarning (identical predictions): the interval is [0, 0]
         res = stats.bootstrap(
             (d,),
             np.mean,
@@ -264,7 +241,7 @@ def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int,
             batch=200,  # caps memory at 200 x n resampled values
             vectorized=True,
             confidence_level=confidence,
-            method=method,
+            method="percentile",
             **{key: rng},
         )
     ci = res.confidence_interval
@@ -278,8 +255,6 @@ def _check_bounds(v: np.ndarray, bounds: tuple[float, float] | None, name: str) 
     if bounds is None:
         return
     lo, hi = bounds
-    if not lo < hi:
-        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
     if np.any(v < lo) or np.any(v > hi):
         raise ValueError(f"{name} has values outside their feasible range [{lo:g}, {hi:g}]")
 
@@ -355,8 +330,6 @@ def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
     degrees of freedom. ``bounds``: the values' feasible range, one (low, high) for every sample or
     one per sample; the interval is clipped to the contrast's feasible range. Each sample needs two
     or more values."""
-    if len(samples) != len(weights) or not samples:
-        raise ValueError(f"need one weight per sample, got {len(samples)} samples and {len(weights)} weights")
     vs = [_values(x, f"sample {i}", 2) for i, x in enumerate(samples)]
     per_sample = None
     if bounds is not None:
@@ -396,16 +369,13 @@ def seed_difference(
         d = a - b
         mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d))
         ev = _t_evidence(mean, mean, se, len(d) - 1, len(d), "paired t", clip=clip)
-        df = float(len(a) - 1)
     else:
         ev = welch_contrast([a, b], [1, -1], bounds=bounds)
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else math.nan
     low, high = ev.interval(confidence)
     method = ev.method
     if clip is not None and (low == clip[0] or high == clip[1]) and low != high:
         method += f", clipped to [{clip[0]:+g}, {clip[1]:+g}]"
-    return SeedComparison(ev.estimate, low, high, len(a), len(b), float(df), confidence, method, ev)
+    return SeedComparison(ev.estimate, low, high, len(a), len(b), confidence, method, ev)
 
 
 # --- many claims: Holm ------------------------------------------------------------------------------------------------
@@ -417,10 +387,6 @@ def holm(p_values: ArrayLike) -> np.ndarray:
     and capped at 1. A claim is rejected at family-wise error rate alpha when its adjusted p-value
     is below alpha. NaN entries (claims without a test) stay NaN and do not count in k."""
     p = np.asarray(p_values, dtype=float)
-    if p.ndim != 1:
-        raise ValueError(f"p_values must be 1-D, got shape {p.shape}")
-    if np.any((p < 0) | (p > 1)):
-        raise ValueError("p-values must lie in [0, 1]")
     out = np.full(p.shape, np.nan)
     idx = np.flatnonzero(np.isfinite(p))
     order = idx[np.argsort(p[idx], kind="stable")]
@@ -468,8 +434,6 @@ def holm_adjust(claims: Sequence[tuple[Evidence | None, Callable[[float, float],
     failed and carried its larger adjusted p-value on) makes the interval decide the claim exactly
     when its Holm-adjusted p-value is below alpha. Claims without evidence (None) are not tested, do
     not count in k, and give None."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     p = np.array([decision_p(ev, d) if ev is not None else np.nan for ev, d in claims], dtype=float)
     adj = holm(p)
     tested = np.flatnonzero(np.isfinite(p))
@@ -487,18 +451,6 @@ def holm_adjust(claims: Sequence[tuple[Evidence | None, Callable[[float, float],
     return out
 
 
-def holm_note(k: int, alpha: float = ALPHA) -> str:
-    """The sentence a table of verdicts prints once to say how its intervals were adjusted."""
-    if k <= 1:
-        return (f"{'One claim' if k == 1 else 'No claim'} of this table is tested (has an interval and is not at "
-                f"the floor): no multiplicity adjustment{' (its interval is at 95%)' if k == 1 else ''}.")  # fmt: skip
-    return (f"Holm-adjusted across the {k} claims of this table that are tested (those with an interval, not at "
-            "the floor): each interval is drawn "
-            f"at the level its Holm step tests it at (given per claim), so it settles a claim exactly when the "
-            f"claim's Holm-adjusted p-value is below {alpha:g}, and the chance of any wrong confirmation or "
-            f"refutation in the table stays at most {100 * alpha:g}%.")
-
-
 def sign_decided(low: float, high: float) -> bool:
     """A claim A > B (or A < B) is settled, either way, by an interval of A - B that excludes 0."""
     return bool(low > 0 or high < 0)
@@ -508,8 +460,6 @@ def tie_verdict(low: float, high: float, margin: float = TIE_MARGIN) -> str:
     """A claimed tie A ≈ B from an interval of A - B, against ±``margin``: confirmed when the whole
     interval lies inside it, refuted when the whole interval lies outside it (beyond +margin or below
     -margin), cannot tell otherwise (and for NaN bounds)."""
-    if margin <= 0:
-        raise ValueError(f"margin must be positive, got {margin}")
     if not (np.isfinite(low) and np.isfinite(high)):
         return CANNOT_TELL
     if low > high:
@@ -525,23 +475,13 @@ def tie_verdict(low: float, high: float, margin: float = TIE_MARGIN) -> str:
 
 
 def verdict(low: float, high: float, claimed_sign: int = 1) -> str:
-    """Verdict on a claim about a difference A - B with interval [low, high].
-
-    ``claimed_sign`` +1 claims A > B, -1 claims A < B: confirmed when the whole
-    interval lies on the claimed side of 0, refuted when it lies wholly on the
-    other side, else cannot tell. 0 claims A ≈ B without a margin: refuted when
-    the interval excludes 0, else cannot tell (without a margin no interval can
-    prove a tie; ``tie_verdict`` tests one against a margin). NaN bounds give
-    cannot tell.
-    """
-    if claimed_sign not in (-1, 0, 1):
-        raise ValueError(f"claimed_sign must be +1 (A > B), -1 (A < B) or 0 (A ≈ B), got {claimed_sign}")
+    """Verdict on a claim about A - B from its interval: ``claimed_sign`` +1 claims A > B, -1 claims A < B;
+    confirmed when the whole interval lies on the claimed side of 0, refuted when it lies wholly on the other,
+    else cannot tell (and for NaN bounds). A claimed tie needs a margin: ``tie_verdict``."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return CANNOT_TELL
     if low > high:
         raise ValueError(f"interval bounds out of order: [{low}, {high}]")
-    if claimed_sign == 0:
-        return REFUTED if low > 0 or high < 0 else CANNOT_TELL
     if low > 0:
         return CONFIRMED if claimed_sign > 0 else REFUTED
     if high < 0:
@@ -549,81 +489,47 @@ def verdict(low: float, high: float, claimed_sign: int = 1) -> str:
     return CANNOT_TELL
 
 
-def _oriented(cmp: Any, flip: bool) -> tuple[float, float, float, float, float | None]:
-    """(estimate, low, high, p_mcnemar, confidence) of A - B from a comparison of A - B or, flipped, of B - A."""
+def _oriented(cmp: Any, flip: bool) -> tuple[float, float, float, float]:
+    """(estimate, low, high, p_mcnemar) of A - B from a comparison of A - B or, flipped, of B - A."""
     if isinstance(cmp, Mapping):
-        est, low, high = cmp.get("estimate", cmp.get("difference")), cmp["low"], cmp["high"]
-        p, conf = cmp.get("p_mcnemar", math.nan), cmp.get("confidence")
+        est, low, high, p = cmp.get("estimate", cmp.get("difference")), cmp["low"], cmp["high"], cmp.get("p_mcnemar")
     elif hasattr(cmp, "low") and hasattr(cmp, "high"):
         est = getattr(cmp, "difference", getattr(cmp, "estimate", None))
-        low, high = cmp.low, cmp.high
-        p, conf = getattr(cmp, "p_mcnemar", math.nan), getattr(cmp, "confidence", None)
+        low, high, p = cmp.low, cmp.high, getattr(cmp, "p_mcnemar", None)
     else:
-        est, low, high = cmp
-        p, conf = math.nan, None
+        (est, low, high), p = cmp, None
     est, low, high = float(est), float(low), float(high)
     if flip:
         est, low, high = -est, -high, -low
-    return est, low, high, float(p), conf
+    return est, low, high, math.nan if p is None else float(p)
 
 
 def ranking_verdict(
     claimed_tiers: Sequence[Sequence[str]],
     pairwise: Mapping[tuple[str, str], Any],
     *,
-    tie_margin: float | None = TIE_MARGIN,
-    scale: float = 100,
-    unit: str = "points",
-    remedy: str = "more seeds or a larger test set",
+    tie_margin: float = TIE_MARGIN,
 ) -> RankingVerdict:
-    """Check a claimed ranking such as [["SE-ResNet"], ["ResNet", "DenseNet"]] pair by pair.
+    """Check a claimed ranking such as [["SE-ResNet"], ["ResNet", "DenseNet"]] (tiers in decreasing order, names
+    in a tier claimed to tie) pair by pair. ``pairwise`` maps (A, B) to a comparison of A - B (a PairedComparison,
+    SeedComparison, a mapping with estimate/low/high or an (estimate, low, high) tuple), or (B, A) to one of B - A.
 
-    Tiers are in strictly decreasing order; names inside a tier are claimed to
-    tie. ``pairwise`` maps (A, B) to a comparison of A - B (a PairedComparison,
-    SeedComparison, a mapping with estimate/low/high or an (estimate, low, high)
-    tuple); (B, A) is used, negated, when (A, B) is absent. Every pair of names
-    must be present in one orientation.
-
-    Each strict pair A > B must be confirmed (interval of A - B above 0). A
-    claimed tie is tested against ``tie_margin`` (same units as the comparisons;
-    by default ``TIE_MARGIN``, 1 point of accuracy) with ``tie_verdict``:
-    confirmed when the whole interval lies inside ±tie_margin, refuted when it
-    lies wholly outside, cannot tell otherwise. With ``tie_margin=None`` a tie
-    is refuted when its interval excludes 0 and is otherwise only "consistent
-    with a tie", which is not a confirmation: without a margin no interval can
-    show two numbers equal. The ranking is refuted if any pair is refuted,
-    confirmed if every pair is confirmed, and cannot tell otherwise. ``scale``
-    and ``unit`` format the 'what would settle it' line.
-    """
+    A strict pair must be confirmed (``verdict``); a tie is tested against ``tie_margin`` (``tie_verdict``:
+    without a margin no interval can show two numbers equal). One refuted pair refutes the ranking."""
     tiers = [list(t) for t in claimed_tiers]
     names = [m for t in tiers for m in t]
-    if not tiers or any(not t for t in tiers):
-        raise ValueError(f"claimed_tiers must be non-empty lists of names, got {claimed_tiers!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"a name appears twice in the claimed ranking {claimed_tiers!r}")
-    if tie_margin is not None and tie_margin <= 0:
-        raise ValueError(f"tie_margin must be positive, got {tie_margin}")
     tier_of = {m: i for i, t in enumerate(tiers) for m in t}
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     missing = [f"{a} vs {b}" for a, b in pairs if (a, b) not in pairwise and (b, a) not in pairwise]
     if missing:
         raise ValueError(f"pairwise lacks a comparison for: {', '.join(missing)}")
 
-    rows, undecided = [], []
+    rows = []
     for a, b in pairs:
         flip = (a, b) not in pairwise
-        est, low, high, p, conf = _oriented(pairwise[(b, a) if flip else (a, b)], flip)
+        est, low, high, p = _oriented(pairwise[(b, a) if flip else (a, b)], flip)
         tie = tier_of[a] == tier_of[b]
-        if not tie:
-            pair_verdict = verdict(low, high, +1)
-        elif tie_margin is not None:
-            pair_verdict = tie_verdict(low, high, tie_margin)
-        elif verdict(low, high, 0) == REFUTED:
-            pair_verdict = REFUTED
-        else:
-            pair_verdict = CONSISTENT_WITH_TIE
-        if pair_verdict not in (CONFIRMED, REFUTED):
-            undecided.append((f"{a} {_MINUS} {b}", tie, low, high, conf))
+        pair_verdict = tie_verdict(low, high, tie_margin) if tie else verdict(low, high, +1)
         rows.append({
             "pair": f"{a} {_MINUS} {b}", "claimed": "≈" if tie else ">", "estimate": est, "low": low, "high": high,
             "p_mcnemar": p, "verdict": pair_verdict,
@@ -631,103 +537,18 @@ def ranking_verdict(
     table = pd.DataFrame(rows, columns=["pair", "claimed", "estimate", "low", "high", "p_mcnemar", "verdict"])
 
     if (table["verdict"] == REFUTED).any():
-        return RankingVerdict(REFUTED, table, None)
-    if not undecided:
-        return RankingVerdict(CONFIRMED, table, None)
-    return RankingVerdict(CANNOT_TELL, table, _settle_text(undecided, tie_margin, scale, unit, remedy))
-
-
-def _settle_text(undecided: list, tie_margin: float | None, scale: float, unit: str, remedy: str) -> str:
-    parts, no_interval = [], []
-    for pair, tie, low, high, conf in undecided:
-        if not np.isfinite(low):
-            no_interval.append(pair)
-            continue
-        level = f"{100 * conf:.4g}% " if conf is not None else ""
-        text = f"the {level}interval of {pair} is [{_signed(low * scale, 1)}, {_signed(high * scale, 1)}] {unit}"
-        if tie and tie_margin is None:
-            text += " (and two models count as equal only inside an agreed margin, which this claim does not state)"
-        elif tie:
-            text += f" (a tie needs it inside ±{tie_margin * scale:g}, a difference wholly outside)"
-        parts.append(text)
-    if no_interval:
-        parts.append(f"{', '.join(no_interval)} {'has' if len(no_interval) == 1 else 'have'} no interval: one seed, "
-                     "and this measure is not paired over test images; 3 seeds of each model give one")
-    return f"{remedy}: " + "; ".join(parts)
+        return RankingVerdict(REFUTED, table)
+    return RankingVerdict(CONFIRMED if (table["verdict"] == CONFIRMED).all() else CANNOT_TELL, table)
 
 
 # --- convergence speed ------------------------------------------------------------------------------------------------
 
 
-def _curve(epochs: ArrayLike, acc: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def area_under_curve(epochs: ArrayLike, acc: ArrayLike) -> float:
+    """Mean test accuracy over the run, each logged epoch weighing the same: unlike 'epochs to 90% of the final
+    accuracy', a model that plateaus early at a low accuracy scores low. Compare runs of one length only."""
     e, a = np.asarray(epochs, dtype=float), np.asarray(acc, dtype=float)
     if e.ndim != 1 or a.shape != e.shape:
         raise ValueError(f"epochs and acc must be 1-D of one length, got shapes {e.shape} and {a.shape}")
-    if e.size == 0:
-        raise ValueError("the curve is empty: need at least one epoch")
-    if np.any(np.diff(e) <= 0):
-        raise ValueError("epochs must be strictly increasing")
-    return e, a
-
-
-def area_under_curve(epochs: ArrayLike, acc: ArrayLike) -> float:
-    """Mean test accuracy over the run: each logged epoch weighs the same (histories log every epoch).
-
-    Unlike 'epochs to 90% of the final accuracy', a model that plateaus early
-    at a low accuracy scores low. Compare runs of the same length only (see
-    ``areas_under_curves``): a longer run averages in more late, high epochs.
-    """
-    _, a = _curve(epochs, acc)
     return float(a.mean())
 
-
-def areas_under_curves(*runs: tuple[ArrayLike, ArrayLike]) -> np.ndarray:
-    """``area_under_curve`` of each (epochs, acc) run; ValueError unless all runs log the same epochs."""
-    curves = [_curve(e, a) for e, a in runs]
-    if not curves:
-        raise ValueError("no runs given")
-    first = curves[0][0]
-    for e, _ in curves[1:]:
-        if len(e) != len(first) or not np.array_equal(e, first):
-            raise ValueError(
-                f"runs must cover the same epochs to compare their mean accuracy: got {len(first)} epochs "
-                f"({first[0]:g}-{first[-1]:g}) and {len(e)} ({e[0]:g}-{e[-1]:g})"
-            )
-    return np.array([float(a.mean()) for _, a in curves])
-
-
-def epochs_to_target(epochs: ArrayLike, acc: ArrayLike, target: float) -> float:
-    """First epoch whose accuracy reaches the absolute ``target`` (NaN if never)."""
-    e, a = _curve(epochs, acc)
-    hit = np.flatnonzero(a >= target)
-    return float(e[hit[0]]) if hit.size else math.nan
-
-
-# --- formatting -------------------------------------------------------------------------------------------------------
-
-
-def _signed(x: float, digits: int) -> str:
-    return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0 turns -0.0 into 0.0
-
-
-def fmt_p(p: float, digits: int = 2) -> str:
-    """A p-value for text: 'p=4.8e-33'; one below 1e-300 as 'p < 1e-300', since a double underflows to 0 near
-    1e-308 and 'p=0' would claim an impossibility."""
-    if not np.isfinite(p):
-        return "p=n/a"
-    return "p < 1e-300" if p < 1e-300 else f"p={p:.{digits}g}"
-
-
-def fmt_interval(iv: Interval | PairedComparison | SeedComparison, scale: float = 100, digits: int = 1,
-                 signed: bool | None = None) -> str:  # fmt: skip
-    """'93.4 [92.9, 93.9]'; differences (or ``signed=True``) as '+1.2 [+0.4, +2.0]'; undefined bounds as '[n/a]'."""
-    est = iv.estimate if isinstance(iv, Interval) else iv.difference
-    if signed is None:
-        signed = not isinstance(iv, Interval)
-
-    def num(x: float) -> str:
-        return _signed(x * scale, digits) if signed else f"{x * scale:.{digits}f}"
-
-    if not (np.isfinite(iv.low) and np.isfinite(iv.high)):
-        return f"{num(est)} [n/a]"
-    return f"{num(est)} [{num(iv.low)}, {num(iv.high)}]"

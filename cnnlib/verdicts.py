@@ -3,7 +3,7 @@
 Each function takes stored runs (or tables measured at initialisation) and returns a verdict frame: one row
 per claim, columns ``id, claim, a, b, quantity, estimate, low, high, level, n, unit, method, verdict`` (see
 ``cnnlib.render``, which alone turns them into text), then columns of its own (per-seed values, the nets at
-the floor, ``settle``). Nothing here writes a sentence; the notebooks' text is written in
+the floor). Nothing here writes a sentence; the notebooks' text is written in
 ``cnnlib/templates`` over these numbers.
 
 The rules, the same in every frame:
@@ -18,7 +18,6 @@ The rules, the same in every frame:
   ``stats.holm_adjust``, family-wise error ``ALPHA`` = 5%).
 - A comparison of accuracy losses in which one side sits near chance (within ``NEAR_CHANCE`` of ``CHANCE``)
   says "cannot tell (floor)": a net at chance has nothing left to lose.
-- ``settle``: what would settle a "cannot tell", from ``SETTLE`` ("" once settled).
 
 These thresholds, like every number the study fixed before looking at its runs, live in ``cnnlib.constants``.
 """
@@ -49,16 +48,11 @@ CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_T
 NOT_IN_REGIME = "not testable in this regime"
 CANNOT_TELL_FLOOR = "cannot tell (floor)"
 CANNOT_TELL_ONE_NET = "cannot tell (one network per architecture)"
-THESE_NETWORKS = "these trained networks only"
 HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 128), the reference for "longer"
 # the backward signal, read over a net's depth: "grows" (not "explodes": a run that blows up shows it in its loss,
 # ``explosions``) names a tenfold rise towards the input in a net that may train well
 VANISHES, GROWS, NEITHER = "vanishes", "grows", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
-# what would settle a "cannot tell": seeds where an interval is missing, more where it spans the line, a budget in
-# which every net learns where one sits at the floor, more trained networks where one per architecture was measured
-SETTLE = {"seeds": "3 seeds per net", "more": "more seeds", "floor": "a budget in which every net learns",
-          "networks": "more trained networks per architecture", "inits": "more initialisations"}  # fmt: skip
 
 
 def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
@@ -88,39 +82,28 @@ def auc(run: Run) -> float:
     return stats.area_under_curve(h["epoch"], h["test_acc"])
 
 
-def _seeds(n_a: int, n_b: int) -> str:
-    return f"{n_a} seeds" if n_a == n_b else f"{n_a} and {n_b} seeds"
-
-
 def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float], *,
             labels: np.ndarray | None = None, bounds: tuple[float, float] = UNIT) -> dict:  # fmt: skip
-    """metric(a) - metric(b) with a 95% interval: a Welch t-interval across seeds (unpaired:
-    different architectures share only the data order of a seed number) when each side has
-    two or more, else the paired bootstrap over test images when the metric is test accuracy
-    and ``labels`` are given (its verdicts hold for these trained networks only), else no
-    interval. ``bounds``: the metric's feasible range (accuracies and errors: [0, 1]); the
-    interval is clipped to the difference's. The dict carries the ``evidence`` to draw the
-    interval at another level (None without an interval) and ``seeds`` (0: not recorded)."""
+    """metric(a) - metric(b) with a 95% interval: a Welch t-interval across seeds (unpaired: different
+    architectures share only the data order of a seed number) when each side has two or more, else the paired
+    bootstrap over test images when the metric is test accuracy and ``labels`` are given (its verdicts hold for
+    these trained networks only), else none. ``bounds``: the metric's feasible range. The dict carries the
+    ``evidence`` to draw the interval at another level (None without one) and ``seeds`` (0: not recorded)."""
     va = {s: metric(r) for s, r in a.items() if np.isfinite(metric(r))}
     vb = {s: metric(r) for s, r in b.items() if np.isfinite(metric(r))}
+    none = dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, evidence=None, confidence=0.95)
     if not va or not vb:
-        return dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, method="not recorded by these runs",
-                    evidence=None, confidence=0.95)  # fmt: skip
+        return none
     if len(va) >= 2 and len(vb) >= 2:
         cmp = stats.seed_difference(list(va.values()), list(vb.values()), bounds=bounds)
-        method = cmp.method.replace("Welch t", f"Welch t over {_seeds(len(va), len(vb))}", 1)
-        return dict(estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=min(len(va), len(vb)),
-                    method=method, evidence=cmp.evidence, confidence=0.95)  # fmt: skip
-    seed = min(set(va) & set(vb)) if set(va) & set(vb) else None
+        return dict(none, estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=min(len(va), len(vb)),
+                    evidence=cmp.evidence)  # fmt: skip
+    seed = min(set(va) & set(vb), default=None)
     if metric is final_test_acc and labels is not None and seed is not None:
         cmp = stats.paired_difference(a[seed].predictions, b[seed].predictions, labels)
-        return dict(estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=1,
-                    evidence=stats.bootstrap_evidence(cmp),
-                    method=f"paired bootstrap over {cmp.n:,} test images, seed {seed} ({THESE_NETWORKS}); "
-                           f"McNemar {stats.fmt_p(cmp.p_mcnemar)}", confidence=0.95)  # fmt: skip
-    est = np.mean(list(va.values())) - np.mean(list(vb.values()))
-    return dict(estimate=float(est), low=math.nan, high=math.nan, seeds=1, method="one seed: no interval",
-                evidence=None, confidence=0.95)  # fmt: skip
+        return dict(none, estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=1,
+                    evidence=stats.bootstrap_evidence(cmp))  # fmt: skip
+    return dict(none, estimate=float(np.mean(list(va.values())) - np.mean(list(vb.values()))), seeds=1)
 
 
 def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]]) -> int:
@@ -134,13 +117,6 @@ def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]
     return sum(a is not None for a in out)
 
 
-def _level(row: dict) -> str:
-    """'98.33% level' for a row with an interval, '' otherwise."""
-    if not (np.isfinite(row.get("low", math.nan)) and np.isfinite(row.get("high", math.nan))):
-        return ""
-    return f"{100 * row.get('confidence', 0.95):.4g}% level"
-
-
 def _near_chance(accuracies: Iterable[float]) -> bool:
     v = [a for a in accuracies if np.isfinite(a)]
     return bool(v) and float(np.mean(v)) <= CHANCE + NEAR_CHANCE
@@ -148,16 +124,6 @@ def _near_chance(accuracies: Iterable[float]) -> bool:
 
 def final_test_acc(run: Run) -> float:
     return final(run, "test_acc")
-
-
-def _fmt(row: dict, scale: float = 100, unit: str = "points") -> str:
-    est, low, high = row["estimate"] * scale, row["low"] * scale, row["high"] * scale
-    unit = f" {unit}" if unit else ""
-    if not np.isfinite(est):
-        return "n/a"
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{est:+.1f}{unit} [no interval]"
-    return f"{est:+.1f} [{low:+.1f}, {high:+.1f}]{unit}"
 
 
 def _depth_contrast(m: dict[str, dict[int, Run]], names: Sequence[str]) -> dict:
@@ -175,26 +141,12 @@ def _depth_contrast(m: dict[str, dict[int, Run]], names: Sequence[str]) -> dict:
 def _row(cid: str, claim: str, a: str, b: str, quantity: str, c: Mapping, unit: str, method: str, n: int,
          verdict: str, **extra) -> dict:  # fmt: skip
     """One verdict-frame row from an interval dict ``c`` (estimate, low, high, confidence); ``extra``: the frame's
-    own columns. ``settle`` follows from the verdict, the method and the floor unless given."""
+    own columns."""
     has = bool(np.isfinite(c.get("low", math.nan)) and np.isfinite(c.get("high", math.nan)))
-    settle = extra.pop("settle", None)
-    if settle is None:
-        settle = ("" if not verdict.startswith(CANNOT_TELL) else SETTLE["floor"] if verdict == CANNOT_TELL_FLOOR
-                  else SETTLE["networks"] if verdict == CANNOT_TELL_ONE_NET
-                  else SETTLE["more"] if has else SETTLE["seeds"])  # fmt: skip
     return dict(id=cid, claim=claim, a=a, b=b, quantity=quantity, estimate=float(c.get("estimate", math.nan)),
                 low=float(c["low"]) if has else math.nan, high=float(c["high"]) if has else math.nan,
                 level=float(c.get("confidence", 0.95)) if has else math.nan, n=int(n), unit=unit,
-                method=method if has else "none", verdict=verdict, **extra, settle=settle)  # fmt: skip
-
-
-def _frame(rows: Sequence[dict]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows))
-
-
-def _settle_inits(verdict: str) -> str:
-    """What settles a "cannot tell" over initialisations: more of them (they cost no training)."""
-    return SETTLE["inits"] if verdict == CANNOT_TELL else ""
+                method=method if has else "none", verdict=verdict, **extra)  # fmt: skip
 
 
 def degradation(runs: Iterable[Run]) -> pd.DataFrame:
@@ -228,7 +180,7 @@ def degradation(runs: Iterable[Run]) -> pd.DataFrame:
              "(resnet56 − resnet20)", q, diff, "points", "welch contrast", min(seeds.values()),
              CANNOT_TELL_FLOOR if low_nets else stats.verdict(diff["low"], diff["high"], +1), floor=low_nets),
     ]  # fmt: skip
-    return _frame(rows)
+    return pd.DataFrame(rows)
 
 
 def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plain56",
@@ -238,9 +190,8 @@ def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plai
     claim is "not testable in this regime" unless the shallow net's mean clean training accuracy (column ``fit``)
     is at least ``fits`` (``FITS_TRAINING``, 90%). Then a deeper net that fits its training data *worse* refutes
     it (that is degradation), and it is confirmed when the deeper net's clean training error is lower and its test
-    error higher. The row's estimate is deep − shallow in clean training error; ``test_estimate``, ``test_low``,
-    ``test_high`` the same in test error. One claim, 95% intervals (confirming it needs both intervals, an
-    intersection-union test, which needs no adjustment)."""
+    error higher (``test_*``: deep − shallow in test error). One claim, 95% intervals (confirming it needs both
+    intervals, an intersection-union test, which needs no adjustment)."""
     m = by_model(runs)
     if shallow not in m or deep not in m:
         return pd.DataFrame()
@@ -259,9 +210,8 @@ def overfitting(runs: Iterable[Run], shallow: str = "plain20", deep: str = "plai
         v = CANNOT_TELL
     row = _row("overfitting.plain", "plain CNNs with many layers overfit", deep, shallow, "clean training error",
                train, "points", "welch", min(len(m[deep]), len(m[shallow])), v, test_estimate=test["estimate"],
-               test_low=test["low"], test_high=test["high"], fit=fit, fits=fits,
-               settle=SETTLE["floor"] if v == NOT_IN_REGIME else None)  # fmt: skip
-    return _frame([row])
+               test_low=test["low"], test_high=test["high"], fit=fit, fits=fits)  # fmt: skip
+    return pd.DataFrame([row])
 
 
 RANKINGS = {  # the original report's rankings, tiers in decreasing order, in the order it states them
@@ -288,17 +238,14 @@ def method_of(c: dict, labels: np.ndarray | None) -> tuple[str, int]:
 
 def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | None = None, *,
              family: str) -> pd.DataFrame:
-    """The original's three rankings on one family, as a verdict frame (``render``'s columns): ids
-    ``ranking.<family>.<n>`` (``family``: "original" or "controlled"; n the claim's place in ``RANKINGS``).
-    ``names`` maps 'SE-ResNet', 'DenseNet', 'ResNet' to model names.
+    """The original's three rankings on one family (``family``: "original" or "controlled"; ``names`` maps
+    'SE-ResNet', 'DenseNet', 'ResNet' to model names), as a verdict frame with ids ``ranking.<family>.<n>``.
 
-    Accuracy is the final test accuracy; convergence the mean test accuracy over the run (area under the curve:
-    a model that plateaus early at a low level is not rewarded). Their pairwise intervals are one family,
-    Holm-adjusted (each pair's ``level``); a claimed tie is tested against ``TIE_MARGIN``. A row's a, b,
-    estimate and interval are those of the pair that decides it (the first refuted pair, else the first
-    undecided one, else the first); every pair is in the list column ``pairs``. Training time is ranked only
-    from runs timed on one GPU (seconds per epoch); otherwise its verdict is "cannot tell", method "untimed",
-    and the list column ``cost`` holds each model's multiply-adds per image (G), the machine-independent cost."""
+    Accuracy is the final test accuracy; convergence the mean test accuracy over the run (a model that plateaus
+    early at a low level is not rewarded). Their pairwise intervals are one family, Holm-adjusted; a claimed tie
+    is tested against ``TIE_MARGIN``. A row shows the pair that decides it (the first refuted, else the first
+    undecided, else the first); list column ``pairs``: every pair. Training time is ranked only from runs timed
+    on one GPU; otherwise "cannot tell", and list column ``cost`` holds each model's multiply-adds per image (G)."""
     m = by_model(runs)
     if not all(v in m for v in names.values()):
         return pd.DataFrame()
@@ -348,6 +295,7 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
     rows.append(time)
     return pd.DataFrame(rows)
 
+
 def shortcut_tie(runs: Iterable[Run], labels: np.ndarray | None, plain: str = "plainnet18",
                  residual: str = "resnet18") -> pd.DataFrame:  # fmt: skip
     """At 18 layers with BatchNorm, "the shortcuts do not change where training ends" (``controlled.shortcuts``;
@@ -359,10 +307,11 @@ def shortcut_tie(runs: Iterable[Run], labels: np.ndarray | None, plain: str = "p
         return pd.DataFrame()
     c = compare(m[plain], m[residual], final_test_acc, labels=labels)
     boot = c["seeds"] == 1 and labels is not None
-    return _frame([_row("controlled.shortcuts", "the shortcuts do not change where an 18-layer net's training ends",
-                        plain, residual, "final test accuracy", c, "points", "paired bootstrap" if boot else "welch",
-                        len(labels) if boot else c["seeds"], stats.tie_verdict(c["low"], c["high"], TIE_MARGIN),
-                        margin=TIE_MARGIN)])  # fmt: skip
+    row = _row("controlled.shortcuts", "the shortcuts do not change where an 18-layer net's training ends", plain,
+               residual, "final test accuracy", c, "points", "paired bootstrap" if boot else "welch",
+               len(labels) if boot else c["seeds"], stats.tie_verdict(c["low"], c["high"], TIE_MARGIN),
+               margin=TIE_MARGIN)  # fmt: skip
+    return pd.DataFrame([row])
 
 
 def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESHOLD) -> str:
@@ -387,10 +336,10 @@ def _gradient_decided(low: float, high: float) -> bool:
     return gradient_outcome(low, high) != CANNOT_TELL
 
 
-def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: str, inits: bool) -> pd.DataFrame:
+def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: str) -> pd.DataFrame:
     """Verdict rows on log10 first/last of the backward signal: ``groups`` of (id, model, point, per-replicate
-    rows with columns 'log10', 'blocks'), a t-interval across the replicates (seeds, or with ``inits`` the
-    initialisations), Holm-adjusted across the rows."""
+    rows with columns 'log10', 'blocks'), a t-interval across the replicates (seeds or initialisations),
+    Holm-adjusted across the rows."""
     cells = [dict(estimate=float(g["log10"].mean()), low=math.nan, high=math.nan, confidence=0.95,
                   evidence=stats.seed_evidence(g["log10"])) for *_, g in groups]  # fmt: skip
     _holm(cells, [_gradient_decided] * len(cells))
@@ -400,9 +349,8 @@ def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: 
         rows.append(_row(cid, "the backward signal vanishes towards the input", model, "",
                          f"log10 of the backward signal, first block / last block, {point}", c, "log10", method, len(g),
                          gradient_outcome(c["low"], c["high"]), point=point, per_seed=[float(x) for x in g["log10"]],
-                         per_block=10 ** (c["estimate"] / (blocks - 1)), blocks=blocks,
-                         **({"settle": _settle_inits(gradient_outcome(c["low"], c["high"]))} if inits else {})))
-    return _frame(rows)
+                         per_block=10 ** (c["estimate"] / (blocks - 1)), blocks=blocks))
+    return pd.DataFrame(rows)
 
 
 def _id(name: str) -> str:
@@ -412,16 +360,12 @@ def _id(name: str) -> str:
 
 def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: str = "resnet56",
                         *others: str) -> pd.DataFrame:  # fmt: skip
-    """"Skip connections avoid vanishing gradients", from the backward signal itself.
-
-    For each probe point (initialisation, steps 1, 5, 20, the probed epochs), the ratio of the per-image gradient
-    norm dL/dh at the first block's output to that at the last block before the head (``gradients_blocks.csv``),
-    as log10, with a t-interval across seeds, Holm-adjusted across the rows. Three outcomes
-    (``gradient_outcome``): "vanishes", "grows", "neither"; else cannot tell (and with one seed). Ids
-    ``gradients.<model>.<point>``: ``step0`` at initialisation, ``last`` at the last probe point, the point's
-    label without its space in between (``epoch10``). Columns of its own: ``point`` (its label), ``step``,
-    ``per_seed`` (log10 per seed), ``per_block`` (the growth per block towards the input that the mean amounts
-    to, 10 ** (log10 / (blocks - 1))), ``blocks``. ``others``: more labels, e.g. 'plain56 (lr0.1x)'."""
+    """"Skip connections avoid vanishing gradients", from the backward signal itself: at each probe point, log10 of
+    the per-image gradient norm dL/dh at the first block's output over that at the last block before the head,
+    a t-interval across seeds, Holm-adjusted across the rows, read by ``gradient_outcome``. Ids
+    ``gradients.<model>.<point>`` (``step0`` at initialisation, ``last`` at the last probe point, else the point's
+    label without its space, ``epoch10``). Columns of its own: ``point``, ``step``, ``per_seed``, ``per_block``
+    (the growth per block towards the input that the mean amounts to), ``blocks``. ``others``: more labels."""
     m = by_model(runs)
     rows = []
     for model in (plain, residual, *others):
@@ -445,7 +389,7 @@ def vanishing_gradients(runs: Iterable[Run], plain: str = "plain56", residual: s
         step = int(g["step"].iloc[0])
         name = "step0" if step == 0 else "last" if step == last else point.replace(" ", "")
         groups.append((f"gradients.{_id(model)}.{name}", model, point, g))
-    out = _signal_frame(groups, "t", inits=False)
+    out = _signal_frame(groups, "t")
     out.insert(len(out.columns) - 1, "step", [int(g["step"].iloc[0]) for *_, g in groups])
     return out.sort_values(["step", "a"], kind="stable").reset_index(drop=True)
 
@@ -457,18 +401,7 @@ def signal_at_init(ratios: pd.DataFrame) -> pd.DataFrame:
     groups = [(f"init.{model}.{'bn' if bn == 'with BN' else 'nobn'}", model, bn,
                g.rename(columns={"log10_first_last": "log10"}))
               for (model, bn), g in ratios.groupby(["model", "batchnorm"], sort=False)]  # fmt: skip
-    return _signal_frame(groups, "t inits", inits=True)
-
-
-def markdown(df: pd.DataFrame, index: bool = False, note: bool = True) -> str:
-    """A DataFrame as a Markdown table followed by its ``attrs['note']`` (the rankings table's Holm note, until
-    ``rankings`` returns a verdict frame; other tables: ``render.table``)."""
-    text = df.attrs.get("note", "") if note else ""
-    if index:
-        df = df.reset_index()
-    cells = [[str(v).replace("|", "\\|").replace("\n", " ") for v in row] for row in df.itertuples(index=False)]
-    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(r) + " |\n" for r in cells) + (f"\n{text}\n" if text else "")
+    return _signal_frame(groups, "t inits")
 
 
 # --- notebook 07: why skip connections work -------------------------------------------------------------------------
@@ -522,17 +455,14 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
     """"Residual nets degrade smoothly, plain nets collapse" (Veit et al.), one row per (residual, plain) pair and
     k, id ``lesions.<plain>-<residual>.k<k>``: the accuracy lost by deleting k random blocks, plain minus residual.
 
-    The unit of replication is the trained network: each network's lesion curve gives one value (its mean loss
-    over the random draws), and with two or more networks per architecture the verdict rests on a Welch interval
-    across networks (``method`` "welch", ``n`` the fewer networks of the two). With one network per architecture
-    the draws are the only spread, variation within one network: the verdict is "cannot tell (one network per
-    architecture)", ``method`` "draws", and ``within`` gives what that interval says about these two networks.
-    A net within ``NEAR_CHANCE`` of chance intact, or both nets after the deletions, have nothing left to lose:
-    "cannot tell (floor)". One net left there alone lost all it could, which biases the difference one way only:
-    a plain net at chance still confirms the claim (never refutes it), a residual net at chance still refutes it
-    (``stands_despite``: that net). Holm-adjusted across the tested rows. Columns of its own: ``k``, the mean
-    accuracy ``*_left`` after the deletions and ``*_intact`` of each side, ``floor`` (the nets at the floor),
-    ``stands_despite``, ``within``, ``n_plain``, ``n_residual``."""
+    The unit of replication is the trained network (its mean loss over the random draws): with two or more per
+    architecture, a Welch interval across networks (``method`` "welch"). With one, the draws are the only spread,
+    variation within one network: "cannot tell (one network per architecture)", ``method`` "draws", and
+    ``within`` says what that interval says about these two networks. A net at the floor (within ``NEAR_CHANCE``
+    of chance) intact, or both after the deletions, have nothing left to lose: "cannot tell (floor)"; one net
+    there alone biases the difference one way only (see below; ``stands_despite``: that net). Holm-adjusted
+    across the tested rows. Columns of its own: ``k``, ``*_left`` and ``*_intact`` (mean accuracy after the
+    deletions and intact, per side), ``floor``, ``stands_despite``, ``within``, ``n_plain``, ``n_residual``."""
     m = by_model(runs)
     rows = []
     for residual, plain in pairs:
@@ -582,13 +512,14 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             v, within = within, ""
         p, res = r["means"][r["plain"]], r["means"][r["residual"]]
         out.append(_row(f"lesions.{r['plain']}-{r['residual']}.k{r['k']}",
-                        f"deleting random blocks (k = {r['k']}) costs the plain net more accuracy than the residual net",
+                        f"deleting random blocks (k = {r['k']}) costs the plain net more accuracy than the "
+                        "residual net",
                         r["plain"], r["residual"], f"accuracy lost to random deletion (k = {r['k']})", r, "points",
                         r["method"], r["n"], v, k=r["k"], plain_left=p["left"], plain_intact=p["intact"],
                         residual_left=res["left"], residual_intact=res["intact"], floor=r["floor"],
                         stands_despite=stands_despite, within=within, n_plain=r["nets"][0],
                         n_residual=r["nets"][1]))  # fmt: skip
-    return _frame(out)
+    return pd.DataFrame(out)
 
 
 def _fisher_z(r: np.ndarray) -> np.ndarray:
@@ -599,16 +530,14 @@ def _fisher_z(r: np.ndarray) -> np.ndarray:
 
 def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Balduzzi et al.: the lag-1 autocorrelation of the input-gradient trace at initialisation, per depth, residual
-    against plain (ids ``shattering.d<depth>``; "resnet8" names the residual net of depth 8, and so on).
+    against plain (ids ``shattering.d<depth>``).
 
-    The comparison is paired (each initialisation builds both nets from the same weights and probes them on the
-    same line of inputs) and made on Fisher's z: a paired t-interval of z(residual) − z(plain) over the
-    initialisations (one table each), Holm-adjusted across the depths. A correlation lies in [-1, 1], so a
-    t-interval of a difference of correlations can reach values the data cannot; z is unbounded, and a
-    difference of z has the sign of the difference of correlations, which is all the claim is about. Columns of
-    its own: ``depth``; ``plain_r``, ``residual_r`` with 95% intervals ``*_low``, ``*_high`` (t on Fisher's z,
-    transformed back); ``r_difference`` (mean residual − plain, descriptive); ``residual_higher`` (in how many
-    initialisations)."""
+    Paired (each initialisation builds both nets from the same weights and probes them on the same inputs) and on
+    Fisher's z: a paired t-interval of z(residual) − z(plain) over the initialisations (one table each),
+    Holm-adjusted across the depths. A t-interval of a difference of correlations can leave [-1, 1]; z is
+    unbounded, and a difference of z has the sign of the difference of correlations, all the claim is about.
+    Columns of its own: ``depth``; ``plain_r``, ``residual_r`` with 95% intervals ``*_low``, ``*_high``;
+    ``r_difference`` (descriptive); ``residual_higher`` (in how many initialisations)."""
     df = pd.concat(list(tables), ignore_index=True)
     cells, extra = [], []
     for depth, g in df.groupby("depth"):
@@ -630,9 +559,8 @@ def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
         n = e.pop("n")
         rows.append(_row(f"shattering.d{e['depth']}", "the residual net's input gradient is more correlated",
                          f"resnet{e['depth']}", f"plain{e['depth']}", "Fisher z of the lag-1 autocorrelation", c, "z",
-                         "fisher z", n, v := stats.verdict(c["low"], c["high"], +1), **e,
-                         settle=_settle_inits(v)))  # fmt: skip
-    return _frame(rows)
+                         "fisher z", n, stats.verdict(c["low"], c["high"], +1), **e))  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def depth_sweep(runs: Iterable[Run]) -> pd.DataFrame:
@@ -697,11 +625,12 @@ def path_verdict(readings: pd.DataFrame, n_blocks: int, model: str = "resnet56")
     c = dict(estimate=iv.estimate, low=iv.low, high=iv.high, confidence=0.95)
     v = CANNOT_TELL_ONE_NET if len(values) < 2 else stats.verdict(iv.low - 0.5, iv.high - 0.5, +1)
     short = short_lengths(n_blocks)
-    return _frame([_row("paths.short", "training's gradient flows mostly through paths shorter than the typical one",
-                        model, "", "share of the gradient on paths shorter than the typical one", c, "share", "t",
-                        len(values), v, short=short, n_blocks=n_blocks,
-                        paths_short=sum(math.comb(n_blocks, k) for k in range(short + 1)) / 2**n_blocks,
-                        per_seed=[float(x) for x in values], peaks=[int(x) for x in readings["peak length"]])])
+    row = _row("paths.short", "training's gradient flows mostly through paths shorter than the typical one", model,
+               "", "share of the gradient on paths shorter than the typical one", c, "share", "t", len(values), v,
+               short=short, n_blocks=n_blocks,
+               paths_short=sum(math.comb(n_blocks, k) for k in range(short + 1)) / 2**n_blocks,
+               per_seed=[float(x) for x in values], peaks=[int(x) for x in readings["peak length"]])
+    return pd.DataFrame([row])
 
 
 def landscape_readings(one_d: pd.DataFrame) -> pd.DataFrame:
@@ -739,9 +668,9 @@ def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain
                           confidence=0.95, evidence=cmp.evidence if cmp else None))  # fmt: skip
     _holm(cells, [stats.sign_decided] * len(cells))
     one = len(a) < 2 or len(b) < 2
-    return _frame([_row(cid, claim, residual, plain, quantity, c, "loss", "welch", min(len(a), len(b)),
-                        CANNOT_TELL_ONE_NET if one else stats.verdict(c["low"], c["high"], -1))
-                   for (cid, _, claim, quantity), c in zip(claims, cells, strict=True)])  # fmt: skip
+    return pd.DataFrame([_row(cid, claim, residual, plain, quantity, c, "loss", "welch", min(len(a), len(b)),
+                              CANNOT_TELL_ONE_NET if one else stats.verdict(c["low"], c["high"], -1))
+                         for (cid, _, claim, quantity), c in zip(claims, cells, strict=True)])  # fmt: skip
 
 
 def explosions(runs: Iterable[Run], factor: float = EXPLOSION_FACTOR, column: str = "test_loss") -> pd.DataFrame:
@@ -794,4 +723,4 @@ def controlled_training(runs: Iterable[Run], epoch: int = 3, reference: str = "r
         v = stats.verdict(c["low"], c["high"], +1) if seeds >= 2 else CANNOT_TELL_ONE_NET
         rows.append(_row(f"controlled.{when}.{name}", claim, name, reference, quantity, c, "points", "welch", seeds,
                          v))  # fmt: skip
-    return _frame(rows)
+    return pd.DataFrame(rows)

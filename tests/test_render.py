@@ -15,13 +15,17 @@ def _frame(verdict="confirmed", low=0.031, high=0.142):
 def test_numbers():
     assert render.pct(0.8614) == "86.1%"
     assert render.points(0.087) == "+8.7 points"
-    assert render.p_value(0.0) == "p < 1e-300"
     assert render.pct(math.nan) == "n/a"
     row = _frame().iloc[0]
     assert render.interval(row) == "+8.7 [+3.1, +14.2] points"
     assert render.interval(_frame(low=math.nan, high=math.nan).iloc[0]) == "+8.7 points (no interval)"
     assert render.level(row) == "98.33%"
     assert render.method(row) == "Welch contrast over 3 seeds per net"
+
+
+def test_table_escapes_cells():
+    md = render.table(pd.DataFrame({"a": ["x|y"], "b": [1]}))
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
 
 
 def test_verdict_table_has_one_row_per_claim():
@@ -51,7 +55,16 @@ def test_claim_ids_are_unique():
         render.claims(_frame(), _frame())
 
 
-def test_repeated_sentences():
-    a = "The plain nets fit their training images worse with depth. Short one."
-    b = "Something else entirely is said here today. The plain nets fit their training images worse with depth."
-    assert render.repeated_sentences([a, b]) == ["The plain nets fit their training images worse with depth."]
+
+def test_what_would_settle_a_cannot_tell_follows_from_the_rows_numbers():
+    base = _frame().iloc[0].to_dict()
+    assert render.settle(base) == ""  # decided
+    assert render.settle({**base, "verdict": "cannot tell", "method": "none"}) == "3 seeds per net"
+    assert render.settle({**base, "verdict": "cannot tell"}) == "more seeds"
+    assert render.settle({**base, "verdict": "cannot tell (floor)"}) == "a budget in which every net learns"
+    assert render.settle({**base, "verdict": "cannot tell", "method": "fisher z"}) == "more initialisations"
+    assert render.settle({**base, "verdict": "cannot tell (one network per architecture)", "method": "none"}) == (
+        "more trained networks per architecture")
+    md = render.verdict_table(pd.DataFrame([{**base, "verdict": "cannot tell", "method": "none"}]))
+    assert md.splitlines()[0].endswith("| what would settle it |") and "| 3 seeds per net |" in md
+    assert "what would settle it" not in render.verdict_table(_frame())  # every row decided: no column

@@ -10,19 +10,13 @@ from scipy import stats as sps
 
 from cnnlib.stats import (
     TIE_MARGIN,
-    Interval,
     PairedComparison,
     accuracy_interval,
     area_under_curve,
-    areas_under_curves,
     bootstrap_evidence,
     decision_p,
-    epochs_to_target,
-    fmt_interval,
-    fmt_p,
     holm,
     holm_adjust,
-    holm_note,
     paired_difference,
     ranking_verdict,
     seed_difference,
@@ -78,11 +72,9 @@ def test_wider_confidence_gives_wider_interval():
 
 def test_identical_predictions_give_zero_difference():
     pred, _, labels = paired_predictions(300, 0, 0, 200)
-    for method in ("percentile", "BCa"):
-        cmp = paired_difference(pred, pred, labels, method=method)
-        assert (cmp.difference, cmp.low, cmp.high) == (0.0, 0.0, 0.0)
-        assert (cmp.n01, cmp.n10, cmp.p_mcnemar) == (0, 0, 1.0)
-    assert "BCa undefined" in cmp.method  # degenerate data: fell back to percentile
+    cmp = paired_difference(pred, pred, labels)
+    assert (cmp.difference, cmp.low, cmp.high) == (0.0, 0.0, 0.0)
+    assert (cmp.n01, cmp.n10, cmp.p_mcnemar) == (0, 0, 1.0)
 
 
 def test_mcnemar_exact_p_value():
@@ -119,13 +111,6 @@ def test_bootstrap_is_deterministic_given_seed():
     data = paired_predictions(700, 90, 70, 140)
     assert paired_difference(*data, seed=3) == paired_difference(*data, seed=3)
     assert len({width(paired_difference(*data, seed=s, resamples=500)) for s in range(5)}) > 1
-
-
-def test_bca_close_to_percentile_on_regular_data():
-    data = paired_predictions(700, 90, 70, 140)
-    pct, bca = paired_difference(*data), paired_difference(*data, method="BCa")
-    assert "BCa" in bca.method and "undefined" not in bca.method
-    assert bca.low == pytest.approx(pct.low, abs=0.005) and bca.high == pytest.approx(pct.high, abs=0.005)
 
 
 def test_original_report_gap_on_500_images_cannot_tell():
@@ -179,7 +164,6 @@ def test_one_seed_has_no_interval():
     iv = seed_interval([0.61])
     assert iv.estimate == 0.61 and math.isnan(iv.low) and math.isnan(iv.high) and "one seed" in iv.method
     assert verdict(iv.low, iv.high, +1) == "cannot tell"
-    assert fmt_interval(iv) == "61.0 [n/a]"
 
 
 def test_seed_difference_matches_scipy_t_tests():
@@ -212,8 +196,6 @@ def test_seed_difference_needs_two_seeds_each_side():
         (-0.012, 0.008, +1, "cannot tell"),
         (-0.020, -0.004, -1, "confirmed"),
         (0.0, 0.020, +1, "cannot tell"),  # touching 0 does not separate
-        (0.004, 0.020, 0, "refuted"),
-        (-0.012, 0.008, 0, "cannot tell"),
         (math.nan, math.nan, +1, "cannot tell"),
     ],
 )
@@ -227,7 +209,7 @@ CLAIM = [["SE-ResNet"], ["ResNet", "DenseNet"]]
 def test_ranking_confirmed_when_every_strict_pair_is():
     pairwise = {("A", "B"): (0.02, 0.01, 0.03), ("B", "C"): (0.02, 0.01, 0.03), ("C", "A"): (-0.04, -0.05, -0.03)}
     out = ranking_verdict([["A"], ["B"], ["C"]], pairwise)
-    assert out.verdict == "confirmed" and out.settle is None
+    assert out.verdict == "confirmed"
     assert list(out.table["pair"]) == ["A − B", "A − C", "B − C"]
     row = out.table.set_index("pair").loc["A − C"]  # given as C − A, flipped
     assert (row["estimate"], row["low"], row["high"]) == (0.04, 0.03, 0.05)
@@ -237,7 +219,7 @@ def test_ranking_refuted_by_a_reversed_strict_pair():
     pairwise = {("SE-ResNet", "ResNet"): (-0.02, -0.03, -0.01), ("SE-ResNet", "DenseNet"): (0.01, -0.01, 0.03),
                 ("ResNet", "DenseNet"): (0.0, -0.01, 0.01)}  # fmt: skip
     out = ranking_verdict(CLAIM, pairwise)
-    assert out.verdict == "refuted" and out.settle is None
+    assert out.verdict == "refuted"
 
 
 def test_ranking_refuted_by_a_separated_tie():
@@ -248,21 +230,15 @@ def test_ranking_refuted_by_a_separated_tie():
     assert out.table.set_index("pair").loc["ResNet − DenseNet", "verdict"] == "refuted"
 
 
-def test_ranking_with_an_open_tie_cannot_tell_and_says_what_would_settle_it():
+def test_ranking_with_an_open_tie_cannot_tell():
     tie = {"estimate": -0.002, "low": -0.012, "high": 0.008, "confidence": 0.95}
     pairwise = {("SE-ResNet", "ResNet"): (0.05, 0.04, 0.06), ("SE-ResNet", "DenseNet"): (0.05, 0.04, 0.06),
                 ("ResNet", "DenseNet"): tie}  # fmt: skip
-    out = ranking_verdict(CLAIM, pairwise, tie_margin=None)  # no margin: a tie can only be "consistent"
-    assert out.verdict == "cannot tell"
-    assert out.table.set_index("pair").loc["ResNet − DenseNet", "verdict"] == "consistent with a tie"
-    assert out.settle.startswith("more seeds or a larger test set: the 95% interval of ResNet − DenseNet")
-    assert "[-1.2, +0.8] points" in out.settle
     assert ranking_verdict(CLAIM, pairwise, tie_margin=0.015).verdict == "confirmed"  # inside ±1.5 points
     assert ranking_verdict(CLAIM, pairwise, tie_margin=0.005).verdict == "cannot tell"
     out = ranking_verdict(CLAIM, pairwise)  # the default margin, ±1 point: [-1.2, +0.8] is neither inside nor outside
     assert out.verdict == "cannot tell" and out.table.set_index("pair").loc["ResNet − DenseNet", "verdict"] == (
         "cannot tell")
-    assert "a tie needs it inside ±1, a difference wholly outside" in out.settle
 
 
 def test_ranking_from_paired_comparisons_carries_mcnemar():
@@ -271,11 +247,8 @@ def test_ranking_from_paired_comparisons_carries_mcnemar():
     pairwise = {("SE-ResNet", "ResNet"): paired_difference(se_pred, res_pred, labels),
                 ("SE-ResNet", "DenseNet"): paired_difference(se_pred, dense_pred, labels),
                 ("ResNet", "DenseNet"): paired_difference(res_pred, dense_pred, labels)}  # fmt: skip
-    out = ranking_verdict(CLAIM, pairwise, tie_margin=None)
-    assert out.verdict == "cannot tell" and "equal only inside an agreed margin" in out.settle
-    assert list(out.table["verdict"]) == ["confirmed", "confirmed", "consistent with a tie"]
-    assert out.table["p_mcnemar"].iloc[-1] == 1.0 and out.table["p_mcnemar"].iloc[0] < 1e-20
     out = ranking_verdict(CLAIM, pairwise)  # against the stated margin, identical predictions are a tie
+    assert out.table["p_mcnemar"].iloc[-1] == 1.0 and out.table["p_mcnemar"].iloc[0] < 1e-20
     assert out.verdict == "confirmed" and list(out.table["verdict"]) == ["confirmed"] * 3
 
 
@@ -293,38 +266,12 @@ def test_mean_accuracy_does_not_reward_an_early_plateau():
     strong = np.linspace(0.55, 0.93, 10)
     assert area_under_curve(epochs, weak) == pytest.approx(0.60)
     assert area_under_curve(epochs, strong) > area_under_curve(epochs, weak)
-    assert epochs_to_target(epochs, strong, 0.70) == 5.0  # an absolute target the weak model never reaches
-    assert math.isnan(epochs_to_target(epochs, weak, 0.70))
-    assert epochs_to_target(epochs, strong, 0.55) == 1.0
 
 
-def test_areas_need_equal_epochs():
+def test_area_needs_one_length():
     e = np.arange(1, 11)
-    areas = areas_under_curves((e, np.full(10, 0.5)), (e, np.full(10, 0.7)))
-    np.testing.assert_allclose(areas, [0.5, 0.7])
-    with pytest.raises(ValueError, match="same epochs"):
-        areas_under_curves((e, np.full(10, 0.5)), (e[:8], np.full(8, 0.7)))
     with pytest.raises(ValueError, match="one length"):
         area_under_curve(e, np.full(9, 0.5))
-
-
-# --- formatting -------------------------------------------------------------------------------------------------------
-
-
-def test_fmt_interval():
-    assert fmt_interval(Interval(0.934, 0.929, 0.939, 10_000, 0.95, "x")) == "93.4 [92.9, 93.9]"
-    cmp = PairedComparison(0.012, 0.004, 0.020, 10, 130, 1e-9, 10_000, 0.95, "x")
-    assert fmt_interval(cmp) == "+1.2 [+0.4, +2.0]"
-    cmp = PairedComparison(-0.0001, -0.012, 0.008, 50, 49, 1.0, 10_000, 0.95, "x")
-    assert fmt_interval(cmp) == "+0.0 [-1.2, +0.8]"
-    assert fmt_interval(Interval(0.5, 0.4, 0.6, 100, 0.95, "x"), digits=2) == "50.00 [40.00, 60.00]"
-
-
-def test_settle_line_says_when_one_seed_gives_no_interval():
-    nan = float("nan")
-    out = ranking_verdict([["A"], ["B"]], {("A", "B"): (0.05, nan, nan)})
-    assert out.verdict == "cannot tell"
-    assert "A − B has no interval: one seed" in out.settle and "3 seeds" in out.settle
 
 
 # --- bounded intervals ------------------------------------------------------------------------------------------------
@@ -422,7 +369,6 @@ def test_holm_against_a_hand_computed_example():
     np.testing.assert_allclose(holm([0.6, 0.9]), [1.0, 1.0])  # capped at 1
     out = holm([0.01, np.nan, 0.02])  # an untested claim does not count in k
     assert math.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
-    assert holm_note(3).startswith("Holm-adjusted across the 3 claims of this table")
 
 
 def test_decision_p_of_a_sign_claim_is_the_t_tests_p_value():
@@ -485,12 +431,3 @@ def test_ranking_ties_use_the_stated_margin_by_default():
     assert tie(-0.006, 0.008).verdict == "confirmed"
     assert tie(0.012, 0.030).verdict == "refuted"
     assert tie(-0.004, 0.015).verdict == "cannot tell"
-
-
-def test_a_p_value_that_underflows_is_written_as_a_bound_not_as_zero():
-    pred_a, pred_b, labels = paired_predictions(both=0, a_only=5000, b_only=0, neither=0)
-    cmp = paired_difference(pred_a, pred_b, labels)
-    assert cmp.p_mcnemar == 0.0  # 2 * 0.5**5000 underflows
-    assert fmt_p(cmp.p_mcnemar) == "p < 1e-300"
-    assert fmt_p(2 * 0.5**10) == "p=0.002"
-    assert fmt_p(4.8e-33) == "p=4.8e-33"
