@@ -343,21 +343,39 @@ def interpolation(
     (Goodfellow et al. 2015), with θ_init = ``model_from_state`` (a state_dict, e.g. saved at
     initialisation) and θ_trained = ``model``'s state.
 
-    Floating buffers (BatchNorm running mean and variance) are interpolated like the weights,
-    so each θ(t) is evaluated in eval mode with statistics between the initial (0 / 1) and the
-    trained ones; integer buffers (``num_batches_tracked``) are the trained model's. At t = 0
-    and t = 1 the two models are reproduced exactly. Columns: ``t``, ``loss``, ``accuracy``.
+    BatchNorm's running statistics belong to the weights they were gathered with: interpolated
+    like the weights they describe no point between the ends (a net in eval mode with them sits
+    near chance however good its weights). So at each θ(t) they are recomputed, as after training
+    (Izmailov et al. 2018's SWA does the same): reset, then one pass over ``x`` in train mode
+    without gradients, their cumulative average over its batches (momentum None); then θ(t) is
+    evaluated in eval mode on ``x``. At t = 1 the trained statistics are replaced by these too.
+    Columns: ``t``, ``loss``, ``accuracy``, and ``bn`` ("recomputed": how the statistics were had).
     """
     end = model.state_dict()
     missing = sorted(end.keys() - model_from_state.keys())
     if missing:
         raise ValueError(f"model_from_state lacks these entries of the model's state_dict: {missing}")
     start = {k: model_from_state[k].to(v.device) for k, v in end.items()}
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    momenta = {n: m.momentum for n, m in norms.items()}
     rows = []
-    for t in np.linspace(0.0, 1.0, steps).tolist():
-        state = {k: (1 - t) * start[k] + t * v if v.is_floating_point() else v for k, v in end.items()}
-        rows.append((t, *_evaluate(model, x, y, batch_size, state)))
-    return pd.DataFrame(rows, columns=["t", "loss", "accuracy"])
+    try:
+        for m in norms.values():
+            m.momentum = None  # a cumulative average over the pass's batches
+        for t in np.linspace(0.0, 1.0, steps).tolist():
+            state = {k: (1 - t) * start[k] + t * v if v.is_floating_point() else v.clone() for k, v in end.items()}
+            for n in norms:  # fresh statistics: gathered below with these weights
+                state[f"{n}.running_mean"].zero_()
+                state[f"{n}.running_var"].fill_(1.0)
+                state[f"{n}.num_batches_tracked"].zero_()
+            with _mode(model, True), torch.no_grad():
+                for i in range(0, len(x), batch_size):
+                    functional_call(model, state, (x[i : i + batch_size],))  # updates the statistics in state
+            rows.append((t, *_evaluate(model, x, y, batch_size, state)))
+    finally:
+        for n, m in norms.items():
+            m.momentum = momenta[n]
+    return pd.DataFrame(rows, columns=["t", "loss", "accuracy"]).assign(bn="recomputed")
 
 
 # --- shattered gradients (Balduzzi et al. 2017) -------------------------------------------------

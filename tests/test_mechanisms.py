@@ -241,20 +241,34 @@ def test_loss_surface_2d_grid():
     assert centre == pytest.approx(loss_surface(model, x, y, d1, steps=3)["loss"].iloc[1])
 
 
-def test_interpolation_ends_at_the_initial_and_trained_models():
+def _recalibrated(model, x):
+    """``model`` with its BatchNorm statistics gathered afresh on ``x`` (one batch, train mode, no gradient)."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(x)
+    return model
+
+
+def test_interpolation_recomputes_batchnorm_statistics_at_every_point():
     init, trained = net(True, seed=0), net(True, seed=1).train()
     x, y = images(16), labels(16)
     before = snapshot(trained)
+    momenta = [m.momentum for m in trained.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     df = interpolation(init.state_dict(), trained, x, y, steps=3)
-    assert_same(before, snapshot(trained))
-    assert df["t"].tolist() == [0.0, 0.5, 1.0]
-    for model, row in ((init, 0), (trained, 2)):
-        assert df["loss"].iloc[row] == pytest.approx(F.cross_entropy(logits(copy.deepcopy(model), x), y).item())
+    assert_same(before, snapshot(trained))  # the model is never written
+    assert momenta == [m.momentum for m in trained.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert df["t"].tolist() == [0.0, 0.5, 1.0] and set(df["bn"]) == {"recomputed"}
     middle = copy.deepcopy(init)
     middle.load_state_dict(
         {k: (v + trained.state_dict()[k]) / 2 if v.is_floating_point() else v for k, v in init.state_dict().items()}
     )
-    assert df["loss"].iloc[1] == pytest.approx(F.cross_entropy(logits(middle, x), y).item(), rel=1e-5)
+    for model, row in ((init, 0), (middle, 1), (trained, 2)):  # each point with the statistics of its own weights
+        expected = F.cross_entropy(logits(_recalibrated(model, x), x), y).item()
+        assert df["loss"].iloc[row] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="lacks"):
         interpolation({}, trained, x, y)
 
