@@ -110,12 +110,7 @@ def gradient_norms(
 
     ``train_mode=True`` (default) measures as during training: BatchNorm normalises with
     the batch's statistics. ``train_mode=False`` uses the running statistics (eval mode).
-
-    The model is not changed. The forward pass runs through ``torch.func.functional_call``
-    with detached views of the parameters (so ``.grad`` is never touched: gradients come
-    from ``torch.autograd.grad``) and *clones* of the buffers (so BatchNorm's running
-    mean/var and ``num_batches_tracked`` updates land on throw-away copies; only the
-    buffers are copied, not the model). Every module's train/eval flag is restored.
+    The model is not changed (``_detached``: BatchNorm's updates land on clones of the buffers).
     """
     device = _device(model, x)
     x, y = x.to(device), y.to(device)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .paths import atomic_write, results_root
+from .paths import atomic_write, results_root, shown
 
 if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) and the tables import it
     from torch import nn
@@ -60,15 +60,7 @@ class DamagedRunError(RuntimeError):
 
     def __init__(self, folder: Path, name: str, problem: str):
         self.folder, self.name, self.problem = folder, name, problem
-        super().__init__(f"{_shown(folder / name)} {problem}; {_remedy(folder)}")
-
-
-def _shown(path: Path) -> str:
-    """A path as the user can type it: relative to the working folder when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+        super().__init__(f"{shown(folder / name)} {problem}; {_remedy(folder)}")
 
 
 def _committed(folder: Path) -> bool:
@@ -90,7 +82,7 @@ def _remedy(folder: Path) -> str:
         retrain = (f"retrain it with `python -m cnnlib train {m['model']} --profile {m['profile']} --seed {m['seed']}"
                    f"{tag} --retrain`")  # fmt: skip
     if _committed(folder):
-        return f"restore the run with `git checkout -- {_shown(folder)}`, or {retrain}"
+        return f"restore the run with `git checkout -- {shown(folder)}`, or {retrain}"
     return retrain
 
 

@@ -7,15 +7,10 @@ compiled or not, threads) is one ``cnnlib.engine.Engine``, chosen once per run a
 model builder, the loaders, the step and the evaluation. On a CPU training is deterministic: the
 same config and engine give the same history, bit for bit, resumed or not.
 
-Read ``fit`` top to bottom: it builds the model, its optimizer and the loaders, then for each
-epoch runs the steps (``train_step``: forward, loss, backward, optimizer step), evaluates on
-clean training images and on the test images, and checkpoints; it returns a ``FitResult``. The
-measurements that ride along are callbacks (``Callback``): the per-stage probe (``StageProbe``),
-the gradient profile at chosen steps (``cnnlib.aftertrain.Monitor``) and the progress line
-(``ProgressLine``); their time is not counted as training time. When to stop early and when to
-checkpoint is one ``StopRule``: a stopped run raises ``RunWontFit`` and the next ``fit`` resumes
-from its checkpoint. The tables measured on the trained weights, and the store of finished runs,
-belong to ``cnnlib.results``.
+``fit`` reads top to bottom. What rides along (the per-stage probe, the gradient profile, the
+progress line) is a ``Callback`` whose time is not training time; when to stop early and when to
+checkpoint is one ``StopRule``. The tables measured on the trained weights, and the store of
+finished runs, belong to ``cnnlib.results``.
 """
 
 from __future__ import annotations
@@ -247,7 +242,8 @@ def fit(
     history.attrs["config"] = cfg.to_dict()
     info = dict(
         device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else f"CPU: {cpu_name()} ({os.cpu_count()} cores)"),
         engine=engine.record(),
         torch=torch.__version__,
         cuda=torch.version.cuda,
@@ -762,7 +758,3 @@ def _sync(device: torch.device) -> None:
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else \
         f"{seconds:.0f} s"
-
-
-def _cpu_name() -> str:
-    return f"CPU: {cpu_name()} ({os.cpu_count()} cores)"
