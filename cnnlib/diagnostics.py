@@ -44,10 +44,6 @@ __all__ = ["backward_signal", "block_modules", "gradient_norms", "response_std_o
 _WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def _kind(module: nn.Module) -> str:
-    return "linear" if isinstance(module, nn.Linear) else "conv"
-
-
 def _device(model: nn.Module, fallback: Tensor) -> torch.device:
     """The device of the model's first parameter or buffer, else that of the input."""
     for t in (*model.parameters(), *model.buffers()):
@@ -134,12 +130,14 @@ def gradient_norms(
     order = sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i))
     # One stacked tensor per column, one device sync for all of them.
     with torch.no_grad():
-        g, w = _norms(grads, [params[weight_names[i]] for i in order], order, device)
+        zero = torch.zeros((), device=device)  # the gradient of a layer the loss does not depend on
+        g = torch.stack([zero if grads[i] is None else torch.linalg.vector_norm(grads[i].float()) for i in order])
+        w = torch.stack([torch.linalg.vector_norm(params[weight_names[i]].float()) for i in order])
     df = pd.DataFrame(
         {
             "layer": [layers[i][0] for i in order],
             "index": range(len(order)),
-            "kind": [_kind(layers[i][1]) for i in order],
+            "kind": ["linear" if isinstance(layers[i][1], nn.Linear) else "conv" for i in order],
             "grad_norm": g.cpu().double().numpy(),
             "weight_norm": w.cpu().double().numpy(),
         }
@@ -211,14 +209,6 @@ def backward_signal(
             per_image = g.flatten(1).norm(dim=1) * b  # undo the batch mean: each image's own gradient
             rows.append((n, i, float(g.norm()), float(per_image.square().mean().sqrt()), float(h.std())))
     return pd.DataFrame(rows, columns=["block", "index", "grad_norm", "per_image", "out_std"])
-
-
-def _norms(grads: tuple[Tensor | None, ...], weights: list[Tensor], order: list[int], device) -> tuple[Tensor, Tensor]:
-    """L2 norms of grads[i] (0 for None) for i in order, and of weights: two (L,) tensors."""
-    zero = torch.zeros((), device=device)
-    g = [zero if grads[i] is None else torch.linalg.vector_norm(grads[i].float()) for i in order]
-    w = [torch.linalg.vector_norm(t.float()) for t in weights]
-    return torch.stack(g), torch.stack(w)
 
 
 class _Moments:

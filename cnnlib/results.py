@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) 
     from .train import FitResult
 
 __all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
-           "load_run", "record_checksums", "results_root", "run_dir", "save_run"]
+           "load_run", "record_checksums", "results_root", "save_run"]
 
 
 class StaleRunError(RuntimeError):
@@ -136,15 +136,11 @@ def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
         atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
 
 
-def run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
-    return (root or results_root()) / cfg.run_id
-
-
 def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> Path:
     """Store a finished run; run.json goes last and marks the folder complete."""
     from . import aftertrain
 
-    folder = run_dir(cfg, root)
+    folder = (root or results_root()) / cfg.run_id
     (folder / "run.json").unlink(missing_ok=True)  # incomplete until the new one lands
     for name, file in aftertrain.TABLES.items():  # a table of an earlier run of this name is not this run's
         if name not in result.tables:

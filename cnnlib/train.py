@@ -123,7 +123,7 @@ def fit(
     steps_per_epoch = len(ld["train"])
     total_steps = cfg.epochs * steps_per_epoch
     loss_fn = engine.loss_fn(model, cfg.label_smoothing)
-    probe = StageProbe(model).to(device)
+    probe = StageProbe(model, device)
     monitor = _monitor(cfg, ld, len(data.train_y))
     measures: list[Callback] = [probe, *([monitor] if monitor else [])]
 
@@ -460,11 +460,11 @@ class StageProbe(Callback):
 
     key = "probe"
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, device: torch.device):
         self.names = list(model.stages)
         self.params = [[p for p in getattr(model, n).parameters()] for n in self.names]
-        self.act_std = torch.zeros(len(self.names))
-        self.grad_norm = torch.zeros(len(self.names))
+        self.act_std = torch.zeros(len(self.names), device=device)
+        self.grad_norm = torch.zeros(len(self.names), device=device)
         self.steps = 0
         self._handles = [
             getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)
@@ -477,10 +477,6 @@ class StageProbe(Callback):
                 self.act_std[i] += output.detach().float().std()
 
         return hook
-
-    def to(self, device: torch.device) -> StageProbe:
-        self.act_std, self.grad_norm = self.act_std.to(device), self.grad_norm.to(device)
-        return self
 
     def after_backward(self):
         """Called by ``train_step`` between the backward pass and the optimizer step."""
