@@ -374,7 +374,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             skipped += [st.config.run_id for st in todo]
             continue
         if policy == "units":
-            sharing = 1 if claims is None else _workers(claims)
+            sharing = 1 if claims is None else int((claims / "workers").read_text())  # _spawn_workers wrote it
             est = sum(estimate_seconds(st.config, data, dev) for st in todo) * sharing
             names = " ".join(st.config.run_id for st in todo)
             if est > left:
@@ -446,10 +446,6 @@ def seconds_to_finish(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> 
 def job_threads(workers: int) -> int:
     """Threads of each of ``workers`` CPU training jobs: the cores split, not oversubscribed."""
     return max(1, (os.cpu_count() or 1) // workers)
-
-
-def _workers(claims: Path) -> int:
-    return int((claims / "workers").read_text())
 
 
 def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, checkpoint_every_s: float,

@@ -346,11 +346,8 @@ def fit_or_load(
     stored = None if retrain else load_run(cfg, root)
     if stored is not None:
         if not stored.matches(cfg):
-            changed = {
-                k: (stored.meta["config"].get(k), v)
-                for k, v in cfg.to_dict().items()
-                if stored.meta["config"].get(k) != v
-            }
+            was = stored.meta["config"]
+            changed = {k: (was.get(k), v) for k, v in cfg.to_dict().items() if was.get(k) != v}
             raise StaleRunError(
                 f"{stored.path} was trained with another config (stored vs asked: {changed}); "
                 "retrain it with retrain=True (or CNNLIB_RETRAIN=1 in a notebook) "
