@@ -697,11 +697,11 @@ def peek_checkpoint(cfg: TrainConfig) -> dict | None:
     state = _usable_checkpoint(cfg)  # a damaged one is skipped here, and set aside (and named) when fit resumes
     if state is None:
         return None
-    p = state.get("progress") or {"epoch": state["epoch"], "step": 0}
+    at = _position(state)
     rates = sorted(r["images_per_s"] for r in state["history"])
-    return dict(epoch=p["epoch"], step=p["step"], engine=state.get("engine"),
+    return dict(epoch=at.epoch, step=at.step, engine=state.get("engine"),
                 images_per_s=rates[len(rates) // 2] if rates else None,
-                train_s=sum(r["seconds"] for r in state["history"]) + p.get("seconds", 0.0))  # fmt: skip
+                train_s=sum(r["seconds"] for r in state["history"]) + at.seconds)  # fmt: skip
 
 
 def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: list[dict], at: Position,
