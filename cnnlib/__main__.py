@@ -14,35 +14,27 @@ import signal
 import sys
 
 from .data import DataError
+from .paths import shown
 
 
-def _whole_number(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
+def _number(cast: type, minimum: int):
+    """An argparse type: a whole number (``int``) of at least ``minimum``, or a number (``float``) above 0."""
+    what = "a whole number" if cast is int else "a number"
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be positive, got {value}" if minimum == 1
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if (cast is float and not value > 0) or (cast is int and value < minimum):
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}" if cast is float or minimum == 1
                                              else f"must be {minimum} or more, got {value}")  # fmt: skip
         return value
 
     return parse
 
 
-_positive_int, _seed = _whole_number(1), _whole_number(0)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+_positive_int, _seed, _positive_float = _number(int, 1), _number(int, 0), _number(float, 0)
 
 
 def _device(text: str) -> str:
@@ -149,17 +141,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _shown(path) -> str:
-    """A path as the user can type it: relative to the working folder when inside it."""
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _profile_of(run_id: str) -> str:
     """The profile named in a run id (``<model>-<profile>[-<tag>]-s<seed>``), else PROFILE."""
     from .config import PROFILES
@@ -211,10 +192,10 @@ def _engine_command(models: list[str], recheck: bool) -> int:
                      "checked": m.get("checked", "")})  # fmt: skip
     cache = engine._cache_path()
     if not rows:
-        print(f"no engine checks of {engine.cpu_name()} with torch {torch.__version__} in {_shown(cache)}; "
+        print(f"no engine checks of {engine.cpu_name()} with torch {torch.__version__} in {shown(cache)}; "
               "a CPU run takes its check when it starts (or: python -m cnnlib engine MODEL --recheck)")
         return 0
-    print(f"engine checks of {engine.cpu_name()} (torch {torch.__version__}) in {_shown(cache)}; "
+    print(f"engine checks of {engine.cpu_name()} (torch {torch.__version__}) in {shown(cache)}; "
           "steps in ms (median); only trusted checks are reused and read by status's estimates:")
     print(pd.DataFrame(rows).to_string(index=False, na_rep="-"))
     return 0
@@ -246,9 +227,9 @@ def _run(args: argparse.Namespace) -> int:
         done = (f"{cfg.scored} accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
                 f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']}")  # fmt: skip
         if stored is not None:
-            print(f"{cfg.run_id}: loaded from {_shown(run.path)}, not retrained (use --retrain); {done}")
+            print(f"{cfg.run_id}: loaded from {shown(run.path)}, not retrained (use --retrain); {done}")
         else:
-            print(f"{cfg.run_id}: {done} -> {_shown(run.path)}")
+            print(f"{cfg.run_id}: {done} -> {shown(run.path)}")
         return 0
     if args.command == "status":
         from .plan import job_threads, measure_missing_rates, stage_hours_left, status
@@ -294,10 +275,10 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
                       f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
                 if got:
-                    shown = check.copy()
-                    for col in [c for c in shown if "acc" in c or c == "mean"]:
-                        shown[col] = (100 * shown[col]).round(2)
-                    print(shown.to_string(index=False, na_rep="-"))
+                    table = check.copy()
+                    for col in [c for c in table if "acc" in c or c == "mean"]:
+                        table[col] = (100 * table[col]).round(2)
+                    print(table.to_string(index=False, na_rep="-"))
         print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
               f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
               "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")
@@ -350,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"damaged {e}")
         if damaged:
             raise ValueError(f"{len(damaged)} of the {len(folders)} stored runs are damaged (listed above)")
-        print(f"all {len(folders)} stored runs in {_shown(root)} are sound")
+        print(f"all {len(folders)} stored runs in {shown(root)} are sound")
         if args.record_checksums:
             added = record_checksums(root)
             print(f"recorded the checksums of {len(added)} run(s) stored without them"

@@ -5,21 +5,13 @@ clone renders every notebook from them. This module owns those tables and their 
 the policy of which weights are kept locally (``weights_root()``, git-ignored), and the
 measurements behind them:
 
-* during training (``Monitor``), on one fixed batch of clean training images: per weight
-  layer, the weight norm, the gradient norm and the relative update lr * ||g|| / ||W||
-  (``diagnostics.gradient_norms``), and per block the backward signal ||dL/dh||
-  (``diagnostics.backward_signal``); at initialisation, after optimizer steps 1, 5 and 20,
-  and at the epochs ``probe_epochs(E)`` (1, E/4, E/2, E). This is how the early blow-up of a
-  plain net's stem is seen as it happens (issue: the gradient story, measured properly);
-* on the trained weights (``finish``): the layer responses of He et al. 2016, Fig. 7, on the
-  test images (``diagnostics.response_std_over_loader``), for nets built from BasicBlock, and
-  for the ``dissected`` runs the mechanism tables (``mechanism_tables``).
-  ``cnnlib.results.measure_tables`` calls it right after ``fit``, while the weights are in
-  hand, and again on a stored run's kept weights (``recompute_tables``).
-
-The mechanism experiments of notebook 07 (lesion study, loss landscapes) need the final
-weights of the small nets; ``save_weights`` keeps them under ``weights_root()`` and
-``cnnlib.mechanisms`` turns them into tables of their own.
+* during training (``Monitor``), on one fixed batch of clean training images, at
+  ``PROBE_STEPS`` and ``probe_epochs``: per weight layer the gradient and weight norms and the
+  relative update, per block the backward signal. This is how the early blow-up of a plain
+  net's stem is seen as it happens;
+* on the trained weights (``finish``, called by ``cnnlib.results.measure_tables``): the layer
+  responses of He et al. 2016, Fig. 7, and for the ``dissected`` runs the mechanism tables of
+  notebook 07 (``mechanism_tables``).
 """
 
 from __future__ import annotations
@@ -113,10 +105,9 @@ def probe_epochs(epochs: int) -> list[int]:
 class Monitor:
     """Measures the gradient profile of the model being trained at the probe points.
 
-    A rider of ``cnnlib.train.fit`` (the methods of ``cnnlib.train.Callback``). ``images``/``labels``
-    are the clean (unaugmented, normalised) probe batch on the training device. The rows survive a
-    checkpoint: ``state()`` goes into it and ``load_state`` restores them, so a resumed run ends with
-    the same tables.
+    A rider of ``cnnlib.train.fit`` (the methods of ``cnnlib.train.Callback``; its rows go into a
+    checkpoint). ``images``/``labels``: the clean (unaugmented, normalised) probe batch on the
+    training device.
     """
 
     key = "monitor"  # its slot in a checkpoint
@@ -128,7 +119,6 @@ class Monitor:
         self.blocks: list[dict] = []
 
     def on_step(self, step: int, model: nn.Module, lr: float) -> None:
-        """Call with the number of optimizer steps taken so far (0 before the first)."""
         if step in PROBE_STEPS:
             self._measure(model, "step", step, lr)
 

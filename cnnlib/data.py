@@ -3,7 +3,7 @@
 ``load_cifar10`` finds CIFAR-10 under a data root (``$CNNLIB_DATA`` or ``./data``) as the
 official ``cifar-10-batches-py`` folder (downloadable through torchvision), an image tree
 ``{train,test}/<class>/*.png|jpg``, or a ``.tar.gz`` of that tree read without extraction.
-The decoded uint8 arrays are cached as an uncompressed ``.npz`` in ``cache_dir()``, keyed by
+The decoded uint8 arrays are cached as an uncompressed ``.npz`` in ``user_cache()``, keyed by
 the source's identity, so later loads take well under a second. ``DeviceLoader`` batches one
 split on the training device with seeded whole-batch crop+flip (``augment``) and normalization:
 no DataLoader, no per-image PIL work. Every user-facing data problem raises ``DataError``.
@@ -32,8 +32,7 @@ import torch.nn.functional as F
 
 from .paths import atomic_write, project_path, user_cache
 
-__all__ = ["CLASSES", "CIFAR10", "DataError", "DeviceLoader", "augment", "cache_dir",
-           "data_root", "load_cifar10"]
+__all__ = ["CLASSES", "CIFAR10", "DataError", "DeviceLoader", "augment", "data_root", "load_cifar10"]
 
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
@@ -125,11 +124,6 @@ def _balanced(x: torch.Tensor, y: torch.Tensor, n: int, split: str):
 def data_root() -> Path:
     """Where CIFAR-10 is looked for: $CNNLIB_DATA, else the project's data/ folder."""
     return project_path("CNNLIB_DATA", "data")
-
-
-def cache_dir() -> Path:
-    """Where decoded arrays are cached: $CNNLIB_CACHE, $XDG_CACHE_HOME/cnnlib or ~/.cache/cnnlib."""
-    return user_cache()
 
 
 def _natkey(name: str) -> tuple:
@@ -387,7 +381,7 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
     name = path.resolve().name
     label = {"batches": f"official {BATCHES}", "tree": f"image folder {name}",
              "tarball": f"tarball {name}"}[kind]
-    cpath = cache_dir() / f"cifar10-{_identity(kind, path)}.npz" if cache else None
+    cpath = user_cache() / f"cifar10-{_identity(kind, path)}.npz" if cache else None
     arrays = _read_cache(cpath) if cpath else None
     source = f"cache of {label}" if arrays is not None else label
     if arrays is None:

@@ -1,7 +1,7 @@
 """Measurements of a network that leave the network unchanged.
 
 Why deep plain networks are hard to train, and what skip connections change,
-can be read off three quantities:
+can be read off these quantities:
 
 * **Per-layer gradient norms** (``gradient_norms``): in a deep plain network
   the gradient that reaches the first layers can be orders of magnitude smaller
@@ -13,9 +13,7 @@ can be read off three quantities:
   plain nets do *not* vanish, so the degradation they observe is an
   optimisation difficulty of another kind (He, Zhang, Ren & Sun, "Deep Residual
   Learning for Image Recognition", CVPR 2016, section 4.1).
-* **Activation statistics** (``activation_stats``): mean, std and fraction of
-  exact zeros (dead ReLU units) of chosen modules' outputs.
-* **Layer responses** (``residual_responses``, ``response_std_over_loader``):
+* **Layer responses** (``response_std_over_loader``):
   He et al. 2016, section 4.2 and Fig. 7, plot the std of each 3x3 layer's
   response (after BN, before the ReLU / addition) of trained CIFAR-10 nets;
   residual functions respond less than plain layers, and the deeper the ResNet
@@ -41,21 +39,9 @@ from torch.func import functional_call
 
 from .models.resnet import BasicBlock
 
-__all__ = [
-    "activation_stats",
-    "backward_signal",
-    "block_modules",
-    "gradient_norms",
-    "residual_responses",
-    "response_std_over_loader",
-    "weight_layers",
-]
+__all__ = ["backward_signal", "block_modules", "gradient_norms", "response_std_over_loader"]
 
 _WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _kind(module: nn.Module) -> str:
-    return "linear" if isinstance(module, nn.Linear) else "conv"
 
 
 def _device(model: nn.Module, fallback: Tensor) -> torch.device:
@@ -90,45 +76,6 @@ def _forward_hooks(hooks: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None
             h.remove()
 
 
-def _first_call_recorder(
-    layers: list[tuple[str, nn.Module]],
-) -> tuple[dict[int, int], list[tuple[nn.Module, Callable]]]:
-    """Hooks that record, for layer i, the rank of its first call: ({i: rank}, [(module, hook)])."""
-    first: dict[int, int] = {}
-
-    def hook(i: int) -> Callable:
-        def fn(module, inputs, output):
-            first.setdefault(i, len(first))
-
-        return fn
-
-    return first, [(m, hook(i)) for i, (_, m) in enumerate(layers)]
-
-
-def _by_first_call(first: dict[int, int], n: int) -> list[int]:
-    """Layer positions sorted by first call; layers that never ran keep their order, last."""
-    return sorted(range(n), key=lambda i: first.get(i, n + i))
-
-
-def weight_layers(model: nn.Module, x: Tensor | None = None) -> list[tuple[str, nn.Module]]:
-    """The model's Conv and Linear layers in forward order, with names (e.g. 'layer1.0.conv1').
-
-    Without ``x`` the order is the modules' registration order (``named_modules``), which
-    is the forward order for every cnnlib model except ``seed_senet18``, whose projection
-    shortcuts run before the block's first conv but are registered after its second.
-    With an input batch ``x`` the layers are ordered by their first call in one eval-mode,
-    no-grad forward pass (layers that never run come last); the model is left unchanged.
-    A layer used several times (shared weights) appears once.
-    """
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHT_TYPES)]
-    if x is None:
-        return layers
-    first, hooks = _first_call_recorder(layers)
-    with _mode(model, False), torch.no_grad(), _forward_hooks(hooks):
-        model(x.to(_device(model, x)))
-    return [layers[i] for i in _by_first_call(first, len(layers))]
-
-
 def _detached(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Parameters as detached leaves that require grad (they share the parameters' storage:
     no copy, and autograd stops at them; tied weights map to one leaf) and clones of the
@@ -159,12 +106,7 @@ def gradient_norms(
 
     ``train_mode=True`` (default) measures as during training: BatchNorm normalises with
     the batch's statistics. ``train_mode=False`` uses the running statistics (eval mode).
-
-    The model is not changed. The forward pass runs through ``torch.func.functional_call``
-    with detached views of the parameters (so ``.grad`` is never touched: gradients come
-    from ``torch.autograd.grad``) and *clones* of the buffers (so BatchNorm's running
-    mean/var and ``num_batches_tracked`` updates land on throw-away copies; only the
-    buffers are copied, not the model). Every module's train/eval flag is restored.
+    The model is not changed (``_detached``: BatchNorm's updates land on clones of the buffers).
     """
     device = _device(model, x)
     x, y = x.to(device), y.to(device)
@@ -172,24 +114,30 @@ def gradient_norms(
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHT_TYPES)]
     # Qualified name of each layer's weight, as functional_call knows it.
     weight_names = [f"{n}.weight" if n else "weight" for n, _ in layers]
-    if any(w not in params for w in weight_names):
-        missing = [w for w in weight_names if w not in params]
-        raise ValueError(f"weight layers without a registered weight parameter: {missing}")
+    first: dict[int, int] = {}  # layer position -> rank of its first call
 
-    first, hooks = _first_call_recorder(layers)
-    with _mode(model, train_mode), _forward_hooks(hooks):
+    def hook(i: int) -> Callable:
+        def fn(module, inputs, output):
+            first.setdefault(i, len(first))
+
+        return fn
+
+    with _mode(model, train_mode), _forward_hooks([(m, hook(i)) for i, (_, m) in enumerate(layers)]):
         logits = functional_call(model, {**params, **buffers}, (x,))
         loss = loss_fn(logits, y)
     grads = torch.autograd.grad(loss, [params[w] for w in weight_names], allow_unused=True)
-    order = _by_first_call(first, len(layers))
+    # forward order; layers that never ran keep their registration order, last
+    order = sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i))
     # One stacked tensor per column, one device sync for all of them.
     with torch.no_grad():
-        g, w = _norms(grads, [params[weight_names[i]] for i in order], order, device)
+        zero = torch.zeros((), device=device)  # the gradient of a layer the loss does not depend on
+        g = torch.stack([zero if grads[i] is None else torch.linalg.vector_norm(grads[i].float()) for i in order])
+        w = torch.stack([torch.linalg.vector_norm(params[weight_names[i]].float()) for i in order])
     df = pd.DataFrame(
         {
             "layer": [layers[i][0] for i in order],
             "index": range(len(order)),
-            "kind": [_kind(layers[i][1]) for i in order],
+            "kind": ["linear" if isinstance(layers[i][1], nn.Linear) else "conv" for i in order],
             "grad_norm": g.cpu().double().numpy(),
             "weight_norm": w.cpu().double().numpy(),
         }
@@ -263,36 +211,21 @@ def backward_signal(
     return pd.DataFrame(rows, columns=["block", "index", "grad_norm", "per_image", "out_std"])
 
 
-def _norms(grads: tuple[Tensor | None, ...], weights: list[Tensor], order: list[int], device) -> tuple[Tensor, Tensor]:
-    """L2 norms of grads[i] (0 for None) for i in order, and of weights: two (L,) tensors."""
-    zero = torch.zeros((), device=device)
-    g = [zero if grads[i] is None else torch.linalg.vector_norm(grads[i].float()) for i in order]
-    w = [torch.linalg.vector_norm(t.float()) for t in weights]
-    return torch.stack(g), torch.stack(w)
-
-
 class _Moments:
-    """Running float64 count, sum, sum of squares and zero count of tensors, on their device."""
+    """Running float64 count, sum and sum of squares of tensors, on their device."""
 
     def __init__(self):
-        self.n = 0
-        self.s = self.ss = self.zeros = None
+        self.n, self.s, self.ss = 0, 0.0, 0.0
 
     def add(self, t: Tensor) -> None:
         t = t.detach().double()
-        s, ss, z = t.sum(), t.square().sum(), (t == 0).sum().double()
-        if self.s is None:
-            self.s, self.ss, self.zeros = s, ss, z
-        else:
-            self.s, self.ss, self.zeros = self.s + s, self.ss + ss, self.zeros + z
+        self.s, self.ss = self.s + t.sum(), self.ss + t.square().sum()
         self.n += t.numel()
 
-    def summary(self) -> tuple[float, float, float]:
-        """(mean, unbiased std, fraction of exact zeros), like Tensor.mean/std on all values."""
-        n = self.n
-        mean = self.s / n
-        var = (self.ss - n * mean.square()).clamp_min(0) / max(n - 1, 1)
-        return float(mean), float(var.sqrt()), float(self.zeros / n)
+    def std(self) -> float:
+        """The unbiased std of all values added, like Tensor.std."""
+        mean = self.s / self.n
+        return float(((self.ss - self.n * mean.square()).clamp_min(0) / max(self.n - 1, 1)).sqrt())
 
 
 def _collect(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable[Tensor]) -> dict[str, _Moments]:
@@ -301,8 +234,6 @@ def _collect(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable[
 
     def hook(name):
         def fn(module, inputs, output):
-            if not isinstance(output, Tensor):
-                raise TypeError(f"module {name!r} returned {type(output).__name__}, not a Tensor")
             stats[name].add(output)
 
         return fn
@@ -319,28 +250,6 @@ def _collect(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable[
     return stats
 
 
-def activation_stats(model: nn.Module, x: Tensor, *, modules: dict[str, nn.Module] | None = None) -> pd.DataFrame:
-    """Mean, std and fraction of zeros of each given module's output for the batch ``x``.
-
-    Evaluated in eval mode (BatchNorm uses its running statistics) under ``no_grad``;
-    every module's mode is restored afterwards. After a ReLU, ``frac_zero`` is the
-    fraction of inactive ("dead" for this batch) units. Statistics are over all output
-    values (batch, channels, positions); std is unbiased, as ``Tensor.std``. A module
-    that runs several times in one forward pass has all its outputs pooled.
-
-    ``modules`` maps a name to a submodule; by default every top-level stage
-    (``model.stages``: stem, ..., head). Columns: module, index (position in
-    ``modules``), mean, std, frac_zero.
-    """
-    if modules is None:
-        if not hasattr(model, "stages"):
-            raise ValueError(f"{type(model).__name__} has no .stages; pass modules={{name: submodule}}")
-        modules = {name: getattr(model, name) for name in model.stages}
-    stats = _collect(model, modules, [x])
-    rows = [(name, i, *st.summary()) for i, (name, st) in enumerate(stats.items())]
-    return pd.DataFrame(rows, columns=["module", "index", "mean", "std", "frac_zero"])
-
-
 def _branches(model: nn.Module) -> dict[str, nn.Module]:
     """Block name -> the block's ``attn`` module, whose output is the branch output F(x)."""
     blocks = {n: m.attn for n, m in model.named_modules() if isinstance(m, BasicBlock)}
@@ -353,38 +262,18 @@ def _branches(model: nn.Module) -> dict[str, nn.Module]:
     return blocks
 
 
-def _responses(model: nn.Module, batches: Iterable[Tensor]) -> pd.DataFrame:
-    stats = _collect(model, _branches(model), batches)
-    rows = [(name, i, st.summary()[1]) for i, (name, st) in enumerate(stats.items())]
-    return pd.DataFrame(rows, columns=["block", "index", "std"])
-
-
-def residual_responses(model: nn.Module, x: Tensor) -> pd.DataFrame:
-    """He et al. 2016, Fig. 7: std of each block's response to the batch ``x``, in eval mode.
-
-    For every ``BasicBlock``, the std (over all values of the batch) of the residual
-    branch output F(x): the block's ``attn`` output, i.e. after the second BN (and SE,
-    if any) and before the addition and the final ReLU. A plain block has the same
-    ``attn`` position, so its row is that layer's response before ReLU, exactly as in
-    the paper; plain and residual nets are measured alike. (The paper plots every 3x3
-    layer; this reports the second layer of each block, the one that forms F(x).)
-    Note that at initialisation eval-mode BN is nearly the identity (running mean 0,
-    var 1), so the paper's comparison is meant for trained nets.
-
-    Columns: block (qualified name), index (0..B-1, registration order = depth), std.
-    Raises ValueError if the model has no BasicBlock. The model is left unchanged.
-    """
-    return _responses(model, [x])
-
-
 def response_std_over_loader(
     model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, max_batches: int | None = None
 ) -> pd.DataFrame:
-    """``residual_responses`` pooled over the batches of a loader (e.g. a test-split DeviceLoader).
+    """He et al. 2016, Fig. 7: std of each block's response over the batches of a loader, in eval mode.
 
-    The std is that of all response values of all batches together (pooled with float64
-    sums), not the mean of per-batch stds. ``max_batches`` limits the number of batches
-    read. Same columns as ``residual_responses``.
+    For every ``BasicBlock``, the std of the residual branch output F(x): the block's ``attn``
+    output, after the second BN (and SE, if any), before the addition and the final ReLU. A plain
+    block has the same ``attn`` position, so plain and residual nets are measured alike. (The paper
+    plots every 3x3 layer; this reports the second layer of each block, the one that forms F(x).)
+    The std is that of all values of all batches together (pooled float64 sums), not a mean of
+    per-batch stds; ``max_batches`` limits the batches read. Columns: block (qualified name),
+    index (registration order = depth), std. The model is left unchanged.
     """
 
     def images():
@@ -393,4 +282,6 @@ def response_std_over_loader(
                 return
             yield x
 
-    return _responses(model, images())
+    stats = _collect(model, _branches(model), images())
+    rows = [(name, i, st.std()) for i, (name, st) in enumerate(stats.items())]
+    return pd.DataFrame(rows, columns=["block", "index", "std"])

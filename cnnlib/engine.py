@@ -39,8 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import cache_dir
-from .paths import atomic_write
+from .paths import atomic_write, user_cache
 
 __all__ = ["Engine", "bf16_features", "check", "choose", "confirm", "cpu_name"]
 
@@ -132,7 +131,7 @@ def _cache_path() -> Path:
     """$CNNLIB_ENGINE_CACHE (the test suite's notebooks keep their checks, taken on a loaded machine, out of
     the user's cache, whose rates the plan's estimates read), else ``engine.json`` beside the data cache."""
     value = os.environ.get("CNNLIB_ENGINE_CACHE")
-    return Path(value).expanduser() if value else cache_dir() / "engine.json"
+    return Path(value).expanduser() if value else user_cache() / "engine.json"
 
 
 # A training step to time, built by the caller: ``stepper(model_name, batch, engine)`` returns one step of the

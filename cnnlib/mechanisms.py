@@ -171,8 +171,7 @@ def lesion_random(
     ``accuracy``. Raises ValueError for a k beyond the number of deletable blocks.
     """
     names = [n for n, b in residual_blocks(model) if _deletable(b)]
-    ks = range(1, min(10, len(names)) + 1) if ks is None else ks
-    ks = list(ks)
+    ks = list(range(1, min(10, len(names)) + 1) if ks is None else ks)
     bad = [k for k in ks if not 0 <= k <= len(names)]
     if bad:
         raise ValueError(f"k must lie in 0..{len(names)} (the model's deletable blocks), got {bad}")

@@ -51,6 +51,15 @@ def figures_root() -> Path:
     return project_path("CNNLIB_FIGURES", "figures")
 
 
+def shown(path: str | Path) -> str:
+    """A path as the user can type it: relative to the working folder when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Create ``path`` through ``write(file)`` so that readers see the old file or the
     new one, never half: a temporary file in the same folder, fsync, then rename.

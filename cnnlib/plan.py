@@ -60,23 +60,15 @@ LR_CONTROL = "lr0.4_wd0.0005"
 
 
 def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
-    """The plan in priority order: (stage name, units).
+    """The plan in priority order: (stage name, units); the stage names say what each holds.
 
-    0. (full profile only) the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``): plain20
-       and resnet20 for each setting of ``config.RECIPE_GRID``, then seed_cnn, seed_resnet18 and
-       seed_densenet for the seed family's peak lr; 45,000 training images, scored on the 5,000 held out;
-    1. the original report's four models, seed 0;
-    2. the degradation family, seed 0;
-    3. the controlled family, seed 0 (densenet121, the most expensive run, last);
-    4. seeds 1 and 2 of the degradation family;
-    5. the degradation family at peak lr 0.4 (``LR_CONTROL``: He et al.'s 0.1 at batch 128, linearly
-       scaled to batch 512; everything else as the full profile), seeds 0-2: is degradation a property
-       of depth or of the shared recipe's lr 0.8?
-    6. seeds 1 and 2 of the original report's four models;
-    7. (full profile) the controlled family's own lr check (``config.RECIPE_CHECKS["controlled"]``: resnet18
-       and plainnet18 at peak lr 0.2, 0.4 and 0.8, profile ``tune``), then its seeds 1 and 2 (densenet121
-       last within each seed), which wait for the check's choice (seed 0 again if the choice moves);
-    8. the depth sweep, seed 0, then seeds 1-2; the plain56 lr/10 control.
+    Stage 0 (full profile only) is the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``),
+    scored on 5,000 held-out training images. Stage 5 asks whether degradation is a property of depth
+    or of the shared recipe's lr 0.8: the degradation family at He et al.'s 0.1 at batch 128, linearly
+    scaled to batch 512 (``LR_CONTROL``). In stage 7 the controlled family's own lr check
+    (``config.RECIPE_CHECKS["controlled"]``) comes before its seeds 1 and 2, which wait for its choice
+    (seed 0 is trained again if the choice moves); densenet121, the most expensive run, is last
+    within each of its seeds.
 
     In the full profile, a family whose recipe checks have no recorded choice yet has no config to train:
     its units are left out until the choices are recorded (``recipe.record_new``).
@@ -330,12 +322,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                   policy: str | None = None) -> dict[str, list[str]]:  # fmt: skip
     """Train the plan's missing runs (of ``models`` only, if given) while the budget allows.
 
-    ``policy`` (see the module docstring): ``"sequential"`` (the default on a CPU) or ``"units"``
-    (the default on a GPU). Under ``"units"`` a unit starts only if the estimates of its missing
-    runs add up to no more than what is left (times ``workers``: runs sharing a device go slower);
-    units that do not fit are skipped and smaller ones further down are still tried, and each run
-    stops checkpointed once it projects past the deadline. Each finished run is stored at once.
-    ``workers > 1`` starts that many worker processes of this function instead.
+    ``policy``: see the module docstring (default: ``"sequential"`` on a CPU, ``"units"`` on a GPU,
+    where the estimates of runs that share the device count ``workers`` times, as they go slower).
+    Each finished run is stored at once. ``workers > 1`` starts that many worker processes of this
+    function instead.
     """
     deadline = deadline if deadline is not None else time.time() + budget_s
     known = {m for fam in FAMILIES.values() for m in fam}
@@ -384,7 +374,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             skipped += [st.config.run_id for st in todo]
             continue
         if policy == "units":
-            sharing = 1 if claims is None else _workers(claims)
+            sharing = 1 if claims is None else int((claims / "workers").read_text())  # _spawn_workers wrote it
             est = sum(estimate_seconds(st.config, data, dev) for st in todo) * sharing
             names = " ".join(st.config.run_id for st in todo)
             if est > left:
@@ -456,10 +446,6 @@ def seconds_to_finish(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> 
 def job_threads(workers: int) -> int:
     """Threads of each of ``workers`` CPU training jobs: the cores split, not oversubscribed."""
     return max(1, (os.cpu_count() or 1) // workers)
-
-
-def _workers(claims: Path) -> int:
-    return int((claims / "workers").read_text())
 
 
 def _spawn_workers(n: int, profile: str, device: str | None, deadline: float, checkpoint_every_s: float,

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .paths import atomic_write, results_root
+from .paths import atomic_write, results_root, shown
 
 if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) and the tables import it
     from torch import nn
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) 
     from .train import FitResult
 
 __all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
-           "load_run", "record_checksums", "results_root", "run_dir", "save_run"]
+           "load_run", "record_checksums", "results_root", "save_run"]
 
 
 class StaleRunError(RuntimeError):
@@ -60,15 +60,7 @@ class DamagedRunError(RuntimeError):
 
     def __init__(self, folder: Path, name: str, problem: str):
         self.folder, self.name, self.problem = folder, name, problem
-        super().__init__(f"{_shown(folder / name)} {problem}; {_remedy(folder)}")
-
-
-def _shown(path: Path) -> str:
-    """A path as the user can type it: relative to the working folder when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+        super().__init__(f"{shown(folder / name)} {problem}; {_remedy(folder)}")
 
 
 def _committed(folder: Path) -> bool:
@@ -90,7 +82,7 @@ def _remedy(folder: Path) -> str:
         retrain = (f"retrain it with `python -m cnnlib train {m['model']} --profile {m['profile']} --seed {m['seed']}"
                    f"{tag} --retrain`")  # fmt: skip
     if _committed(folder):
-        return f"restore the run with `git checkout -- {_shown(folder)}`, or {retrain}"
+        return f"restore the run with `git checkout -- {shown(folder)}`, or {retrain}"
     return retrain
 
 
@@ -144,15 +136,11 @@ def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
         atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
 
 
-def run_dir(cfg: TrainConfig, root: Path | None = None) -> Path:
-    return (root or results_root()) / cfg.run_id
-
-
 def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> Path:
     """Store a finished run; run.json goes last and marks the folder complete."""
     from . import aftertrain
 
-    folder = run_dir(cfg, root)
+    folder = (root or results_root()) / cfg.run_id
     (folder / "run.json").unlink(missing_ok=True)  # incomplete until the new one lands
     for name, file in aftertrain.TABLES.items():  # a table of an earlier run of this name is not this run's
         if name not in result.tables:
@@ -358,11 +346,8 @@ def fit_or_load(
     stored = None if retrain else load_run(cfg, root)
     if stored is not None:
         if not stored.matches(cfg):
-            changed = {
-                k: (stored.meta["config"].get(k), v)
-                for k, v in cfg.to_dict().items()
-                if stored.meta["config"].get(k) != v
-            }
+            was = stored.meta["config"]
+            changed = {k: (was.get(k), v) for k, v in cfg.to_dict().items() if was.get(k) != v}
             raise StaleRunError(
                 f"{stored.path} was trained with another config (stored vs asked: {changed}); "
                 "retrain it with retrain=True (or CNNLIB_RETRAIN=1 in a notebook) "

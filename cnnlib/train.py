@@ -7,15 +7,10 @@ compiled or not, threads) is one ``cnnlib.engine.Engine``, chosen once per run a
 model builder, the loaders, the step and the evaluation. On a CPU training is deterministic: the
 same config and engine give the same history, bit for bit, resumed or not.
 
-Read ``fit`` top to bottom: it builds the model, its optimizer and the loaders, then for each
-epoch runs the steps (``train_step``: forward, loss, backward, optimizer step), evaluates on
-clean training images and on the test images, and checkpoints; it returns a ``FitResult``. The
-measurements that ride along are callbacks (``Callback``): the per-stage probe (``StageProbe``),
-the gradient profile at chosen steps (``cnnlib.aftertrain.Monitor``) and the progress line
-(``ProgressLine``); their time is not counted as training time. When to stop early and when to
-checkpoint is one ``StopRule``: a stopped run raises ``RunWontFit`` and the next ``fit`` resumes
-from its checkpoint. The tables measured on the trained weights, and the store of finished runs,
-belong to ``cnnlib.results``.
+``fit`` reads top to bottom. What rides along (the per-stage probe, the gradient profile, the
+progress line) is a ``Callback`` whose time is not training time; when to stop early and when to
+checkpoint is one ``StopRule``. The tables measured on the trained weights, and the store of
+finished runs, belong to ``cnnlib.results``.
 """
 
 from __future__ import annotations
@@ -128,7 +123,7 @@ def fit(
     steps_per_epoch = len(ld["train"])
     total_steps = cfg.epochs * steps_per_epoch
     loss_fn = engine.loss_fn(model, cfg.label_smoothing)
-    probe = StageProbe(model).to(device)
+    probe = StageProbe(model, device)
     monitor = _monitor(cfg, ld, len(data.train_y))
     measures: list[Callback] = [probe, *([monitor] if monitor else [])]
 
@@ -247,7 +242,8 @@ def fit(
     history.attrs["config"] = cfg.to_dict()
     info = dict(
         device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else f"CPU: {cpu_name()} ({os.cpu_count()} cores)"),
         engine=engine.record(),
         torch=torch.__version__,
         cuda=torch.version.cuda,
@@ -464,11 +460,11 @@ class StageProbe(Callback):
 
     key = "probe"
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, device: torch.device):
         self.names = list(model.stages)
         self.params = [[p for p in getattr(model, n).parameters()] for n in self.names]
-        self.act_std = torch.zeros(len(self.names))
-        self.grad_norm = torch.zeros(len(self.names))
+        self.act_std = torch.zeros(len(self.names), device=device)
+        self.grad_norm = torch.zeros(len(self.names), device=device)
         self.steps = 0
         self._handles = [
             getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)
@@ -481,10 +477,6 @@ class StageProbe(Callback):
                 self.act_std[i] += output.detach().float().std()
 
         return hook
-
-    def to(self, device: torch.device) -> StageProbe:
-        self.act_std, self.grad_norm = self.act_std.to(device), self.grad_norm.to(device)
-        return self
 
     def after_backward(self):
         """Called by ``train_step`` between the backward pass and the optimizer step."""
@@ -705,11 +697,11 @@ def peek_checkpoint(cfg: TrainConfig) -> dict | None:
     state = _usable_checkpoint(cfg)  # a damaged one is skipped here, and set aside (and named) when fit resumes
     if state is None:
         return None
-    p = state.get("progress") or {"epoch": state["epoch"], "step": 0}
+    at = _position(state)
     rates = sorted(r["images_per_s"] for r in state["history"])
-    return dict(epoch=p["epoch"], step=p["step"], engine=state.get("engine"),
+    return dict(epoch=at.epoch, step=at.step, engine=state.get("engine"),
                 images_per_s=rates[len(rates) // 2] if rates else None,
-                train_s=sum(r["seconds"] for r in state["history"]) + p.get("seconds", 0.0))  # fmt: skip
+                train_s=sum(r["seconds"] for r in state["history"]) + at.seconds)  # fmt: skip
 
 
 def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: list[dict], at: Position,
@@ -762,7 +754,3 @@ def _sync(device: torch.device) -> None:
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else \
         f"{seconds:.0f} s"
-
-
-def _cpu_name() -> str:
-    return f"CPU: {cpu_name()} ({os.cpu_count()} cores)"

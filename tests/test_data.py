@@ -23,6 +23,7 @@ from cnnlib.data import (
     data_root,
     load_cifar10,
 )
+from cnnlib.paths import user_cache
 
 N_TRAIN, N_TEST = 3, 2  # images per class in the generated data sets
 NAMES = {"train": ["10.png", "2.png", "1.png"], "test": ["7.png", "03.png"]}
@@ -101,7 +102,7 @@ def test_load_generated(mini, kind):
 
 def test_cache_reused(mini, monkeypatch):
     first = load_cifar10(mini.tar_root, allow_subset=True)
-    assert len(list(data.cache_dir().glob("*.npz"))) == 1
+    assert len(list(user_cache().glob("*.npz"))) == 1
 
     def boom(*args):
         raise AssertionError("decoder called although a cache exists")
@@ -111,7 +112,7 @@ def test_cache_reused(mini, monkeypatch):
     assert second.source == "cache of tarball mini.tar.gz"
     for k in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(first, k), getattr(second, k))
-    assert not list(data.cache_dir().glob("*.tmp"))  # no leftovers from the atomic write
+    assert not list(user_cache().glob("*.tmp"))  # no leftovers from the atomic write
 
 
 def test_cache_invalidated_when_source_changes(mini):
@@ -129,7 +130,7 @@ def test_cache_invalidated_when_source_changes(mini):
 
 def test_corrupt_cache_rebuilt(mini):
     load_cifar10(mini.tree, allow_subset=True)
-    (cached,) = data.cache_dir().glob("*.npz")
+    (cached,) = user_cache().glob("*.npz")
     cached.write_bytes(cached.read_bytes()[:1000])  # truncated zip
     with pytest.warns(UserWarning, match="corrupt"):
         ds = load_cifar10(mini.tree, allow_subset=True)
@@ -145,7 +146,7 @@ def test_corrupt_cache_rebuilt(mini):
 
 def test_cache_false_writes_nothing(mini):
     assert_matches(load_cifar10(mini.tree, cache=False, allow_subset=True), mini)
-    assert not data.cache_dir().exists()
+    assert not user_cache().exists()
 
 
 def test_subset(mini):

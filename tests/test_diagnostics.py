@@ -1,5 +1,5 @@
-"""cnnlib.diagnostics on CPU: hand-computed gradients, layer order, activation and
-response statistics, and that no measurement changes the model."""
+"""cnnlib.diagnostics on CPU: hand-computed gradients, layer order, response statistics,
+and that no measurement changes the model."""
 
 import copy
 
@@ -11,13 +11,7 @@ from torch.testing import assert_close
 
 from cnnlib import create_model
 from cnnlib.data import DeviceLoader
-from cnnlib.diagnostics import (
-    activation_stats,
-    gradient_norms,
-    residual_responses,
-    response_std_over_loader,
-    weight_layers,
-)
+from cnnlib.diagnostics import gradient_norms, response_std_over_loader
 
 
 def images(n: int, seed: int = 0, size: int = 16) -> torch.Tensor:
@@ -94,7 +88,7 @@ def test_gradient_norms_equal_backward_on_a_copy_with_train_mode_batchnorm():
     x, y = images(4), labels(4)
     ref = copy.deepcopy(model).train()
     F.cross_entropy(ref(x), y).backward()
-    expected = [m.weight.grad.norm().item() for _, m in weight_layers(ref)]
+    expected = [m.weight.grad.norm().item() for m in ref.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     df = gradient_norms(model, x, y)
     assert df["grad_norm"].tolist() == pytest.approx(expected, rel=1e-4)
     # eval-mode BN (running statistics) gives other gradients
@@ -117,21 +111,16 @@ def test_gradient_norms_leave_the_model_unchanged(training):
         assert_same(before, snapshot(model))
 
 
-def test_weight_layers_in_forward_order():
+def test_gradient_norms_in_forward_order():
     resnet20 = create_model("resnet20")
-    layers = weight_layers(resnet20)
-    kinds = [type(m) for _, m in layers]
-    assert len(layers) == 20 and kinds.count(nn.Conv2d) == 19 and kinds.count(nn.Linear) == 1
-    names = [n for n, _ in layers]
+    df = gradient_norms(resnet20, images(2), labels(2))
+    assert len(df) == 20 and df["kind"].tolist().count("conv") == 19 and df["kind"].tolist().count("linear") == 1
+    names = list(df["layer"])
     assert names[:3] == ["stem.0", "layer1.0.conv1", "layer1.0.conv2"] and names[-1] == "head.2"
-    # registration order is the order in which they run
-    assert [n for n, _ in weight_layers(resnet20, images(1))] == names
-    assert list(gradient_norms(resnet20, images(2), labels(2))["layer"]) == names
-
-    plain56 = [n for n, _ in weight_layers(create_model("plain56"))]
+    plain56 = list(gradient_norms(create_model("plain56"), images(2), labels(2))["layer"])
     assert len(plain56) == 56 and plain56[0] == "stem.0" and plain56[-1] == "head.2"
 
-    # works without .stages, and orders by actual calls when given an input
+    # works without .stages, and orders by actual calls
     class Backwards(nn.Module):
         def __init__(self):
             super().__init__()
@@ -141,71 +130,21 @@ def test_weight_layers_in_forward_order():
             return self.late(self.early(x))
 
     model = Backwards()
-    assert [n for n, _ in weight_layers(model)] == ["late", "early"]
-    assert [n for n, _ in weight_layers(model, torch.randn(2, 3))] == ["early", "late"]
     assert list(gradient_norms(model, torch.randn(2, 3), torch.tensor([0, 1]))["layer"]) == ["early", "late"]
 
 
-# --- activation_stats -------------------------------------------------------------------------
+# --- response_std_over_loader -----------------------------------------------------------------
 
 
-class Tiny(nn.Module):
-    """Linear (identity weights) -> BatchNorm (identity in eval mode) -> ReLU."""
-
-    stages = ("lin", "bn", "act")
-
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(4, 4, bias=False)
-        self.bn = nn.BatchNorm1d(4, eps=0.0)
-        self.act = nn.ReLU()
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.eye(4))
-
-    def forward(self, x):
-        return self.act(self.bn(self.lin(x)))
+def responses(model: nn.Module, x: torch.Tensor):
+    return response_std_over_loader(model, [(x, None)])
 
 
-def test_activation_stats_count_dead_units_in_eval_mode():
-    model = Tiny().train()
-    x = torch.tensor([[-2.0, -1.0, 1.0, 2.0], [3.0, -1.0, -3.0, 4.0]])  # half the values negative
-    before = snapshot(model)
-    df = activation_stats(model, x)
-    assert_same(before, snapshot(model))  # still in train mode, BN statistics untouched
-    assert list(df.columns) == ["module", "index", "mean", "std", "frac_zero"]
-    assert list(df["module"]) == ["lin", "bn", "act"] and list(df["index"]) == [0, 1, 2]
-    relu = x.clamp_min(0)
-    # eval-mode BN with running mean 0, var 1, eps 0 passes x through unchanged
-    for row, out in zip(df.itertuples(), (x, x, relu), strict=True):
-        assert row.mean == pytest.approx(out.mean().item())
-        assert row.std == pytest.approx(out.std().item())
-    assert df["frac_zero"].tolist() == [0.0, 0.0, 0.5]
-
-    df = activation_stats(model, x, modules={"relu": model.act})
-    assert df["module"].tolist() == ["relu"] and df["frac_zero"].item() == 0.5
-
-
-def test_activation_stats_default_to_the_stages():
-    torch.manual_seed(0)
-    model = create_model("resnet20")
-    df = activation_stats(model, images(2))
-    assert df["module"].tolist() == list(model.stages) == ["stem", "layer1", "layer2", "layer3", "head"]
-    assert (df.loc[df["module"] != "head", "frac_zero"] > 0).all()  # ReLU outputs
-    assert df.loc[df["module"] == "head", "frac_zero"].item() == 0  # logits
-    with pytest.raises(ValueError, match="no .stages"):
-        activation_stats(nn.Sequential(nn.Linear(2, 2)), torch.randn(1, 2))
-    with pytest.raises(ValueError, match="never ran"):
-        activation_stats(model, images(1), modules={"unused": nn.ReLU()})
-
-
-# --- residual_responses -----------------------------------------------------------------------
-
-
-def test_residual_responses_read_the_branch_before_the_addition():
+def test_responses_read_the_branch_before_the_addition():
     torch.manual_seed(0)
     model = create_model("resnet20")
     x = images(2)
-    df = residual_responses(model, x)
+    df = responses(model, x)
     assert list(df.columns) == ["block", "index", "std"]
     assert df["block"].tolist() == [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
     assert df["index"].tolist() == list(range(9)) and (df["std"] > 0).all()
@@ -223,19 +162,21 @@ def test_residual_responses_read_the_branch_before_the_addition():
     with torch.no_grad():
         block.bn2.weight.zero_()
     before = snapshot(model)
-    df = residual_responses(model, x).set_index("block")["std"]
+    df = responses(model, x).set_index("block")["std"]
     assert_same(before, snapshot(model))
     assert df["layer2.1"] == 0 and (df.drop("layer2.1") > 0).all()
-    outputs = activation_stats(model, x, modules={"block": block})
-    assert outputs["std"].item() > 0
+    model.eval()
+    with torch.no_grad():
+        assert block(model.layer2[0](model.layer1(model.stem(x)))).std().item() > 0
+    model.train()
 
 
-def test_residual_responses_count_blocks_of_plain_and_residual_nets():
-    assert len(residual_responses(create_model("resnet56"), images(1))) == 27
-    plain = residual_responses(create_model("plain20"), images(1))
+def test_responses_count_blocks_of_plain_and_residual_nets():
+    assert len(responses(create_model("resnet56"), images(1))) == 27
+    plain = responses(create_model("plain20"), images(1))
     assert len(plain) == 9 and (plain["std"] > 0).all()
     with pytest.raises(ValueError, match="no cnnlib.models.resnet.BasicBlock"):
-        residual_responses(create_model("seed_cnn"), images(1))
+        responses(create_model("seed_cnn"), images(1))
 
 
 def test_response_std_over_loader_pools_all_batches(synthetic):
@@ -246,9 +187,9 @@ def test_response_std_over_loader_pools_all_batches(synthetic):
     whole = torch.cat([xb for xb, _ in loader])
     pooled = response_std_over_loader(model, loader)
     # eval-mode responses are per image, so pooling batches = one batch of all images
-    assert pooled["std"].tolist() == pytest.approx(residual_responses(model, whole)["std"].tolist(), rel=1e-6)
+    assert pooled["std"].tolist() == pytest.approx(responses(model, whole)["std"].tolist(), rel=1e-6)
     first = response_std_over_loader(model, loader, max_batches=1)
-    assert first["std"].tolist() == pytest.approx(residual_responses(model, whole[:10])["std"].tolist(), rel=1e-6)
+    assert first["std"].tolist() == pytest.approx(responses(model, whole[:10])["std"].tolist(), rel=1e-6)
 
 
 # --- the science at initialisation ------------------------------------------------------------

@@ -86,7 +86,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """3x3 stem, then one stage of ``depths[i]`` blocks per width, global pool, linear."""
+    """3x3 stem, then one stage of ``depths[i]`` blocks per width (three: the CIFAR nets, or four: the
+    wide nets), global pool, linear."""
 
     def __init__(
         self,
@@ -100,10 +101,6 @@ class ResNet(nn.Module):
         option: str = "B",
     ):
         super().__init__()
-        if len(widths) != len(depths):
-            raise ValueError(f"widths {widths} and depths {depths} differ in length")
-        if len(widths) not in (3, 4):
-            raise ValueError(f"a ResNet has three stages (the CIFAR nets) or four (the wide nets), got {len(widths)}")
         self.stem = nn.Sequential(
             nn.Conv2d(3, widths[0], 3, 1, 1, bias=not norm), _norm(widths[0], norm), nn.ReLU()
         )
