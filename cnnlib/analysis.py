@@ -198,14 +198,14 @@ def near_chance(runs: Iterable[Run], within: float = NEAR_CHANCE) -> pd.DataFram
                                        "highest training loss", "in epoch"])  # fmt: skip
 
 
-def timed_on_one_gpu(runs: Iterable[Run]) -> tuple[list[Run], str | None]:
-    """The runs trained on the GPU model that trained most of them, and its name: training
-    times compare only between runs on one kind of card (CPU runs here shared a loaded machine)."""
-    gpu = [r for r in runs if r.meta.get("device", "").startswith("cuda")]
-    if not gpu:
-        return [], None
-    card = pd.Series([r.meta["device_name"] for r in gpu]).value_counts().index[0]
-    return [r for r in gpu if r.meta["device_name"] == card], card
+def step_time_table(step_times: pd.DataFrame, batch: int) -> pd.DataFrame:
+    """From ``runs.step_times``: one row per model (in the order timed), the median seconds of its training step
+    under each engine setting, the fastest setting (the one training chooses) and its images per second."""
+    medians = step_times.groupby(["model", "setting"], sort=False)["seconds"].median().unstack()
+    out = medians.round(3).rename(columns=lambda s: f"{s} (s)")
+    out["fastest"] = medians.idxmin(axis=1)
+    out["images/s"] = (batch / medians.min(axis=1)).round(0).astype(int)
+    return out
 
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
 from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .results import Run
-from .runs import get_runs, provenance, resolve_profile
+from .runs import get_runs, provenance, resolve_profile, step_times
 
 CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"))
 RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
@@ -121,6 +121,7 @@ def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> Sim
     model's first seed) and ``f`` (``facts`` of those runs, by model)."""
     families = {"original": original, "controlled": controlled}
     runs = [r for rs in families.values() for r in rs]
+    timed = step_times()
     first = [r for r in runs if r.config.seed == min(x.config.seed for x in runs if x.config.model == r.config.model)]
     by = {m: list(seeds.values()) for m, seeds in verdicts.by_model(runs).items()}
 
@@ -128,7 +129,8 @@ def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> Sim
         return analysis.test_labels(data, r)
 
     return SimpleNamespace(
-        rankings=[verdicts.rankings(rs, RANKED[name], labels(rs[0]), family=name) for name, rs in families.items()],
+        rankings=[verdicts.rankings(rs, RANKED[name], labels(rs[0]), family=name, step_times=timed and timed[0])
+                  for name, rs in families.items()],  # fmt: skip
         pairs=claims_frame([pair_claim(by[a], by[b], labels(by[a][0]), tie=tie) for a, b, tie in PAIRS
                             if a in by and b in by]),
         runs=claims_frame([row for r in first for row in run_claims(r, labels(r))]),

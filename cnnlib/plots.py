@@ -303,8 +303,9 @@ def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "mod
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # a second cue besides the colour, where points of models meet
 
 
-def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy against cost") -> plt.Figure:
-    """Final test accuracy against multiply-adds per image (log scale), one panel per table of
+def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy against cost", x: str = "GMACs",
+                  xlabel: str = "multiply-adds per image (G)") -> plt.Figure:  # fmt: skip
+    """Final test accuracy against multiply-adds per image (or column ``x``; log scale), one panel per table of
     ``analysis.accuracy_cost_panels`` (title -> rows), with each run's 95% interval as an error bar, each model
     in its colour and a marker of its own, named in a legend under the panel: labels beside the points
     overlapped where models have about one cost, and read as the neighbouring point's. Panels keep their own
@@ -314,10 +315,10 @@ def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy aga
     for ax, (name, table) in zip(axes[0], panels.items(), strict=True):
         colors = palette(table["model"])
         for i, (_, r) in enumerate(table.iterrows()):
-            ax.errorbar(r["GMACs"], r["acc"], yerr=[[r["acc"] - r["low"]], [r["high"] - r["acc"]]],
+            ax.errorbar(r[x], r["acc"], yerr=[[r["acc"] - r["low"]], [r["high"] - r["acc"]]],
                         fmt=MARKERS[i % len(MARKERS)], ms=7, capsize=3, color=colors[r["model"]],
                         mec="black", mew=0.5, label=r["model"])  # fmt: skip
-        ax.set(xscale="log", xlabel="multiply-adds per image (G)", title=name)
+        ax.set(xscale="log", xlabel=xlabel, title=name)
         ax.set_ylabel("final test accuracy" if ax is axes[0, 0] else "")
         columns = 4 if len(panels) == 1 else 2  # a legend no wider than its panel, apart from its neighbour's
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(columns, len(table)), fontsize="small",

@@ -60,7 +60,8 @@ METHODS = {
     "sign test": "sign test over {n} initialisations",
     "none": "no interval ({n} network per side)",
     "binomial": "exact binomial over {n:,} images (this trained network only)",
-    "untimed": "no runs timed on one machine",
+    "untimed": "no training steps timed on one machine",
+    "steps": "Welch t on log seconds over {n} timed steps per model, one machine",
 }
 
 
@@ -87,7 +88,7 @@ def num(x: float, digits: int = 2) -> str:
 
 _SCALE = {"points": (100.0, 1, " points"), "log10": (1.0, 2, ""), "r": (1.0, 3, ""), "ratio": (1.0, 2, "x"),
           "z": (1.0, 2, ""), "loss": (1.0, 3, ""), "share": (100.0, 1, "%")}
-_UNSIGNED = {"share"}  # a value, not a difference: no sign
+_UNSIGNED = {"share", "ratio"}  # a value or a ratio, not a difference: no sign
 
 
 def interval(row, digits: int | None = None) -> str:
@@ -128,9 +129,12 @@ def table(df: pd.DataFrame, index: bool = False) -> str:
 
 
 # what would settle a "cannot tell", from the row's numbers: the floor, one network per architecture, replicates
-# that are initialisations (they cost no training), no interval yet (one seed), or an interval that spans the line
+# that are initialisations (they cost no training), no interval yet (one seed), an interval that spans the line, or
+# training steps not timed (or timed too few times) on one machine
 SETTLE = {"floor": "a budget in which every net learns", "networks": "more trained networks per architecture",
-          "inits": "more initialisations", "seeds": "3 seeds per net", "more": "more seeds"}  # fmt: skip
+          "inits": "more initialisations", "seeds": "3 seeds per net", "more": "more seeds",
+          "untimed": "every model's training step timed in one run (benchmarks/step_rates.py --store)",
+          "steps": "more timed steps"}  # fmt: skip
 
 
 def settle(row) -> str:
@@ -144,6 +148,8 @@ def settle(row) -> str:
         return SETTLE["networks"]
     if how in ("fisher z", "t inits", "sign test"):
         return SETTLE["inits"]
+    if how in ("untimed", "steps"):
+        return SETTLE[how]
     return SETTLE["seeds"] if how == "none" else SETTLE["more"]
 
 
@@ -176,7 +182,8 @@ def ranking_table(frame: pd.DataFrame) -> str:
         for i, p in enumerate(pairs):
             p = {"unit": r.unit, **p}
             lines.append({"claim": r.claim if i == 0 else "", "verdict": f"**{r.verdict}**" if i == 0 else "",
-                          "pair": f"{p['a']} − {p['b']}", "difference [interval]": interval(p), "level": level(p),
+                          "pair": f"{p['a']} {'/' if p['unit'] == 'ratio' else '−'} {p['b']}",
+                          "difference [interval]": interval(p), "level": level(p),
                           "interval from": method(p), "pair's verdict": p["verdict"]})  # fmt: skip
     return table(pd.DataFrame(lines))
 

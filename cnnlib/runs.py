@@ -13,6 +13,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .results import Run
 
 PREFERRED = ("full", "cpu")  # the richest profile first
@@ -117,3 +119,19 @@ def provenance(runs: list[Run]) -> str:
         f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} ({how}) with torch {t}: {run_names(rs)}"
         for (p, dev, how, t, d), rs in seen.items()
     )
+
+
+def step_times() -> tuple[pd.DataFrame, dict] | None:
+    """Every model's training step, timed in one run on one machine (``benchmarks/step_rates.py --store``): the
+    timed steps (columns model, setting, round, seconds) and the conditions they were timed in (CPU, threads,
+    batch, the share of the cores other processes used meanwhile); None where none are stored."""
+    import json
+
+    import pandas as pd
+
+    from .paths import results_root
+
+    folder = results_root() / "step-times"
+    if not (folder / "step_times.csv").exists():
+        return None
+    return pd.read_csv(folder / "step_times.csv"), json.loads((folder / "step_times.json").read_text())

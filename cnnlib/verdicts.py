@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import label, model_costs, timed_on_one_gpu
+from .analysis import label, model_costs
 from .constants import (  # noqa: F401,E501
     ALPHA,
     CHANCE,
@@ -237,15 +237,15 @@ def method_of(c: dict, labels: np.ndarray | None) -> tuple[str, int]:
 
 
 def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | None = None, *,
-             family: str) -> pd.DataFrame:
+             family: str, step_times: pd.DataFrame | None = None) -> pd.DataFrame:
     """The original's three rankings on one family (``family``: "original" or "controlled"; ``names`` maps
     'SE-ResNet', 'DenseNet', 'ResNet' to model names), as a verdict frame with ids ``ranking.<family>.<n>``.
 
     Accuracy is the final test accuracy; convergence the mean test accuracy over the run (a model that plateaus
     early at a low level is not rewarded). Their pairwise intervals are one family, Holm-adjusted; a claimed tie
     is tested against ``TIE_MARGIN``. A row shows the pair that decides it (the first refuted, else the first
-    undecided, else the first); list column ``pairs``: every pair. Training time is ranked only from runs timed
-    on one GPU; otherwise "cannot tell", and list column ``cost`` holds each model's multiply-adds per image (G)."""
+    undecided, else the first); list column ``pairs``: every pair. Training time: ``training_time``, from
+    ``step_times``."""
     m = by_model(runs)
     if not all(v in m for v in names.values()):
         return pd.DataFrame()
@@ -279,21 +279,50 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
                          a=decisive["a"], b=decisive["b"], quantity=_RANKED_BY[claim][0],
                          **{k: decisive[k] for k in ("estimate", "low", "high", "level", "n", "method")},
                          unit="points", verdict=rv.verdict, pairs=pairs, cost=None))  # fmt: skip
-    family_runs = [r for v in names.values() for r in m[v].values()]
-    timed, _card = timed_on_one_gpu(family_runs)
-    cost = {v: model_costs(v)["macs"] / 1e9 for v in names.values()}
-    time = dict(id=f"ranking.{family}.3", claim="training time: " + " > ".join(" ≈ ".join(t) for t in
-                                                                            RANKINGS["training time"]),
-                a=names["DenseNet"], b=names["ResNet"], quantity="seconds per epoch", estimate=math.nan, low=math.nan,
-                high=math.nan, level=math.nan, n=len(timed), unit="ratio", method="untimed", verdict=CANNOT_TELL,
-                pairs=[], cost=cost)  # fmt: skip
-    if len(timed) == len(family_runs):  # every run timed on one kind of GPU: rank their seconds per epoch
-        sec = {k: float(np.median([r.final["seconds_per_epoch"] for r in m[v].values()])) for k, v in names.items()}
-        ranked = sorted(sec, key=sec.get, reverse=True)
-        time.update(estimate=sec["DenseNet"] / sec["ResNet"], method="none",
-                    verdict=CONFIRMED if [[o] for o in ranked] == RANKINGS["training time"] else REFUTED)
-    rows.append(time)
+    rows.append(training_time(step_times, names, family))
     return pd.DataFrame(rows)
+
+
+def step_seconds(step_times: pd.DataFrame) -> dict[str, np.ndarray]:
+    """model -> the seconds of its timed training steps (``runs.step_times``) under the engine setting that trains
+    it fastest there (the lowest median: what the engine's check would choose)."""
+    medians = step_times.groupby(["model", "setting"])["seconds"].median()
+    best = medians.groupby(level="model").idxmin()
+    return {model: step_times.loc[(step_times["model"] == model) & (step_times["setting"] == setting), "seconds"]
+            .to_numpy() for model, (_, setting) in best.items()}  # fmt: skip
+
+
+def training_time(step_times: pd.DataFrame | None, names: dict[str, str], family: str) -> dict:
+    """The original's training-time ranking on one family, from every model's training step timed in one run on
+    one machine (``step_times``, ``runs.step_times``; None: not timed, "cannot tell"): each pair's ratio of
+    seconds per step (geometric means), with a Welch t-interval on the log seconds over the timed steps, Holm-
+    adjusted over the ranking's pairs. It holds for that machine, batch and engine. List column ``cost``: each
+    model's multiply-adds per image (G), the machine-independent cost."""
+    claim = "training time: " + " > ".join(" ≈ ".join(t) for t in RANKINGS["training time"])
+    row = dict(id=f"ranking.{family}.3", claim=claim, a=names["DenseNet"], b=names["ResNet"],
+               quantity="seconds per training step", estimate=math.nan, low=math.nan, high=math.nan, level=math.nan,
+               n=0, unit="ratio", method="untimed", verdict=CANNOT_TELL, pairs=[],
+               cost={v: model_costs(v)["macs"] / 1e9 for v in names.values()})  # fmt: skip
+    seconds = step_seconds(step_times) if step_times is not None else {}
+    if not all(v in seconds for v in names.values()):
+        return row
+    ranked = [names[x] for t in RANKINGS["training time"] for x in t]
+    pairs = [dict(a=a, b=b, evidence=stats.welch_contrast([np.log(seconds[a]), np.log(seconds[b])], [1, -1]))
+             for i, a in enumerate(ranked) for b in ranked[i + 1:]]  # fmt: skip
+    _holm(pairs, [stats.sign_decided] * len(pairs))
+    for p in pairs:
+        ev = p.pop("evidence")
+        p.update(claimed=">", estimate=math.exp(ev.estimate), level=p.pop("confidence"), n=len(seconds[p["a"]]),
+                 unit="ratio", method="steps", verdict=stats.verdict(p["low"], p["high"], +1))
+        p.pop("p_holm")
+        p["low"], p["high"] = math.exp(p["low"]), math.exp(p["high"])
+    decisive = next((p for p in pairs if p["verdict"] == REFUTED), None) or next(
+        (p for p in pairs if p["verdict"] != CONFIRMED), pairs[0])  # fmt: skip
+    verdict = (REFUTED if any(p["verdict"] == REFUTED for p in pairs) else
+               CONFIRMED if all(p["verdict"] == CONFIRMED for p in pairs) else CANNOT_TELL)  # fmt: skip
+    row.update({k: decisive[k] for k in ("a", "b", "estimate", "low", "high", "level", "n", "method")},
+               verdict=verdict, pairs=pairs)
+    return row
 
 
 def shortcut_tie(runs: Iterable[Run], labels: np.ndarray | None, plain: str = "plainnet18",

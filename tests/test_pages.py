@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from cnnlib import analysis, pages, render, runs, verdicts  # noqa: E402
@@ -105,6 +106,8 @@ def test_the_texts_of_notebooks_01_to_05_hold_on_the_committed_runs():
     v = render.claims(numbers.runs)
     assert render.stale("05_targets", v) == []
     assert render.stale("05_closing", render.claims(numbers.pairs, *numbers.rankings)) == []
+    timing = pd.concat(numbers.rankings).set_index("id").loc[["ranking.original.3", "ranking.controlled.3"]]
+    assert set(timing["method"]) == {"steps"}  # training time from the committed step table
     texts += [render.template("05_targets", v, f=numbers.f, he_epochs=verdicts.HE_EPOCHS),
               render.template("05_closing", render.claims(numbers.pairs, *numbers.rankings), f=numbers.f)]
     # what the texts say of the numbers beyond the verdicts

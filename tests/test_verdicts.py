@@ -186,19 +186,45 @@ def test_missing_models_give_an_empty_table(missing):
     assert verdicts.degradation(family(accs)).empty
 
 
-def test_training_times_compare_only_on_the_card_that_trained_most_runs():
+def steps(seconds: dict[str, dict[str, float]], rounds: int = 6, jitter: float = 0.02) -> pd.DataFrame:
+    """Timed steps as ``runs.step_times`` reads them: model -> setting -> typical seconds, a spread around it."""
+    wobble = 1 + jitter * np.linspace(-1, 1, rounds)
+    return pd.DataFrame([dict(model=m, setting=s, round=r, seconds=t * wobble[r])
+                         for m, by in seconds.items() for s, t in by.items() for r in range(rounds)])  # fmt: skip
+
+
+NAMES = {"SE-ResNet": "se_resnet18", "DenseNet": "densenet121", "ResNet": "resnet18"}
+
+
+def test_training_time_is_ranked_from_each_models_fastest_setting_with_holm_intervals():
     from cnnlib import analysis
 
-    def on(model, device, name):
-        run = fake_run(model, 0, 0.5, 0.5)
-        run.meta.update(device=device, device_name=name)
-        return run
+    timed = steps({"densenet121": {"fp32": 9.0, "bf16+cl": 3.0}, "se_resnet18": {"fp32": 4.0, "bf16+cl": 1.5},
+                   "resnet18": {"fp32": 1.2, "bf16+cl": 1.4}})  # resnet18 trains fastest in fp32 here
+    row = verdicts.training_time(timed, NAMES, "controlled")
+    assert row["id"] == "ranking.controlled.3" and row["verdict"] == "confirmed" and row["unit"] == "ratio"
+    pairs = {(p["a"], p["b"]): p for p in row["pairs"]}
+    assert list(pairs) == [("densenet121", "se_resnet18"), ("densenet121", "resnet18"), ("se_resnet18", "resnet18")]
+    assert pairs["densenet121", "resnet18"]["estimate"] == pytest.approx(3.0 / 1.2, rel=1e-3)
+    assert pairs["se_resnet18", "resnet18"]["estimate"] == pytest.approx(1.5 / 1.2, rel=1e-3)
+    assert all(p["low"] > 1 and p["n"] == 6 and p["method"] == "steps" for p in row["pairs"])
+    assert sorted(p["level"] for p in row["pairs"]) == pytest.approx([0.95, 0.975, 1 - 0.05 / 3])
+    table = analysis.step_time_table(timed, batch=128)
+    assert list(table["fastest"]) == ["bf16+cl", "bf16+cl", "fp32"]
+    assert table.loc["resnet18", "images/s"] == round(128 / 1.2)
+    assert "1.25 [" in render.ranking_table(pd.DataFrame([row]))  # a ratio, unsigned
 
-    runs = [on("resnet18", "cuda", "H200"), on("plainnet18", "cuda", "H200"), on("seed_cnn", "cpu", "CPU: x"),
-            on("densenet121", "cuda:1", "A100")]  # fmt: skip
-    timed, card = analysis.timed_on_one_gpu(runs)
-    assert card == "H200" and [r.config.model for r in timed] == ["resnet18", "plainnet18"]
-    assert analysis.timed_on_one_gpu(runs[2:3]) == ([], None)
+
+def test_training_time_refuted_by_a_reversed_order_and_untold_without_timings():
+    row = verdicts.training_time(steps({"densenet121": {"fp32": 1.0}, "se_resnet18": {"fp32": 2.0},
+                                        "resnet18": {"fp32": 3.0}}), NAMES, "original")  # fmt: skip
+    assert row["verdict"] == "refuted" and row["high"] < 1 and (row["a"], row["b"]) == ("densenet121", "se_resnet18")
+    close = steps({"densenet121": {"fp32": 1.01}, "se_resnet18": {"fp32": 1.0}, "resnet18": {"fp32": 0.5}}, jitter=0.2)
+    assert verdicts.training_time(close, NAMES, "original")["verdict"] == "cannot tell"
+    untimed = verdicts.training_time(None, NAMES, "original")
+    assert untimed["verdict"] == "cannot tell" and untimed["method"] == "untimed"
+    assert untimed["cost"]["densenet121"] > untimed["cost"]["resnet18"] > 0  # the multiply-adds, machine-independent
+    assert "step_rates.py --store" in render.settle(untimed)
 
 
 def test_chance_and_the_thresholds_have_one_home():
