@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the registered models by family")
     s = sub.add_parser("summary", help="torchinfo table of a model")
     s.add_argument("model")
-    t = sub.add_parser("train", help="train one run (or load it if stored) and store it")
-    t.add_argument("model")
+    t = sub.add_parser("train", help="train a run of each model given (or load it if stored) and store it")
+    t.add_argument("model", nargs="+")
     t.add_argument("--profile", default="full", choices=sorted(PROFILES))
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--tag", default="", help="a named variant of the recipe, e.g. lr0.1x")
@@ -217,19 +217,19 @@ def _run(args: argparse.Namespace) -> int:
         from .config import make_config
         from .results import fit_or_load, load_run
 
-        cfg = make_config(
-            args.model, args.profile, args.seed, tag=args.tag,
-            epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
-        )  # fmt: skip
-        stored = None if args.retrain else load_run(cfg)  # fit_or_load returns a stored run untouched
-        run = fit_or_load(cfg, retrain=args.retrain, device=args.device)
-        f = run.final
-        done = (f"{cfg.scored} accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
-                f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']}")  # fmt: skip
-        if stored is not None:
-            print(f"{cfg.run_id}: loaded from {shown(run.path)}, not retrained (use --retrain); {done}")
-        else:
-            print(f"{cfg.run_id}: {done} -> {shown(run.path)}")
+        configs = [make_config(model, args.profile, args.seed, tag=args.tag, epochs=args.epochs,
+                               batch_size=args.batch_size, train_subset=args.train_subset)
+                   for model in args.model]  # every name checked before the first run trains  # fmt: skip
+        for cfg in configs:
+            stored = None if args.retrain else load_run(cfg)  # fit_or_load returns a stored run untouched
+            run = fit_or_load(cfg, retrain=args.retrain, device=args.device)
+            f = run.final
+            done = (f"{cfg.scored} accuracy {f['test_acc']:.4f} after {f['epochs']} epochs, "
+                    f"{run.meta['train_s']:.0f} s of training on {run.meta['device_name']}")  # fmt: skip
+            if stored is not None:
+                print(f"{cfg.run_id}: loaded from {shown(run.path)}, not retrained (use --retrain); {done}")
+            else:
+                print(f"{cfg.run_id}: {done} -> {shown(run.path)}", flush=True)
         return 0
     if args.command == "status":
         from .plan import job_threads, measure_missing_rates, stage_hours_left, status

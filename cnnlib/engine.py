@@ -158,6 +158,7 @@ def time_step(model_name: str, batch: int, engine: Engine, *, stepper: Stepper, 
 # first take oneDNN's primitive creation and the allocator's first calls out of the timings.
 CHECK_ROUNDS = 5  # timed steps per candidate, one per round
 CHECK_WARMUP = 2  # untimed steps per candidate before the rounds
+CHECK_STEPS = 3 * (CHECK_ROUNDS + CHECK_WARMUP)  # training steps a check takes (three candidates with bf16)
 # A check is trusted only if the other processes on the machine left it its cores: they used at most this
 # share of all the cores beyond those the check's threads do not need (a one-thread check on two cores
 # leaves the other core to them). A busy loop on one of two cores beside a two-thread check (half of the
@@ -367,10 +368,12 @@ def describe_check(m: dict) -> str:
     return text
 
 
-def choose(device: torch.device | str, model_name: str, batch: int, *, stepper: Stepper, tries: int = 1) -> Engine:
+def choose(device: torch.device | str, model_name: str, batch: int, *, stepper: Stepper, tries: int = 1,
+           run_steps: int | None = None) -> Engine:  # fmt: skip
     """The engine for training ``model_name`` at ``batch`` images per step on ``device`` (see the module);
     ``stepper`` builds the step a CPU check times (``cnnlib.train.stepper``); ``tries``: how many times a
-    CPU check taken on busy cores is taken again (``check``)."""
+    CPU check taken on busy cores is taken again (``check``). A run of ``run_steps`` training steps, fewer
+    than a check takes (``CHECK_STEPS``: a smoke run, a test's), is not worth one: it trains in fp32 NCHW."""
     device = torch.device(device)
     precision = _switch("CNNLIB_PRECISION", ("fp32", "bf16"))
     cl = _switch("CNNLIB_CHANNELS_LAST", ("0", "1"))
@@ -379,6 +382,9 @@ def choose(device: torch.device | str, model_name: str, batch: int, *, stepper: 
     if device.type == "cuda":
         return Engine(str(device), "fp32" if precision == "fp32" else "bf16", cl != "0", compiled, threads,
                       "CUDA: bf16 autocast and channels_last")  # fmt: skip
+    if (precision == "auto" or cl == "auto") and run_steps is not None and run_steps < CHECK_STEPS:
+        return Engine(str(device), "fp32" if precision == "auto" else precision, cl == "1", compiled, threads,
+                      f"not measured: {run_steps} training steps, fewer than the {CHECK_STEPS} a check takes")
     if precision == "auto" or cl == "auto":
         m = measured_cpu_choice(model_name, min(batch, CHECK_BATCH), threads, stepper=stepper, tries=tries)
         reason = f"measured {describe_check(m)}"

@@ -347,7 +347,9 @@ def _engine_for(cfg: TrainConfig, data: CIFAR10, device: torch.device, resume: b
         return engine
     # a long run waits for free cores (a minute at most) rather than train for hours on a busy check
     long_run = cfg.epochs * len(data.train_y) >= LONG_RUN_IMAGES
-    return choose(device, cfg.model, cfg.batch_size, stepper=stepper, tries=CHECK_TRIES if long_run else 1)
+    steps = cfg.epochs * max(1, len(data.train_y) // cfg.batch_size)
+    return choose(device, cfg.model, cfg.batch_size, stepper=stepper, tries=CHECK_TRIES if long_run else 1,
+                  run_steps=steps)
 
 
 def _checkpoint_engine(cfg: TrainConfig, device: torch.device) -> Engine | None:

@@ -243,11 +243,20 @@ def test_a_training_run_confirms_its_check_after_its_first_epoch(cache, syntheti
     # and keeps its engine
     monkeypatch.setattr(engine, "bf16_features", lambda: ())
     fake_steps(monkeypatch, {("fp32", False): 1e-4, ("fp32", True): 2e-4})  # 640,000 img/s
-    result = fit(make_config("seed_cnn", "smoke", epochs=2), data=synthetic, device="cpu", verbose=False)
+    cfg = make_config("seed_cnn", "smoke", epochs=6)  # 24 steps: long enough to be worth a check
+    result = fit(cfg, data=synthetic, device="cpu", verbose=False)
     assert result.info["engine"]["precision"] == "fp32" and not result.info["engine"]["channels_last"]
     (entry,) = engine.cached_checks().values()
     assert "img/s" in entry["doubted"]
     assert capsys.readouterr().out.count("in doubt") == 1  # after the first epoch only
+
+
+def test_a_run_shorter_than_a_check_is_not_checked(cache, synthetic, store, monkeypatch):
+    calls = fake_steps(monkeypatch, {("fp32", False): 0.3, ("fp32", True): 0.2, ("bf16", True): 0.1})
+    result = fit(make_config("seed_cnn", "smoke", epochs=2), data=synthetic, device="cpu", verbose=False)  # 8 steps
+    e = result.info["engine"]
+    assert calls == [] and engine.cached_checks() == {} and (e["precision"], e["channels_last"]) == ("fp32", False)
+    assert e["reason"] == f"not measured: 8 training steps, fewer than the {engine.CHECK_STEPS} a check takes"
 
 
 def test_the_load_meter_counts_other_processes_only():
