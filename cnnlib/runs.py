@@ -129,9 +129,19 @@ def step_times() -> tuple[pd.DataFrame, dict] | None:
 
     import pandas as pd
 
-    from .paths import results_root
+    from .paths import results_root, shown
 
     folder = results_root() / "step-times"
-    if not (folder / "step_times.csv").exists():
+    csv, meta = folder / "step_times.csv", folder / "step_times.json"
+    if not csv.exists():
         return None
-    return pd.read_csv(folder / "step_times.csv"), json.loads((folder / "step_times.json").read_text())
+    try:
+        steps, when = pd.read_csv(csv), json.loads(meta.read_text())
+        ok = {"model", "setting", "round", "seconds"} <= set(steps.columns) and (steps["seconds"] > 0).all()
+        ok = ok and {"cpu", "cores", "threads", "batch", "rounds", "started", "others_share"} <= set(when)
+    except (OSError, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{shown(folder)} holds a damaged or incomplete step table: restore it (`git checkout -- "
+                         f"{shown(folder)}`) or time the steps again (`benchmarks/step_rates.py --store`)")
+    return steps, when

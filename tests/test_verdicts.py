@@ -525,3 +525,21 @@ def test_the_controlled_familys_text_was_written_for_the_verdict_of_the_committe
     tie = verdicts.shortcut_tie(runs, analysis.test_labels(load_cifar10(), runs[0]))
     assert render.stale("06_controlled", render.claims(tie)) == []
     assert tie["estimate"].iloc[0] == pytest.approx(0.0005, abs=0.002)  # plainnet18 − resnet18: +0.1 points
+
+
+def test_a_damaged_step_table_stops_with_what_to_do(store):
+    from cnnlib import runs
+
+    assert runs.step_times() is None  # none stored: notebook 05 says how to time them
+    folder = store / "results" / "step-times"
+    folder.mkdir(parents=True)
+    steps({"resnet18": {"fp32": 1.0}}).to_csv(folder / "step_times.csv", index=False)
+    with pytest.raises(ValueError, match="step_rates.py --store"):
+        runs.step_times()  # the conditions are missing
+    (folder / "step_times.json").write_text('{"cpu": "x", "cores": 2, "threads": 2, "batch": 128, "rounds": 6, '
+                                            '"started": "2026-12-06 05:00:00", "others_share": 0.0}')
+    table, when = runs.step_times()
+    assert len(table) == 6 and when["batch"] == 128
+    (folder / "step_times.csv").write_text("model,setting\nresnet18,fp32\n")  # cut short
+    with pytest.raises(ValueError, match="damaged or incomplete"):
+        runs.step_times()
