@@ -153,7 +153,8 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
     GPU memory column is left out when no run of the table was trained on a GPU."""
     runs = list(runs)
     rows = []
-    for model, group in _by_model(runs).items():
+    for model, seeds in by_model(runs).items():
+        group = list(seeds.values())
         costs = model_costs(group[0].config.model)
         acc = pd.Series([r.final["test_acc"] for r in group])
         peak = [r.meta.get("peak_memory_mb") for r in group]
@@ -259,11 +260,11 @@ def label(run: Run) -> str:
     return run.config.model + (f" ({run.config.tag})" if run.config.tag else "")
 
 
-def _by_model(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """label -> runs (a variant such as plain56 at lr/10 never pools with the model's own seeds)."""
-    out: dict[str, list[Run]] = {}
+def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
+    """label -> seed -> run (a variant such as plain56 at lr/10 never pools with the model's own seeds)."""
+    out: dict[str, dict[int, Run]] = {}
     for r in runs:
-        out.setdefault(label(r), []).append(r)
+        out.setdefault(label(r), {})[r.config.seed] = r
     return out
 
 

@@ -91,9 +91,10 @@ class Engine:
         return d
 
     def describe(self) -> str:
+        """In words, as the run's start line and the notebooks' provenance lines say it."""
+        precision = "bf16 autocast" if self.precision == "bf16" else self.precision
         fmt = "channels_last" if self.channels_last else "NCHW"
-        comp = "compiled" if self.compiled else "eager"
-        return f"{self.precision}, {fmt}, {comp}, {self.threads} thread(s)"
+        return f"{precision}, {fmt}, {'compiled' if self.compiled else 'eager'}, {self.threads} thread(s)"
 
 
 @cache

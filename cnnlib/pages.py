@@ -122,7 +122,7 @@ def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> Sim
     families = {"original": original, "controlled": controlled}
     runs = [r for rs in families.values() for r in rs]
     first = [r for r in runs if r.config.seed == min(x.config.seed for x in runs if x.config.model == r.config.model)]
-    by = {m: list(seeds.values()) for m, seeds in verdicts.by_model(runs).items()}
+    by = {m: list(seeds.values()) for m, seeds in analysis.by_model(runs).items()}
 
     def labels(r):
         return analysis.test_labels(data, r)

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .paths import figures_root
+from .paths import figures_root, shown
 from .runs import provenance
 
 if TYPE_CHECKING:
@@ -350,7 +350,7 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
                 executed = _build(building, notebooks or NOTEBOOKS, interrupts)
         except KeyboardInterrupt:
             kept = " and the committed notebooks and figures are" if in_place else " is"
-            raise ReportInterrupted(f"{_shown(out)}{kept} left as before") from None
+            raise ReportInterrupted(f"{shown(out)}{kept} left as before") from None
         if in_place:
             import nbformat
 
@@ -366,15 +366,8 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    print(f"report written to {_shown(out / 'index.html')}")
+    print(f"report written to {shown(out / 'index.html')}")
     return out / "index.html"
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _build(folder: Path, notebooks: Path, interrupts: _Interrupts) -> list[tuple[Path, object]]:

@@ -93,15 +93,15 @@ def run_names(runs: list[Run]) -> str:
 
 
 def how_trained(run: Run) -> str:
-    """Precision, memory format, compiled or not and threads of a run, from its ``run.json``; runs stored
-    before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
+    """Precision, memory format, compiled or not and threads of a run (``Engine.describe`` of its ``run.json``);
+    runs stored before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
+    from .engine import Engine
+
     e = run.meta.get("engine")
     if e is None:
         cuda = run.meta.get("device", "cpu").startswith("cuda")
         return "bf16 autocast, channels_last, eager" if cuda else "fp32, NCHW, eager"
-    fmt = "channels_last" if e["channels_last"] else "NCHW"
-    precision = "bf16 autocast" if e["precision"] == "bf16" else e["precision"]
-    return f"{precision}, {fmt}, {'compiled' if e['compiled'] else 'eager'}, {e['threads']} thread(s)"
+    return Engine(**{k: e[k] for k in ("device", "precision", "channels_last", "compiled", "threads")}).describe()
 
 
 def provenance(runs: list[Run]) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -698,10 +699,14 @@ def peek_checkpoint(cfg: TrainConfig) -> dict | None:
     if state is None:
         return None
     at = _position(state)
-    rates = sorted(r["images_per_s"] for r in state["history"])
-    return dict(epoch=at.epoch, step=at.step, engine=state.get("engine"),
-                images_per_s=rates[len(rates) // 2] if rates else None,
+    return dict(epoch=at.epoch, step=at.step, engine=state.get("engine"), images_per_s=_median_rate(state["history"]),
                 train_s=sum(r["seconds"] for r in state["history"]) + at.seconds)  # fmt: skip
+
+
+def _median_rate(rows: list[dict]) -> float | None:
+    """The median training rate (images/s) of the epochs in ``rows`` (the higher one of an even count); None
+    before the first epoch."""
+    return statistics.median_high(r["images_per_s"] for r in rows) if rows else None
 
 
 def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: list[dict], at: Position,
@@ -713,8 +718,7 @@ def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: lis
         print(f"{cfg.run_id}: resuming after epoch {at.epoch}/{cfg.epochs}{within}")
     if at.epoch >= cfg.epochs:
         return
-    rates = sorted(r["images_per_s"] for r in rows)
-    rate, source = (rates[len(rates) // 2] if rates else None), "the epochs so far"
+    rate, source = _median_rate(rows), "the epochs so far"
     if rate is None and device.type == "cpu":
         rate, source = cached_rate(cfg.model), "a measured step"
     expected = ""

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import label, model_costs, timed_on_one_gpu
+from .analysis import by_model, label, model_costs, timed_on_one_gpu
 from .constants import (  # noqa: F401,E501
     ALPHA,
     CHANCE,
@@ -53,14 +53,6 @@ HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 1
 # ``explosions``) names a tenfold rise towards the input in a net that may train well
 VANISHES, GROWS, NEITHER = "vanishes", "grows", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
-
-
-def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
-    """label (model, and variant if any) -> seed -> run."""
-    out: dict[str, dict[int, Run]] = {}
-    for r in runs:
-        out.setdefault(label(r), {})[r.config.seed] = r
-    return out
 
 
 def final(run: Run, column: str) -> float:
