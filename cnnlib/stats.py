@@ -48,12 +48,10 @@ Statistics come from ``scipy.stats``; every resampling takes a seed.
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -118,8 +116,6 @@ class SeedComparison:
     difference: float
     low: float
     high: float
-    n_a: int  # seeds of a
-    n_b: int  # seeds of b
     confidence: float
     method: str
     evidence: Evidence | None = field(default=None, repr=False, compare=False)  # the interval at any level
@@ -130,7 +126,7 @@ class RankingVerdict:
     """A claimed ranking checked pair by pair."""
 
     verdict: str  # "confirmed", "refuted" or "cannot tell"
-    table: pd.DataFrame  # one row per pair: pair, claimed, estimate, low, high, p_mcnemar, verdict
+    table: pd.DataFrame  # one row per pair: pair, claimed, estimate, low, high, verdict
 
 
 # --- input checks -----------------------------------------------------------------------------------------------------
@@ -208,10 +204,14 @@ def paired_difference(
     d = ca.astype(float) - cb.astype(float)  # (n,) in {-1, 0, +1}
     n10, n01 = int((ca & ~cb).sum()), int((~ca & cb).sum())
     p = float(stats.binomtest(n10, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
-
-    low, high, draws = _bootstrap_mean(d, confidence, resamples, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DegenerateDataWarning (identical predictions): the interval is [0, 0]
+        # batch: at most 200 x n resampled values in memory at once
+        res = stats.bootstrap((d,), np.mean, n_resamples=resamples, batch=200, vectorized=True,
+                              confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     label = f"paired bootstrap over images (percentile, {resamples} resamples, seed {seed}); exact McNemar"
-    return PairedComparison(float(d.mean()), low, high, n01, n10, p, n, confidence, label, draws)
+    ci, draws = res.confidence_interval, np.asarray(res.bootstrap_distribution, dtype=float)
+    return PairedComparison(float(d.mean()), float(ci.low), float(ci.high), n01, n10, p, n, confidence, label, draws)
 
 
 def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
@@ -226,26 +226,6 @@ def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
 
     method = f"percentile bootstrap over {cmp.n} test images ({draws.size} resamples)"
     return Evidence(cmp.difference, at, cmp.n, method)
-
-
-def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    # scipy >= 1.15 calls the generator `rng`; older versions `random_state`.
-    key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DegenerateDataWarning (identical predictions): the interval is [0, 0]
-        res = stats.bootstrap(
-            (d,),
-            np.mean,
-            n_resamples=resamples,
-            batch=200,  # caps memory at 200 x n resampled values
-            vectorized=True,
-            confidence_level=confidence,
-            method="percentile",
-            **{key: rng},
-        )
-    ci = res.confidence_interval
-    return float(ci.low), float(ci.high), np.asarray(res.bootstrap_distribution, dtype=float)
 
 
 # --- across seeds -----------------------------------------------------------------------------------------------------
@@ -287,14 +267,11 @@ def seed_evidence(values: ArrayLike, *, bounds: tuple[float, float] | None = Non
     n, mean = len(v), float(v.mean())
     if n == 1:
         return None
-    if bounds is None:
+    lo, hi = bounds or (-math.inf, math.inf)
+    if bounds is None or np.any(v == lo) or np.any(v == hi):
+        clipped = f", clipped to [{lo:g}, {hi:g}] (a value lies on a bound, where the logit is infinite)"
         return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n,
-                           f"t-interval of the mean, {n - 1} df")  # fmt: skip
-    lo, hi = bounds
-    if np.any(v == lo) or np.any(v == hi):
-        return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n,
-                           f"t-interval of the mean, {n - 1} df, clipped to [{lo:g}, {hi:g}] (a value lies on "
-                           "a bound, where the logit is infinite)", clip=bounds)  # fmt: skip
+                           f"t-interval of the mean, {n - 1} df{clipped if bounds else ''}", clip=bounds)  # fmt: skip
     u = (v - lo) / (hi - lo)
     z = np.log(u / (1 - u))
     name = {(-1, 1): "Fisher's z", (0, 1): "the logit"}.get((lo, hi), f"the logit of the position in [{lo:g}, {hi:g}]")
@@ -375,7 +352,7 @@ def seed_difference(
     method = ev.method
     if clip is not None and (low == clip[0] or high == clip[1]) and low != high:
         method += f", clipped to [{clip[0]:+g}, {clip[1]:+g}]"
-    return SeedComparison(ev.estimate, low, high, len(a), len(b), confidence, method, ev)
+    return SeedComparison(ev.estimate, low, high, confidence, method, ev)
 
 
 # --- many claims: Holm ------------------------------------------------------------------------------------------------
@@ -489,30 +466,11 @@ def verdict(low: float, high: float, claimed_sign: int = 1) -> str:
     return CANNOT_TELL
 
 
-def _oriented(cmp: Any, flip: bool) -> tuple[float, float, float, float]:
-    """(estimate, low, high, p_mcnemar) of A - B from a comparison of A - B or, flipped, of B - A."""
-    if isinstance(cmp, Mapping):
-        est, low, high, p = cmp.get("estimate", cmp.get("difference")), cmp["low"], cmp["high"], cmp.get("p_mcnemar")
-    elif hasattr(cmp, "low") and hasattr(cmp, "high"):
-        est = getattr(cmp, "difference", getattr(cmp, "estimate", None))
-        low, high, p = cmp.low, cmp.high, getattr(cmp, "p_mcnemar", None)
-    else:
-        (est, low, high), p = cmp, None
-    est, low, high = float(est), float(low), float(high)
-    if flip:
-        est, low, high = -est, -high, -low
-    return est, low, high, math.nan if p is None else float(p)
-
-
-def ranking_verdict(
-    claimed_tiers: Sequence[Sequence[str]],
-    pairwise: Mapping[tuple[str, str], Any],
-    *,
-    tie_margin: float = TIE_MARGIN,
-) -> RankingVerdict:
+def ranking_verdict(claimed_tiers: Sequence[Sequence[str]], pairwise: Mapping[tuple[str, str], Mapping[str, float]],
+                    *, tie_margin: float = TIE_MARGIN) -> RankingVerdict:  # fmt: skip
     """Check a claimed ranking such as [["SE-ResNet"], ["ResNet", "DenseNet"]] (tiers in decreasing order, names
-    in a tier claimed to tie) pair by pair. ``pairwise`` maps (A, B) to a comparison of A - B (a PairedComparison,
-    SeedComparison, a mapping with estimate/low/high or an (estimate, low, high) tuple), or (B, A) to one of B - A.
+    in a tier claimed to tie) pair by pair. ``pairwise`` maps (A, B) to a comparison of A - B (a mapping with
+    ``estimate``, ``low`` and ``high``, as ``verdicts.compare`` gives), or (B, A) to one of B - A.
 
     A strict pair must be confirmed (``verdict``); a tie is tested against ``tie_margin`` (``tie_verdict``:
     without a margin no interval can show two numbers equal). One refuted pair refutes the ranking."""
@@ -527,14 +485,14 @@ def ranking_verdict(
     rows = []
     for a, b in pairs:
         flip = (a, b) not in pairwise
-        est, low, high, p = _oriented(pairwise[(b, a) if flip else (a, b)], flip)
+        est, low, high = (float(pairwise[(b, a) if flip else (a, b)][k]) for k in ("estimate", "low", "high"))
+        if flip:
+            est, low, high = -est, -high, -low
         tie = tier_of[a] == tier_of[b]
         pair_verdict = tie_verdict(low, high, tie_margin) if tie else verdict(low, high, +1)
-        rows.append({
-            "pair": f"{a} {_MINUS} {b}", "claimed": "≈" if tie else ">", "estimate": est, "low": low, "high": high,
-            "p_mcnemar": p, "verdict": pair_verdict,
-        })  # fmt: skip
-    table = pd.DataFrame(rows, columns=["pair", "claimed", "estimate", "low", "high", "p_mcnemar", "verdict"])
+        rows.append({"pair": f"{a} {_MINUS} {b}", "claimed": "≈" if tie else ">", "estimate": est, "low": low,
+                     "high": high, "verdict": pair_verdict})  # fmt: skip
+    table = pd.DataFrame(rows, columns=["pair", "claimed", "estimate", "low", "high", "verdict"])
 
     if (table["verdict"] == REFUTED).any():
         return RankingVerdict(REFUTED, table)
