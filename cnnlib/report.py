@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .constants import ALPHA
 from .paths import figures_root, shown
 from .runs import provenance
 
@@ -258,7 +259,7 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
     (``templates/index_answer.md``), the verdicts (the README's, from ``cnnlib.summary``), the figure of what
     skip connections change; then the results table, the notebooks' pages (``pages``: (file stem, title)) with
     one line each, and where the numbers come from."""
-    from . import render, summary, verdicts
+    from . import render, summary
     from .analysis import data_note
 
     titles = dict(pages)
@@ -276,7 +277,7 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
             f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
             "richest profile in which the family is complete; the seeds of which all four nets exist). Each "
             f"notebook table's intervals are Holm-adjusted across its claims (family-wise error "
-            f"{100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
+            f"{100 * ALPHA:g}%); \"cannot tell\" says what the runs "
             "do not settle, and the notebooks say what would.</p>"
         )  # fmt: skip
     else:

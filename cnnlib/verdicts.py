@@ -32,16 +32,7 @@ import pandas as pd
 
 from . import stats
 from .analysis import by_model, label, model_costs, timed_on_one_gpu
-from .constants import (  # noqa: F401,E501
-    ALPHA,
-    CHANCE,
-    CHANCE_LOSS,
-    EXPLOSION_FACTOR,
-    FITS_TRAINING,
-    GRADIENT_THRESHOLD,
-    NEAR_CHANCE,
-    TIE_MARGIN,
-)
+from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, FITS_TRAINING, GRADIENT_THRESHOLD, NEAR_CHANCE, TIE_MARGIN
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
@@ -83,19 +74,23 @@ def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float]
     ``evidence`` to draw the interval at another level (None without one) and ``seeds`` (0: not recorded)."""
     va = {s: metric(r) for s, r in a.items() if np.isfinite(metric(r))}
     vb = {s: metric(r) for s, r in b.items() if np.isfinite(metric(r))}
-    none = dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, evidence=None, confidence=0.95)
     if not va or not vb:
-        return none
+        return dict(_cell(), seeds=0)
     if len(va) >= 2 and len(vb) >= 2:
         cmp = stats.seed_difference(list(va.values()), list(vb.values()), bounds=bounds)
-        return dict(none, estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=min(len(va), len(vb)),
-                    evidence=cmp.evidence)  # fmt: skip
+        return dict(_cell(cmp.difference, cmp.evidence), seeds=min(len(va), len(vb)))
     seed = min(set(va) & set(vb), default=None)
     if metric is final_test_acc and labels is not None and seed is not None:
         cmp = stats.paired_difference(a[seed].predictions, b[seed].predictions, labels)
-        return dict(none, estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=1,
-                    evidence=stats.bootstrap_evidence(cmp))  # fmt: skip
-    return dict(none, estimate=float(np.mean(list(va.values())) - np.mean(list(vb.values()))), seeds=1)
+        return dict(_cell(cmp.difference, stats.bootstrap_evidence(cmp)), low=cmp.low, high=cmp.high, seeds=1)
+    return dict(_cell(float(np.mean(list(va.values())) - np.mean(list(vb.values())))), seeds=1)
+
+
+def _cell(estimate: float = math.nan, evidence: stats.Evidence | None = None) -> dict:
+    """An estimate and its evidence as the interval dict ``_holm`` and ``_row`` read: the 95% interval, NaN
+    bounds without evidence."""
+    low, high = evidence.interval(0.95) if evidence is not None else (math.nan, math.nan)
+    return dict(estimate=estimate, low=low, high=high, confidence=0.95, evidence=evidence)
 
 
 def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]]) -> int:
@@ -121,13 +116,12 @@ def final_test_acc(run: Run) -> float:
 def _depth_contrast(m: dict[str, dict[int, Run]], names: Sequence[str]) -> dict:
     """(names[0] - names[1]) - (names[2] - names[3]) in clean training error, Welch across each net's seeds."""
     vals = [[v for v in (clean_train_error(r) for r in m[n].values()) if np.isfinite(v)] for n in names]
-    out = dict(estimate=math.nan, low=math.nan, high=math.nan, evidence=None, confidence=0.95)
     if all(len(v) >= 2 for v in vals):
         ev = stats.welch_contrast(vals, [1, -1, -1, 1], bounds=UNIT)
-        out.update(zip(("low", "high"), ev.interval(0.95), strict=True), estimate=ev.estimate, evidence=ev)
-    elif all(vals):
-        out["estimate"] = float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3]))
-    return out
+        return _cell(ev.estimate, ev)
+    if all(vals):
+        return _cell(float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3])))
+    return _cell()
 
 
 def _row(cid: str, claim: str, a: str, b: str, quantity: str, c: Mapping, unit: str, method: str, n: int,
@@ -332,8 +326,7 @@ def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: 
     """Verdict rows on log10 first/last of the backward signal: ``groups`` of (id, model, point, per-replicate
     rows with columns 'log10', 'blocks'), a t-interval across the replicates (seeds or initialisations),
     Holm-adjusted across the rows."""
-    cells = [dict(estimate=float(g["log10"].mean()), low=math.nan, high=math.nan, confidence=0.95,
-                  evidence=stats.seed_evidence(g["log10"])) for *_, g in groups]  # fmt: skip
+    cells = [_cell(float(g["log10"].mean()), stats.seed_evidence(g["log10"])) for *_, g in groups]
     _holm(cells, [_gradient_decided] * len(cells))
     rows = []
     for (cid, model, point, g), c in zip(groups, cells, strict=True):
@@ -538,9 +531,7 @@ def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
         ip, ir = stats.seed_interval(p, bounds=(-1, 1)), stats.seed_interval(r, bounds=(-1, 1))
         paired = len(p) >= 2 and len(p) == len(r)
         cmp = stats.seed_difference(_fisher_z(r), _fisher_z(p), paired=True) if paired else None
-        cells.append(dict(estimate=cmp.difference if cmp else math.nan, low=cmp.low if cmp else math.nan,
-                          high=cmp.high if cmp else math.nan, evidence=cmp.evidence if cmp else None,
-                          confidence=0.95))  # fmt: skip
+        cells.append(_cell(cmp.difference, cmp.evidence) if cmp else _cell())
         extra.append(dict(depth=int(depth), n=len(p), plain_r=ip.estimate, plain_low=ip.low, plain_high=ip.high,
                           residual_r=ir.estimate, residual_low=ir.low, residual_high=ir.high,
                           r_difference=float(np.mean(r) - np.mean(p)),
@@ -656,8 +647,7 @@ def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain
     cells = []
     for _, col, _, _ in claims:
         cmp = stats.seed_difference(a[col], b[col]) if len(a) >= 2 and len(b) >= 2 else None
-        cells.append(dict(estimate=float(a[col].mean() - b[col].mean()), low=math.nan, high=math.nan,
-                          confidence=0.95, evidence=cmp.evidence if cmp else None))  # fmt: skip
+        cells.append(_cell(float(a[col].mean() - b[col].mean()), cmp.evidence if cmp else None))
     _holm(cells, [stats.sign_decided] * len(cells))
     one = len(a) < 2 or len(b) < 2
     return pd.DataFrame([_row(cid, claim, residual, plain, quantity, c, "loss", "welch", min(len(a), len(b)),
