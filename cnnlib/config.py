@@ -115,6 +115,11 @@ class TrainConfig:
             n_train, n_test = len(data.train_y), len(data.test_y)
         return self.train_subset or n_train, self.test_subset or n_test
 
+    def n_clean(self, data: CIFAR10 | None = None) -> int:
+        """Training images scored unaugmented in eval mode after each epoch: ``clean_subset``, at most all."""
+        n_train = self.n_images(data)[0]
+        return min(self.clean_subset or n_train, n_train)
+
     def steps_per_epoch(self, data: CIFAR10 | None = None) -> int:
         """Optimizer steps per epoch: full batches only (the last partial batch is dropped)."""
         return self.n_images(data)[0] // self.batch_size

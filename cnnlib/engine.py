@@ -143,15 +143,24 @@ Stepper = Callable[[str, int, Engine], Callable[[], None]]
 def time_step(model_name: str, batch: int, engine: Engine, *, stepper: Stepper, steps: int = 2,
               warmup: int = 1) -> tuple[float, float]:  # fmt: skip
     """(seconds per training step, seconds of the ``warmup`` untimed steps before: the compile time
-    when compiled) of the recipe's step (``stepper``) under ``engine``, on random images."""
+    when compiled) of the recipe's step (``stepper``) under ``engine``, on random images. On CUDA the
+    clock waits for the queued kernels."""
     step = stepper(model_name, batch, engine)
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
+    sync(engine.torch_device)
     t1 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync(engine.torch_device)
     return (time.perf_counter() - t1) / steps, t1 - t0
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a clock read next includes it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # The check. Candidates are timed in turns (A B C A B C ...), so that a busy moment costs every candidate

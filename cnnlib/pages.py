@@ -46,12 +46,6 @@ def _binomial(fraction: float, n: int):
     return stats.accuracy_interval((np.arange(n) < k).astype(int), np.ones(n, dtype=int))
 
 
-def clean_images(run: Run) -> int:
-    """How many training images a run scores in eval mode after each epoch."""
-    n_train = run.config.n_images()[0]
-    return min(run.config.clean_subset or n_train, n_train)
-
-
 def facts(run: Run, labels: np.ndarray) -> SimpleNamespace:
     """A run's numbers for a text: final test accuracy with its exact 95% interval (acc, low, high), clean
     training accuracy, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
@@ -83,7 +77,7 @@ def run_claims(run: Run, labels: np.ndarray) -> list[dict]:
     if "clean_train_acc" in run.history:
         rows.append(_claim(f"fits.{m}", f"it fits its training images (clean training accuracy above "
                                         f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy",
-                           _binomial(verdicts.final(run, "clean_train_acc"), clean_images(run)), FITS_TRAINING))
+                           _binomial(verdicts.final(run, "clean_train_acc"), run.config.n_clean()), FITS_TRAINING))
     return rows
 
 

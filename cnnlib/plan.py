@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from . import aftertrain, engine, recipe
-from .config import RECIPE_CHECKS, RecipeNotChosen, TrainConfig, lr_at, make_config
+from .config import RECIPE_CHECKS, RecipeNotChosen, TrainConfig, make_config
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root
@@ -43,15 +43,12 @@ from .train import (
     RunWontFit,
     StopRule,
     TrainingDiverged,
-    build,
     default_device,
     diverged_path,
     divergence,
-    loaders,
     peek_checkpoint,  # fmt: skip
     record_divergence,
     stepper,
-    train_step,
 )
 
 # The learning-rate control of the degradation family: the recipe-check setting of He et al.'s peak lr
@@ -154,26 +151,13 @@ def status(profile: str = "full", *, checkpoints: bool = False) -> list[PlanStat
     return [run_status(cfg, checkpoints=checkpoints) for cfg in plan(profile)]
 
 
-def measure_images_per_s(cfg: TrainConfig, data: CIFAR10, device: torch.device, steps: int = 3) -> float:
-    """Training throughput of cfg's recipe (``train.train_step``, the engine the run would get) from a
-    few timed steps after one warm-up step."""
+def measure_images_per_s(cfg: TrainConfig, device: torch.device, steps: int = 3) -> float:
+    """Training throughput of cfg's recipe from a few timed steps after one untimed (``engine.time_step``),
+    under the engine the run would get."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    data = cfg.select(data)
+        torch.backends.cudnn.benchmark = True  # as fit sets it
     eng = engine.choose(device, cfg.model, cfg.batch_size, stepper=stepper)
-    model, opt = build(cfg, eng)
-    model.train()
-    x, y = next(iter(loaders(cfg, data, eng)["train"]))
-    lr, loss_fn = lr_at(0, 1, cfg), eng.loss_fn(model, cfg.label_smoothing)
-    train_step(model, opt, loss_fn, x, y, lr)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, opt, loss_fn, x, y, lr)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * len(y) / (time.perf_counter() - t0)
+    return cfg.batch_size / engine.time_step(cfg.model, cfg.batch_size, eng, stepper=stepper, steps=steps)[0]
 
 
 _measured: dict[tuple[str, str, int], float] = {}  # (model, device type, batch size) -> images/s
@@ -237,13 +221,13 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.devic
     only those at ``threads``: ``known_rate``), else a short measurement (once per model and batch size in a
     process, at its threads; with ``measure=False`` NaN instead)."""
     n_train, n_test = cfg.n_images(data)
-    n_clean = min(cfg.clean_subset or n_train, n_train)
+    n_clean = cfg.n_clean(data)
     key = (cfg.model, device.type, cfg.batch_size)
     rate = known_rate(cfg, device.type, threads, exact=exact, checks=checks) or _measured.get(key)
     if rate is None:
         if not measure:
             return math.nan
-        _measured[key] = rate = measure_images_per_s(cfg, data if data is not None else load_cifar10(), device)
+        _measured[key] = rate = measure_images_per_s(cfg, device)
     # evaluation (clean training images and test images) runs forward only: about a
     # third of a training step per image; each gradient-profile point costs two
     # forward-backward passes over the probe batch

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from . import aftertrain
 from .config import TrainConfig, lr_at
 from .data import CIFAR10, DeviceLoader, load_cifar10
-from .engine import CHECK_TRIES, Engine, cached_rate, choose, confirm, cpu_name
+from .engine import CHECK_TRIES, Engine, cached_rate, choose, confirm, cpu_name, sync
 from .models import create_model
 from .paths import atomic_write, checkpoint_root, results_root
 
@@ -125,7 +125,9 @@ def fit(
     total_steps = cfg.epochs * steps_per_epoch
     loss_fn = engine.loss_fn(model, cfg.label_smoothing)
     probe = StageProbe(model, device)
-    monitor = _monitor(cfg, ld, len(data.train_y))
+    # the thin nets' gradient monitor, on a fixed, class-balanced batch of clean training images
+    monitor = (aftertrain.Monitor(*balanced(ld["clean"], aftertrain.probe_images(len(data.train_y))), cfg.epochs)
+               if aftertrain.monitored(cfg.model) else None)  # fmt: skip
     measures: list[Callback] = [probe, *([monitor] if monitor else [])]
 
     # -- resume: the weights, the optimizer, the history and the riders' sums, from the newest sound checkpoint
@@ -183,7 +185,7 @@ def fit(
                 last = i + 1 == steps_per_epoch  # the epoch's end checkpoints below, after the evaluation
                 if not last and ((stop := stops.stop()) or
                                  stops.checkpoint_due(time.perf_counter() - last_save, within_epoch=True)):
-                    _sync(device)  # the epoch's sums so far go into the checkpoint; the clock restarts
+                    sync(device)  # the epoch's sums so far go into the checkpoint; the clock restarts
                     at = Position(epoch, i + 1, loss_sum.item(), int(correct.item()), seen,
                                   at.seconds + time.perf_counter() - t0 - riders_s)  # fmt: skip
                     riders_s, t0 = 0.0, time.perf_counter()
@@ -193,7 +195,7 @@ def fit(
                         break
             if stop:
                 break
-            _sync(device)
+            sync(device)
             at.seconds += time.perf_counter() - t0 - riders_s
 
             # -- the evaluation: the epoch's history row
@@ -342,25 +344,14 @@ def as_engine(engine: Engine | str | torch.device) -> Engine:
 
 
 def _engine_for(cfg: TrainConfig, data: CIFAR10, device: torch.device, resume: bool) -> Engine:
-    """The engine a resumed checkpoint was trained with (its history continues bit for bit), else the
-    engine check's choice for the device."""
-    if resume and (engine := _checkpoint_engine(cfg, device)):
-        return engine
+    """The engine a resumed checkpoint was trained with, where it can run on ``device`` (its history continues
+    bit for bit), else the engine check's choice for the device."""
+    e = (peek_checkpoint(cfg) or {}).get("engine") if resume else None
+    if e and torch.device(e["device"]).type == device.type:
+        return Engine(**(e | dict(device=str(device), threads=torch.get_num_threads())))
     # a long run waits for free cores (a minute at most) rather than train for hours on a busy check
     long_run = cfg.epochs * len(data.train_y) >= LONG_RUN_IMAGES
     return choose(device, cfg.model, cfg.batch_size, stepper=stepper, tries=CHECK_TRIES if long_run else 1)
-
-
-def _checkpoint_engine(cfg: TrainConfig, device: torch.device) -> Engine | None:
-    """The engine a checkpoint of ``cfg`` was trained with, if it can run on ``device``."""
-    info = peek_checkpoint(cfg)
-    if not info or not info.get("engine"):
-        return None
-    e = dict(info["engine"])
-    if torch.device(e["device"]).type != device.type:
-        return None
-    e["device"], e["threads"] = str(device), torch.get_num_threads()
-    return Engine(**e)
 
 
 def interleaved(labels: torch.Tensor, n: int | None = None) -> torch.Tensor:
@@ -368,12 +359,11 @@ def interleaved(labels: torch.Tensor, n: int | None = None) -> torch.Tensor:
     each class, then the second, ...), so that every prefix is as balanced as it can be. The
     data sets are stored class by class: a plain prefix would hold one or two classes."""
     labels = labels.cpu()
-    rank = torch.empty_like(labels)
+    rank = torch.empty_like(labels)  # each image's place within its class
     for c in labels.unique():
         where = (labels == c).nonzero().flatten()
         rank[where] = torch.arange(len(where))
-    order = sorted(range(len(labels)), key=lambda i: (int(rank[i]), int(labels[i])))
-    return torch.tensor(order[:n] if n is not None else order, dtype=torch.long)
+    return torch.argsort(rank * (int(labels.max()) + 1) + labels)[:n]  # by rank, then by class
 
 
 def loaders(cfg: TrainConfig, data: CIFAR10, engine: Engine | str | torch.device) -> dict[str, DeviceLoader]:
@@ -382,9 +372,7 @@ def loaders(cfg: TrainConfig, data: CIFAR10, engine: Engine | str | torch.device
     images when cfg.holdout is set: see ``TrainConfig.select``)."""
     engine = as_engine(engine)
     kw = dict(mean=data.mean, std=data.std, device=engine.torch_device, channels_last=engine.channels_last)
-    n_train = len(data.train_y)
-    n_clean = min(cfg.clean_subset or n_train, n_train)
-    if n_clean < n_train:
+    if (n_clean := cfg.n_clean(data)) < len(data.train_y):
         idx = interleaved(data.train_y, n_clean)
         clean_x, clean_y = data.train_x[idx], data.train_y[idx]
     else:  # all of them, in data-set order
@@ -441,15 +429,6 @@ class Callback:
         pass
 
 
-def _monitor(cfg: TrainConfig, ld: dict[str, DeviceLoader], n_train: int) -> aftertrain.Monitor | None:
-    """The gradient monitor of the thin nets (``aftertrain.monitored``), on a fixed, class-balanced batch
-    of clean training images; None for the other models."""
-    if not aftertrain.monitored(cfg.model):
-        return None
-    x, y = balanced(ld["clean"], aftertrain.probe_images(n_train))
-    return aftertrain.Monitor(x, y, cfg.epochs)
-
-
 class StageProbe(Callback):
     """Accumulates, on the device, each stage's gradient L2 norm and output std on sampled steps.
 
@@ -467,9 +446,7 @@ class StageProbe(Callback):
         self.act_std = torch.zeros(len(self.names), device=device)
         self.grad_norm = torch.zeros(len(self.names), device=device)
         self.steps = 0
-        self._handles = [
-            getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)
-        ]
+        self._handles = [getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)]
         self.recording = False
 
     def _hook(self, i: int):
@@ -486,9 +463,7 @@ class StageProbe(Callback):
         for i, params in enumerate(self.params):
             grads = [p.grad for p in params if p.grad is not None]
             if grads:
-                self.grad_norm[i] += torch.linalg.vector_norm(
-                    torch.stack(torch._foreach_norm(grads))
-                )
+                self.grad_norm[i] += torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         self.steps += 1
 
     def on_epoch_end(self, epoch: int, step: int, model: nn.Module, lr: float) -> dict[str, float]:
@@ -571,20 +546,14 @@ def evaluate(model: nn.Module, loader: DeviceLoader, engine: Engine) -> tuple[fl
     """Mean loss (plain cross-entropy), accuracy and the predicted class of every image, in loader order,
     under the engine's precision (eager: the evaluation batches have other shapes than training's)."""
     model.eval()
-    device = engine.torch_device
-    loss_sum = torch.zeros((), device=device)
-    preds = []
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    n = 0
+    loss_sum, preds = torch.zeros((), device=engine.torch_device), []
     for x, y in loader:
         with engine.autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        pred = logits.argmax(1)
-        correct += (pred == y).sum()
-        preds.append(pred)
-        n += len(y)
-    return loss_sum.item() / n, correct.item() / n, torch.cat(preds).cpu()
+        preds.append(logits.argmax(1))
+    preds = torch.cat(preds)
+    return loss_sum.item() / len(preds), int((preds == loader.y).sum()) / len(preds), preds.cpu()
 
 
 def checkpoint_path(cfg: TrainConfig) -> Path:
@@ -748,11 +717,6 @@ def _stopped(cfg: TrainConfig, at: Position, steps_per_epoch: int, rest_s: float
     return RunWontFit(f"{cfg.run_id}: stopped after epoch {at.epoch}/{cfg.epochs}; the rest needs about "
                       f"{rest_s:.0f} s and would end past the deadline; it resumes from its checkpoint",
                       at.epoch, rest_s)  # fmt: skip
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _duration(seconds: float) -> str:
