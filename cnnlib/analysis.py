@@ -15,7 +15,7 @@ import pandas as pd
 
 from .constants import CHANCE, NEAR_CHANCE
 from .results import Run
-from .stats import accuracy_interval, area_under_curve
+from .stats import accuracy_interval, area_under_curve, binomial_interval
 
 if TYPE_CHECKING:  # the data, the models and torchinfo are imported where they are needed: these tables import no torch
     from .config import TrainConfig
@@ -58,22 +58,13 @@ def long_history(runs: Iterable[Run]) -> pd.DataFrame:
     return df
 
 
-def profile_groups(runs: Iterable[Run]) -> list[tuple[str, str, list[Run]]]:
-    """``runs`` by profile, in order of first appearance: (profile, its image counts in words, its runs),
-    e.g. ("cpu", "3,000 training / 1,000 test images", [...])."""
-    runs = list(runs)
-    out = []
+def data_note(runs: Iterable[Run]) -> str:
+    """What a figure of ``runs`` shows, for its title: profile(s) in order of first appearance, images and seeds,
+    e.g. "profile 'cpu', 3,000 training / 1,000 test images, seeds 0, 1"."""
+    runs, parts = list(runs), []
     for profile in dict.fromkeys(r.config.profile for r in runs):
         group = [r for r in runs if r.config.profile == profile]
-        sizes = sorted({r.config.n_images() for r in group})
-        out.append((profile, "; ".join(f"{a:,} training / {b:,} test images" for a, b in sizes), group))
-    return out
-
-
-def data_note(runs: Iterable[Run]) -> str:
-    """What a figure of ``runs`` shows, for its title: profile(s), images and seeds."""
-    parts = []
-    for profile, imgs, group in profile_groups(runs):
+        imgs = "; ".join(f"{a:,} training / {b:,} test images" for a, b in sorted({r.config.n_images() for r in group}))
         seeds = sorted({r.config.seed for r in group})
         parts.append(f"profile '{profile}', {imgs}, seed{'s' if len(seeds) > 1 else ''} "
                      f"{', '.join(map(str, seeds))}")  # fmt: skip
@@ -237,7 +228,7 @@ def per_class_precision(runs: Iterable[Run], data: CIFAR10) -> tuple[int, float]
     from .data import CLASSES
 
     n = min(int(c) for r in runs for c in np.bincount(test_labels(data, r), minlength=len(CLASSES)))
-    iv = accuracy_interval((np.arange(n) < n // 2).astype(int), np.ones(n, dtype=int))  # half right: the widest
+    iv = binomial_interval(n // 2, n)  # half right: the widest
     return n, (iv.high - iv.low) / 2
 
 

@@ -22,8 +22,7 @@ from . import diagnostics, mechanisms
 from .data import CIFAR10, load_cifar10
 from .engine import cpu_name
 from .models import create_model
-from .paths import results_root
-from .results import atomic_write_bytes
+from .paths import atomic_write, results_root
 
 __all__ = ["backward_profiles", "shattering_tables", "signal_ratios", "stored"]
 
@@ -40,9 +39,9 @@ def stored(name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> pd
     if csv.exists() and meta.exists() and json.loads(meta.read_text()).get("settings") == settings:
         return pd.read_csv(csv)
     table = compute()
-    atomic_write_bytes(csv, table.to_csv(index=False).encode())
+    atomic_write(csv, table.to_csv(index=False))
     made = dict(settings=settings, torch=torch.__version__, cpu=cpu_name())
-    atomic_write_bytes(meta, (json.dumps(made, indent=2) + "\n").encode())
+    atomic_write(meta, json.dumps(made, indent=2) + "\n")
     return pd.read_csv(csv)  # what later calls read, to the last digit
 
 

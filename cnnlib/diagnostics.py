@@ -76,16 +76,18 @@ def _forward_hooks(hooks: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None
             h.remove()
 
 
-def _detached(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Parameters as detached leaves that require grad (they share the parameters' storage:
-    no copy, and autograd stops at them; tied weights map to one leaf) and clones of the
-    buffers, for a ``functional_call`` that leaves the model untouched."""
+def _loss(model: nn.Module, x: Tensor, y: Tensor, hooks: Iterable[tuple[nn.Module, Callable]], loss_fn: Callable,
+          train_mode: bool) -> tuple[dict[str, Tensor], Tensor]:  # fmt: skip
+    """(the parameters by name, the loss) of one forward pass of (x, y) on the model's device with forward
+    ``hooks``, through ``functional_call`` so that the model is left untouched: the parameters enter as
+    detached leaves that require grad (they share the parameters' storage: no copy, and autograd stops at
+    them; tied weights map to one leaf), the buffers as clones (BatchNorm's updates land on them)."""
     leaves: dict[int, Tensor] = {}
-    params = {
-        n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
-        for n, p in model.named_parameters(remove_duplicate=False)
-    }
-    return params, {n: b.clone() for n, b in model.named_buffers()}
+    params = {n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
+              for n, p in model.named_parameters(remove_duplicate=False)}  # fmt: skip
+    buffers, device = {n: b.clone() for n, b in model.named_buffers()}, _device(model, x)
+    with _mode(model, train_mode), _forward_hooks(hooks):
+        return params, loss_fn(functional_call(model, params | buffers, (x.to(device),)), y.to(device))
 
 
 def gradient_norms(
@@ -106,11 +108,8 @@ def gradient_norms(
 
     ``train_mode=True`` (default) measures as during training: BatchNorm normalises with
     the batch's statistics. ``train_mode=False`` uses the running statistics (eval mode).
-    The model is not changed (``_detached``: BatchNorm's updates land on clones of the buffers).
+    The model is not changed (``_loss``: BatchNorm's updates land on clones of the buffers).
     """
-    device = _device(model, x)
-    x, y = x.to(device), y.to(device)
-    params, buffers = _detached(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHT_TYPES)]
     # Qualified name of each layer's weight, as functional_call knows it.
     weight_names = [f"{n}.weight" if n else "weight" for n, _ in layers]
@@ -122,15 +121,13 @@ def gradient_norms(
 
         return fn
 
-    with _mode(model, train_mode), _forward_hooks([(m, hook(i)) for i, (_, m) in enumerate(layers)]):
-        logits = functional_call(model, {**params, **buffers}, (x,))
-        loss = loss_fn(logits, y)
+    params, loss = _loss(model, x, y, [(m, hook(i)) for i, (_, m) in enumerate(layers)], loss_fn, train_mode)
     grads = torch.autograd.grad(loss, [params[w] for w in weight_names], allow_unused=True)
     # forward order; layers that never ran keep their registration order, last
     order = sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i))
     # One stacked tensor per column, one device sync for all of them.
     with torch.no_grad():
-        zero = torch.zeros((), device=device)  # the gradient of a layer the loss does not depend on
+        zero = torch.zeros((), device=loss.device)  # the gradient of a layer the loss does not depend on
         g = torch.stack([zero if grads[i] is None else torch.linalg.vector_norm(grads[i].float()) for i in order])
         w = torch.stack([torch.linalg.vector_norm(params[weight_names[i]].float()) for i in order])
     df = pd.DataFrame(
@@ -184,9 +181,6 @@ def backward_signal(
     (same mechanism as ``gradient_norms``).
     """
     blocks = block_modules(model) if blocks is None else blocks
-    device = _device(model, x)
-    x, y = x.to(device), y.to(device)
-    params, buffers = _detached(model)
     outputs: dict[str, Tensor] = {}
 
     def hook(name):
@@ -195,9 +189,7 @@ def backward_signal(
 
         return fn
 
-    with _mode(model, train_mode), _forward_hooks([(m, hook(n)) for n, m in blocks.items()]):
-        logits = functional_call(model, {**params, **buffers}, (x,))
-        loss = loss_fn(logits, y)
+    _, loss = _loss(model, x, y, [(m, hook(n)) for n, m in blocks.items()], loss_fn, train_mode)
     names = [n for n in blocks if n in outputs]
     grads = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
     b = len(x)

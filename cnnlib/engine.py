@@ -316,7 +316,7 @@ def _remember(path: Path, key: str, choice: dict) -> None:
         except (OSError, ValueError):
             known = {}
         known[key] = choice
-        atomic_write(path, lambda f: f.write((json.dumps(known, indent=1, sort_keys=True) + "\n").encode()))
+        atomic_write(path, json.dumps(known, indent=1, sort_keys=True) + "\n")
 
 
 def predicted_rate(entry: dict) -> float:

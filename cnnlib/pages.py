@@ -40,12 +40,6 @@ def _claim(cid: str, claim: str, a: str, b: str, quantity: str, iv, ref: float, 
                 level=iv.confidence, n=iv.n, unit="points", method=method, verdict=stats.verdict(low, high))
 
 
-def _binomial(fraction: float, n: int):
-    """The exact 95% interval of a fraction of ``n`` images (the clean training images a run scores)."""
-    k = round(fraction * n)
-    return stats.accuracy_interval((np.arange(n) < k).astype(int), np.ones(n, dtype=int))
-
-
 def facts(run: Run, labels: np.ndarray) -> SimpleNamespace:
     """A run's numbers for a text: final test accuracy with its exact 95% interval (acc, low, high), clean
     training accuracy, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
@@ -74,10 +68,12 @@ def run_claims(run: Run, labels: np.ndarray) -> list[dict]:
         if run.config.profile != "full" or run.config.tag:
             row["verdict"] = verdicts.NOT_IN_REGIME
         rows.append(row)
-    if "clean_train_acc" in run.history:
+    if "clean_train_acc" in run.history:  # of the clean training images the run scores after each epoch
+        clean = stats.binomial_interval(round(verdicts.final(run, "clean_train_acc") * run.config.n_clean()),
+                                        run.config.n_clean())  # fmt: skip
         rows.append(_claim(f"fits.{m}", f"it fits its training images (clean training accuracy above "
-                                        f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy",
-                           _binomial(verdicts.final(run, "clean_train_acc"), run.config.n_clean()), FITS_TRAINING))
+                                        f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy", clean,
+                           FITS_TRAINING))  # fmt: skip
     return rows
 
 

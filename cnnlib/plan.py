@@ -37,8 +37,8 @@ from . import aftertrain, engine, recipe
 from .config import RECIPE_CHECKS, RecipeNotChosen, TrainConfig, make_config
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
-from .paths import atomic_write, checkpoint_root
-from .results import DamagedRunError, fit_or_load, list_runs, load_run, results_root
+from .paths import atomic_write, checkpoint_root, results_root
+from .results import DamagedRunError, fit_or_load, list_runs, load_run
 from .train import (
     RunWontFit,
     StopRule,
@@ -407,7 +407,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         f"{len(stopped)} stopped to resume later; results in {results_root()}")  # fmt: skip
     result = dict(trained=trained, done=done, skipped=skipped, stopped=stopped)
     if claims is not None:  # a worker: report to the process that started it
-        atomic_write(claims / f"report-{os.getpid()}.json", lambda f: f.write(json.dumps(result).encode()))
+        atomic_write(claims / f"report-{os.getpid()}.json", json.dumps(result))
     return result
 
 

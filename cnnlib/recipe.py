@@ -113,7 +113,7 @@ def record(chosen: dict, check: str = "shared") -> None:
     check's families with it (``config.make_config``)."""
     choices = recorded_choices() | {check: {k: chosen[k] for k in ("setting", "lr", "weight_decay", "mean")}}
     text = json.dumps(dict(sorted(choices.items())), indent=2, sort_keys=True) + "\n"
-    atomic_write(config.RECIPE_CHOICE, lambda f: f.write(text.encode()))
+    atomic_write(config.RECIPE_CHOICE, text)
 
 
 def record_new(check: str = "shared") -> dict | None:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) 
     from .train import FitResult
 
 __all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
-           "load_run", "record_checksums", "results_root", "save_run"]
+           "load_run", "record_checksums", "save_run"]
 
 
 class StaleRunError(RuntimeError):
@@ -94,11 +94,6 @@ def _sha256(path: Path) -> str:
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically (see ``paths.atomic_write``)."""
-    atomic_write(path, lambda f: f.write(payload))
-
-
 @dataclass
 class Run:
     """A finished run read back from the store."""
@@ -133,7 +128,7 @@ def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
     from . import aftertrain
 
     for name, table in tables.items():
-        atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
+        atomic_write(folder / aftertrain.TABLES[name], table.to_csv(index=False))
 
 
 def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> Path:
@@ -145,32 +140,21 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
     for name, file in aftertrain.TABLES.items():  # a table of an earlier run of this name is not this run's
         if name not in result.tables:
             (folder / file).unlink(missing_ok=True)
-    atomic_write_bytes(folder / "history.csv", result.history.to_csv(index=False).encode())
+    atomic_write(folder / "history.csv", result.history.to_csv(index=False))
     atomic_write(folder / "predictions.npy", lambda f: np.save(f, result.predictions.numpy().astype(np.uint8)))
     _write_tables(folder, result.tables)
     aftertrain.save_weights(cfg.run_id, result.state_dict)
     last = result.history.iloc[-1]
-    meta = dict(
-        run_id=cfg.run_id,
-        config=cfg.to_dict(),
-        config_hash=cfg.hash,
-        **result.info,
-        final=dict(
-            epochs=int(last["epoch"]),
-            train_loss=float(last["train_loss"]),
-            train_acc=float(last["train_acc"]),
-            test_loss=float(last["test_loss"]),
-            test_acc=float(last["test_acc"]),
-            seconds_per_epoch=float(result.history["seconds"].median()),
-        ),
-    )
+    final = {k: float(last[k]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    final = dict(epochs=int(last["epoch"]), **final, seconds_per_epoch=float(result.history["seconds"].median()))
+    meta = dict(run_id=cfg.run_id, config=cfg.to_dict(), config_hash=cfg.hash, **result.info, final=final)
     meta["files"] = _file_records(folder)
     _write_meta(folder, meta)
     return folder
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
-    atomic_write_bytes(folder / "run.json", (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(folder / "run.json", json.dumps(meta, indent=2) + "\n")
 
 
 def _file_records(folder: Path) -> dict[str, dict]:

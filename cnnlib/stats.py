@@ -170,10 +170,15 @@ def _check_confidence(confidence: float) -> None:
 
 
 def accuracy_interval(pred: ArrayLike, labels: ArrayLike, *, confidence: float = 0.95) -> Interval:
-    """Test accuracy with an exact Clopper-Pearson interval (conservative: covers at least ``confidence``)."""
-    _check_confidence(confidence)
+    """Test accuracy with an exact Clopper-Pearson interval (``binomial_interval``)."""
     correct = _correct(pred, labels)
-    k, n = int(correct.sum()), len(correct)
+    return binomial_interval(int(correct.sum()), len(correct), confidence=confidence)
+
+
+def binomial_interval(k: int, n: int, *, confidence: float = 0.95) -> Interval:
+    """k of n images, as a fraction, with an exact Clopper-Pearson interval (conservative: covers at least
+    ``confidence``)."""
+    _check_confidence(confidence)
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
     return Interval(k / n, float(ci.low), float(ci.high), n, confidence, "Clopper-Pearson (exact binomial)")
 

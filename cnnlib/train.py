@@ -618,7 +618,7 @@ def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
     path = diverged_path(cfg)
     record = dict(run_id=cfg.run_id, config_hash=cfg.hash, message=str(error), at=time.strftime("%Y-%m-%d %H:%M"),
                   history=error.history.to_dict(orient="records"))  # fmt: skip
-    atomic_write(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    atomic_write(path, json.dumps(record, indent=1) + "\n")
     return path
 
 

@@ -38,8 +38,6 @@ def test_the_summary_table_keeps_gpu_memory_when_a_run_has_it():
 
 def test_figure_notes_group_runs_by_profile_with_their_image_counts_and_seeds():
     runs = [run("seed_cnn", 0), run("plain20", 1), run("seed_cnn", 2)]
-    assert [(p, sizes, len(g)) for p, sizes, g in analysis.profile_groups(runs)] == [
-        ("smoke", "200 training / 100 test images", 3)]
     assert analysis.data_note(runs) == "profile 'smoke', 200 training / 100 test images, seeds 0, 1, 2"
     assert analysis.data_note(runs[:1]) == "profile 'smoke', 200 training / 100 test images, seed 0"
 
