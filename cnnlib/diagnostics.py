@@ -28,6 +28,7 @@ statistics are exactly as before.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -220,43 +221,8 @@ class _Moments:
         return float(((self.ss - self.n * mean.square()).clamp_min(0) / max(self.n - 1, 1)).sqrt())
 
 
-def _collect(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable[Tensor]) -> dict[str, _Moments]:
-    """Pool each module's outputs over eval-mode, no-grad forward passes of ``batches``."""
-    stats = {name: _Moments() for name in modules}
-
-    def hook(name):
-        def fn(module, inputs, output):
-            stats[name].add(output)
-
-        return fn
-
-    device: torch.device | None = None
-    hooks = [(m, hook(name)) for name, m in modules.items()]
-    with _mode(model, False), torch.no_grad(), _forward_hooks(hooks):
-        for x in batches:
-            device = _device(model, x) if device is None else device
-            model(x.to(device))
-    silent = [name for name, st in stats.items() if st.n == 0]
-    if silent:
-        raise ValueError(f"these modules never ran in the forward pass: {silent}")
-    return stats
-
-
-def _branches(model: nn.Module) -> dict[str, nn.Module]:
-    """Block name -> the block's ``attn`` module, whose output is the branch output F(x)."""
-    blocks = {n: m.attn for n, m in model.named_modules() if isinstance(m, BasicBlock)}
-    if not blocks:
-        raise ValueError(
-            f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock: layer responses "
-            "are defined for the plain/residual networks built from it (plain20/56, "
-            "resnet20/56, plainnet18, resnet18, se_resnet18)"
-        )
-    return blocks
-
-
-def response_std_over_loader(
-    model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, max_batches: int | None = None
-) -> pd.DataFrame:
+def response_std_over_loader(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *,
+                             max_batches: int | None = None) -> pd.DataFrame:  # fmt: skip
     """He et al. 2016, Fig. 7: std of each block's response over the batches of a loader, in eval mode.
 
     For every ``BasicBlock``, the std of the residual branch output F(x): the block's ``attn``
@@ -267,13 +233,20 @@ def response_std_over_loader(
     per-batch stds; ``max_batches`` limits the batches read. Columns: block (qualified name),
     index (registration order = depth), std. The model is left unchanged.
     """
+    branches = {n: m.attn for n, m in model.named_modules() if isinstance(m, BasicBlock)}
+    if not branches:
+        raise ValueError(f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock: layer responses are defined "
+                         "for the plain/residual networks built from it (plain20/56, resnet20/56, plainnet18, "
+                         "resnet18, se_resnet18)")  # fmt: skip
+    stats = {name: _Moments() for name in branches}
 
-    def images():
-        for i, (x, _) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                return
-            yield x
+    def hook(name: str) -> Callable:
+        return lambda module, inputs, output: stats[name].add(output)  # None: the output is left as it is
 
-    stats = _collect(model, _branches(model), images())
-    rows = [(name, i, st.std()) for i, (name, st) in enumerate(stats.items())]
-    return pd.DataFrame(rows, columns=["block", "index", "std"])
+    with _mode(model, False), torch.no_grad(), _forward_hooks([(m, hook(n)) for n, m in branches.items()]):
+        for x, _ in itertools.islice(loader, max_batches):
+            model(x.to(_device(model, x)))
+    if silent := [name for name, st in stats.items() if st.n == 0]:
+        raise ValueError(f"these modules never ran in the forward pass: {silent}")
+    return pd.DataFrame([(name, i, st.std()) for i, (name, st) in enumerate(stats.items())],
+                        columns=["block", "index", "std"])  # fmt: skip
