@@ -120,7 +120,7 @@ class Monitor:
 
     def on_step(self, step: int, model: nn.Module, lr: float) -> None:
         if step in PROBE_STEPS:
-            self._measure(model, "step", step, lr)
+            self._measure(model, f"step {step}", step, lr)
 
     def on_epoch_end(self, epoch: int, step: int, model: nn.Module, lr: float) -> dict:
         if epoch in self.epochs:
@@ -130,10 +130,8 @@ class Monitor:
     def after_epoch(self, row: dict) -> None:
         pass
 
-    def _measure(self, model: nn.Module, kind: str, step: int, lr: float, epoch: int | None = None) -> None:
-        when = f"step {step}" if kind == "step" else kind
-        point = dict(point=when, step=step, epoch=epoch if epoch is not None else float("nan"), lr=lr,
-                     probe_classes=int(self.y.unique().numel()))  # fmt: skip
+    def _measure(self, model: nn.Module, point: str, step: int, lr: float, epoch: float = float("nan")) -> None:
+        point = dict(point=point, step=step, epoch=epoch, lr=lr, probe_classes=int(self.y.unique().numel()))
         layers = diagnostics.gradient_norms(model, self.x, self.y)
         layers["update"] = lr * layers["relative"]  # the relative step plain SGD would take
         self.layers += [{**point, **r} for r in layers.to_dict("records")]

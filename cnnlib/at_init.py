@@ -27,15 +27,10 @@ from .paths import atomic_write, results_root
 __all__ = ["backward_profiles", "shattering_tables", "signal_ratios", "stored"]
 
 
-def _folder():
-    return results_root() / "at-init"
-
-
 def stored(name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     """The table ``name``, read from the store when it was made with ``settings``, else computed by
     ``compute()`` and stored with them."""
-    folder = _folder()
-    csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
+    csv, meta = results_root() / "at-init" / f"{name}.csv", results_root() / "at-init" / f"{name}.json"
     if csv.exists() and meta.exists() and json.loads(meta.read_text()).get("settings") == settings:
         return pd.read_csv(csv)
     table = compute()

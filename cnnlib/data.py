@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .paths import atomic_write, project_path, user_cache
 
@@ -89,7 +90,6 @@ class CIFAR10:
         tx, ty = _balanced(self.train_x, self.train_y, n_train, "train")
         ex, ey = _balanced(self.test_x, self.test_y, n_test, "test")
         return CIFAR10(tx, ty, ex, ey, source=f"{self.source}, subset {n_train}/{n_test}")
-
 
     def holdout(self, n: int) -> CIFAR10:
         """The last n/10 training images of each class as the evaluation split (in place of the
@@ -215,8 +215,6 @@ def _assemble(items: dict[str, list]) -> dict[str, np.ndarray]:
 
 
 def _read_tree(root: Path) -> dict[str, np.ndarray]:
-    from tqdm import tqdm
-
     items: dict[str, list] = {s: [] for s in SPLITS}
     for split, ci, f in tqdm(_tree_files(root), desc=f"decoding {root.name}", unit="img",
                              leave=False, disable=None):
@@ -229,8 +227,6 @@ def _read_tree(root: Path) -> dict[str, np.ndarray]:
 
 
 def _read_tarball(path: Path) -> dict[str, np.ndarray]:
-    from tqdm import tqdm
-
     items: dict[str, list] = {s: [] for s in SPLITS}
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar, \

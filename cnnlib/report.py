@@ -195,8 +195,6 @@ figcaption { font-size: 0.86rem; color: #444; text-align: left; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
 ol li { margin: 0.35rem 0; }
 """
-NUMERIC = {"original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)", "epochs",
-           "s / epoch"}
 INDEX_COLUMNS = ("model", "original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)",
                  "epochs", "s / epoch")  # the results table's columns on the index (profile and device: named apart)
 
@@ -207,10 +205,6 @@ def _inline(markdown: str) -> str:
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"\*(.+?)\*", r"<em>\1</em>", text)
-
-
-def _cell_class(column: str) -> str:
-    return " class=num" if column in NUMERIC else " class=nowrap" if column == "model" else ""
 
 
 def _results_table(rows: list[dict]) -> str:
@@ -225,8 +219,8 @@ def _results_table(rows: list[dict]) -> str:
             family = r["family"]
             body.append(f'<tr class="family"><th colspan="{len(INDEX_COLUMNS)}">'
                         f"{FAMILY_NAMES.get(family, family)}</th></tr>")  # fmt: skip
-        body.append("<tr>" + "".join(f"<td{_cell_class(c)}>{_inline(str(r[c]))}</td>" for c in INDEX_COLUMNS)
-                    + "</tr>")  # fmt: skip
+        cells = (f"<td class={'nowrap' if c == 'model' else 'num'}>{_inline(str(r[c]))}</td>" for c in INDEX_COLUMNS)
+        body.append(f"<tr>{''.join(cells)}</tr>")  # the model's name, then numbers
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 

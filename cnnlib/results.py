@@ -357,9 +357,9 @@ def measure_tables(cfg: TrainConfig, model: nn.Module, data: CIFAR10, engine: En
     from . import aftertrain
     from .train import as_engine, balanced, build, loaders
 
-    if not aftertrain.dissected(cfg):
-        return aftertrain.finish(model, loaders(cfg, data, engine)["test"])
     ld = loaders(cfg, data, engine)
+    if not aftertrain.dissected(cfg):
+        return aftertrain.finish(model, ld["test"])
     init, _ = build(cfg, engine)
     if init_fingerprint is not None and not np.isclose(aftertrain.fingerprint(init), init_fingerprint, rtol=1e-9):
         raise ValueError(f"{cfg.run_id}: the rebuilt initial weights do not match the run's (fingerprint)")
