@@ -239,11 +239,10 @@ def load_weights(run) -> nn.Module:
     retrain = (f"retrain with `python -m cnnlib train {c.model} --profile {c.profile} --seed {c.seed}"
                f"{f' --tag {c.tag}' if c.tag else ''} --retrain`")  # fmt: skip
     if not path.exists():
-        raise WeightsUnavailable(
-            f"no weights for {c.run_id} at {path}: weights are kept only for models up to "
-            f"{WEIGHTS_MAX_PARAMS:,} parameters, on the machine that trained them. R{retrain[1:]}, or unpack the GPU "
-            "run's weights archive at the repository root."
-        )
+        raise WeightsUnavailable(f"no weights for {c.run_id} at {path}: weights are kept only for models up to "
+                                 f"{WEIGHTS_MAX_PARAMS:,} parameters, on the machine that trained them. "
+                                 f"R{retrain[1:]}, or unpack the GPU run's weights archive at the repository "
+                                 "root.")  # fmt: skip
     model = create_model(c.model, **dict(c.model_kwargs))
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

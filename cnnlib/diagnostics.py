@@ -91,14 +91,9 @@ def _loss(model: nn.Module, x: Tensor, y: Tensor, hooks: Iterable[tuple[nn.Modul
         return params, loss_fn(functional_call(model, params | buffers, (x.to(device),)), y.to(device))
 
 
-def gradient_norms(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-    train_mode: bool = True,
-) -> pd.DataFrame:
+def gradient_norms(model: nn.Module, x: Tensor, y: Tensor, *,
+                   loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+                   train_mode: bool = True) -> pd.DataFrame:  # fmt: skip
     """Per-layer gradient L2 norm of the loss on one batch, for every weight layer in forward order.
 
     Columns: ``layer`` (qualified name), ``index`` (0..L-1, the depth: order of first call
@@ -131,15 +126,9 @@ def gradient_norms(
         zero = torch.zeros((), device=loss.device)  # the gradient of a layer the loss does not depend on
         g = torch.stack([zero if grads[i] is None else torch.linalg.vector_norm(grads[i].float()) for i in order])
         w = torch.stack([torch.linalg.vector_norm(params[weight_names[i]].float()) for i in order])
-    df = pd.DataFrame(
-        {
-            "layer": [layers[i][0] for i in order],
-            "index": range(len(order)),
-            "kind": ["linear" if isinstance(layers[i][1], nn.Linear) else "conv" for i in order],
-            "grad_norm": g.cpu().double().numpy(),
-            "weight_norm": w.cpu().double().numpy(),
-        }
-    )
+    df = pd.DataFrame({"layer": [layers[i][0] for i in order], "index": range(len(order)),
+                       "kind": ["linear" if isinstance(layers[i][1], nn.Linear) else "conv" for i in order],
+                       "grad_norm": g.cpu().double().numpy(), "weight_norm": w.cpu().double().numpy()})
     df["relative"] = df["grad_norm"] / df["weight_norm"]
     df.attrs["loss"] = float(loss.detach())
     return df
@@ -162,15 +151,9 @@ def block_modules(model: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
-def backward_signal(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    blocks: dict[str, nn.Module] | None = None,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-    train_mode: bool = True,
-) -> pd.DataFrame:
+def backward_signal(model: nn.Module, x: Tensor, y: Tensor, *, blocks: dict[str, nn.Module] | None = None,
+                    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+                    train_mode: bool = True) -> pd.DataFrame:  # fmt: skip
     """The backward signal itself: the L2 norm of dL/dh for each block's output h, on one batch.
 
     Unlike a weight gradient, which with BatchNorm scales as 1/||W|| of its layer, this is

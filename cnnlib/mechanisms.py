@@ -46,25 +46,13 @@ from torch.func import functional_call
 from .diagnostics import _forward_hooks, _mode
 from .models.resnet import BasicBlock, thin_net
 
-__all__ = [
-    "autocorrelation",
-    "deleted",
-    "filter_normalized_direction",
-    "gradient_by_path_length",
-    "gradient_trace",
-    "interpolation",
-    "lesion_random",
-    "lesion_single",
-    "loss_surface",
-    "path_length_distribution",
-    "residual_blocks",
-    "shattering_table",
-]
+__all__ = ["autocorrelation", "deleted", "filter_normalized_direction", "gradient_by_path_length", "gradient_trace",
+           "interpolation", "lesion_random", "lesion_single", "loss_surface", "path_length_distribution",
+           "residual_blocks", "shattering_table"]
 
 
-def _evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500, tensors: dict[str, Tensor] | None = None
-) -> tuple[float, float]:
+def _evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500,
+              tensors: dict[str, Tensor] | None = None) -> tuple[float, float]:  # fmt: skip
     """(mean cross-entropy, accuracy) on (x, y) in eval mode, with ``tensors`` (parameters and/or
     buffers by name) swapped in through ``functional_call`` if given. Sums stay on the device."""
     if batch_size < 1:
@@ -89,18 +77,15 @@ def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     (e.g. 'layer2.0'). Registration order is the forward order in every cnnlib ResNet."""
     blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, BasicBlock)]
     if not blocks:
-        raise ValueError(
-            f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock; use a plain/residual "
-            "net built from it (plain20/56, resnet20/56, thin_net(depth, shortcut=...), resnet18, ...)"
-        )
+        raise ValueError(f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock; use a plain/residual net "
+                         "built from it (plain20/56, resnet20/56, thin_net(depth, shortcut=...), resnet18, ...)")
     return blocks
 
 
 def _downsamples(block: nn.Module) -> bool:
     """Whether the block changes its input's shape (stride or channel count)."""
-    return tuple(block.conv1.stride) != (1,) * len(block.conv1.stride) or (
-        block.conv1.in_channels != block.conv2.out_channels
-    )
+    stride = tuple(block.conv1.stride)
+    return stride != (1,) * len(stride) or block.conv1.in_channels != block.conv2.out_channels
 
 
 def _deletable(block: nn.Module) -> bool:
@@ -153,16 +138,8 @@ def lesion_single(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 5
     return df
 
 
-def lesion_random(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    ks: Iterable[int] | None = None,
-    draws: int = 10,
-    seed: int = 0,
-    batch_size: int = 500,
-) -> pd.DataFrame:
+def lesion_random(model: nn.Module, x: Tensor, y: Tensor, *, ks: Iterable[int] | None = None, draws: int = 10,
+                  seed: int = 0, batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
     """Accuracy with k randomly chosen deletable blocks deleted together (Veit et al. Fig. 5a).
 
     For each k in ``ks`` (default 1..min(10, number of deletable blocks)) and each of ``draws``
@@ -228,15 +205,8 @@ def _path_gradient(model: nn.Module, x: Tensor, y: Tensor, active: set[int] | No
     return torch.autograd.grad(loss, captured[0])[0]
 
 
-def gradient_by_path_length(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    samples: int = 10,
-    lengths: Iterable[int] | None = None,
-    seed: int = 0,
-) -> pd.DataFrame:
+def gradient_by_path_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: int = 10,
+                            lengths: Iterable[int] | None = None, seed: int = 0) -> pd.DataFrame:  # fmt: skip
     """Gradient magnitude through paths of each length k (Veit et al. Fig. 6b), for a residual net.
 
     For each k (default 0..n) and each of ``samples`` draws, k of the n blocks are sampled
@@ -295,17 +265,8 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator) ->
     return direction
 
 
-def loss_surface(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    d1: dict[str, Tensor],
-    d2: dict[str, Tensor] | None = None,
-    *,
-    span: float = 1.0,
-    steps: int = 11,
-    batch_size: int = 500,
-) -> pd.DataFrame:
+def loss_surface(model: nn.Module, x: Tensor, y: Tensor, d1: dict[str, Tensor], d2: dict[str, Tensor] | None = None,
+                 *, span: float = 1.0, steps: int = 11, batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
     """Loss and accuracy at θ + α d1 (+ β d2) for α (and β) in linspace(-span, span, steps).
 
     Eval mode: BatchNorm uses its trained running statistics (unperturbed; they are buffers,
@@ -329,15 +290,8 @@ def loss_surface(
     return pd.DataFrame(rows, columns=columns)
 
 
-def interpolation(
-    model_from_state: dict[str, Tensor],
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    steps: int = 11,
-    batch_size: int = 500,
-) -> pd.DataFrame:
+def interpolation(model_from_state: dict[str, Tensor], model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 11,
+                  batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
     """Loss and accuracy along θ(t) = (1 - t) θ_init + t θ_trained, t in linspace(0, 1, steps)
     (Goodfellow et al. 2015), with θ_init = ``model_from_state`` (a state_dict, e.g. saved at
     initialisation) and θ_trained = ``model``'s state.
@@ -380,9 +334,8 @@ def interpolation(
 # --- shattered gradients (Balduzzi et al. 2017) -------------------------------------------------
 
 
-def gradient_trace(
-    model: nn.Module, x0: Tensor, x1: Tensor, *, points: int = 256, output: int = 0, batch_size: int = 256
-) -> np.ndarray:
+def gradient_trace(model: nn.Module, x0: Tensor, x1: Tensor, *, points: int = 256, output: int = 0,
+                   batch_size: int = 256) -> np.ndarray:  # fmt: skip
     """The input gradient along the line x(s) = (1 - s) x0 + s x1, s in linspace(0, 1, points).
 
     ``x0`` and ``x1`` are single inputs without a batch dimension, e.g. (3, 32, 32). For each
@@ -423,15 +376,9 @@ def autocorrelation(trace: Sequence[float] | np.ndarray, max_lag: int | None = N
     return np.array([a[: n - k] @ a[k:] for k in range(max_lag + 1)]) / var
 
 
-def shattering_table(
-    depths: Iterable[int] = (8, 20, 56),
-    *,
-    points: int = 256,
-    seed: int = 0,
-    x0: Tensor | None = None,
-    x1: Tensor | None = None,
-    device: str | torch.device = "cpu",
-) -> pd.DataFrame:
+def shattering_table(depths: Iterable[int] = (8, 20, 56), *, points: int = 256, seed: int = 0,
+                     x0: Tensor | None = None, x1: Tensor | None = None,
+                     device: str | torch.device = "cpu") -> pd.DataFrame:  # fmt: skip
     """Lag-1 and lag-4 autocorrelation of the gradient traces of freshly initialised
     ``thin_net(depth, shortcut=False / True)`` (Balduzzi et al.: shattering grows with depth
     in plain nets, much less in resnets).

@@ -311,14 +311,8 @@ def fit(cfg: TrainConfig, **kwargs) -> FitResult:
     return fit(cfg, **kwargs)
 
 
-def fit_or_load(
-    cfg: TrainConfig,
-    *,
-    retrain: bool = False,
-    root: Path | None = None,
-    data: CIFAR10 | None = None,
-    **fit_kwargs,
-) -> Run:
+def fit_or_load(cfg: TrainConfig, *, retrain: bool = False, root: Path | None = None, data: CIFAR10 | None = None,
+                **fit_kwargs) -> Run:  # fmt: skip
     """The stored run for ``cfg``, training it first if it is missing: ``fit``, then the tables measured
     on the trained weights (``measure_tables``, while they are in hand), then ``save_run``.
 
@@ -332,12 +326,10 @@ def fit_or_load(
         if not stored.matches(cfg):
             was = stored.meta["config"]
             changed = {k: (was.get(k), v) for k, v in cfg.to_dict().items() if was.get(k) != v}
-            raise StaleRunError(
-                f"{stored.path} was trained with another config (stored vs asked: {changed}); "
-                "retrain it with retrain=True (or CNNLIB_RETRAIN=1 in a notebook) "
-                f"(command line: python -m cnnlib train {cfg.model} --profile {cfg.profile} "
-                f"--seed {cfg.seed} --retrain)"
-            )
+            raise StaleRunError(f"{stored.path} was trained with another config (stored vs asked: {changed}); "
+                                "retrain it with retrain=True (or CNNLIB_RETRAIN=1 in a notebook) (command line: "
+                                f"python -m cnnlib train {cfg.model} --profile {cfg.profile} --seed {cfg.seed} "
+                                "--retrain)")  # fmt: skip
         return stored
     result = fit(cfg, resume=not retrain, data=data, **fit_kwargs)
     if result.model is not None:

@@ -183,15 +183,8 @@ def binomial_interval(k: int, n: int, *, confidence: float = 0.95) -> Interval:
     return Interval(k / n, float(ci.low), float(ci.high), n, confidence, "Clopper-Pearson (exact binomial)")
 
 
-def paired_difference(
-    pred_a: ArrayLike,
-    pred_b: ArrayLike,
-    labels: ArrayLike,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> PairedComparison:
+def paired_difference(pred_a: ArrayLike, pred_b: ArrayLike, labels: ArrayLike, *, confidence: float = 0.95,
+                      resamples: int = 2000, seed: int = 0) -> PairedComparison:  # fmt: skip
     """accuracy(a) - accuracy(b) on the same test images, in the same order.
 
     A percentile bootstrap over test images of the per-image difference in correctness (+1, 0 or -1):
@@ -331,10 +324,8 @@ def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
     return _t_evidence(est, est, se, float(df), n, "Welch t", clip=clip)
 
 
-def seed_difference(
-    values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = False, confidence: float = 0.95,
-    bounds: tuple[float, float] | None = None,
-) -> SeedComparison:  # fmt: skip
+def seed_difference(values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = False, confidence: float = 0.95,
+                    bounds: tuple[float, float] | None = None) -> SeedComparison:  # fmt: skip
     """mean(a) - mean(b) across seeds: Welch t-interval, or a paired t-interval when the i-th value
     of a and of b share more than a seed number (``paired=True``: e.g. two nets built from the same
     weights and probed on the same inputs; two architectures trained with one seed share only the

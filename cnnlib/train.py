@@ -92,17 +92,9 @@ class StopRule:
         return since_s >= self.every_s
 
 
-def fit(
-    cfg: TrainConfig,
-    *,
-    data: CIFAR10 | None = None,
-    device: str | torch.device | None = None,
-    engine: Engine | None = None,
-    resume: bool = True,
-    verbose: bool = True,
-    stops: StopRule = StopRule(),
-    callbacks: Sequence[Callback] = (),
-) -> FitResult:
+def fit(cfg: TrainConfig, *, data: CIFAR10 | None = None, device: str | torch.device | None = None,
+        engine: Engine | None = None, resume: bool = True, verbose: bool = True, stops: StopRule = StopRule(),
+        callbacks: Sequence[Callback] = ()) -> FitResult:  # fmt: skip
     """Train ``cfg.model`` under ``cfg`` (see the module docstring) and return the history, the test
     predictions and the trained model.
 
@@ -243,22 +235,17 @@ def fit(
         _, _, preds = evaluate(model, ld["test"], engine)
     history = pd.DataFrame(rows)
     history.attrs["config"] = cfg.to_dict()
+    cuda = device.type == "cuda"
     info = dict(
         device=str(device),
-        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else f"CPU: {cpu_name()} ({os.cpu_count()} cores)"),
-        engine=engine.record(),
-        torch=torch.__version__,
-        cuda=torch.version.cuda,
-        data_source=data.source,
+        device_name=torch.cuda.get_device_name(device) if cuda else f"CPU: {cpu_name()} ({os.cpu_count()} cores)",
+        engine=engine.record(), torch=torch.__version__, cuda=torch.version.cuda, data_source=data.source,
         # what the test_* columns and the predictions score: the test set, or held-out training images
         scored_on=f"{cfg.holdout} held-out training images" if cfg.holdout else "test images",
-        wall_s=time.perf_counter() - wall,
-        train_s=float(history["seconds"].sum()) if len(history) else 0.0,
-        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        resumed_after_epoch=start.epoch,
-        init_fingerprint=init_fingerprint,
-    )
+        wall_s=time.perf_counter() - wall, train_s=float(history["seconds"].sum()) if len(history) else 0.0,
+        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
+        resumed_after_epoch=start.epoch, init_fingerprint=init_fingerprint,
+    )  # fmt: skip
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return FitResult(history=history, predictions=preds, info=info, state_dict=state_dict,
                      tables=monitor.tables() if monitor else {}, model=model, engine=engine, data=data)  # fmt: skip
@@ -702,11 +689,9 @@ def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: lis
 def _diverged(cfg: TrainConfig, rows: list[dict], epoch: int, steps_per_epoch: int, what: str) -> TrainingDiverged:
     total = cfg.epochs * steps_per_epoch
     lrs = lr_at(epoch * steps_per_epoch, total, cfg), lr_at((epoch + 1) * steps_per_epoch - 1, total, cfg)
-    return TrainingDiverged(
-        f"{cfg.run_id}: {what} in epoch {epoch + 1} of {cfg.epochs}, where the schedule's lr went "
-        f"from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {cfg.lr:g}); try a lower lr",
-        pd.DataFrame(rows),  # the epochs before it
-    )
+    return TrainingDiverged(f"{cfg.run_id}: {what} in epoch {epoch + 1} of {cfg.epochs}, where the schedule's lr "
+                            f"went from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {cfg.lr:g}); try a lower lr",
+                            pd.DataFrame(rows))  # the history: the epochs before it  # fmt: skip
 
 
 def _stopped(cfg: TrainConfig, at: Position, steps_per_epoch: int, rest_s: float) -> RunWontFit:
