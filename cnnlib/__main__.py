@@ -1,10 +1,9 @@
-"""Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status,
-train-missing, engine, tables, verify, readme and report (``python -m cnnlib --help`` lists them).
+"""Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status, train-missing, engine, tables,
+verify, readme and report (``python -m cnnlib --help`` lists them).
 
-User errors (unknown model, profile or run, bad numbers, missing data, a
-damaged file of a stored run or missing weights) print a short message (one
-line, two for missing data) and exit with status 2; they never show a
-traceback. Ctrl-C and SIGTERM end a command with one line and status 130.
+User errors (unknown model, profile or run, bad numbers, missing data, a damaged file of a stored run or missing
+weights) print a short message (one line, two for missing data) and exit with status 2; they never show a traceback.
+Ctrl-C and SIGTERM end a command with one line and status 130.
 """
 
 from __future__ import annotations

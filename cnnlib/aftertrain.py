@@ -1,17 +1,14 @@
 """What the notebooks need from trained weights, measured while the weights are in hand.
 
-Weights never enter the repository: a run folder holds small tables instead, and a fresh
-clone renders every notebook from them. This module owns those tables and their file names,
-the policy of which weights are kept locally (``weights_root()``, git-ignored), and the
-measurements behind them:
+Weights never enter the repository: a run folder holds small tables instead, and a fresh clone renders every notebook
+from them. This module owns those tables and their file names, the policy of which weights are kept locally
+(``weights_root()``, git-ignored), and the measurements behind them:
 
-* during training (``Monitor``), on one fixed batch of clean training images, at
-  ``PROBE_STEPS`` and ``probe_epochs``: per weight layer the gradient and weight norms and the
-  relative update, per block the backward signal. This is how the early blow-up of a plain
-  net's stem is seen as it happens;
-* on the trained weights (``finish``, called by ``cnnlib.results.measure_tables``): the layer
-  responses of He et al. 2016, Fig. 7, and for the ``dissected`` runs the mechanism tables of
-  notebook 07 (``mechanism_tables``).
+* during training (``Monitor``), on one fixed batch of clean training images, at ``PROBE_STEPS`` and ``probe_epochs``:
+  per weight layer the gradient and weight norms and the relative update, per block the backward signal. This is how the
+  early blow-up of a plain net's stem is seen as it happens;
+* on the trained weights (``finish``, called by ``cnnlib.results.measure_tables``): the layer responses of He et al.
+  2016, Fig. 7, and for the ``dissected`` runs the mechanism tables of notebook 07 (``mechanism_tables``).
 """
 
 from __future__ import annotations
@@ -55,9 +52,8 @@ SURFACE_IMAGES = 1000  # clean training images the landscapes are evaluated on (
 
 
 def dissected(cfg: TrainConfig) -> bool:
-    """Whether a run stores the mechanism tables of notebook 07: every seed of the degradation family
-    (each trained network is one replicate of the lesion study), trained with the recipe itself (not a
-    variant such as lr0.1x)."""
+    """Whether a run stores the mechanism tables of notebook 07: every seed of the degradation family (each trained
+    network is one replicate of the lesion study), trained with the recipe itself (not a variant such as lr0.1x)."""
     return family_of(cfg.model) == "degradation" and not cfg.tag
 
 
@@ -105,9 +101,8 @@ def probe_epochs(epochs: int) -> list[int]:
 class Monitor:
     """Measures the gradient profile of the model being trained at the probe points.
 
-    A rider of ``cnnlib.train.fit`` (the methods of ``cnnlib.train.Callback``; its rows go into a
-    checkpoint). ``images``/``labels``: the clean (unaugmented, normalised) probe batch on the
-    training device.
+    A rider of ``cnnlib.train.fit`` (the methods of ``cnnlib.train.Callback``; its rows go into a checkpoint).
+    ``images``/``labels``: the clean (unaugmented, normalised) probe batch on the training device.
     """
 
     key = "monitor"  # its slot in a checkpoint
@@ -171,11 +166,10 @@ def mechanism_tables(model: nn.Module, init_state: dict, clean: tuple, test: tup
                      path_every: int = 1, seed: int = 0) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Notebook 07's measurements of a trained thin net (see ``cnnlib.mechanisms``).
 
-    Lesions on the first ``images`` test images; the gradient by path length (residual
-    nets) on ``path_images`` clean training images, every ``path_every``-th length; the
-    loss landscapes (a 1D slice of 4 * grid + 1 points and a grid x grid contour over
-    [-1, 1] along filter-normalised directions) and the line from the initial weights, on
-    the first ``images`` clean training images (at most SURFACE_IMAGES).
+    Lesions on the first ``images`` test images; the gradient by path length (residual nets) on ``path_images`` clean
+    training images, every ``path_every``-th length; the loss landscapes (a 1D slice of 4 * grid + 1 points and a grid x
+    grid contour over [-1, 1] along filter-normalised directions) and the line from the initial weights, on the first
+    ``images`` clean training images (at most SURFACE_IMAGES).
     """
     from . import mechanisms
 

@@ -1,14 +1,13 @@
 """The run configuration and the recipe's presets: what determines a run's result.
 
-``TrainConfig`` is everything that determines a run (the device does not belong here); the
-profiles (``smoke``, ``cpu``, ``full``, and ``tune`` for the recipe check) and per-family
-overrides give each model its config through ``make_config``; ``lr_at`` is the one-cycle
-learning-rate schedule. Training (``cnnlib.train``) and the after-training tables
-(``cnnlib.aftertrain``) both build on this module, which imports neither.
+``TrainConfig`` is everything that determines a run (the device does not belong here); the profiles (``smoke``, ``cpu``,
+``full``, and ``tune`` for the recipe check) and per-family overrides give each model its config through
+``make_config``; ``lr_at`` is the one-cycle learning-rate schedule. Training (``cnnlib.train``) and the after-training
+tables (``cnnlib.aftertrain``) both build on this module, which imports neither.
 
-The full profile's peak lr and weight decay are the recipe checks' choices (``RECIPE_CHECKS``),
-read from the data file ``recipe_choice.json`` beside this module, which ``cnnlib.recipe``
-writes when a check completes: nobody copies them here by hand.
+The full profile's peak lr and weight decay are the recipe checks' choices (``RECIPE_CHECKS``), read from the data file
+``recipe_choice.json`` beside this module, which ``cnnlib.recipe`` writes when a check completes: nobody copies them
+here by hand.
 """
 
 from __future__ import annotations

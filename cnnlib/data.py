@@ -1,12 +1,11 @@
 """CIFAR-10 loading, caching and on-device batching.
 
-``load_cifar10`` finds CIFAR-10 under a data root (``$CNNLIB_DATA`` or ``./data``) as the
-official ``cifar-10-batches-py`` folder (downloadable through torchvision), an image tree
-``{train,test}/<class>/*.png|jpg``, or a ``.tar.gz`` of that tree read without extraction.
-The decoded uint8 arrays are cached as an uncompressed ``.npz`` in ``user_cache()``, keyed by
-the source's identity, so later loads take well under a second. ``DeviceLoader`` batches one
-split on the training device with seeded whole-batch crop+flip (``augment``) and normalization:
-no DataLoader, no per-image PIL work. Every user-facing data problem raises ``DataError``.
+``load_cifar10`` finds CIFAR-10 under a data root (``$CNNLIB_DATA`` or ``./data``) as the official
+``cifar-10-batches-py`` folder (downloadable through torchvision), an image tree ``{train,test}/<class>/*.png|jpg``, or
+a ``.tar.gz`` of that tree read without extraction. The decoded uint8 arrays are cached as an uncompressed ``.npz`` in
+``user_cache()``, keyed by the source's identity, so later loads take well under a second. ``DeviceLoader`` batches one
+split on the training device with seeded whole-batch crop+flip (``augment``) and normalization: no DataLoader, no
+per-image PIL work. Every user-facing data problem raises ``DataError``.
 """
 
 from __future__ import annotations
@@ -355,11 +354,10 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
                  cache: bool = True, allow_subset: bool = False) -> CIFAR10:
     """Load CIFAR-10 from the decoded cache, official batches, an image tree or a tarball.
 
-    download=None (the default) downloads torchvision's official archive (checksum verified,
-    with a progress bar) when root holds no data at all, unless $CNNLIB_DOWNLOAD=0;
-    download=True also downloads when root holds another source but not the official
-    batches; download=False never does. allow_subset=True accepts any count >= 1 per class
-    and split.
+    download=None (the default) downloads torchvision's official archive (checksum verified, with a progress bar) when
+    root holds no data at all, unless $CNNLIB_DOWNLOAD=0; download=True also downloads when root holds another source
+    but not the official batches; download=False never does. allow_subset=True accepts any count >= 1 per class and
+    split.
     """
     root = data_root() if root is None else Path(root).expanduser()
     src = _find_source(root)

@@ -1,29 +1,22 @@
 """Measurements of a network that leave the network unchanged.
 
-Why deep plain networks are hard to train, and what skip connections change,
-can be read off these quantities:
+Why deep plain networks are hard to train, and what skip connections change, can be read off these quantities:
 
-* **Per-layer gradient norms** (``gradient_norms``): in a deep plain network
-  the gradient that reaches the first layers can be orders of magnitude smaller
-  (vanishing) or larger (exploding) than at the last layers (Bengio, Simard &
-  Frasconi, "Learning long-term dependencies with gradient descent is
-  difficult", IEEE Trans. Neural Networks 1994; Glorot & Bengio,
-  "Understanding the difficulty of training deep feedforward neural networks",
-  AISTATS 2010). He et al. argue that with BatchNorm the gradients of their
-  plain nets do *not* vanish, so the degradation they observe is an
-  optimisation difficulty of another kind (He, Zhang, Ren & Sun, "Deep Residual
-  Learning for Image Recognition", CVPR 2016, section 4.1).
-* **Layer responses** (``response_std_over_loader``):
-  He et al. 2016, section 4.2 and Fig. 7, plot the std of each 3x3 layer's
-  response (after BN, before the ReLU / addition) of trained CIFAR-10 nets;
-  residual functions respond less than plain layers, and the deeper the ResNet
-  the smaller its responses, supporting the view that residual branches learn
+* **Per-layer gradient norms** (``gradient_norms``): in a deep plain network the gradient that reaches the first layers
+  can be orders of magnitude smaller (vanishing) or larger (exploding) than at the last layers (Bengio, Simard &
+  Frasconi, "Learning long-term dependencies with gradient descent is difficult", IEEE Trans. Neural Networks 1994;
+  Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural networks", AISTATS 2010). He et al.
+  argue that with BatchNorm the gradients of their plain nets do *not* vanish, so the degradation they observe is an
+  optimisation difficulty of another kind (He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR
+  2016, section 4.1).
+* **Layer responses** (``response_std_over_loader``): He et al. 2016, section 4.2 and Fig. 7, plot the std of each 3x3
+  layer's response (after BN, before the ReLU / addition) of trained CIFAR-10 nets; residual functions respond less than
+  plain layers, and the deeper the ResNet the smaller its responses, supporting the view that residual branches learn
   small perturbations of the identity.
 
-Everything runs on the model's device with forward hooks (always removed, in a
-``finally``) and ``torch.autograd.grad``; afterwards the model's parameters,
-their ``.grad``, every module's train/eval flag and the BatchNorm running
-statistics are exactly as before.
+Everything runs on the model's device with forward hooks (always removed, in a ``finally``) and ``torch.autograd.grad``;
+afterwards the model's parameters, their ``.grad``, every module's train/eval flag and the BatchNorm running statistics
+are exactly as before.
 """
 
 from __future__ import annotations
@@ -96,15 +89,14 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor, *,
                    train_mode: bool = True) -> pd.DataFrame:  # fmt: skip
     """Per-layer gradient L2 norm of the loss on one batch, for every weight layer in forward order.
 
-    Columns: ``layer`` (qualified name), ``index`` (0..L-1, the depth: order of first call
-    in this forward pass), ``kind`` ('conv' / 'linear'), ``grad_norm`` (L2 norm of
-    d loss / d weight; biases are left out), ``weight_norm`` and ``relative``
-    (grad_norm / weight_norm, the relative step plain SGD would take). A layer the loss
-    does not depend on gets grad_norm 0. ``df.attrs["loss"]`` holds the loss value.
+    Columns: ``layer`` (qualified name), ``index`` (0..L-1, the depth: order of first call in this forward pass),
+    ``kind`` ('conv' / 'linear'), ``grad_norm`` (L2 norm of d loss / d weight; biases are left out), ``weight_norm`` and
+    ``relative`` (grad_norm / weight_norm, the relative step plain SGD would take). A layer the loss does not depend on
+    gets grad_norm 0. ``df.attrs["loss"]`` holds the loss value.
 
-    ``train_mode=True`` (default) measures as during training: BatchNorm normalises with
-    the batch's statistics. ``train_mode=False`` uses the running statistics (eval mode).
-    The model is not changed (``_loss``: BatchNorm's updates land on clones of the buffers).
+    ``train_mode=True`` (default) measures as during training: BatchNorm normalises with the batch's statistics.
+    ``train_mode=False`` uses the running statistics (eval mode). The model is not changed (``_loss``: BatchNorm's
+    updates land on clones of the buffers).
     """
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHT_TYPES)]
     # Qualified name of each layer's weight, as functional_call knows it.
@@ -156,13 +148,11 @@ def backward_signal(model: nn.Module, x: Tensor, y: Tensor, *, blocks: dict[str,
                     train_mode: bool = True) -> pd.DataFrame:  # fmt: skip
     """The backward signal itself: the L2 norm of dL/dh for each block's output h, on one batch.
 
-    Unlike a weight gradient, which with BatchNorm scales as 1/||W|| of its layer, this is
-    the signal that back-propagation carries from the loss towards the input. Columns:
-    ``block``, ``index`` (forward order), ``grad_norm`` (over the whole batch; the loss is
-    the batch mean), ``per_image`` (the root-mean-square over the batch of each image's own
-    gradient norm, the batch mean undone: comparable across batch sizes), ``out_std``
-    (std of h). ``blocks`` defaults to ``block_modules(model)``. The model is left unchanged
-    (same mechanism as ``gradient_norms``).
+    Unlike a weight gradient, which with BatchNorm scales as 1/||W|| of its layer, this is the signal that
+    back-propagation carries from the loss towards the input. Columns: ``block``, ``index`` (forward order),
+    ``grad_norm`` (over the whole batch; the loss is the batch mean), ``per_image`` (the root-mean-square over the batch
+    of each image's own gradient norm, the batch mean undone: comparable across batch sizes), ``out_std`` (std of h).
+    ``blocks`` defaults to ``block_modules(model)``. The model is left unchanged (same mechanism as ``gradient_norms``).
     """
     blocks = block_modules(model) if blocks is None else blocks
     outputs: dict[str, Tensor] = {}
@@ -208,13 +198,12 @@ def response_std_over_loader(model: nn.Module, loader: Iterable[tuple[Tensor, Te
                              max_batches: int | None = None) -> pd.DataFrame:  # fmt: skip
     """He et al. 2016, Fig. 7: std of each block's response over the batches of a loader, in eval mode.
 
-    For every ``BasicBlock``, the std of the residual branch output F(x): the block's ``attn``
-    output, after the second BN (and SE, if any), before the addition and the final ReLU. A plain
-    block has the same ``attn`` position, so plain and residual nets are measured alike. (The paper
-    plots every 3x3 layer; this reports the second layer of each block, the one that forms F(x).)
-    The std is that of all values of all batches together (pooled float64 sums), not a mean of
-    per-batch stds; ``max_batches`` limits the batches read. Columns: block (qualified name),
-    index (registration order = depth), std. The model is left unchanged.
+    For every ``BasicBlock``, the std of the residual branch output F(x): the block's ``attn`` output, after the second
+    BN (and SE, if any), before the addition and the final ReLU. A plain block has the same ``attn`` position, so plain
+    and residual nets are measured alike. (The paper plots every 3x3 layer; this reports the second layer of each block,
+    the one that forms F(x).) The std is that of all values of all batches together (pooled float64 sums), not a mean of
+    per-batch stds; ``max_batches`` limits the batches read. Columns: block (qualified name), index (registration order
+    = depth), std. The model is left unchanged.
     """
     branches = {n: m.attn for n, m in model.named_modules() if isinstance(m, BasicBlock)}
     if not branches:

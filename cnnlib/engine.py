@@ -1,26 +1,23 @@
 """How a device trains: precision, memory format, compiled or not, threads, decided once per run.
 
-``Engine`` is the one owner of these choices; ``cnnlib.train`` hands it to the model builder,
-the loaders, the training step and the evaluation, and records it in ``run.json``. The check times
-the training loop's own step, which its callers hand it (``stepper``: ``cnnlib.train.stepper``);
-this module does not import the training loop.
+``Engine`` is the one owner of these choices; ``cnnlib.train`` hands it to the model builder, the loaders, the training
+step and the evaluation, and records it in ``run.json``. The check times the training loop's own step, which its callers
+hand it (``stepper``: ``cnnlib.train.stepper``); this module does not import the training loop.
 
 * CUDA: bf16 autocast, channels_last, eager (cuDNN autotuning is set by ``fit``).
-* CPU: bf16 autocast only where the CPU has hardware bf16 (AMX or AVX512-BF16) *and* a short
-  measured check of the training step finds it faster than fp32; channels_last where the
-  same check finds it faster. Without hardware bf16 the CPU stays in fp32 (bf16 there is
-  emulated and several times slower). The check (``check``) times the candidates in turns and
-  compares medians, so that a busy moment cannot decide it, and records how much of the cores
-  other processes used meanwhile. It is cached beside the data cache (``engine.json``) once per
-  machine, model, batch size and thread count: for good if the cores were free enough, else as
-  provisional, taken again at the next start. A run confirms its check after its first epoch
-  (``confirm``); a rate far below the check's prediction puts the check in doubt, and the next
-  run takes it again. ``python -m cnnlib engine`` lists the checks; ``--recheck`` takes them again.
-* ``torch.compile`` of the forward pass and loss is used only when asked for
-  (``CNNLIB_COMPILE=1``); see ``benchmarks/RESULTS.md`` for where it was measured to pay.
+* CPU: bf16 autocast only where the CPU has hardware bf16 (AMX or AVX512-BF16) *and* a short measured check of the
+  training step finds it faster than fp32; channels_last where the same check finds it faster. Without hardware bf16 the
+  CPU stays in fp32 (bf16 there is emulated and several times slower). The check (``check``) times the candidates in
+  turns and compares medians, so that a busy moment cannot decide it, and records how much of the cores other processes
+  used meanwhile. It is cached beside the data cache (``engine.json``) once per machine, model, batch size and thread
+  count: for good if the cores were free enough, else as provisional, taken again at the next start. A run confirms its
+  check after its first epoch (``confirm``); a rate far below the check's prediction puts the check in doubt, and the
+  next run takes it again. ``python -m cnnlib engine`` lists the checks; ``--recheck`` takes them again.
+* ``torch.compile`` of the forward pass and loss is used only when asked for (``CNNLIB_COMPILE=1``); see
+  ``benchmarks/RESULTS.md`` for where it was measured to pay.
 
-Switches (environment variables, each ``auto`` by default): ``CNNLIB_PRECISION`` =
-``fp32`` | ``bf16``; ``CNNLIB_CHANNELS_LAST`` = ``0`` | ``1``; ``CNNLIB_COMPILE`` = ``0`` | ``1``.
+Switches (environment variables, each ``auto`` by default): ``CNNLIB_PRECISION`` = ``fp32`` | ``bf16``;
+``CNNLIB_CHANNELS_LAST`` = ``0`` | ``1``; ``CNNLIB_COMPILE`` = ``0`` | ``1``.
 """
 
 from __future__ import annotations
@@ -350,10 +347,9 @@ def confirm(eng: Engine, model_name: str, batch: int, images_per_s: float) -> st
 
 
 def cached_rate(model_name: str, threads: int | None = None, *, exact: bool = False) -> float | None:
-    """Training images/s of ``model_name`` in its chosen setting, from this machine's trusted cached checks
-    (at the check's small batch) at ``threads`` (default: this process's thread count), else (unless
-    ``exact``) at the thread count it was checked at, or None if it was never checked here with the cores
-    free."""
+    """Training images/s of ``model_name`` in its chosen setting, from this machine's trusted cached checks (at the
+    check's small batch) at ``threads`` (default: this process's thread count), else (unless ``exact``) at the thread
+    count it was checked at, or None if it was never checked here with the cores free."""
     prefix = f"{cpu_name()}|torch {torch.__version__}|{model_name}|"
     rates: dict[bool, list[float]] = {True: [], False: []}  # at this thread count or not -> rates
     for key, m in cached_checks().items():

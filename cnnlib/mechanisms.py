@@ -1,33 +1,27 @@
 """Why skip connections help: four mechanisms, measured on trained or fresh networks.
 
-* **Lesions** (Veit, Wilber & Belongie, "Residual networks behave like ensembles of
-  relatively shallow networks", NeurIPS 2016): delete one block, or k random blocks,
-  at test time. A ResNet's accuracy degrades smoothly; a plain net collapses.
-* **Path lengths** (Veit et al., Fig. 6): an n-block ResNet unrolls into 2^n paths
-  whose lengths follow Binomial(n, 1/2); the gradient that flows through paths of
-  each length shows that training relies on the short ones.
-* **Loss landscapes** (Li, Xu, Taylor, Studer & Goldstein, "Visualizing the loss
-  landscape of neural nets", NeurIPS 2018): the loss along filter-normalised random
-  directions around the trained weights; and the straight line from the initial to
-  the trained weights (Goodfellow, Vinyals & Saxe, "Qualitatively characterizing
-  neural network optimization problems", ICLR 2015).
-* **Shattered gradients** (Balduzzi, Frean, Leary, Lewis, Ma & McWilliams, "The
-  shattered gradients problem: if resnets are the answer, then what is the
-  question?", ICML 2017): along a line of inputs, the input gradient of a deep plain
+* **Lesions** (Veit, Wilber & Belongie, "Residual networks behave like ensembles of relatively shallow networks",
+  NeurIPS 2016): delete one block, or k random blocks, at test time. A ResNet's accuracy degrades smoothly; a plain net
+  collapses.
+* **Path lengths** (Veit et al., Fig. 6): an n-block ResNet unrolls into 2^n paths whose lengths follow
+  Binomial(n, 1/2); the gradient that flows through paths of each length shows that training relies on the short ones.
+* **Loss landscapes** (Li, Xu, Taylor, Studer & Goldstein, "Visualizing the loss landscape of neural nets", NeurIPS
+  2018): the loss along filter-normalised random directions around the trained weights; and the straight line from the
+  initial to the trained weights (Goodfellow, Vinyals & Saxe, "Qualitatively characterizing neural network optimization
+  problems", ICLR 2015).
+* **Shattered gradients** (Balduzzi, Frean, Leary, Lewis, Ma & McWilliams, "The shattered gradients problem: if resnets
+  are the answer, then what is the question?", ICML 2017): along a line of inputs, the input gradient of a deep plain
   net decorrelates like white noise; a ResNet's stays autocorrelated.
 
-Assumed model structure: the blocks are ``cnnlib.models.resnet.BasicBlock``, whose
-output is ``relu(attn(...) + shortcut(x))``; ``attn``'s output is the residual branch
-F(x), ``shortcut`` is None in a plain block (output ``relu(F(x))``), and ``conv1``
-carries the block's stride and input channels, ``conv2`` its output channels.
+Assumed model structure: the blocks are ``cnnlib.models.resnet.BasicBlock``, whose output is
+``relu(attn(...) + shortcut(x))``; ``attn``'s output is the residual branch F(x), ``shortcut`` is None in a plain block
+(output ``relu(F(x))``), and ``conv1`` carries the block's stride and input channels, ``conv2`` its output channels.
 
-Every function takes a model and tensors on the model's device and is a pure
-computation: evaluation runs in eval mode (BatchNorm uses its running statistics)
-under ``no_grad`` except where an input gradient is needed (then only
-``torch.autograd.grad`` is used, so ``.grad`` is never touched). Forward hooks are
-always removed, each module's train/eval flag is restored, and perturbed weights are
-passed through ``torch.func.functional_call``, so the model's parameters and buffers
-are never written.
+Every function takes a model and tensors on the model's device and is a pure computation: evaluation runs in eval mode
+(BatchNorm uses its running statistics) under ``no_grad`` except where an input gradient is needed (then only
+``torch.autograd.grad`` is used, so ``.grad`` is never touched). Forward hooks are always removed, each module's
+train/eval flag is restored, and perturbed weights are passed through ``torch.func.functional_call``, so the model's
+parameters and buffers are never written.
 """
 
 from __future__ import annotations
@@ -94,9 +88,8 @@ def _deletable(block: nn.Module) -> bool:
 
 
 def _skip(block: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
-    """Forward hook replacing a block's output by what it computes with its residual branch F = 0:
-    relu(shortcut(x)) for a residual block (identity or option-A/B downsampling shortcut), x for
-    a shape-preserving plain block."""
+    """Forward hook replacing a block's output by what it computes with its residual branch F = 0: relu(shortcut(x)) for
+    a residual block (identity or option-A/B downsampling shortcut), x for a shape-preserving plain block."""
     x = inputs[0]
     return x if block.shortcut is None else F.relu(block.shortcut(x))
 
@@ -180,13 +173,12 @@ def _detach(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
 
 
 def _path_gradient(model: nn.Module, x: Tensor, y: Tensor, active: set[int] | None) -> Tensor:
-    """Gradient of the summed cross-entropy w.r.t. the first block's input h, (B, C, H, W), in
-    eval mode, through the one path that takes the residual branch of exactly the blocks in
-    ``active`` and the shortcut of all others (None: through every path, the full gradient).
+    """Gradient of the summed cross-entropy w.r.t. the first block's input h, (B, C, H, W), in eval mode, through the
+    one path that takes the residual branch of exactly the blocks in ``active`` and the shortcut of all others (None:
+    through every path, the full gradient).
 
-    The forward pass is unchanged; the backward pass is cut by detaching the shortcut output of
-    the active blocks and the branch output (``attn``) of the others. The ReLU after each
-    addition lies on every path and keeps its mask.
+    The forward pass is unchanged; the backward pass is cut by detaching the shortcut output of the active blocks and
+    the branch output (``attn``) of the others. The ReLU after each addition lies on every path and keeps its mask.
     """
     blocks = [b for _, b in residual_blocks(model)]
     captured: list[Tensor] = []
@@ -209,14 +201,12 @@ def gradient_by_path_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: 
                             lengths: Iterable[int] | None = None, seed: int = 0) -> pd.DataFrame:  # fmt: skip
     """Gradient magnitude through paths of each length k (Veit et al. Fig. 6b), for a residual net.
 
-    For each k (default 0..n) and each of ``samples`` draws, k of the n blocks are sampled
-    (``torch.Generator`` seeded by ``seed``); the gradient is back-propagated through their
-    residual branches only and through the other blocks' shortcuts only, i.e. along a single
-    path of length k (``_path_gradient``), and measured at the first block's input (the stem
-    output, common to all paths). Eval mode, so images are independent: ``grad_norm`` is the
-    mean over draws of the mean over images of each image's own gradient norm (per-image, so
-    it does not depend on the batch size); ``grad_std`` its std over draws. The cost is
-    (n + 1) x samples forward-backward passes of x: pass a small batch.
+    For each k (default 0..n) and each of ``samples`` draws, k of the n blocks are sampled (``torch.Generator`` seeded
+    by ``seed``); the gradient is back-propagated through their residual branches only and through the other blocks'
+    shortcuts only, i.e. along a single path of length k (``_path_gradient``), and measured at the first block's input
+    (the stem output, common to all paths). Eval mode, so images are independent: ``grad_norm`` is the mean over draws
+    of the mean over images of each image's own gradient norm (per-image, so it does not depend on the batch size);
+    ``grad_std`` its std over draws. The cost is (n + 1) x samples forward-backward passes of x: pass a small batch.
     Raises ValueError for a net with plain blocks (it has a single path).
     """
     blocks = residual_blocks(model)
@@ -247,11 +237,10 @@ def gradient_by_path_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: 
 def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> dict[str, Tensor]:
     """A Gaussian random direction, normalised filter by filter (Li et al. section 4).
 
-    Same names and shapes as ``model.named_parameters()``. For every parameter of two or more
-    dimensions (conv and linear weights) each filter, the slice of one output channel/unit,
-    is rescaled to the norm of the model's corresponding filter. One-dimensional parameters
-    (biases, BatchNorm weights and biases) get a zero direction, as in the paper. The numbers
-    are drawn on ``generator``'s device, so a CPU generator gives the same direction on any
+    Same names and shapes as ``model.named_parameters()``. For every parameter of two or more dimensions
+    (conv and linear weights) each filter, the slice of one output channel/unit, is rescaled to the norm of the model's
+    corresponding filter. One-dimensional parameters (biases, BatchNorm weights and biases) get a zero direction, as in
+    the paper. The numbers are drawn on ``generator``'s device, so a CPU generator gives the same direction on any
     device.
     """
     direction = {}
@@ -269,11 +258,10 @@ def loss_surface(model: nn.Module, x: Tensor, y: Tensor, d1: dict[str, Tensor], 
                  *, span: float = 1.0, steps: int = 11, batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
     """Loss and accuracy at θ + α d1 (+ β d2) for α (and β) in linspace(-span, span, steps).
 
-    Eval mode: BatchNorm uses its trained running statistics (unperturbed; they are buffers,
-    not parameters). Parameters missing from a direction are not moved. Columns: ``alpha``
-    (``beta`` if d2 is given: a steps x steps grid, alpha-major), ``loss`` (mean cross-entropy),
-    ``accuracy``. The model itself is never written: the shifted weights go through
-    ``functional_call``.
+    Eval mode: BatchNorm uses its trained running statistics (unperturbed; they are buffers, not parameters). Parameters
+    missing from a direction are not moved. Columns: ``alpha`` (``beta`` if d2 is given: a steps x steps grid,
+    alpha-major), ``loss`` (mean cross-entropy), ``accuracy``. The model itself is never written: the shifted weights go
+    through ``functional_call``.
     """
     theta = {n: p.detach() for n, p in model.named_parameters()}
     grid = np.linspace(-span, span, steps).tolist()
@@ -292,17 +280,15 @@ def loss_surface(model: nn.Module, x: Tensor, y: Tensor, d1: dict[str, Tensor], 
 
 def interpolation(model_from_state: dict[str, Tensor], model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 11,
                   batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
-    """Loss and accuracy along θ(t) = (1 - t) θ_init + t θ_trained, t in linspace(0, 1, steps)
-    (Goodfellow et al. 2015), with θ_init = ``model_from_state`` (a state_dict, e.g. saved at
-    initialisation) and θ_trained = ``model``'s state.
+    """Loss and accuracy along θ(t) = (1 - t) θ_init + t θ_trained, t in linspace(0, 1, steps) (Goodfellow et al. 2015),
+    with θ_init = ``model_from_state`` (a state_dict, e.g. saved at initialisation) and θ_trained = ``model``'s state.
 
-    BatchNorm's running statistics belong to the weights they were gathered with: interpolated
-    like the weights they describe no point between the ends (a net in eval mode with them sits
-    near chance however good its weights). So at each θ(t) they are recomputed, as after training
-    (Izmailov et al. 2018's SWA does the same): reset, then one pass over ``x`` in train mode
-    without gradients, their cumulative average over its batches (momentum None); then θ(t) is
-    evaluated in eval mode on ``x``. At t = 1 the trained statistics are replaced by these too.
-    Columns: ``t``, ``loss``, ``accuracy``, and ``bn`` ("recomputed": how the statistics were had).
+    BatchNorm's running statistics belong to the weights they were gathered with: interpolated like the weights they
+    describe no point between the ends (a net in eval mode with them sits near chance however good its weights). So at
+    each θ(t) they are recomputed, as after training (Izmailov et al. 2018's SWA does the same): reset, then one pass
+    over ``x`` in train mode without gradients, their cumulative average over its batches (momentum None); then θ(t) is
+    evaluated in eval mode on ``x``. At t = 1 the trained statistics are replaced by these too. Columns: ``t``,
+    ``loss``, ``accuracy``, and ``bn`` ("recomputed": how the statistics were had).
     """
     end = model.state_dict()
     missing = sorted(end.keys() - model_from_state.keys())
@@ -338,15 +324,14 @@ def gradient_trace(model: nn.Module, x0: Tensor, x1: Tensor, *, points: int = 25
                    batch_size: int = 256) -> np.ndarray:  # fmt: skip
     """The input gradient along the line x(s) = (1 - s) x0 + s x1, s in linspace(0, 1, points).
 
-    ``x0`` and ``x1`` are single inputs without a batch dimension, e.g. (3, 32, 32). For each
-    point, the gradient of logit ``output`` w.r.t. the input, projected on the line's unit
-    direction (x1 - x0) / ||x1 - x0||: one float64 per point, shape (points,).
+    ``x0`` and ``x1`` are single inputs without a batch dimension, e.g. (3, 32, 32). For each point, the gradient of
+    logit ``output`` w.r.t. the input, projected on the line's unit direction (x1 - x0) / ||x1 - x0||: one float64 per
+    point, shape (points,).
 
-    Eval mode, so the points are independent (train-mode BatchNorm would couple them through
-    the batch statistics). Note that a freshly initialised net's eval-mode BatchNorm has
-    running mean 0 and variance 1, i.e. it is (nearly) the identity: at initialisation the
-    trace is that of the un-normalised He-initialised net, the setting of Balduzzi et al.'s
-    analysis of feedforward nets and resnets. Points are processed ``batch_size`` at a time.
+    Eval mode, so the points are independent (train-mode BatchNorm would couple them through the batch statistics). Note
+    that a freshly initialised net's eval-mode BatchNorm has running mean 0 and variance 1, i.e. it is (nearly) the
+    identity: at initialisation the trace is that of the un-normalised He-initialised net, the setting of Balduzzi et
+    al.'s analysis of feedforward nets and resnets. Points are processed ``batch_size`` at a time.
     """
     delta = x1 - x0
     u = delta / delta.norm()
@@ -380,13 +365,12 @@ def shattering_table(depths: Iterable[int] = (8, 20, 56), *, points: int = 256, 
                      x0: Tensor | None = None, x1: Tensor | None = None,
                      device: str | torch.device = "cpu") -> pd.DataFrame:  # fmt: skip
     """Lag-1 and lag-4 autocorrelation of the gradient traces of freshly initialised
-    ``thin_net(depth, shortcut=False / True)`` (Balduzzi et al.: shattering grows with depth
-    in plain nets, much less in resnets).
+    ``thin_net(depth, shortcut=False / True)`` (Balduzzi et al.: shattering grows with depth in plain nets, much less in
+    resnets).
 
-    The plain and residual nets of one depth are built from the same seed, so they have the
-    same weights and differ only by the additions (option-A shortcuts add no parameters).
-    Without ``x0``/``x1``, two standard-normal 3x32x32 images drawn from ``seed``. Logit 0,
-    eval mode (see ``gradient_trace``). Columns: ``depth``, ``net`` ('plain'/'residual'),
+    The plain and residual nets of one depth are built from the same seed, so they have the same weights and differ only
+    by the additions (option-A shortcuts add no parameters). Without ``x0``/``x1``, two standard-normal 3x32x32 images
+    drawn from ``seed``. Logit 0, eval mode (see ``gradient_trace``). Columns: ``depth``, ``net`` ('plain'/'residual'),
     ``lag1_autocorrelation``, ``lag4_autocorrelation``. Builds the nets on ``device``.
     """
     if points < 5:

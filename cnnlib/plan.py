@@ -1,22 +1,21 @@
 """The study's plan of runs, what of it exists, and training what is missing within a budget.
 
-The plan is a list of *stages* (``stages``), each a list of *units*, trained in order: a
-family's runs of one seed form one unit, a single model outside a family is a unit of its
-own. A family counts for the notebooks only when all of its members of a seed exist.
+The plan is a list of *stages* (``stages``), each a list of *units*, trained in order: a family's runs of one seed form
+one unit, a single model outside a family is a unit of its own. A family counts for the notebooks only when all of its
+members of a seed exist.
 
 ``train_missing`` has two policies:
 
-* ``"sequential"`` (the CPU's, where one run takes hours): the missing runs in plan order,
-  one after another; the run that reaches the deadline stops there, checkpointed (within an
-  epoch if need be), and the next call resumes it, bit for bit.
-* ``"units"`` (the GPU's, where a whole unit takes minutes): a unit starts only if all of
-  its missing runs fit in what is left of the budget, so no comparison is left with one
-  member; a run that projects past the deadline stops checkpointed. Several units can train
-  at once as separate processes on one device (``workers``), taking units from a queue of
-  claim files.
-* ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time):
-  sequential, but a run starts (or resumes) only if its estimate at this job's thread count fits in
-  what is left; the others wait for a longer call, and shorter runs further down the plan go first.
+* ``"sequential"`` (the CPU's, where one run takes hours): the missing runs in plan order, one after another; the run
+  that reaches the deadline stops there, checkpointed (within an epoch if need be), and the next call resumes it, bit
+  for bit.
+* ``"units"`` (the GPU's, where a whole unit takes minutes): a unit starts only if all of its missing runs fit in what
+  is left of the budget, so no comparison is left with one member; a run that projects past the deadline stops
+  checkpointed. Several units can train at once as separate processes on one device (``workers``), taking units from a
+  queue of claim files.
+* ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time): sequential, but a run
+  starts (or resumes) only if its estimate at this job's thread count fits in what is left; the others wait for a longer
+  call, and shorter runs further down the plan go first.
 """
 
 from __future__ import annotations
@@ -59,16 +58,15 @@ LR_CONTROL = "lr0.4_wd0.0005"
 def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     """The plan in priority order: (stage name, units); the stage names say what each holds.
 
-    Stage 0 (full profile only) is the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``),
-    scored on 5,000 held-out training images. Stage 5 asks whether degradation is a property of depth
-    or of the shared recipe's lr 0.8: the degradation family at He et al.'s 0.1 at batch 128, linearly
-    scaled to batch 512 (``LR_CONTROL``). In stage 7 the controlled family's own lr check
-    (``config.RECIPE_CHECKS["controlled"]``) comes before its seeds 1 and 2, which wait for its choice
-    (seed 0 is trained again if the choice moves); densenet121, the most expensive run, is last
+    Stage 0 (full profile only) is the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``), scored on 5,000
+    held-out training images. Stage 5 asks whether degradation is a property of depth or of the shared recipe's lr 0.8:
+    the degradation family at He et al.'s 0.1 at batch 128, linearly scaled to batch 512 (``LR_CONTROL``). In stage 7
+    the controlled family's own lr check (``config.RECIPE_CHECKS["controlled"]``) comes before its seeds 1 and 2, which
+    wait for its choice (seed 0 is trained again if the choice moves); densenet121, the most expensive run, is last
     within each of its seeds.
 
-    In the full profile, a family whose recipe checks have no recorded choice yet has no config to train:
-    its units are left out until the choices are recorded (``recipe.record_new``).
+    In the full profile, a family whose recipe checks have no recorded choice yet has no config to train: its units are
+    left out until the choices are recorded (``recipe.record_new``).
     """
 
     def cfg(name: str, seed: int, **kw) -> TrainConfig | None:
@@ -189,12 +187,11 @@ def _sound_runs() -> list:
 
 def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *, exact: bool = False,
                checks: bool = True) -> float | None:  # fmt: skip
-    """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
-    model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
-    engine's cached check (at its small batch, preferably at ``threads``, default this process's; on a CPU
-    the rate per image depends on the batch: the check underestimated resnet20's batch-512 runs by 1.6x
-    on a Xeon with AMX; ``checks=False`` leaves it out). With ``exact``, on a CPU, only what was measured
-    at that thread count counts. None if nothing."""
+    """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU model) from
+    what was measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check (at its
+    small batch, preferably at ``threads``, default this process's; on a CPU the rate per image depends on the batch:
+    the check underestimated resnet20's batch-512 runs by 1.6x on a Xeon with AMX; ``checks=False`` leaves it out). With
+    ``exact``, on a CPU, only what was measured at that thread count counts. None if nothing."""
     # a CPU's rates say nothing of another CPU's; one name ("AMD EPYC") covers CPUs with and without
     # hardware bf16, so the bf16 features must agree too
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
@@ -260,9 +257,8 @@ def measure_missing_rates(profile: str = "full", threads: int | None = None) -> 
 
 def stage_hours_left(profile: str = "full", device: torch.device | None = None, threads: int | None = None,
                      ) -> list[tuple[str, float, int]]:  # fmt: skip
-    """Per stage: (name, estimated hours of training left on this kind of device for one job of ``threads``
-    threads (default: this process's), runs without a known rate). Partly trained runs count what their
-    checkpoints leave."""
+    """Per stage: (name, estimated hours of training left on this kind of device for one job of ``threads`` threads
+    (default: this process's), runs without a known rate). Partly trained runs count what their checkpoints leave."""
     device = device or default_device()
     states = {c.run_id: run_status(c, checkpoints=True) for c in plan(profile)}
     for st in states.values():  # what unfinished runs measured counts for their model and batch size
@@ -306,10 +302,9 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                   policy: str | None = None) -> dict[str, list[str]]:  # fmt: skip
     """Train the plan's missing runs (of ``models`` only, if given) while the budget allows.
 
-    ``policy``: see the module docstring (default: ``"sequential"`` on a CPU, ``"units"`` on a GPU,
-    where the estimates of runs that share the device count ``workers`` times, as they go slower).
-    Each finished run is stored at once. ``workers > 1`` starts that many worker processes of this
-    function instead.
+    ``policy``: see the module docstring (default: ``"sequential"`` on a CPU, ``"units"`` on a GPU, where the estimates
+    of runs that share the device count ``workers`` times, as they go slower). Each finished run is stored at once.
+    ``workers > 1`` starts that many worker processes of this function instead.
     """
     deadline = deadline if deadline is not None else time.time() + budget_s
     known = {m for fam in FAMILIES.values() for m in fam}

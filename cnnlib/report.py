@@ -249,10 +249,9 @@ def _figure(path: Path | None) -> str:
 
 
 def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | None = None) -> str:
-    """The report's index, opening as the README does: the question, the written answer
-    (``templates/index_answer.md``), the verdicts (the README's, from ``cnnlib.summary``), the figure of what
-    skip connections change; then the results table, the notebooks' pages (``pages``: (file stem, title)) with
-    one line each, and where the numbers come from."""
+    """The report's index, opening as the README does: the question, the written answer (``templates/index_answer.md``),
+    the verdicts (the README's, from ``cnnlib.summary``), the figure of what skip connections change; then the results
+    table, the notebooks' pages (``pages``: (file stem, title)) with one line each, and where the numbers come from."""
     from . import render, summary
     from .analysis import data_note
 

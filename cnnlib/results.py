@@ -4,23 +4,18 @@ A run is ``model + profile + seed`` and lives in ``<root>/<model>-<profile>-s<se
 
 * ``history.csv``  one row per epoch (see ``cnnlib.train.fit``);
 * ``predictions.npy``  the predicted class of every test image, in data-set order;
-* the small tables of ``cnnlib.aftertrain`` (gradient profiles during training,
-  layer responses and the mechanism analyses of the trained net), measured
-  while the weights were in hand; the weights themselves never enter the
-  store (small models keep them under ``paths.weights_root()``, git-ignored);
-* ``run.json``  the whole config, its hash, versions, device, data source,
-  wall time, final metrics and the size and SHA-256 of every other file of the
-  run (``files``). It is written last, so a folder without it is an unfinished
-  run and is ignored.
+* the small tables of ``cnnlib.aftertrain`` (gradient profiles during training, layer responses and the mechanism
+  analyses of the trained net), measured while the weights were in hand; the weights themselves never enter the store
+  (small models keep them under ``paths.weights_root()``, git-ignored);
+* ``run.json``  the whole config, its hash, versions, device, data source, wall time, final metrics and the size and
+  SHA-256 of every other file of the run (``files``). It is written last, so a folder without it is an unfinished run
+  and is ignored.
 
-Every file goes to a temporary name first and is renamed into place, so a
-crash never leaves half a result. Every read checks the run (``check_run``):
-a file that does not match its checksum, does not parse, or disagrees with the
-run's epochs raises ``DamagedRunError``, one line naming the file and what to
-do, before anything is computed or plotted from it. Runs stored before the
-checksums were recorded are checked for what can be checked (they parse, have
-their columns, agree on the epochs); ``record_checksums`` adds the checksums to
-their ``run.json``.
+Every file goes to a temporary name first and is renamed into place, so a crash never leaves half a result. Every read
+checks the run (``check_run``): a file that does not match its checksum, does not parse, or disagrees with the run's
+epochs raises ``DamagedRunError``, one line naming the file and what to do, before anything is computed or plotted from
+it. Runs stored before the checksums were recorded are checked for what can be checked (they parse, have their columns,
+agree on the epochs); ``record_checksums`` adds the checksums to their ``run.json``.
 """
 
 from __future__ import annotations
@@ -228,10 +223,9 @@ def _read_predictions(folder: Path, config: TrainConfig) -> np.ndarray:
 
 
 def check_run(folder: Path) -> Run:
-    """The run stored in ``folder``, read and checked: every file run.json records matches its size and
-    SHA-256, run.json, history.csv and predictions.npy parse, the history has its columns and one row per
-    epoch that run.json says the run trained. Raises DamagedRunError (one line: the file, what is wrong,
-    what to do)."""
+    """The run stored in ``folder``, read and checked: every file run.json records matches its size and SHA-256,
+    run.json, history.csv and predictions.npy parse, the history has its columns and one row per epoch that run.json
+    says the run trained. Raises DamagedRunError (one line: the file, what is wrong, what to do)."""
     from .config import TrainConfig
 
     meta = _read_meta(folder)
@@ -277,10 +271,9 @@ def list_runs(root: Path | None = None, *, skip_damaged: bool = False) -> list[R
 
 
 def record_checksums(root: Path | None = None) -> list[str]:
-    """Add the size and SHA-256 of every file to the run.json of each stored run that has none yet (runs
-    stored before ``save_run`` recorded them), after checking what can be checked without them; the rest
-    of run.json stays as it was. Returns the run ids whose run.json changed. A damaged run raises
-    DamagedRunError before any run.json is written."""
+    """Add the size and SHA-256 of every file to the run.json of each stored run that has none yet (runs stored before
+    ``save_run`` recorded them), after checking what can be checked without them; the rest of run.json stays as it was.
+    Returns the run ids whose run.json changed. A damaged run raises DamagedRunError before any run.json is written."""
     from . import aftertrain
 
     runs = [r for r in list_runs(root) if "files" not in r.meta]
@@ -313,13 +306,12 @@ def fit(cfg: TrainConfig, **kwargs) -> FitResult:
 
 def fit_or_load(cfg: TrainConfig, *, retrain: bool = False, root: Path | None = None, data: CIFAR10 | None = None,
                 **fit_kwargs) -> Run:  # fmt: skip
-    """The stored run for ``cfg``, training it first if it is missing: ``fit``, then the tables measured
-    on the trained weights (``measure_tables``, while they are in hand), then ``save_run``.
+    """The stored run for ``cfg``, training it first if it is missing: ``fit``, then the tables measured on the trained
+    weights (``measure_tables``, while they are in hand), then ``save_run``.
 
-    ``retrain=True`` trains again and replaces the stored run (the notebooks and the
-    command line turn ``CNNLIB_RETRAIN=1`` / ``--retrain`` into it). A stored run whose
-    config differs is never returned silently: that raises StaleRunError, which says how
-    to replace it.
+    ``retrain=True`` trains again and replaces the stored run (the notebooks and the command line turn
+    ``CNNLIB_RETRAIN=1`` / ``--retrain`` into it). A stored run whose config differs is never returned silently: that
+    raises StaleRunError, which says how to replace it.
     """
     stored = None if retrain else load_run(cfg, root)
     if stored is not None:
@@ -362,10 +354,9 @@ def measure_tables(cfg: TrainConfig, model: nn.Module, data: CIFAR10, engine: En
 
 
 def recompute_tables(run: Run, data: CIFAR10 | None = None, device: str = "cpu") -> list[str]:
-    """Measure again, from the run's kept weights, the tables ``measure_tables`` makes right after
-    training (layer responses; the mechanism tables for the degradation family), and store them in
-    the run folder. The gradient profiles measured *during* training cannot be redone this way.
-    Returns the names of the tables written."""
+    """Measure again, from the run's kept weights, the tables ``measure_tables`` makes right after training (layer
+    responses; the mechanism tables for the degradation family), and store them in the run folder. The gradient profiles
+    measured *during* training cannot be redone this way. Returns the names of the tables written."""
     from . import aftertrain
     from .data import load_cifar10
 

@@ -1,10 +1,9 @@
 """The stored runs a notebook shows: which profile, which runs, and where they come from.
 
-A notebook asks for runs by model and seed; ``resolve_profile`` picks the profile
-(``CNNLIB_PROFILE``, the notebook's parameter, or the richest profile whose runs all exist) and
-``get_runs`` loads them. Nothing here trains: a missing run is named with the command that
-trains it (``python -m cnnlib train``, which calls ``results.fit_or_load``), and the notebook
-stops. Importing this module imports no torch: the README writer reads ``PREFERRED`` from it.
+A notebook asks for runs by model and seed; ``resolve_profile`` picks the profile (``CNNLIB_PROFILE``, the notebook's
+parameter, or the richest profile whose runs all exist) and ``get_runs`` loads them. Nothing here trains: a missing run
+is named with the command that trains it (``python -m cnnlib train``, which calls ``results.fit_or_load``), and the
+notebook stops. Importing this module imports no torch: the README writer reads ``PREFERRED`` from it.
 """
 
 from __future__ import annotations
@@ -83,8 +82,7 @@ def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = Tr
 
 
 def run_names(runs: list[Run]) -> str:
-    """Runs named compactly: one entry per model (and variant) with its seeds, e.g.
-    '`plainnet18` (seeds 0, 1, 2)'."""
+    """Runs named compactly: one entry per model (and variant) with its seeds, e.g. '`plainnet18` (seeds 0, 1, 2)'."""
     seeds: dict[str, list[int]] = {}
     for r in runs:
         seeds.setdefault(r.config.model + (f"-{r.config.tag}" if r.config.tag else ""), []).append(r.config.seed)

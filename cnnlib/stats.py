@@ -1,47 +1,36 @@
 """Intervals and verdicts for the study's comparisons.
 
-Every number the notebooks compare carries an interval, and a claim is
-"confirmed" or "refuted" only when the interval separates the compared numbers;
-otherwise the verdict is "cannot tell".
+Every number the notebooks compare carries an interval, and a claim is "confirmed" or "refuted" only when the interval
+separates the compared numbers; otherwise the verdict is "cannot tell".
 
 - One run's test accuracy: exact (Clopper-Pearson) binomial interval.
-- Two runs on the same test images: paired bootstrap of the accuracy difference
-  over images (Efron & Tibshirani 1993) and the exact McNemar test on the
-  discordant images (Dietterich 1998, "Approximate statistical tests for
-  comparing supervised classification learning algorithms"). It measures the
-  test set's noise only: seed-to-seed variance is left out, so a verdict from it
-  holds for those trained networks, not for the architectures.
-- Several seeds: t-interval of the mean; Welch t-interval of a difference of
-  means (``welch_contrast`` for any weighted sum of means). The trained network
-  is the unit of replication, and two architectures trained with the same seed
-  share only the order of the data, so comparisons across architectures are
-  unpaired (Welch); ``paired=True`` is for values that share more than a seed
-  number (two nets built from the same weights and probed on the same inputs).
-- Convergence speed: mean test accuracy over the run (the area under the
-  test-accuracy curve), so that a weak model that plateaus early is not called
-  "fast".
+- Two runs on the same test images: paired bootstrap of the accuracy difference over images (Efron & Tibshirani 1993)
+  and the exact McNemar test on the discordant images (Dietterich 1998, "Approximate statistical tests for comparing
+  supervised classification learning algorithms"). It measures the test set's noise only: seed-to-seed variance is left
+  out, so a verdict from it holds for those trained networks, not for the architectures.
+- Several seeds: t-interval of the mean; Welch t-interval of a difference of means (``welch_contrast`` for any weighted
+  sum of means). The trained network is the unit of replication, and two architectures trained with the same seed share
+  only the order of the data, so comparisons across architectures are unpaired (Welch); ``paired=True`` is for values
+  that share more than a seed number (two nets built from the same weights and probed on the same inputs).
+- Convergence speed: mean test accuracy over the run (the area under the test-accuracy curve), so that a weak model that
+  plateaus early is not called "fast".
 
-Bounded quantities. No interval leaves the feasible range, by one rule: the mean
-of a quantity bounded to [lo, hi] (``bounds``; an accuracy or error rate in
-[0, 1], a correlation in [-1, 1]) gets its t-interval on the logit scale of its
-position in the range, log(u / (1 - u)) with u = (x - lo) / (hi - lo), and the
-bounds are transformed back (for [-1, 1] this is Fisher's z = atanh(r), up to a
-factor 2 that cancels); the estimate stays the arithmetic mean. Where a value
-lies on a bound the logit is infinite, and the interval is the t-interval
-clipped to the range, which ``method`` says. A difference of bounded values has
-no fixed range of its own to transform, so its interval is clipped to the
+Bounded quantities. No interval leaves the feasible range, by one rule: the mean of a quantity bounded to [lo, hi]
+(``bounds``; an accuracy or error rate in [0, 1], a correlation in [-1, 1]) gets its t-interval on the logit scale of
+its position in the range, log(u / (1 - u)) with u = (x - lo) / (hi - lo), and the bounds are transformed back (for
+[-1, 1] this is Fisher's z = atanh(r), up to a factor 2 that cancels); the estimate stays the arithmetic mean. Where a
+value lies on a bound the logit is infinite, and the interval is the t-interval clipped to the range, which ``method``
+says. A difference of bounded values has no fixed range of its own to transform, so its interval is clipped to the
 feasible range of the difference ([lo - hi, hi - lo] for two values).
 
-Many claims. A table of verdicts is one family of claims, and its family-wise
-error is held at ``ALPHA`` by Holm's step-down method (``holm``, ``holm_adjust``):
-each claim's interval is drawn at the level its Holm step tests it at, so the
-interval decides the claim exactly when its Holm-adjusted p-value is below
-``ALPHA``; the verdicts read the intervals as everywhere else.
+Many claims. A table of verdicts is one family of claims, and its family-wise error is held at ``ALPHA`` by Holm's
+step-down method (``holm``, ``holm_adjust``): each claim's interval is drawn at the level its Holm step tests it at, so
+the interval decides the claim exactly when its Holm-adjusted p-value is below ``ALPHA``; the verdicts read the
+intervals as everywhere else.
 
-Ties. A claimed tie A ≈ B is tested against a margin fixed before looking at any
-run (``TIE_MARGIN``, 1 point of accuracy), in both directions (as in two one-sided
-tests): confirmed when the whole interval lies inside ±margin, refuted when it lies
-wholly outside, cannot tell otherwise.
+Ties. A claimed tie A ≈ B is tested against a margin fixed before looking at any run (``TIE_MARGIN``, 1 point of
+accuracy), in both directions (as in two one-sided tests): confirmed when the whole interval lies inside ±margin,
+refuted when it lies wholly outside, cannot tell otherwise.
 
 Statistics come from ``scipy.stats``; every resampling takes a seed.
 """
@@ -300,11 +289,10 @@ def _difference_range(weights: Sequence[float], bounds: Sequence[tuple[float, fl
 
 def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
                    bounds: tuple[float, float] | Sequence[tuple[float, float]] | None = None) -> Evidence:  # fmt: skip
-    """sum_i w_i mean(sample_i) over independent samples (e.g. different architectures, each over
-    its own seeds), with a Welch t-interval: se^2 = sum w_i^2 s_i^2 / n_i and Welch-Satterthwaite
-    degrees of freedom. ``bounds``: the values' feasible range, one (low, high) for every sample or
-    one per sample; the interval is clipped to the contrast's feasible range. Each sample needs two
-    or more values."""
+    """sum_i w_i mean(sample_i) over independent samples (e.g. different architectures, each over its own seeds), with a
+    Welch t-interval: se^2 = sum w_i^2 s_i^2 / n_i and Welch-Satterthwaite degrees of freedom. ``bounds``: the values'
+    feasible range, one (low, high) for every sample or one per sample; the interval is clipped to the contrast's
+    feasible range. Each sample needs two or more values."""
     vs = [_values(x, f"sample {i}", 2) for i, x in enumerate(samples)]
     per_sample = None
     if bounds is not None:
@@ -399,14 +387,13 @@ class Adjusted:
 
 def holm_adjust(claims: Sequence[tuple[Evidence | None, Callable[[float, float], bool]]],
                 alpha: float = ALPHA) -> list[Adjusted | None]:  # fmt: skip
-    """Each claim's interval at its Holm level, for a family of claims given as (evidence, decided)
-    pairs; ``decided(low, high)`` says whether an interval settles the claim (either way).
+    """Each claim's interval at its Holm level, for a family of claims given as (evidence, decided) pairs;
+    ``decided(low, high)`` says whether an interval settles the claim (either way).
 
-    The r-th smallest p-value's Holm step tests at alpha / (k - r + 1); drawing that claim's interval
-    at confidence 1 - alpha * p / p_holm (that step's level, or a higher one where an earlier step
-    failed and carried its larger adjusted p-value on) makes the interval decide the claim exactly
-    when its Holm-adjusted p-value is below alpha. Claims without evidence (None) are not tested, do
-    not count in k, and give None."""
+    The r-th smallest p-value's Holm step tests at alpha / (k - r + 1); drawing that claim's interval at confidence 1 -
+    alpha * p / p_holm (that step's level, or a higher one where an earlier step failed and carried its larger adjusted
+    p-value on) makes the interval decide the claim exactly when its Holm-adjusted p-value is below alpha. Claims
+    without evidence (None) are not tested, do not count in k, and give None."""
     p = np.array([decision_p(ev, d) if ev is not None else np.nan for ev, d in claims], dtype=float)
     adj = holm(p)
     tested = np.flatnonzero(np.isfinite(p))

@@ -1,16 +1,14 @@
 """How a model is trained: the loop ``fit``, the step it repeats, and what rides along.
 
-One recipe for every model, so that comparisons measure the architecture, not the set-up:
-SGD with Nesterov momentum and weight decay (``optimizer``), a one-cycle learning rate
-(``cnnlib.config.lr_at``), label smoothing. How a device trains (precision, memory format,
-compiled or not, threads) is one ``cnnlib.engine.Engine``, chosen once per run and handed to the
-model builder, the loaders, the step and the evaluation. On a CPU training is deterministic: the
-same config and engine give the same history, bit for bit, resumed or not.
+One recipe for every model, so that comparisons measure the architecture, not the set-up: SGD with Nesterov momentum and
+weight decay (``optimizer``), a one-cycle learning rate (``cnnlib.config.lr_at``), label smoothing. How a device trains
+(precision, memory format, compiled or not, threads) is one ``cnnlib.engine.Engine``, chosen once per run and handed to
+the model builder, the loaders, the step and the evaluation. On a CPU training is deterministic: the same config and
+engine give the same history, bit for bit, resumed or not.
 
-``fit`` reads top to bottom. What rides along (the per-stage probe, the gradient profile, the
-progress line) is a ``Callback`` whose time is not training time; when to stop early and when to
-checkpoint is one ``StopRule``. The tables measured on the trained weights, and the store of
-finished runs, belong to ``cnnlib.results``.
+``fit`` reads top to bottom. What rides along (the per-stage probe, the gradient profile, the progress line) is a
+``Callback`` whose time is not training time; when to stop early and when to checkpoint is one ``StopRule``. The tables
+measured on the trained weights, and the store of finished runs, belong to ``cnnlib.results``.
 """
 
 from __future__ import annotations
@@ -95,14 +93,13 @@ class StopRule:
 def fit(cfg: TrainConfig, *, data: CIFAR10 | None = None, device: str | torch.device | None = None,
         engine: Engine | None = None, resume: bool = True, verbose: bool = True, stops: StopRule = StopRule(),
         callbacks: Sequence[Callback] = ()) -> FitResult:  # fmt: skip
-    """Train ``cfg.model`` under ``cfg`` (see the module docstring) and return the history, the test
-    predictions and the trained model.
+    """Train ``cfg.model`` under ``cfg`` (see the module docstring) and return the history, the test predictions and the
+    trained model.
 
-    The engine is ``engine``, else the one a resumed checkpoint was trained with, else
-    ``engine.choose``'s for the device. With ``resume`` a checkpoint of the same config
-    (``checkpoint_path``) is picked up and the run ends with the same history as an uninterrupted
-    one. ``stops`` says when to checkpoint and when to stop early (raising ``RunWontFit``);
-    ``callbacks`` ride along after the run's own (tests use them to interrupt a run).
+    The engine is ``engine``, else the one a resumed checkpoint was trained with, else ``engine.choose``'s for the
+    device. With ``resume`` a checkpoint of the same config (``checkpoint_path``) is picked up and the run ends with the
+    same history as an uninterrupted one. ``stops`` says when to checkpoint and when to stop early
+    (raising ``RunWontFit``); ``callbacks`` ride along after the run's own (tests use them to interrupt a run).
     """
     # -- build: the data, the engine, the model and its optimizer, the loaders, the riders
     device = torch.device(device) if device is not None else default_device()
@@ -419,10 +416,9 @@ class Callback:
 class StageProbe(Callback):
     """Accumulates, on the device, each stage's gradient L2 norm and output std on sampled steps.
 
-    Only steps with ``recording`` set are measured (``fit`` samples one in ``PROBE_EVERY``),
-    so the probe's extra work (an fp32 std of every stage output, a norm of every gradient)
-    is a small fraction of training. Its means over the epoch are the history's ``grad_<stage>``
-    and ``act_std_<stage>`` columns.
+    Only steps with ``recording`` set are measured (``fit`` samples one in ``PROBE_EVERY``), so the probe's extra work
+    (an fp32 std of every stage output, a norm of every gradient) is a small fraction of training. Its means over the
+    epoch are the history's ``grad_<stage>`` and ``act_std_<stage>`` columns.
     """
 
     key = "probe"
@@ -620,9 +616,8 @@ def divergence(cfg: TrainConfig) -> dict | None:
 
 @dataclass
 class Position:
-    """Where a run stands, as a checkpoint keeps it (``progress``): epochs done, and within the next epoch
-    the steps done and their running sums, so that a run stopped inside a long epoch resumes there, bit
-    for bit."""
+    """Where a run stands, as a checkpoint keeps it (``progress``): epochs done, and within the next epoch the steps
+    done and their running sums, so that a run stopped inside a long epoch resumes there, bit for bit."""
 
     epoch: int = 0  # finished epochs
     step: int = 0  # optimizer steps done within epoch + 1

@@ -1,23 +1,22 @@
 """The study's claims as verdict frames: numbers with intervals, and a verdict from a fixed vocabulary.
 
-Each function takes stored runs (or tables measured at initialisation) and returns a verdict frame: one row
-per claim, columns ``id, claim, a, b, quantity, estimate, low, high, level, n, unit, method, verdict`` (see
-``cnnlib.render``, which alone turns them into text), then columns of its own (per-seed values, the nets at
-the floor). Nothing here writes a sentence; the notebooks' text is written in
-``cnnlib/templates`` over these numbers.
+Each function takes stored runs (or tables measured at initialisation) and returns a verdict frame: one row per claim,
+columns ``id, claim, a, b, quantity, estimate, low, high, level, n, unit, method, verdict`` (see ``cnnlib.render``,
+which alone turns them into text), then columns of its own (per-seed values, the nets at the floor). Nothing here writes
+a sentence; the notebooks' text is written in ``cnnlib/templates`` over these numbers.
 
 The rules, the same in every frame:
 
-- The unit of replication is the trained network (or, at initialisation, the initialisation). Comparisons of
-  two models use every seed both have: with two or more seeds each, a Welch t-interval across seeds, unpaired
-  (two architectures trained with one seed share only the order of their data); with one seed, no interval
-  (``method`` "none") and "cannot tell".
-- Intervals stay in the feasible range (``cnnlib.stats``: logit / Fisher z for bounded values, clipping for
-  their differences).
+- The unit of replication is the trained network (or, at initialisation, the initialisation). Comparisons of two models
+  use every seed both have: with two or more seeds each, a Welch t-interval across seeds, unpaired (two architectures
+  trained with one seed share only the order of their data); with one seed, no interval (``method`` "none") and "cannot
+  tell".
+- Intervals stay in the feasible range (``cnnlib.stats``: logit / Fisher z for bounded values, clipping for their
+  differences).
 - One frame is one family of claims: its intervals are drawn at their Holm-adjusted levels (``level``;
   ``stats.holm_adjust``, family-wise error ``ALPHA`` = 5%).
-- A comparison of accuracy losses in which one side sits near chance (within ``NEAR_CHANCE`` of ``CHANCE``)
-  says "cannot tell (floor)": a net at chance has nothing left to lose.
+- A comparison of accuracy losses in which one side sits near chance (within ``NEAR_CHANCE`` of ``CHANCE``) says "cannot
+  tell (floor)": a net at chance has nothing left to lose.
 
 These thresholds, like every number the study fixed before looking at its runs, live in ``cnnlib.constants``.
 """
@@ -678,12 +677,11 @@ def explosions(runs: Iterable[Run], factor: float = EXPLOSION_FACTOR, column: st
 
 
 def controlled_training(runs: Iterable[Run], epoch: int = 3, reference: str = "resnet18") -> pd.DataFrame:
-    """What the controlled family's connections change in how fast a net fits its (augmented) training batches,
-    against ``reference``: the running training accuracy after ``epoch`` epochs (``controlled.early.<model>``) and
-    at the end of the schedule (``controlled.end.<model>``), as a − reference. Welch intervals across seeds, Holm-
-    adjusted across the rows, once each net has two or more seeds; with one seed each the difference has no interval
-    and the verdict is "cannot tell (one network per architecture)": one run per net cannot tell an architecture's
-    pace from a seed's."""
+    """What the controlled family's connections change in how fast a net fits its (augmented) training batches, against
+    ``reference``: the running training accuracy after ``epoch`` epochs (``controlled.early.<model>``) and at the end of
+    the schedule (``controlled.end.<model>``), as a − reference. Welch intervals across seeds, Holm-adjusted across the
+    rows, once each net has two or more seeds; with one seed each the difference has no interval and the verdict is
+    "cannot tell (one network per architecture)": one run per net cannot tell an architecture's pace from a seed's."""
     m = by_model(runs)
     if reference not in m:
         return pd.DataFrame()
