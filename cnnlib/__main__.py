@@ -268,11 +268,9 @@ def _run(args: argparse.Namespace) -> int:
                          if chosen else "not chosen yet")  # fmt: skip
                 print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
                       f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
-                if got:
-                    table = check.copy()
-                    for col in [c for c in table if "acc" in c or c == "mean"]:
-                        table[col] = (100 * table[col]).round(2)
-                    print(table.to_string(index=False, na_rep="-"))
+                if got:  # accuracies in %
+                    pct = {c: (100 * check[c]).round(2) for c in check if "acc" in c or c == "mean"}
+                    print(check.assign(**pct).to_string(index=False, na_rep="-"))
         print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
               f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
               "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")

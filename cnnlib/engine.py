@@ -197,26 +197,16 @@ class _LoadMeter:
     (``others_share``; None where /proc/stat is missing)."""
 
     def __enter__(self):
-        self.t0, self.own0, self.cpu0 = time.perf_counter(), _own_cpu_seconds(), _cpu_jiffies()
+        self.t0, self.own0, self.cpu0 = time.perf_counter(), sum(os.times()[:2]), _cpu_jiffies()  # user + system
         return self
 
     def __exit__(self, *exc):
-        wall, own, cpu = time.perf_counter() - self.t0, _own_cpu_seconds() - self.own0, _cpu_jiffies()
+        wall, own, cpu = time.perf_counter() - self.t0, sum(os.times()[:2]) - self.own0, _cpu_jiffies()
         self.others_share, self.n_cpus = None, cpu[1] if cpu is not None else None
         if self.cpu0 is not None and cpu is not None and wall > 0:
             others = (cpu[0] - self.cpu0[0]) - own
             self.others_share = min(1.0, max(0.0, others / (wall * cpu[1])))
         return False
-
-
-def _own_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _spare(threads: int, n_cpus: int | None) -> float:
-    """The share of the machine's cores a check of ``threads`` threads does not need."""
-    return max(0.0, 1 - threads / n_cpus) if n_cpus else 0.0
 
 
 def _interleaved_steps(model_name: str, batch: int, candidates: dict[str, Engine], stepper: Stepper,
@@ -266,10 +256,11 @@ def check(model_name: str, batch: int, threads: int, *, stepper: Stepper, tries:
         medians = {name: statistics.median(t) for name, t in times.items()}
         best = min(medians, key=medians.get)
         share = load.others_share
+        # trusted: the others used at most BUSY_SHARE beyond the cores the check's threads do not need
         this = dict(precision=best.split("+")[0], channels_last=best.endswith("+cl"), batch=batch,
                     step_s={k: round(v, 4) for k, v in medians.items()}, rounds=len(times[best]),
                     others_share=None if share is None else round(share, 3),
-                    trusted=share is None or share <= _spare(threads, load.n_cpus) + BUSY_SHARE,
+                    trusted=share is None or share <= max(0.0, 1 - threads / load.n_cpus) + BUSY_SHARE,
                     checked=time.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
         if choice is None or (this["others_share"] or 0) < (choice["others_share"] or 0):
             choice = this
@@ -282,12 +273,11 @@ def check(model_name: str, batch: int, threads: int, *, stepper: Stepper, tries:
     return choice
 
 
-def measured_cpu_choice(model_name: str, batch: int, threads: int, *, stepper: Stepper, recheck: bool = False,
-                        tries: int = 1) -> dict:  # fmt: skip
+def measured_cpu_choice(model_name: str, batch: int, threads: int, *, stepper: Stepper, tries: int = 1) -> dict:
     """The fastest of fp32, fp32 + channels_last and (with hardware bf16) bf16 + channels_last for one
     training step of ``model_name``: the cached check if it is trusted (``trusted``), else a new check."""
     entry = cached_checks().get(_key(model_name, batch, threads))
-    if entry is not None and trusted(entry) and not recheck:
+    if entry is not None and trusted(entry):
         return entry
     return check(model_name, batch, threads, stepper=stepper, tries=tries)
 

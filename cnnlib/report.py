@@ -146,13 +146,11 @@ def exporter():
     return HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
 
 
-def _html(nb, exporter, stem: str | None = None) -> str:
-    """The notebook as HTML, with links to sibling notebooks pointing at their pages; with ``stem``, the
-    page's style and a line linking back to the index (and naming the notebook that holds the code)."""
+def _html(nb, exporter, stem: str) -> str:
+    """The notebook ``stem`` as HTML, with links to sibling notebooks pointing at their pages, the page's style and
+    a line linking back to the index (and naming the notebook that holds the code)."""
     html, _ = exporter.from_notebook_node(nb)
     html = re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb', r'href="\1.html', html)
-    if stem is None:
-        return html
     nav = (f'<nav class="report"><a href="index.html">&larr; the report\'s index</a> &middot; the code is hidden '
            f"here; <code>notebooks/{stem}.ipynb</code> has it</nav>")
     html = html.replace("</head>", f"<style>{PAGE_CSS}</style>\n</head>", 1)
