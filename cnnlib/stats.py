@@ -12,8 +12,6 @@ separates the compared numbers; otherwise the verdict is "cannot tell".
   sum of means). The trained network is the unit of replication, and two architectures trained with the same seed share
   only the order of the data, so comparisons across architectures are unpaired (Welch); ``paired=True`` is for values
   that share more than a seed number (two nets built from the same weights and probed on the same inputs).
-- Convergence speed: mean test accuracy over the run (the area under the test-accuracy curve), so that a weak model that
-  plateaus early is not called "fast".
 
 Bounded quantities. No interval leaves the feasible range, by one rule: the mean of a quantity bounded to [lo, hi]
 (``bounds``; an accuracy or error rate in [0, 1], a correlation in [-1, 1]) gets its t-interval on the logit scale of
@@ -480,16 +478,3 @@ def ranking_verdict(claimed_tiers: Sequence[Sequence[str]], pairwise: Mapping[tu
     if (table["verdict"] == REFUTED).any():
         return RankingVerdict(REFUTED, table)
     return RankingVerdict(CONFIRMED if (table["verdict"] == CONFIRMED).all() else CANNOT_TELL, table)
-
-
-# --- convergence speed ------------------------------------------------------------------------------------------------
-
-
-def area_under_curve(epochs: ArrayLike, acc: ArrayLike) -> float:
-    """Mean test accuracy over the run, each logged epoch weighing the same: unlike 'epochs to 90% of the final
-    accuracy', a model that plateaus early at a low accuracy scores low. Compare runs of one length only."""
-    e, a = np.asarray(epochs, dtype=float), np.asarray(acc, dtype=float)
-    if e.ndim != 1 or a.shape != e.shape:
-        raise ValueError(f"epochs and acc must be 1-D of one length, got shapes {e.shape} and {a.shape}")
-    return float(a.mean())
-

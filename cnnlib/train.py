@@ -301,10 +301,8 @@ def stepper(model_name: str, batch: int, engine: Engine) -> Callable[[], None]:
     """One ``train_step`` of a freshly seeded ``model_name`` with the recipe's optimizer and loss under
     ``engine``, on fixed random images, as a function to call: what the engine's check times
     (``cnnlib.engine.check``, ``time_step``)."""
-    cfg = TrainConfig(model_name, batch_size=batch)
-    torch.manual_seed(0)
-    model = engine.prepare(create_model(model_name))
-    opt = optimizer(model, cfg)
+    cfg = TrainConfig(model_name, batch_size=batch)  # seed 0
+    model, opt = build(cfg, engine)
     x = torch.randn(batch, 3, 32, 32, device=engine.torch_device)
     y = torch.randint(0, 10, (batch,), device=engine.torch_device)
     if engine.channels_last:

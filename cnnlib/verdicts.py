@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import by_model, label, model_costs, timed_on_one_gpu
+from .analysis import auc, by_model, label, model_costs, timed_on_one_gpu
 from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, FITS_TRAINING, GRADIENT_THRESHOLD, NEAR_CHANCE, TIE_MARGIN
 from .results import Run
 
@@ -56,12 +56,6 @@ def clean_train_error(run: Run) -> float:
 
 def test_error(run: Run) -> float:
     return 1 - final(run, "test_acc")
-
-
-def auc(run: Run) -> float:
-    """Mean test accuracy over the run's epochs (the area under its test-accuracy curve)."""
-    h = run.history
-    return stats.area_under_curve(h["epoch"], h["test_acc"])
 
 
 def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float], *,

@@ -54,6 +54,12 @@ def run_with(model, test_acc, *, profile="smoke", seed=0):
     return Run(make_config(model, profile, seed), h, preds.astype(np.uint8), {"final": {}}, Path("/nonexistent"))
 
 
+def test_convergence_is_the_mean_accuracy_and_does_not_reward_an_early_plateau():
+    weak = run_with("resnet20", np.full(10, 0.60))  # at 100% of its final accuracy from epoch 1
+    strong = run_with("resnet20", np.linspace(0.55, 0.93, 10))
+    assert analysis.auc(weak) == pytest.approx(0.60) and analysis.auc(strong) > analysis.auc(weak)
+
+
 def test_families_of_different_profiles_get_their_profile_in_their_title_and_panels_of_their_own(monkeypatch):
     full = [run_with("seed_senet18", [0.5, 0.9], profile="full"), run_with("seed_cnn", [0.4, 0.6], profile="full")]
     pilot = [run_with("resnet18", [0.2, 0.3]), run_with("plainnet18", [0.2, 0.35])]

@@ -12,7 +12,6 @@ from cnnlib.stats import (
     TIE_MARGIN,
     PairedComparison,
     accuracy_interval,
-    area_under_curve,
     bootstrap_evidence,
     decision_p,
     holm,
@@ -263,23 +262,6 @@ def test_ranking_from_paired_comparisons():
 def test_ranking_needs_every_pair():
     with pytest.raises(ValueError, match="ResNet vs DenseNet"):
         ranking_verdict(CLAIM, {("SE-ResNet", "ResNet"): _c(0.1, 0.05, 0.15), ("SE-ResNet", "DenseNet"): _c(0, 0, 0)})
-
-
-# --- convergence ------------------------------------------------------------------------------------------------------
-
-
-def test_mean_accuracy_does_not_reward_an_early_plateau():
-    epochs = np.arange(1, 11)
-    weak = np.full(10, 0.60)  # at 100% of its final accuracy from epoch 1
-    strong = np.linspace(0.55, 0.93, 10)
-    assert area_under_curve(epochs, weak) == pytest.approx(0.60)
-    assert area_under_curve(epochs, strong) > area_under_curve(epochs, weak)
-
-
-def test_area_needs_one_length():
-    e = np.arange(1, 11)
-    with pytest.raises(ValueError, match="one length"):
-        area_under_curve(e, np.full(9, 0.5))
 
 
 # --- bounded intervals ------------------------------------------------------------------------------------------------
