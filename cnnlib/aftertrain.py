@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 __all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "WeightsUnavailable", "finish", "fingerprint",
-           "load_table", "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
+           "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
 
 WEIGHTS_MAX_PARAMS = 2_000_000  # keep the final weights of models up to this size (resnet56: 0.85M)
 PROBE_STEPS = (0, 1, 5, 20)  # optimizer steps after which the gradient profile is measured (0 = init)
@@ -144,27 +144,20 @@ class Monitor:
         return {"layers": pd.DataFrame(self.layers), "blocks": pd.DataFrame(self.blocks)}
 
 
-def finish(model: nn.Module, test_batches, *, init_state: dict | None = None, clean=None,
-           test=None, settings: dict | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """Tables computed once from the final weights.
-
-    Nets of BasicBlock: the layer responses on the test images. With ``clean`` and
-    ``test`` ((images, labels) on the model's device) and the initial weights, also the
-    mechanism tables (``mechanism_tables``, with ``settings`` from ``mechanism_settings``).
-    """
+def finish(model: nn.Module, test_batches) -> dict[str, pd.DataFrame]:
+    """The table every trained net of BasicBlocks keeps: its layer responses on the test images (the ``dissected``
+    runs add the ``mechanism_tables``)."""
     if not any(isinstance(m, BasicBlock) for m in model.modules()):
         return {}
-    out = {"responses": diagnostics.response_std_over_loader(model, test_batches)}
-    if clean is not None and test is not None and init_state is not None:
-        out |= mechanism_tables(model, init_state, clean, test, **(settings or {}))
-    return out
+    return {"responses": diagnostics.response_std_over_loader(model, test_batches)}
 
 
 def mechanism_tables(model: nn.Module, init_state: dict, clean: tuple, test: tuple, *, grid: int = 9,
                      draws: int = 10, max_k: int = 10, images: int = SURFACE_IMAGES, path_images: int = 256,
                      path_samples: int = 10,
                      path_every: int = 1, seed: int = 0) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """Notebook 07's measurements of a trained thin net (see ``cnnlib.mechanisms``).
+    """Notebook 07's measurements of a trained thin net (see ``cnnlib.mechanisms``), with ``clean`` and ``test``
+    (images, labels) on its device, and the initial weights ``init_state``.
 
     Lesions on the first ``images`` test images; the gradient by path length (residual nets) on ``path_images`` clean
     training images, every ``path_every``-th length; the loss landscapes (a 1D slice of 4 * grid + 1 points and a grid x
@@ -244,11 +237,3 @@ def load_weights(run) -> nn.Module:
         raise WeightsUnavailable(f"the weights {path} of {c.run_id} are damaged ({type(e).__name__}); "
                                  f"{retrain}") from None  # fmt: skip
     return model.eval()
-
-
-def load_table(run, name: str) -> pd.DataFrame:
-    """A table of a stored run by name (see TABLES); empty if the run has none."""
-    if name not in TABLES:
-        raise ValueError(f"unknown table {name!r}; choose from {sorted(TABLES)}")
-    path = run.path / TABLES[name]
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()

@@ -239,13 +239,6 @@ def _verdict_table(rows: list[dict], pages: dict[str, str]) -> str:
             f"</thead><tbody>{body}</tbody></table>")  # fmt: skip
 
 
-def _figure(path: Path | None) -> str:
-    """The figure inlined (base64), so that the index shows it wherever it is opened; '' if it is missing."""
-    if path is None or not path.exists():
-        return ""
-    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
-
-
 def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | None = None) -> str:
     """The report's index, opening as the README does: the question, the written answer (``templates/index_answer.md``),
     the verdicts (the README's, from ``cnnlib.summary``), the figure of what skip connections change; then the results
@@ -274,12 +267,13 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
     else:
         verdict_part, verdict_note, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the "
                                            "degradation family exists.</p>", "", [])  # fmt: skip
-    src = _figure(figure)
-    fig = (f"<figure><img src='{src}' alt='training and test error of plain and residual nets of 20 and 56 layers'>"
-           "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 layers "
-           f"against epochs, mean over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 "
-           "draws it; the degradation rows above put intervals on what it shows.</figcaption></figure>"
-           ) if src else ""  # fmt: skip
+    fig = ""
+    if figure is not None and figure.exists():  # inlined (base64): the index shows it wherever it is opened
+        fig = (f"<figure><img src='data:image/png;base64,{base64.b64encode(figure.read_bytes()).decode()}' "
+               "alt='training and test error of plain and residual nets of 20 and 56 layers'><figcaption>Training "
+               "(dashed) and test (solid) error of plain and residual nets of 20 and 56 layers against epochs, mean "
+               f"over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 draws it; the "
+               "degradation rows above put intervals on what it shows.</figcaption></figure>")  # fmt: skip
     main, pilots = summary.main_and_pilot_rows(summary.accuracy_rows(runs))
     rows = main + [{**r, "model": f"{r['model']} (pilot, `{r['profile']}`)"} for r in pilots]
     devices = ", ".join(dict.fromkeys(d for r in rows for d in r["device"].split(", ")))

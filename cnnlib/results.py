@@ -108,15 +108,16 @@ class Run:
         return self.meta["config_hash"] == cfg.hash
 
     def table(self, name: str) -> pd.DataFrame:
-        """One of the run's aftertrain tables (empty if it has none); DamagedRunError if it does not parse."""
-        from . import aftertrain
+        """One of the run's tables (``aftertrain.TABLES``; empty if it has none); DamagedRunError if it won't parse."""
+        from .aftertrain import TABLES
 
-        if name not in aftertrain.TABLES:
-            return aftertrain.load_table(self, name)  # the error that lists the names
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; choose from {sorted(TABLES)}")
+        path = self.path / TABLES[name]
         try:
-            return aftertrain.load_table(self, name)
+            return pd.read_csv(path) if path.exists() else pd.DataFrame()
         except (ValueError, UnicodeDecodeError) as e:
-            raise DamagedRunError(self.path, aftertrain.TABLES[name], f"does not parse as CSV ({e})") from None
+            raise DamagedRunError(self.path, TABLES[name], f"does not parse as CSV ({e})") from None
 
 
 def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
@@ -342,15 +343,15 @@ def measure_tables(cfg: TrainConfig, model: nn.Module, data: CIFAR10, engine: En
     from .train import as_engine, balanced, build, loaders
 
     ld = loaders(cfg, data, engine)
+    tables = aftertrain.finish(model, ld["test"])
     if not aftertrain.dissected(cfg):
-        return aftertrain.finish(model, ld["test"])
+        return tables
     init, _ = build(cfg, engine)
     if init_fingerprint is not None and not np.isclose(aftertrain.fingerprint(init), init_fingerprint, rtol=1e-9):
         raise ValueError(f"{cfg.run_id}: the rebuilt initial weights do not match the run's (fingerprint)")
     clean, test = balanced(ld["clean"], aftertrain.SURFACE_IMAGES), balanced(ld["test"])
     settings = aftertrain.mechanism_settings(len(data.train_y), as_engine(engine).torch_device)
-    return aftertrain.finish(model, ld["test"], init_state=init.state_dict(), clean=clean, test=test,
-                             settings=settings)  # fmt: skip
+    return tables | aftertrain.mechanism_tables(model, init.state_dict(), clean, test, **settings)
 
 
 def recompute_tables(run: Run, data: CIFAR10 | None = None, device: str = "cpu") -> list[str]:

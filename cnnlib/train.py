@@ -139,11 +139,13 @@ def fit(cfg: TrainConfig, *, data: CIFAR10 | None = None, device: str | torch.de
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def save():
-        riders_state = {cb.key: cb.state() for cb in riders if cb.key}
-        write_checkpoint(ckpt, dict(config_hash=cfg.hash, epoch=at.epoch, history=rows, model=model.state_dict(),
-                                    optimizer=opt.state_dict(), progress=asdict(at), engine=asdict(engine),
-                                    **riders_state))  # fmt: skip
+    def save():  # atomically; the checkpoint before stays, as previous_path, until the new one is whole
+        state = dict(config_hash=cfg.hash, epoch=at.epoch, history=rows, model=model.state_dict(),
+                     optimizer=opt.state_dict(), progress=asdict(at), engine=asdict(engine),
+                     **{cb.key: cb.state() for cb in riders if cb.key})  # fmt: skip
+        if ckpt.exists():
+            os.replace(ckpt, previous_path(ckpt))
+        atomic_write(ckpt, lambda f: torch.save(state, f))
 
     wall = last_save = time.perf_counter()
     if (at.epoch, at.step) == (0, 0):
@@ -631,14 +633,6 @@ def _position(state: dict) -> Position:
     p = dict(state.get("progress") or {"epoch": state["epoch"]})
     state.setdefault("probe", p.pop("probe", None))
     return Position(**p)
-
-
-def write_checkpoint(path: Path, state: dict) -> None:
-    """Write a training state to ``path`` atomically; the one before stays, as ``previous_path``, until the
-    new one is whole."""
-    if path.exists():
-        os.replace(path, previous_path(path))
-    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def peek_checkpoint(cfg: TrainConfig) -> dict | None:

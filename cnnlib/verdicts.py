@@ -311,16 +311,12 @@ def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESH
     return CANNOT_TELL
 
 
-def _gradient_decided(low: float, high: float) -> bool:
-    return gradient_outcome(low, high) != CANNOT_TELL
-
-
 def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: str) -> pd.DataFrame:
     """Verdict rows on log10 first/last of the backward signal: ``groups`` of (id, model, point, per-replicate
     rows with columns 'log10', 'blocks'), a t-interval across the replicates (seeds or initialisations),
     Holm-adjusted across the rows."""
     cells = [_cell(float(g["log10"].mean()), stats.seed_evidence(g["log10"])) for *_, g in groups]
-    _holm(cells, [_gradient_decided] * len(cells))
+    _holm(cells, [lambda low, high: gradient_outcome(low, high) != CANNOT_TELL] * len(cells))
     rows = []
     for (cid, model, point, g), c in zip(groups, cells, strict=True):
         blocks = int(g["blocks"].iloc[0])
