@@ -87,10 +87,6 @@ RECIPE_FIELDS = {"lr": "peak lr", "epochs": "epochs", "batch_size": "batch", "we
                  "label_smoothing": "label smoothing"}  # fmt: skip
 
 
-def _values(configs: Iterable[TrainConfig], field: str) -> str:
-    return " / ".join(f"{v:g}" for v in dict.fromkeys(getattr(c, field) for c in configs))
-
-
 def recipe_table(families: dict[str, Iterable[TrainConfig]]) -> pd.DataFrame:
     """The training recipe of each family (index), read from the configs its runs were (or would be) trained
     with: profile, models, and each field of ``RECIPE_FIELDS`` ('a / b' where the family's models differ)."""
@@ -101,7 +97,8 @@ def recipe_table(families: dict[str, Iterable[TrainConfig]]) -> pd.DataFrame:
             continue
         row = {"profile": ", ".join(dict.fromkeys(c.profile for c in configs)),
                "models": ", ".join(dict.fromkeys(c.model for c in configs))}
-        row.update({label: _values(configs, field) for field, label in RECIPE_FIELDS.items()})
+        row.update({label: " / ".join(f"{v:g}" for v in dict.fromkeys(getattr(c, field) for c in configs))
+                    for field, label in RECIPE_FIELDS.items()})  # 'a / b' where the family's models differ
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 

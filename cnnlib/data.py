@@ -21,6 +21,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -295,26 +296,14 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def _cache_error(folder: Path, e: Exception) -> DataError:
-    return DataError(f"Cannot write the CIFAR-10 cache in {folder} ({e}). Point CNNLIB_CACHE at a "
-                     "writable folder, or pass cache=False to skip caching (every load then "
-                     "decodes the images again).")
-
-
-def _check_writable(folder: Path) -> None:
+@contextmanager
+def _cache_errors(folder: Path) -> Iterator[None]:
+    """An OSError writing the cache in ``folder`` as a DataError that says what to do."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
+        yield
     except OSError as e:
-        raise _cache_error(folder, e) from e
-
-
-def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic write: never a half cache."""
-    try:
-        atomic_write(path, lambda f: np.savez(f, **arrays))  # uncompressed: loads in a fraction of a second
-    except OSError as e:
-        raise _cache_error(path.parent, e) from e
+        raise DataError(f"Cannot write the CIFAR-10 cache in {folder} ({e}). Point CNNLIB_CACHE at a writable folder, "
+                        "or pass cache=False to skip caching (every load then decodes the images again).") from e
 
 
 def _check_counts(ds: CIFAR10, allow_subset: bool, where: str) -> None:
@@ -380,11 +369,13 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
     source = f"cache of {label}" if arrays is not None else label
     if arrays is None:
         if cpath:
-            _check_writable(cpath.parent)  # fail before a long decode, not after
-        read = {"batches": _read_batches, "tree": _read_tree, "tarball": _read_tarball}[kind]
-        arrays = read(path)
+            with _cache_errors(cpath.parent):  # fail before a long decode, not after
+                cpath.parent.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=cpath.parent).close()
+        arrays = {"batches": _read_batches, "tree": _read_tree, "tarball": _read_tarball}[kind](path)
         if cpath:
-            _save_cache(cpath, arrays)
+            with _cache_errors(cpath.parent):  # atomic: never a half cache
+                atomic_write(cpath, lambda f: np.savez(f, **arrays))  # uncompressed: loads in a fraction of a second
     ds = CIFAR10(**{k: torch.from_numpy(arrays[k]) for k in _KEYS}, source=source)
     _check_counts(ds, allow_subset, label)
     return ds

@@ -108,8 +108,7 @@ def record(chosen: dict, check: str = "shared") -> None:
     """Record ``chosen`` (``choice``'s dict) as the check's choice: from now on the full profile trains the
     check's families with it (``config.make_config``)."""
     choices = recorded_choices() | {check: {k: chosen[k] for k in ("setting", "lr", "weight_decay", "mean")}}
-    text = json.dumps(dict(sorted(choices.items())), indent=2, sort_keys=True) + "\n"
-    atomic_write(config.RECIPE_CHOICE, text)
+    atomic_write(config.RECIPE_CHOICE, json.dumps(choices, indent=2, sort_keys=True) + "\n")
 
 
 def record_new(check: str = "shared") -> dict | None:
