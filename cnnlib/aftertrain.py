@@ -28,9 +28,6 @@ from .paths import atomic_write, weights_root
 if TYPE_CHECKING:
     from .config import TrainConfig
 
-__all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "WeightsUnavailable", "finish", "fingerprint",
-           "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
-
 WEIGHTS_MAX_PARAMS = 2_000_000  # keep the final weights of models up to this size (resnet56: 0.85M)
 PROBE_STEPS = (0, 1, 5, 20)  # optimizer steps after which the gradient profile is measured (0 = init)
 PROBE_IMAGES = 256  # the fixed batch of clean training images the profile is measured on (at most)

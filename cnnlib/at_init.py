@@ -23,8 +23,6 @@ from .engine import cpu_name
 from .models import create_model
 from .paths import atomic_write, results_root
 
-__all__ = ["backward_profiles", "shattering_tables", "signal_ratios", "stored"]
-
 
 def stored(name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     """The table ``name``, read from the store when it was made with ``settings``, else computed by

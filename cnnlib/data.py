@@ -33,8 +33,6 @@ from tqdm import tqdm
 
 from .paths import atomic_write, project_path, user_cache
 
-__all__ = ["CLASSES", "CIFAR10", "DataError", "DeviceLoader", "augment", "data_root", "load_cifar10"]
-
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")

@@ -33,8 +33,6 @@ from torch.func import functional_call
 
 from .models.resnet import BasicBlock
 
-__all__ = ["backward_signal", "block_modules", "gradient_norms", "response_std_over_loader"]
-
 _WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 

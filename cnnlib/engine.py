@@ -38,8 +38,6 @@ from torch import nn
 
 from .paths import atomic_write, user_cache
 
-__all__ = ["Engine", "bf16_features", "check", "choose", "confirm", "cpu_name"]
-
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of hardware bf16 arithmetic
 CHECK_BATCH = 64  # images per step of the measured check (short: a few seconds on the slowest model)
 

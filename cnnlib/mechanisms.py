@@ -40,10 +40,6 @@ from torch.func import functional_call
 from .diagnostics import _forward_hooks, _mode
 from .models.resnet import BasicBlock, thin_net
 
-__all__ = ["autocorrelation", "deleted", "filter_normalized_direction", "gradient_by_path_length", "gradient_trace",
-           "interpolation", "lesion_random", "lesion_single", "loss_surface", "path_length_distribution",
-           "residual_blocks", "shattering_table"]
-
 
 def _evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500,
               tensors: dict[str, Tensor] | None = None) -> tuple[float, float]:  # fmt: skip

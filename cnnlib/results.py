@@ -42,9 +42,6 @@ if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) 
     from .engine import Engine
     from .train import FitResult
 
-__all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
-           "load_run", "record_checksums", "save_run"]
-
 
 class StaleRunError(RuntimeError):
     """A stored run exists under this name but was trained with another config."""
