@@ -101,18 +101,13 @@ def _cpuinfo() -> str:
 
 
 def cpu_name() -> str:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")]
+    return names[0] if names else "unknown CPU"
 
 
 def bf16_features() -> tuple[str, ...]:
     """The hardware bf16 features this CPU reports (empty without any)."""
-    flags = set()
-    for line in _cpuinfo().splitlines():
-        if line.startswith("flags"):
-            flags |= set(line.split(":", 1)[1].split())
+    flags = {f for line in _cpuinfo().splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
     return tuple(f for f in BF16_FLAGS if f in flags)
 
 

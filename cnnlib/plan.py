@@ -338,12 +338,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 continue
         todo = [st for st in map(run_status, unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
-        for st in [st for st in todo if st.state == "diverged" and _claim(claims, [st.config], "skip")]:
-            log(f"skip {st.config.run_id}: it diverged before with this recipe ({st.message}); change the "
-                f"recipe of its family (benchmarks/RESULTS.md) or delete {diverged_path(st.config)}")  # fmt: skip
-            skipped.append(st.config.run_id)
-        for st in [st for st in todo if st.state == "damaged" and _claim(claims, [st.config], "skip")]:
-            log(f"skip {st.config.run_id}: {st.message}")
+        for st in [st for st in todo if st.state in ("diverged", "damaged") and _claim(claims, [st.config], "skip")]:
+            log(f"skip {st.config.run_id}: " + (st.message if st.state == "damaged" else
+                f"it diverged before with this recipe ({st.message}); change the recipe of its family "
+                f"(benchmarks/RESULTS.md) or delete {diverged_path(st.config)}"))  # fmt: skip
             skipped.append(st.config.run_id)
         todo = [st for st in todo if st.state not in ("diverged", "damaged")]
         if not todo or not _claim(claims, unit):

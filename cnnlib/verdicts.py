@@ -454,21 +454,18 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             # there, the other way round. Both there, or a net at chance intact, and the losses do not compare.
             one_sided = {plain: +1, residual: -1}[low[0]] if len(low) == 1 and not untrained else 0
             row = {"residual": residual, "plain": plain, "k": k, "means": means, "floor": low,
-                   "one_sided": one_sided, "untested": bool(low) and not one_sided, "nets": (len(cp), len(cr)),
-                   "confidence": 0.95}  # fmt: skip
+                   "one_sided": one_sided, "untested": bool(low) and not one_sided, "nets": (len(cp), len(cr))}
             if min(len(cp), len(cr)) >= 2:
                 per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]
                 ev = stats.welch_contrast(per_net, [1, -1], bounds=[_loss_range(cp.values()), _loss_range(cr.values())])
-                row.update(evidence=ev, method="welch", n=min(len(cp), len(cr)))
+                row.update(method="welch", n=min(len(cp), len(cr)))
             else:
                 common = sorted(set(cp) & set(cr))
                 sp, sr = (common[0], common[0]) if common else (next(iter(cp)), next(iter(cr)))
                 ev = stats.welch_contrast([cp[sp]["loss"], cr[sr]["loss"]], [1, -1],
                                           bounds=[_loss_range([cp[sp]]), _loss_range([cr[sr]])])  # fmt: skip
-                row.update(evidence=ev, method="draws", n=min(len(cp[sp]["loss"]), len(cr[sr]["loss"])), one_net=True)
-            row["estimate"] = ev.estimate
-            row["low"], row["high"] = ev.interval(0.95)
-            rows.append(row)
+                row.update(method="draws", n=min(len(cp[sp]["loss"]), len(cr[sr]["loss"])), one_net=True)
+            rows.append(row | _cell(ev.estimate, ev))
     _holm(rows, [stats.sign_decided] * len(rows))
     out = []
     for r in rows:
@@ -485,14 +482,12 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
         else:
             v, within = within, ""
         p, res = r["means"][r["plain"]], r["means"][r["residual"]]
-        out.append(_row(f"lesions.{r['plain']}-{r['residual']}.k{r['k']}",
-                        f"deleting random blocks (k = {r['k']}) costs the plain net more accuracy than the "
-                        "residual net",
-                        r["plain"], r["residual"], f"accuracy lost to random deletion (k = {r['k']})", r, "points",
-                        r["method"], r["n"], v, k=r["k"], plain_left=p["left"], plain_intact=p["intact"],
-                        residual_left=res["left"], residual_intact=res["intact"], floor=r["floor"],
-                        stands_despite=stands_despite, within=within, n_plain=r["nets"][0],
-                        n_residual=r["nets"][1]))  # fmt: skip
+        out.append(_row(f"lesions.{r['plain']}-{r['residual']}.k{r['k']}", f"deleting random blocks (k = {r['k']}) "
+                        "costs the plain net more accuracy than the residual net", r["plain"], r["residual"],
+                        f"accuracy lost to random deletion (k = {r['k']})", r, "points", r["method"], r["n"], v,
+                        k=r["k"], plain_left=p["left"], plain_intact=p["intact"], residual_left=res["left"],
+                        residual_intact=res["intact"], floor=r["floor"], stands_despite=stands_despite, within=within,
+                        n_plain=r["nets"][0], n_residual=r["nets"][1]))  # fmt: skip
     return pd.DataFrame(out)
 
 
