@@ -364,14 +364,12 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 skipped.append(st.config.run_id)
                 continue
             if policy == "finish":
-                if deadline - time.time() < 10:  # the call is over: list what waits, time no more steps
-                    log(f"skip {st.config.run_id}: the call's deadline has passed; it waits for a longer call")
-                    skipped.append(st.config.run_id)
-                    continue
-                need, left = seconds_to_finish(st.config, data, dev), deadline - time.time()
-                if need > left:
-                    log(f"skip {st.config.run_id}: needs about {need / 3600:.1f} h at {torch.get_num_threads()} "
-                        f"thread(s), {left / 3600:.1f} h left; it waits for a longer call")  # fmt: skip
+                over = deadline - time.time() < 10  # the call is over: list what waits, time no more steps
+                need = math.inf if over else seconds_to_finish(st.config, data, dev)
+                if need > (left := deadline - time.time()):
+                    why = ("the call's deadline has passed" if over else f"needs about {need / 3600:.1f} h at "
+                           f"{torch.get_num_threads()} thread(s), {left / 3600:.1f} h left")  # fmt: skip
+                    log(f"skip {st.config.run_id}: {why}; it waits for a longer call")
                     skipped.append(st.config.run_id)
                     continue
                 log(f"train {st.config.run_id} (about {need / 3600:.1f} h to finish; {left / 3600:.1f} h left)")
