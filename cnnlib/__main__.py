@@ -213,8 +213,10 @@ def _run(args: argparse.Namespace) -> int:
         from .config import make_config
         from .results import fit_or_load, load_run
 
-        cfg = make_config(args.model, args.profile, args.seed, tag=args.tag, epochs=args.epochs,
-                          batch_size=args.batch_size, train_subset=args.train_subset)  # fmt: skip
+        cfg = make_config(
+            args.model, args.profile, args.seed, tag=args.tag,
+            epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
+        )  # fmt: skip
         stored = None if args.retrain else load_run(cfg)  # fit_or_load returns a stored run untouched
         run = fit_or_load(cfg, retrain=args.retrain, device=args.device)
         f = run.final

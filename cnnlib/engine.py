@@ -259,10 +259,8 @@ def check(model_name: str, batch: int, threads: int, *, stepper: Stepper, tries:
             choice = this
         if choice["trusted"]:
             break
-    try:
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the check again next time
         _remember(_cache_path(), _key(model_name, batch, threads), choice)
-    except OSError:
-        pass  # an unwritable cache only costs the check again next time
     return choice
 
 
@@ -321,10 +319,8 @@ def confirm(eng: Engine, model_name: str, batch: int, images_per_s: float) -> st
         return None
     doubt = (f"a run trained at {images_per_s:.0f} img/s, under {CONFIRM_FRACTION:g}x the {predicted:.0f} "
              f"img/s this check predicted ({time.strftime('%Y-%m-%d %H:%M')})")  # fmt: skip
-    try:
+    with contextlib.suppress(OSError):
         _remember(_cache_path(), key, entry | dict(doubted=doubt))
-    except OSError:
-        pass
     return (f"engine check of {model_name} in doubt: {doubt}; the machine was probably busy during the "
             f"check or this epoch; the check is taken again before the next run of {model_name}")
 

@@ -57,6 +57,7 @@ METHODS = {
     "fisher z": "Fisher z over {n} initialisations",
     "t inits": "t over {n} initialisations",
     "draws": "Welch t over {n} random draws within one trained network per side (these two networks only)",
+    "sign test": "sign test over {n} initialisations",
     "none": "no interval ({n} network per side)",
     "binomial": "exact binomial over {n:,} images (this trained network only)",
     "untimed": "no runs timed on one machine",
@@ -141,7 +142,7 @@ def settle(row) -> str:
         return SETTLE["floor"]
     if verdict == "cannot tell (one network per architecture)" or how == "draws":
         return SETTLE["networks"]
-    if how in ("fisher z", "t inits"):
+    if how in ("fisher z", "t inits", "sign test"):
         return SETTLE["inits"]
     return SETTLE["seeds"] if how == "none" else SETTLE["more"]
 

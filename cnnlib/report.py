@@ -8,6 +8,7 @@ its notebook with the command that trains it. The index opens as the README does
 from __future__ import annotations
 
 import base64
+import contextlib
 import html as html_lib
 import logging
 import os
@@ -62,10 +63,8 @@ class _Interrupts:
         provisioner = getattr(getattr(self.client, "km", None), "provisioner", None)
         pgid = getattr(provisioner, "pgid", None)
         if pgid:  # the kernel runs in a session of its own: Ctrl-C in the terminal does not reach it
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(pgid, signal.SIGINT)
-            except OSError:
-                pass
 
 
 def _client_class():

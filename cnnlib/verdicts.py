@@ -86,15 +86,14 @@ def _cell(estimate: float = math.nan, evidence: stats.Evidence | None = None) ->
     return dict(estimate=estimate, low=low, high=high, confidence=0.95, evidence=evidence)
 
 
-def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]]) -> int:
+def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]]) -> None:
     """Draw each row's interval at its Holm level across ``rows`` (one table's claims); rows without
-    ``evidence`` or marked ``untested`` (e.g. at the floor) keep theirs and do not count. Returns k."""
+    ``evidence`` or marked ``untested`` (e.g. at the floor) keep theirs and do not count."""
     claims = [(None if r.get("untested") else r.get("evidence"), d) for r, d in zip(rows, decided, strict=True)]
     out = stats.holm_adjust(claims)
     for r, a in zip(rows, out, strict=True):
         if a is not None:
             r.update(low=a.low, high=a.high, confidence=a.confidence, p_holm=a.p_holm)
-    return sum(a is not None for a in out)
 
 
 def _near_chance(accuracies: Iterable[float]) -> bool:
