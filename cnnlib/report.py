@@ -245,7 +245,6 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
     from . import render, summary
     from .analysis import data_note
 
-    titles = dict(pages)
     answer = "".join(f"<p>{_inline(' '.join(par.split()))}</p>"
                      for par in summary.answer(runs, "index_answer").split("\n\n") if par.strip())  # fmt: skip
     v = summary.verdict_frame(runs)
@@ -255,14 +254,12 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
         rows = [{"claim": f"{r.claim} ({r.a} − {r.b})" if r.b else f"{r.claim} ({r.a}, {r.quantity})",
                  "verdict": r.verdict, "evidence": f"{render.interval(r)} ({render.method(r)})",
                  "notebook": r.notebook} for r in v.itertuples()]  # fmt: skip
-        verdict_part = _verdict_table(rows, titles)
-        verdict_note = (
-            f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
-            "richest profile in which the family is complete; the seeds of which all four nets exist). Each "
-            f"notebook table's intervals are Holm-adjusted across its claims (family-wise error "
-            f"{100 * ALPHA:g}%); \"cannot tell\" says what the runs "
-            "do not settle, and the notebooks say what would.</p>"
-        )  # fmt: skip
+        verdict_part = _verdict_table(rows, dict(pages))
+        verdict_note = (f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} "
+                        "(the richest profile in which the family is complete; the seeds of which all four nets "
+                        "exist). Each notebook table's intervals are Holm-adjusted across its claims (family-wise "
+                        f"error {100 * ALPHA:g}%); \"cannot tell\" says what the runs do not settle, and the notebooks "
+                        "say what would.</p>")  # fmt: skip
     else:
         verdict_part, verdict_note, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the "
                                            "degradation family exists.</p>", "", [])  # fmt: skip

@@ -484,8 +484,7 @@ class ProgressLine(Callback):
         self.cfg, self.steps = cfg, steps_per_epoch
         self.log = not sys.stdout.isatty() if log is None else log
         self.bar = None
-        self.t, self.seen = time.perf_counter(), seen
-        self.due = self.t + PROGRESS_EVERY_S
+        self.t, self.seen = time.perf_counter(), seen  # the last line's time and the epoch's images then
 
     def on_step(self, step: int, model: nn.Module, lr: float) -> None:
         if step == 0:
@@ -497,14 +496,14 @@ class ProgressLine(Callback):
                                 disable=None)  # None: only on a terminal
             self.bar.update(1)
             return
-        if (now := time.perf_counter()) < self.due:
+        if (now := time.perf_counter()) - self.t < PROGRESS_EVERY_S:
             return
         seen = (i + 1) * self.cfg.batch_size  # every training batch is whole (the loader drops the rest)
         rate = (seen - self.seen) / (now - self.t)
         left = (self.steps - i - 1) * self.cfg.batch_size / rate
         print(f"{self._prefix(epoch)} step {i + 1}/{self.steps}: {rate:.0f} img/s, the epoch's training ends in "
               f"about {left / 60:.0f} min", flush=True)  # fmt: skip
-        self.t, self.seen, self.due = now, seen, now + PROGRESS_EVERY_S
+        self.t, self.seen = now, seen
 
     def after_epoch(self, row: dict) -> None:
         if self.bar is not None:
@@ -515,7 +514,6 @@ class ProgressLine(Callback):
               f"  acc {row['train_acc']:.3f}  {cfg.scored} loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"
               f"  {row['epoch_seconds']:.1f}s  {row['images_per_s']:.0f} img/s", flush=True)  # fmt: skip
         self.t, self.seen = time.perf_counter(), 0
-        self.due = self.t + PROGRESS_EVERY_S
 
     def _prefix(self, epoch: int) -> str:
         return f"{self.cfg.run_id} epoch {epoch + 1}/{self.cfg.epochs}"
