@@ -38,9 +38,8 @@ import torch  # noqa: E402
 from cnnlib import engine  # noqa: E402
 from cnnlib.engine import Engine, bf16_features, cpu_name, time_step  # noqa: E402
 from cnnlib.models import FAMILIES  # noqa: E402
-from cnnlib.paths import results_root  # noqa: E402
+from cnnlib.paths import atomic_write, results_root  # noqa: E402
 from cnnlib.render import table  # noqa: E402
-from cnnlib.results import atomic_write_bytes  # noqa: E402
 from cnnlib.train import stepper  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False, False), "fp32+cl": ("fp32", True, False), "bf16+cl": ("bf16", True, False),
@@ -76,14 +75,14 @@ def store(models: list[str], batch: int, rounds: int, warmup: int) -> pd.DataFra
             print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     df = pd.DataFrame(rows).sort_values(["model", "setting", "round"], kind="stable")
     folder = results_root() / "step-times"
-    atomic_write_bytes(folder / "step_times.csv", df.to_csv(index=False, float_format="%.5f").encode())
+    atomic_write(folder / "step_times.csv", df.to_csv(index=False, float_format="%.5f"))
     meta = dict(cpu=cpu_name(), cores=os.cpu_count(), hardware_bf16=list(bf16_features()), torch=torch.__version__,
                 threads=torch.get_num_threads(), batch=batch, rounds=rounds, warmup=warmup,
                 settings=list(candidates), started=started, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                 others_share=None if load.others_share is None else round(load.others_share, 3),
                 step="the recipe's training step (forward, label-smoothing loss, backward, SGD with Nesterov) on "
                      "random images, eager")  # fmt: skip
-    atomic_write_bytes(folder / "step_times.json", (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(folder / "step_times.json", json.dumps(meta, indent=2) + "\n")
     print(f"stored in {folder}; the other processes used {meta['others_share']} of the cores", file=sys.stderr)
     return df
 

@@ -1,5 +1,4 @@
-"""cnnlib: plain CNN, ResNet, DenseNet and SE-ResNet on CIFAR-10, and how skip
-connections change training."""
+"""cnnlib: plain CNN, ResNet, DenseNet and SE-ResNet on CIFAR-10, and how skip connections change training."""
 
 import os
 

@@ -1,10 +1,9 @@
-"""Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status,
-train-missing, engine, tables, verify, readme and report (``python -m cnnlib --help`` lists them).
+"""Command line: ``python -m cnnlib COMMAND``, one of list, summary, train, status, train-missing, engine, tables,
+verify, readme and report (``python -m cnnlib --help`` lists them).
 
-User errors (unknown model, profile or run, bad numbers, missing data, a
-damaged file of a stored run or missing weights) print a short message (one
-line, two for missing data) and exit with status 2; they never show a
-traceback. Ctrl-C and SIGTERM end a command with one line and status 130.
+User errors (unknown model, profile or run, bad numbers, missing data, a damaged file of a stored run or missing
+weights) print a short message (one line, two for missing data) and exit with status 2; they never show a traceback.
+Ctrl-C and SIGTERM end a command with one line and status 130.
 """
 
 from __future__ import annotations
@@ -161,12 +160,15 @@ def _engine_command(models: list[str], recheck: bool) -> int:
     for name in models:
         create_model(name)  # an unknown name fails here, with the list of names
     prefix = f"{engine.cpu_name()}|torch {torch.__version__}|"
-    mine = {k: v for k, v in engine.cached_checks().items() if k.startswith(prefix)}
+    mine = {}  # (model, batch, threads) -> this machine's check, of ``models`` if named
+    for key, m in engine.cached_checks().items():
+        if key.startswith(prefix):
+            _, _, model, batch, threads = key.split("|")  # engine._key's fields
+            if not models or model in models:
+                mine[model, int(batch.split()[1]), int(threads.split()[1])] = m
     if recheck:
-        targets = [(k.split("|")[2], int(k.split("|")[3].split()[1]), int(k.split("|")[4].split()[1]))
-                   for k in mine if not models or k.split("|")[2] in models]  # fmt: skip
         threads = torch.get_num_threads()
-        targets += [(m, engine.CHECK_BATCH, threads) for m in models if not any(t[0] == m for t in targets)]
+        targets = [*mine, *((m, engine.CHECK_BATCH, threads) for m in models if not any(t[0] == m for t in mine))]
         if not targets:
             print("no engine checks cached on this machine; name the models to check (python -m cnnlib list)")
             return 0
@@ -177,19 +179,13 @@ def _engine_command(models: list[str], recheck: bool) -> int:
                   f"{' + channels_last' if m['channels_last'] else ''}; {engine.describe_check(m)}", flush=True)
         torch.set_num_threads(threads)
         return 0
-    rows = []
-    for key, m in sorted(mine.items()):
-        _, _, model, batch, threads = key.split("|")
-        if models and model not in models:
-            continue
-        rows.append({"model": model, "batch": int(batch.split()[1]), "threads": int(threads.split()[1]),
-                     "choice": f"{m['precision']}{' + cl' if m['channels_last'] else ''}",
-                     **{f"{k} ms": round(1000 * v) for k, v in m["step_s"].items()},
-                     "steps": m.get("rounds", 2),
-                     "others' CPU %": float("nan") if m.get("others_share") is None else round(100 * m["others_share"]),
-                     "state": ("in doubt" if m.get("doubted") else "trusted" if m.get("trusted") else
-                               "provisional" if "trusted" in m else "old (load not recorded)"),
-                     "checked": m.get("checked", "")})  # fmt: skip
+    rows = [{"model": model, "batch": batch, "threads": threads,
+             "choice": f"{m['precision']}{' + cl' if m['channels_last'] else ''}",
+             **{f"{k} ms": round(1000 * v) for k, v in m["step_s"].items()}, "steps": m.get("rounds", 2),
+             "others' CPU %": float("nan") if m.get("others_share") is None else round(100 * m["others_share"]),
+             "state": ("in doubt" if m.get("doubted") else "trusted" if m.get("trusted") else
+                       "provisional" if "trusted" in m else "old (load not recorded)"),
+             "checked": m.get("checked", "")} for (model, batch, threads), m in sorted(mine.items())]  # fmt: skip
     cache = engine._cache_path()
     if not rows:
         print(f"no engine checks of {engine.cpu_name()} with torch {torch.__version__} in {shown(cache)}; "
@@ -274,11 +270,9 @@ def _run(args: argparse.Namespace) -> int:
                          if chosen else "not chosen yet")  # fmt: skip
                 print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
                       f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
-                if got:
-                    table = check.copy()
-                    for col in [c for c in table if "acc" in c or c == "mean"]:
-                        table[col] = (100 * table[col]).round(2)
-                    print(table.to_string(index=False, na_rep="-"))
+                if got:  # accuracies in %
+                    pct = {c: (100 * check[c]).round(2) for c in check if "acc" in c or c == "mean"}
+                    print(check.assign(**pct).to_string(index=False, na_rep="-"))
         print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
               f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
               "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")
@@ -318,7 +312,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{run_id}: wrote {', '.join(recompute_tables(run))}", flush=True)
         return 0
     if args.command == "verify":
-        from .results import DamagedRunError, check_run, record_checksums, results_root
+        from .paths import results_root
+        from .results import DamagedRunError, check_run, record_checksums
 
         root = results_root()
         folders = [p for p in sorted(root.iterdir()) if (p / "run.json").exists()] if root.exists() else []

@@ -1,17 +1,14 @@
 """What the notebooks need from trained weights, measured while the weights are in hand.
 
-Weights never enter the repository: a run folder holds small tables instead, and a fresh
-clone renders every notebook from them. This module owns those tables and their file names,
-the policy of which weights are kept locally (``weights_root()``, git-ignored), and the
-measurements behind them:
+Weights never enter the repository: a run folder holds small tables instead, and a fresh clone renders every notebook
+from them. This module owns those tables and their file names, the policy of which weights are kept locally
+(``weights_root()``, git-ignored), and the measurements behind them:
 
-* during training (``Monitor``), on one fixed batch of clean training images, at
-  ``PROBE_STEPS`` and ``probe_epochs``: per weight layer the gradient and weight norms and the
-  relative update, per block the backward signal. This is how the early blow-up of a plain
-  net's stem is seen as it happens;
-* on the trained weights (``finish``, called by ``cnnlib.results.measure_tables``): the layer
-  responses of He et al. 2016, Fig. 7, and for the ``dissected`` runs the mechanism tables of
-  notebook 07 (``mechanism_tables``).
+* during training (``Monitor``), on one fixed batch of clean training images, at ``PROBE_STEPS`` and ``probe_epochs``:
+  per weight layer the gradient and weight norms and the relative update, per block the backward signal. This is how the
+  early blow-up of a plain net's stem is seen as it happens;
+* on the trained weights (``finish``, called by ``cnnlib.results.measure_tables``): the layer responses of He et al.
+  2016, Fig. 7, and for the ``dissected`` runs the mechanism tables of notebook 07 (``mechanism_tables``).
 """
 
 from __future__ import annotations
@@ -30,9 +27,6 @@ from .paths import atomic_write, weights_root
 
 if TYPE_CHECKING:
     from .config import TrainConfig
-
-__all__ = ["PROBE_STEPS", "TABLES", "WEIGHTS_MAX_PARAMS", "Monitor", "WeightsUnavailable", "finish", "fingerprint",
-           "load_table", "load_weights", "monitored", "probe_epochs", "probe_images", "save_weights", "weights_path"]
 
 WEIGHTS_MAX_PARAMS = 2_000_000  # keep the final weights of models up to this size (resnet56: 0.85M)
 PROBE_STEPS = (0, 1, 5, 20)  # optimizer steps after which the gradient profile is measured (0 = init)
@@ -55,9 +49,8 @@ SURFACE_IMAGES = 1000  # clean training images the landscapes are evaluated on (
 
 
 def dissected(cfg: TrainConfig) -> bool:
-    """Whether a run stores the mechanism tables of notebook 07: every seed of the degradation family
-    (each trained network is one replicate of the lesion study), trained with the recipe itself (not a
-    variant such as lr0.1x)."""
+    """Whether a run stores the mechanism tables of notebook 07: every seed of the degradation family (each trained
+    network is one replicate of the lesion study), trained with the recipe itself (not a variant such as lr0.1x)."""
     return family_of(cfg.model) == "degradation" and not cfg.tag
 
 
@@ -105,9 +98,8 @@ def probe_epochs(epochs: int) -> list[int]:
 class Monitor:
     """Measures the gradient profile of the model being trained at the probe points.
 
-    A rider of ``cnnlib.train.fit`` (the methods of ``cnnlib.train.Callback``; its rows go into a
-    checkpoint). ``images``/``labels``: the clean (unaugmented, normalised) probe batch on the
-    training device.
+    A rider of ``cnnlib.train.fit`` (the methods of ``cnnlib.train.Callback``; its rows go into a checkpoint).
+    ``images``/``labels``: the clean (unaugmented, normalised) probe batch on the training device.
     """
 
     key = "monitor"  # its slot in a checkpoint
@@ -120,7 +112,7 @@ class Monitor:
 
     def on_step(self, step: int, model: nn.Module, lr: float) -> None:
         if step in PROBE_STEPS:
-            self._measure(model, "step", step, lr)
+            self._measure(model, f"step {step}", step, lr)
 
     def on_epoch_end(self, epoch: int, step: int, model: nn.Module, lr: float) -> dict:
         if epoch in self.epochs:
@@ -130,10 +122,8 @@ class Monitor:
     def after_epoch(self, row: dict) -> None:
         pass
 
-    def _measure(self, model: nn.Module, kind: str, step: int, lr: float, epoch: int | None = None) -> None:
-        when = f"step {step}" if kind == "step" else kind
-        point = dict(point=when, step=step, epoch=epoch if epoch is not None else float("nan"), lr=lr,
-                     probe_classes=int(self.y.unique().numel()))  # fmt: skip
+    def _measure(self, model: nn.Module, point: str, step: int, lr: float, epoch: float = float("nan")) -> None:
+        point = dict(point=point, step=step, epoch=epoch, lr=lr, probe_classes=int(self.y.unique().numel()))
         layers = diagnostics.gradient_norms(model, self.x, self.y)
         layers["update"] = lr * layers["relative"]  # the relative step plain SGD would take
         self.layers += [{**point, **r} for r in layers.to_dict("records")]
@@ -151,33 +141,25 @@ class Monitor:
         return {"layers": pd.DataFrame(self.layers), "blocks": pd.DataFrame(self.blocks)}
 
 
-def finish(model: nn.Module, test_batches, *, init_state: dict | None = None, clean=None,
-           test=None, settings: dict | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """Tables computed once from the final weights.
-
-    Nets of BasicBlock: the layer responses on the test images. With ``clean`` and
-    ``test`` ((images, labels) on the model's device) and the initial weights, also the
-    mechanism tables (``mechanism_tables``, with ``settings`` from ``mechanism_settings``).
-    """
+def finish(model: nn.Module, test_batches) -> dict[str, pd.DataFrame]:
+    """The table every trained net of BasicBlocks keeps: its layer responses on the test images (the ``dissected``
+    runs add the ``mechanism_tables``)."""
     if not any(isinstance(m, BasicBlock) for m in model.modules()):
         return {}
-    out = {"responses": diagnostics.response_std_over_loader(model, test_batches)}
-    if clean is not None and test is not None and init_state is not None:
-        out |= mechanism_tables(model, init_state, clean, test, **(settings or {}))
-    return out
+    return {"responses": diagnostics.response_std_over_loader(model, test_batches)}
 
 
 def mechanism_tables(model: nn.Module, init_state: dict, clean: tuple, test: tuple, *, grid: int = 9,
                      draws: int = 10, max_k: int = 10, images: int = SURFACE_IMAGES, path_images: int = 256,
                      path_samples: int = 10,
                      path_every: int = 1, seed: int = 0) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """Notebook 07's measurements of a trained thin net (see ``cnnlib.mechanisms``).
+    """Notebook 07's measurements of a trained thin net (see ``cnnlib.mechanisms``), with ``clean`` and ``test``
+    (images, labels) on its device, and the initial weights ``init_state``.
 
-    Lesions on the first ``images`` test images; the gradient by path length (residual
-    nets) on ``path_images`` clean training images, every ``path_every``-th length; the
-    loss landscapes (a 1D slice of 4 * grid + 1 points and a grid x grid contour over
-    [-1, 1] along filter-normalised directions) and the line from the initial weights, on
-    the first ``images`` clean training images (at most SURFACE_IMAGES).
+    Lesions on the first ``images`` test images; the gradient by path length (residual nets) on ``path_images`` clean
+    training images, every ``path_every``-th length; the loss landscapes (a 1D slice of 4 * grid + 1 points and a grid x
+    grid contour over [-1, 1] along filter-normalised directions) and the line from the initial weights, on the first
+    ``images`` clean training images (at most SURFACE_IMAGES).
     """
     from . import mechanisms
 
@@ -241,11 +223,10 @@ def load_weights(run) -> nn.Module:
     retrain = (f"retrain with `python -m cnnlib train {c.model} --profile {c.profile} --seed {c.seed}"
                f"{f' --tag {c.tag}' if c.tag else ''} --retrain`")  # fmt: skip
     if not path.exists():
-        raise WeightsUnavailable(
-            f"no weights for {c.run_id} at {path}: weights are kept only for models up to "
-            f"{WEIGHTS_MAX_PARAMS:,} parameters, on the machine that trained them. R{retrain[1:]}, or unpack the GPU "
-            "run's weights archive at the repository root."
-        )
+        raise WeightsUnavailable(f"no weights for {c.run_id} at {path}: weights are kept only for models up to "
+                                 f"{WEIGHTS_MAX_PARAMS:,} parameters, on the machine that trained them. "
+                                 f"R{retrain[1:]}, or unpack the GPU run's weights archive at the repository "
+                                 "root.")  # fmt: skip
     model = create_model(c.model, **dict(c.model_kwargs))
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -253,11 +234,3 @@ def load_weights(run) -> nn.Module:
         raise WeightsUnavailable(f"the weights {path} of {c.run_id} are damaged ({type(e).__name__}); "
                                  f"{retrain}") from None  # fmt: skip
     return model.eval()
-
-
-def load_table(run, name: str) -> pd.DataFrame:
-    """A table of a stored run by name (see TABLES); empty if the run has none."""
-    if name not in TABLES:
-        raise ValueError(f"unknown table {name!r}; choose from {sorted(TABLES)}")
-    path = run.path / TABLES[name]
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()

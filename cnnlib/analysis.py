@@ -15,7 +15,7 @@ import pandas as pd
 
 from .constants import CHANCE, NEAR_CHANCE
 from .results import Run
-from .stats import accuracy_interval, area_under_curve
+from .stats import accuracy_interval, binomial_interval
 
 if TYPE_CHECKING:  # the data, the models and torchinfo are imported where they are needed: these tables import no torch
     from .config import TrainConfig
@@ -58,22 +58,13 @@ def long_history(runs: Iterable[Run]) -> pd.DataFrame:
     return df
 
 
-def profile_groups(runs: Iterable[Run]) -> list[tuple[str, str, list[Run]]]:
-    """``runs`` by profile, in order of first appearance: (profile, its image counts in words, its runs),
-    e.g. ("cpu", "3,000 training / 1,000 test images", [...])."""
-    runs = list(runs)
-    out = []
+def data_note(runs: Iterable[Run]) -> str:
+    """What a figure of ``runs`` shows, for its title: profile(s) in order of first appearance, images and seeds,
+    e.g. "profile 'cpu', 3,000 training / 1,000 test images, seeds 0, 1"."""
+    runs, parts = list(runs), []
     for profile in dict.fromkeys(r.config.profile for r in runs):
         group = [r for r in runs if r.config.profile == profile]
-        sizes = sorted({r.config.n_images() for r in group})
-        out.append((profile, "; ".join(f"{a:,} training / {b:,} test images" for a, b in sizes), group))
-    return out
-
-
-def data_note(runs: Iterable[Run]) -> str:
-    """What a figure of ``runs`` shows, for its title: profile(s), images and seeds."""
-    parts = []
-    for profile, imgs, group in profile_groups(runs):
+        imgs = "; ".join(f"{a:,} training / {b:,} test images" for a, b in sorted({r.config.n_images() for r in group}))
         seeds = sorted({r.config.seed for r in group})
         parts.append(f"profile '{profile}', {imgs}, seed{'s' if len(seeds) > 1 else ''} "
                      f"{', '.join(map(str, seeds))}")  # fmt: skip
@@ -96,10 +87,6 @@ RECIPE_FIELDS = {"lr": "peak lr", "epochs": "epochs", "batch_size": "batch", "we
                  "label_smoothing": "label smoothing"}  # fmt: skip
 
 
-def _values(configs: Iterable[TrainConfig], field: str) -> str:
-    return " / ".join(f"{v:g}" for v in dict.fromkeys(getattr(c, field) for c in configs))
-
-
 def recipe_table(families: dict[str, Iterable[TrainConfig]]) -> pd.DataFrame:
     """The training recipe of each family (index), read from the configs its runs were (or would be) trained
     with: profile, models, and each field of ``RECIPE_FIELDS`` ('a / b' where the family's models differ)."""
@@ -110,7 +97,8 @@ def recipe_table(families: dict[str, Iterable[TrainConfig]]) -> pd.DataFrame:
             continue
         row = {"profile": ", ".join(dict.fromkeys(c.profile for c in configs)),
                "models": ", ".join(dict.fromkeys(c.model for c in configs))}
-        row.update({label: _values(configs, field) for field, label in RECIPE_FIELDS.items()})
+        row.update({label: " / ".join(f"{v:g}" for v in dict.fromkeys(getattr(c, field) for c in configs))
+                    for field, label in RECIPE_FIELDS.items()})  # 'a / b' where the family's models differ
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -153,7 +141,8 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
     GPU memory column is left out when no run of the table was trained on a GPU."""
     runs = list(runs)
     rows = []
-    for model, group in _by_model(runs).items():
+    for model, seeds in by_model(runs).items():
+        group = list(seeds.values())
         costs = model_costs(group[0].config.model)
         acc = pd.Series([r.final["test_acc"] for r in group])
         peak = [r.meta.get("peak_memory_mb") for r in group]
@@ -172,8 +161,7 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
             "final train acc, running (%)": mean_std(r.final["train_acc"] for r in group),
             "final train acc, clean (%)": mean_std(clean) if clean else "not recorded",
             "final test acc (%)": mean_std(acc),
-            "mean test acc over the run (%)": mean_std(area_under_curve(r.history["epoch"], r.history["test_acc"])
-                                                      for r in group),
+            "mean test acc over the run (%)": mean_std(auc(r) for r in group),
         })  # fmt: skip
     table = pd.DataFrame(rows).set_index("model")
     if not any(r.meta.get("peak_memory_mb") is not None for r in runs):
@@ -236,7 +224,7 @@ def per_class_precision(runs: Iterable[Run], data: CIFAR10) -> tuple[int, float]
     from .data import CLASSES
 
     n = min(int(c) for r in runs for c in np.bincount(test_labels(data, r), minlength=len(CLASSES)))
-    iv = accuracy_interval((np.arange(n) < n // 2).astype(int), np.ones(n, dtype=int))  # half right: the widest
+    iv = binomial_interval(n // 2, n)  # half right: the widest
     return n, (iv.high - iv.low) / 2
 
 
@@ -254,16 +242,23 @@ TARGET_ACCURACY = {"seed_resnet18": 0.85, "seed_densenet": 0.82, "seed_senet18":
                    "resnet56": 0.925, "resnet18": 0.935, "se_resnet18": 0.935, "densenet121": 0.94}  # fmt: skip
 
 
+def auc(run: Run) -> float:
+    """Convergence speed: the mean test accuracy over the run (the area under its test-accuracy curve), each logged
+    epoch weighing the same. Unlike 'epochs to 90% of the final accuracy', a model that plateaus early at a low
+    accuracy scores low, so it is not called "fast". Compare runs of one length only."""
+    return float(np.asarray(run.history["test_acc"], dtype=float).mean())
+
+
 def label(run: Run) -> str:
     """The model's name, with the recipe variant if any: 'plain56', 'plain56 (lr0.1x)'."""
     return run.config.model + (f" ({run.config.tag})" if run.config.tag else "")
 
 
-def _by_model(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """label -> runs (a variant such as plain56 at lr/10 never pools with the model's own seeds)."""
-    out: dict[str, list[Run]] = {}
+def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
+    """label -> seed -> run (a variant such as plain56 at lr/10 never pools with the model's own seeds)."""
+    out: dict[str, dict[int, Run]] = {}
     for r in runs:
-        out.setdefault(label(r), []).append(r)
+        out.setdefault(label(r), {})[r.config.seed] = r
     return out
 
 

@@ -1,12 +1,11 @@
 """Measurements of freshly initialised nets that notebooks 06 and 07 read, stored as small tables.
 
-They involve no trained run, but they are floating-point sums over deep nets, and a CPU of another
-kind (another vector unit, another oneDNN kernel) gives other last digits, which a deep plain net
-amplifies (plain56's first-over-last gradient ratio differs by a few percent between two CPUs). So
-each is computed once, stored in ``<results>/at-init/<name>.csv`` with the settings that made it
-(``<name>.json``: arguments, torch version, CPU), and read back while those settings are unchanged:
-the notebooks then show the same numbers on every machine, and do not spend a minute recomputing
-them. Remove a table (or change its arguments) to compute it again.
+They involve no trained run, but they are floating-point sums over deep nets, and a CPU of another kind (another vector
+unit, another oneDNN kernel) gives other last digits, which a deep plain net amplifies (plain56's first-over-last
+gradient ratio differs by a few percent between two CPUs). So each is computed once, stored in
+``<results>/at-init/<name>.csv`` with the settings that made it (``<name>.json``: arguments, torch version, CPU), and
+read back while those settings are unchanged: the notebooks then show the same numbers on every machine, and do not
+spend a minute recomputing them. Remove a table (or change its arguments) to compute it again.
 """
 
 from __future__ import annotations
@@ -22,34 +21,25 @@ from . import diagnostics, mechanisms
 from .data import CIFAR10, load_cifar10
 from .engine import cpu_name
 from .models import create_model
-from .paths import results_root
-from .results import atomic_write_bytes
-
-__all__ = ["backward_profiles", "shattering_tables", "signal_ratios", "stored"]
-
-
-def _folder():
-    return results_root() / "at-init"
+from .paths import atomic_write, results_root
 
 
 def stored(name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     """The table ``name``, read from the store when it was made with ``settings``, else computed by
     ``compute()`` and stored with them."""
-    folder = _folder()
-    csv, meta = folder / f"{name}.csv", folder / f"{name}.json"
+    csv, meta = results_root() / "at-init" / f"{name}.csv", results_root() / "at-init" / f"{name}.json"
     if csv.exists() and meta.exists() and json.loads(meta.read_text()).get("settings") == settings:
         return pd.read_csv(csv)
     table = compute()
-    atomic_write_bytes(csv, table.to_csv(index=False).encode())
+    atomic_write(csv, table.to_csv(index=False))
     made = dict(settings=settings, torch=torch.__version__, cpu=cpu_name())
-    atomic_write_bytes(meta, (json.dumps(made, indent=2) + "\n").encode())
+    atomic_write(meta, json.dumps(made, indent=2) + "\n")
     return pd.read_csv(csv)  # what later calls read, to the last digit
 
 
 def _balanced_training_batch(d: CIFAR10, images: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images`` unaugmented training images, normalised, class by class in turn (the sets are stored class
-    by class: a plain prefix would be one class), and their labels. Training images: the test set stays
-    for scoring."""
+    """``images`` unaugmented training images, normalised, class by class in turn (the sets are stored class by class: a
+    plain prefix would be one class), and their labels. Training images: the test set stays for scoring."""
     from .train import interleaved  # the training module is heavy; only this measurement needs it
 
     idx = interleaved(d.train_y, images)
@@ -59,13 +49,12 @@ def _balanced_training_batch(d: CIFAR10, images: int) -> tuple[torch.Tensor, tor
 
 def backward_profiles(models: Iterable[str], *, images: int = 256, inits: int = 10,
                       data: CIFAR10 | None = None) -> pd.DataFrame:  # fmt: skip
-    """The backward signal per block (``diagnostics.backward_signal``: the norm of dL/dh of each block's
-    output h, per image) of each of ``models`` freshly initialised from torch seeds 0 .. ``inits`` - 1,
-    with BatchNorm and without (``norm=False``), on one class-balanced batch of ``images`` training
-    images, in training mode (BatchNorm on the batch's statistics, as in the first training step).
-    Columns of ``backward_signal`` plus ``model``, ``batchnorm`` ('with BN' / 'without BN') and
-    ``init_seed``. Unlike a weight gradient, which scales as 1/||W|| behind BatchNorm and with the
-    activations' size without it, this is the signal back-propagation carries towards the input."""
+    """The backward signal per block (``diagnostics.backward_signal``: the norm of dL/dh of each block's output h, per
+    image) of each of ``models`` freshly initialised from torch seeds 0 .. ``inits`` - 1, with BatchNorm and without
+    (``norm=False``), on one class-balanced batch of ``images`` training images, in training mode (BatchNorm on the
+    batch's statistics, as in the first training step). Columns of ``backward_signal`` plus ``model``, ``batchnorm``
+    ('with BN' / 'without BN') and ``init_seed``. Unlike a weight gradient, which scales as 1/||W|| behind BatchNorm and
+    with the activations' size without it, this is the signal back-propagation carries towards the input."""
     models = list(models)
 
     def compute() -> pd.DataFrame:

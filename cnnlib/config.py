@@ -1,14 +1,13 @@
 """The run configuration and the recipe's presets: what determines a run's result.
 
-``TrainConfig`` is everything that determines a run (the device does not belong here); the
-profiles (``smoke``, ``cpu``, ``full``, and ``tune`` for the recipe check) and per-family
-overrides give each model its config through ``make_config``; ``lr_at`` is the one-cycle
-learning-rate schedule. Training (``cnnlib.train``) and the after-training tables
-(``cnnlib.aftertrain``) both build on this module, which imports neither.
+``TrainConfig`` is everything that determines a run (the device does not belong here); the profiles (``smoke``, ``cpu``,
+``full``, and ``tune`` for the recipe check) and per-family overrides give each model its config through
+``make_config``; ``lr_at`` is the one-cycle learning-rate schedule. Training (``cnnlib.train``) and the after-training
+tables (``cnnlib.aftertrain``) both build on this module, which imports neither.
 
-The full profile's peak lr and weight decay are the recipe checks' choices (``RECIPE_CHECKS``),
-read from the data file ``recipe_choice.json`` beside this module, which ``cnnlib.recipe``
-writes when a check completes: nobody copies them here by hand.
+The full profile's peak lr and weight decay are the recipe checks' choices (``RECIPE_CHECKS``), read from the data file
+``recipe_choice.json`` beside this module, which ``cnnlib.recipe`` writes when a check completes: nobody copies them
+here by hand.
 """
 
 from __future__ import annotations
@@ -114,6 +113,11 @@ class TrainConfig:
         else:
             n_train, n_test = len(data.train_y), len(data.test_y)
         return self.train_subset or n_train, self.test_subset or n_test
+
+    def n_clean(self, data: CIFAR10 | None = None) -> int:
+        """Training images scored unaugmented in eval mode after each epoch: ``clean_subset``, at most all."""
+        n_train = self.n_images(data)[0]
+        return min(self.clean_subset or n_train, n_train)
 
     def steps_per_epoch(self, data: CIFAR10 | None = None) -> int:
         """Optimizer steps per epoch: full batches only (the last partial batch is dropped)."""

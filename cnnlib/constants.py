@@ -1,9 +1,8 @@
 """The study's fixed numbers: chance, and the thresholds its verdicts and readings share.
 
-Each was fixed before looking at any run, and each lives here only: the modules that test a
-claim against one (``stats``, ``verdicts``) or describe it in a reading (``analysis``,
-``pages``, ``summary``) import it from this module, which imports nothing
-of the project, so every layer can read it.
+Each was fixed before looking at any run, and each lives here only: the modules that test a claim against one
+(``stats``, ``verdicts``) or describe it in a reading (``analysis``, ``pages``, ``summary``) import it from this module,
+which imports nothing of the project, so every layer can read it.
 """
 
 import math

@@ -1,12 +1,11 @@
 """CIFAR-10 loading, caching and on-device batching.
 
-``load_cifar10`` finds CIFAR-10 under a data root (``$CNNLIB_DATA`` or ``./data``) as the
-official ``cifar-10-batches-py`` folder (downloadable through torchvision), an image tree
-``{train,test}/<class>/*.png|jpg``, or a ``.tar.gz`` of that tree read without extraction.
-The decoded uint8 arrays are cached as an uncompressed ``.npz`` in ``user_cache()``, keyed by
-the source's identity, so later loads take well under a second. ``DeviceLoader`` batches one
-split on the training device with seeded whole-batch crop+flip (``augment``) and normalization:
-no DataLoader, no per-image PIL work. Every user-facing data problem raises ``DataError``.
+``load_cifar10`` finds CIFAR-10 under a data root (``$CNNLIB_DATA`` or ``./data``) as the official
+``cifar-10-batches-py`` folder (downloadable through torchvision), an image tree ``{train,test}/<class>/*.png|jpg``, or
+a ``.tar.gz`` of that tree read without extraction. The decoded uint8 arrays are cached as an uncompressed ``.npz`` in
+``user_cache()``, keyed by the source's identity, so later loads take well under a second. ``DeviceLoader`` batches one
+split on the training device with seeded whole-batch crop+flip (``augment``) and normalization: no DataLoader, no
+per-image PIL work. Every user-facing data problem raises ``DataError``.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .paths import atomic_write, project_path, user_cache
-
-__all__ = ["CLASSES", "CIFAR10", "DataError", "DeviceLoader", "augment", "data_root", "load_cifar10"]
 
 CLASSES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer",
                             "dog", "frog", "horse", "ship", "truck")
@@ -89,7 +88,6 @@ class CIFAR10:
         tx, ty = _balanced(self.train_x, self.train_y, n_train, "train")
         ex, ey = _balanced(self.test_x, self.test_y, n_test, "test")
         return CIFAR10(tx, ty, ex, ey, source=f"{self.source}, subset {n_train}/{n_test}")
-
 
     def holdout(self, n: int) -> CIFAR10:
         """The last n/10 training images of each class as the evaluation split (in place of the
@@ -215,8 +213,6 @@ def _assemble(items: dict[str, list]) -> dict[str, np.ndarray]:
 
 
 def _read_tree(root: Path) -> dict[str, np.ndarray]:
-    from tqdm import tqdm
-
     items: dict[str, list] = {s: [] for s in SPLITS}
     for split, ci, f in tqdm(_tree_files(root), desc=f"decoding {root.name}", unit="img",
                              leave=False, disable=None):
@@ -229,8 +225,6 @@ def _read_tree(root: Path) -> dict[str, np.ndarray]:
 
 
 def _read_tarball(path: Path) -> dict[str, np.ndarray]:
-    from tqdm import tqdm
-
     items: dict[str, list] = {s: [] for s in SPLITS}
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar, \
@@ -300,26 +294,14 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def _cache_error(folder: Path, e: Exception) -> DataError:
-    return DataError(f"Cannot write the CIFAR-10 cache in {folder} ({e}). Point CNNLIB_CACHE at a "
-                     "writable folder, or pass cache=False to skip caching (every load then "
-                     "decodes the images again).")
-
-
-def _check_writable(folder: Path) -> None:
+@contextmanager
+def _cache_errors(folder: Path) -> Iterator[None]:
+    """An OSError writing the cache in ``folder`` as a DataError that says what to do."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
+        yield
     except OSError as e:
-        raise _cache_error(folder, e) from e
-
-
-def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic write: never a half cache."""
-    try:
-        atomic_write(path, lambda f: np.savez(f, **arrays))  # uncompressed: loads in a fraction of a second
-    except OSError as e:
-        raise _cache_error(path.parent, e) from e
+        raise DataError(f"Cannot write the CIFAR-10 cache in {folder} ({e}). Point CNNLIB_CACHE at a writable folder, "
+                        "or pass cache=False to skip caching (every load then decodes the images again).") from e
 
 
 def _check_counts(ds: CIFAR10, allow_subset: bool, where: str) -> None:
@@ -359,11 +341,10 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
                  cache: bool = True, allow_subset: bool = False) -> CIFAR10:
     """Load CIFAR-10 from the decoded cache, official batches, an image tree or a tarball.
 
-    download=None (the default) downloads torchvision's official archive (checksum verified,
-    with a progress bar) when root holds no data at all, unless $CNNLIB_DOWNLOAD=0;
-    download=True also downloads when root holds another source but not the official
-    batches; download=False never does. allow_subset=True accepts any count >= 1 per class
-    and split.
+    download=None (the default) downloads torchvision's official archive (checksum verified, with a progress bar) when
+    root holds no data at all, unless $CNNLIB_DOWNLOAD=0; download=True also downloads when root holds another source
+    but not the official batches; download=False never does. allow_subset=True accepts any count >= 1 per class and
+    split.
     """
     root = data_root() if root is None else Path(root).expanduser()
     src = _find_source(root)
@@ -386,11 +367,13 @@ def load_cifar10(root: str | Path | None = None, *, download: bool | None = None
     source = f"cache of {label}" if arrays is not None else label
     if arrays is None:
         if cpath:
-            _check_writable(cpath.parent)  # fail before a long decode, not after
-        read = {"batches": _read_batches, "tree": _read_tree, "tarball": _read_tarball}[kind]
-        arrays = read(path)
+            with _cache_errors(cpath.parent):  # fail before a long decode, not after
+                cpath.parent.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=cpath.parent).close()
+        arrays = {"batches": _read_batches, "tree": _read_tree, "tarball": _read_tarball}[kind](path)
         if cpath:
-            _save_cache(cpath, arrays)
+            with _cache_errors(cpath.parent):  # atomic: never a half cache
+                atomic_write(cpath, lambda f: np.savez(f, **arrays))  # uncompressed: loads in a fraction of a second
     ds = CIFAR10(**{k: torch.from_numpy(arrays[k]) for k in _KEYS}, source=source)
     _check_counts(ds, allow_subset, label)
     return ds

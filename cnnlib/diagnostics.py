@@ -1,33 +1,27 @@
 """Measurements of a network that leave the network unchanged.
 
-Why deep plain networks are hard to train, and what skip connections change,
-can be read off these quantities:
+Why deep plain networks are hard to train, and what skip connections change, can be read off these quantities:
 
-* **Per-layer gradient norms** (``gradient_norms``): in a deep plain network
-  the gradient that reaches the first layers can be orders of magnitude smaller
-  (vanishing) or larger (exploding) than at the last layers (Bengio, Simard &
-  Frasconi, "Learning long-term dependencies with gradient descent is
-  difficult", IEEE Trans. Neural Networks 1994; Glorot & Bengio,
-  "Understanding the difficulty of training deep feedforward neural networks",
-  AISTATS 2010). He et al. argue that with BatchNorm the gradients of their
-  plain nets do *not* vanish, so the degradation they observe is an
-  optimisation difficulty of another kind (He, Zhang, Ren & Sun, "Deep Residual
-  Learning for Image Recognition", CVPR 2016, section 4.1).
-* **Layer responses** (``response_std_over_loader``):
-  He et al. 2016, section 4.2 and Fig. 7, plot the std of each 3x3 layer's
-  response (after BN, before the ReLU / addition) of trained CIFAR-10 nets;
-  residual functions respond less than plain layers, and the deeper the ResNet
-  the smaller its responses, supporting the view that residual branches learn
+* **Per-layer gradient norms** (``gradient_norms``): in a deep plain network the gradient that reaches the first layers
+  can be orders of magnitude smaller (vanishing) or larger (exploding) than at the last layers (Bengio, Simard &
+  Frasconi, "Learning long-term dependencies with gradient descent is difficult", IEEE Trans. Neural Networks 1994;
+  Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural networks", AISTATS 2010). He et al.
+  argue that with BatchNorm the gradients of their plain nets do *not* vanish, so the degradation they observe is an
+  optimisation difficulty of another kind (He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR
+  2016, section 4.1).
+* **Layer responses** (``response_std_over_loader``): He et al. 2016, section 4.2 and Fig. 7, plot the std of each 3x3
+  layer's response (after BN, before the ReLU / addition) of trained CIFAR-10 nets; residual functions respond less than
+  plain layers, and the deeper the ResNet the smaller its responses, supporting the view that residual branches learn
   small perturbations of the identity.
 
-Everything runs on the model's device with forward hooks (always removed, in a
-``finally``) and ``torch.autograd.grad``; afterwards the model's parameters,
-their ``.grad``, every module's train/eval flag and the BatchNorm running
-statistics are exactly as before.
+Everything runs on the model's device with forward hooks (always removed, in a ``finally``) and ``torch.autograd.grad``;
+afterwards the model's parameters, their ``.grad``, every module's train/eval flag and the BatchNorm running statistics
+are exactly as before.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -38,8 +32,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .models.resnet import BasicBlock
-
-__all__ = ["backward_signal", "block_modules", "gradient_norms", "response_std_over_loader"]
 
 _WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -76,41 +68,34 @@ def _forward_hooks(hooks: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None
             h.remove()
 
 
-def _detached(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Parameters as detached leaves that require grad (they share the parameters' storage:
-    no copy, and autograd stops at them; tied weights map to one leaf) and clones of the
-    buffers, for a ``functional_call`` that leaves the model untouched."""
+def _loss(model: nn.Module, x: Tensor, y: Tensor, hooks: Iterable[tuple[nn.Module, Callable]], loss_fn: Callable,
+          train_mode: bool) -> tuple[dict[str, Tensor], Tensor]:  # fmt: skip
+    """(the parameters by name, the loss) of one forward pass of (x, y) on the model's device with forward
+    ``hooks``, through ``functional_call`` so that the model is left untouched: the parameters enter as
+    detached leaves that require grad (they share the parameters' storage: no copy, and autograd stops at
+    them; tied weights map to one leaf), the buffers as clones (BatchNorm's updates land on them)."""
     leaves: dict[int, Tensor] = {}
-    params = {
-        n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
-        for n, p in model.named_parameters(remove_duplicate=False)
-    }
-    return params, {n: b.clone() for n, b in model.named_buffers()}
+    params = {n: leaves.setdefault(id(p), p.detach().requires_grad_(True))
+              for n, p in model.named_parameters(remove_duplicate=False)}  # fmt: skip
+    buffers, device = {n: b.clone() for n, b in model.named_buffers()}, _device(model, x)
+    with _mode(model, train_mode), _forward_hooks(hooks):
+        return params, loss_fn(functional_call(model, params | buffers, (x.to(device),)), y.to(device))
 
 
-def gradient_norms(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-    train_mode: bool = True,
-) -> pd.DataFrame:
+def gradient_norms(model: nn.Module, x: Tensor, y: Tensor, *,
+                   loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+                   train_mode: bool = True) -> pd.DataFrame:  # fmt: skip
     """Per-layer gradient L2 norm of the loss on one batch, for every weight layer in forward order.
 
-    Columns: ``layer`` (qualified name), ``index`` (0..L-1, the depth: order of first call
-    in this forward pass), ``kind`` ('conv' / 'linear'), ``grad_norm`` (L2 norm of
-    d loss / d weight; biases are left out), ``weight_norm`` and ``relative``
-    (grad_norm / weight_norm, the relative step plain SGD would take). A layer the loss
-    does not depend on gets grad_norm 0. ``df.attrs["loss"]`` holds the loss value.
+    Columns: ``layer`` (qualified name), ``index`` (0..L-1, the depth: order of first call in this forward pass),
+    ``kind`` ('conv' / 'linear'), ``grad_norm`` (L2 norm of d loss / d weight; biases are left out), ``weight_norm`` and
+    ``relative`` (grad_norm / weight_norm, the relative step plain SGD would take). A layer the loss does not depend on
+    gets grad_norm 0. ``df.attrs["loss"]`` holds the loss value.
 
-    ``train_mode=True`` (default) measures as during training: BatchNorm normalises with
-    the batch's statistics. ``train_mode=False`` uses the running statistics (eval mode).
-    The model is not changed (``_detached``: BatchNorm's updates land on clones of the buffers).
+    ``train_mode=True`` (default) measures as during training: BatchNorm normalises with the batch's statistics.
+    ``train_mode=False`` uses the running statistics (eval mode). The model is not changed (``_loss``: BatchNorm's
+    updates land on clones of the buffers).
     """
-    device = _device(model, x)
-    x, y = x.to(device), y.to(device)
-    params, buffers = _detached(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHT_TYPES)]
     # Qualified name of each layer's weight, as functional_call knows it.
     weight_names = [f"{n}.weight" if n else "weight" for n, _ in layers]
@@ -122,26 +107,18 @@ def gradient_norms(
 
         return fn
 
-    with _mode(model, train_mode), _forward_hooks([(m, hook(i)) for i, (_, m) in enumerate(layers)]):
-        logits = functional_call(model, {**params, **buffers}, (x,))
-        loss = loss_fn(logits, y)
+    params, loss = _loss(model, x, y, [(m, hook(i)) for i, (_, m) in enumerate(layers)], loss_fn, train_mode)
     grads = torch.autograd.grad(loss, [params[w] for w in weight_names], allow_unused=True)
     # forward order; layers that never ran keep their registration order, last
     order = sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i))
     # One stacked tensor per column, one device sync for all of them.
     with torch.no_grad():
-        zero = torch.zeros((), device=device)  # the gradient of a layer the loss does not depend on
+        zero = torch.zeros((), device=loss.device)  # the gradient of a layer the loss does not depend on
         g = torch.stack([zero if grads[i] is None else torch.linalg.vector_norm(grads[i].float()) for i in order])
         w = torch.stack([torch.linalg.vector_norm(params[weight_names[i]].float()) for i in order])
-    df = pd.DataFrame(
-        {
-            "layer": [layers[i][0] for i in order],
-            "index": range(len(order)),
-            "kind": ["linear" if isinstance(layers[i][1], nn.Linear) else "conv" for i in order],
-            "grad_norm": g.cpu().double().numpy(),
-            "weight_norm": w.cpu().double().numpy(),
-        }
-    )
+    df = pd.DataFrame({"layer": [layers[i][0] for i in order], "index": range(len(order)),
+                       "kind": ["linear" if isinstance(layers[i][1], nn.Linear) else "conv" for i in order],
+                       "grad_norm": g.cpu().double().numpy(), "weight_norm": w.cpu().double().numpy()})
     df["relative"] = df["grad_norm"] / df["weight_norm"]
     df.attrs["loss"] = float(loss.detach())
     return df
@@ -164,29 +141,18 @@ def block_modules(model: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
-def backward_signal(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    blocks: dict[str, nn.Module] | None = None,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-    train_mode: bool = True,
-) -> pd.DataFrame:
+def backward_signal(model: nn.Module, x: Tensor, y: Tensor, *, blocks: dict[str, nn.Module] | None = None,
+                    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+                    train_mode: bool = True) -> pd.DataFrame:  # fmt: skip
     """The backward signal itself: the L2 norm of dL/dh for each block's output h, on one batch.
 
-    Unlike a weight gradient, which with BatchNorm scales as 1/||W|| of its layer, this is
-    the signal that back-propagation carries from the loss towards the input. Columns:
-    ``block``, ``index`` (forward order), ``grad_norm`` (over the whole batch; the loss is
-    the batch mean), ``per_image`` (the root-mean-square over the batch of each image's own
-    gradient norm, the batch mean undone: comparable across batch sizes), ``out_std``
-    (std of h). ``blocks`` defaults to ``block_modules(model)``. The model is left unchanged
-    (same mechanism as ``gradient_norms``).
+    Unlike a weight gradient, which with BatchNorm scales as 1/||W|| of its layer, this is the signal that
+    back-propagation carries from the loss towards the input. Columns: ``block``, ``index`` (forward order),
+    ``grad_norm`` (over the whole batch; the loss is the batch mean), ``per_image`` (the root-mean-square over the batch
+    of each image's own gradient norm, the batch mean undone: comparable across batch sizes), ``out_std`` (std of h).
+    ``blocks`` defaults to ``block_modules(model)``. The model is left unchanged (same mechanism as ``gradient_norms``).
     """
     blocks = block_modules(model) if blocks is None else blocks
-    device = _device(model, x)
-    x, y = x.to(device), y.to(device)
-    params, buffers = _detached(model)
     outputs: dict[str, Tensor] = {}
 
     def hook(name):
@@ -195,9 +161,7 @@ def backward_signal(
 
         return fn
 
-    with _mode(model, train_mode), _forward_hooks([(m, hook(n)) for n, m in blocks.items()]):
-        logits = functional_call(model, {**params, **buffers}, (x,))
-        loss = loss_fn(logits, y)
+    _, loss = _loss(model, x, y, [(m, hook(n)) for n, m in blocks.items()], loss_fn, train_mode)
     names = [n for n in blocks if n in outputs]
     grads = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
     b = len(x)
@@ -228,60 +192,31 @@ class _Moments:
         return float(((self.ss - self.n * mean.square()).clamp_min(0) / max(self.n - 1, 1)).sqrt())
 
 
-def _collect(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable[Tensor]) -> dict[str, _Moments]:
-    """Pool each module's outputs over eval-mode, no-grad forward passes of ``batches``."""
-    stats = {name: _Moments() for name in modules}
-
-    def hook(name):
-        def fn(module, inputs, output):
-            stats[name].add(output)
-
-        return fn
-
-    device: torch.device | None = None
-    hooks = [(m, hook(name)) for name, m in modules.items()]
-    with _mode(model, False), torch.no_grad(), _forward_hooks(hooks):
-        for x in batches:
-            device = _device(model, x) if device is None else device
-            model(x.to(device))
-    silent = [name for name, st in stats.items() if st.n == 0]
-    if silent:
-        raise ValueError(f"these modules never ran in the forward pass: {silent}")
-    return stats
-
-
-def _branches(model: nn.Module) -> dict[str, nn.Module]:
-    """Block name -> the block's ``attn`` module, whose output is the branch output F(x)."""
-    blocks = {n: m.attn for n, m in model.named_modules() if isinstance(m, BasicBlock)}
-    if not blocks:
-        raise ValueError(
-            f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock: layer responses "
-            "are defined for the plain/residual networks built from it (plain20/56, "
-            "resnet20/56, plainnet18, resnet18, se_resnet18)"
-        )
-    return blocks
-
-
-def response_std_over_loader(
-    model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, max_batches: int | None = None
-) -> pd.DataFrame:
+def response_std_over_loader(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *,
+                             max_batches: int | None = None) -> pd.DataFrame:  # fmt: skip
     """He et al. 2016, Fig. 7: std of each block's response over the batches of a loader, in eval mode.
 
-    For every ``BasicBlock``, the std of the residual branch output F(x): the block's ``attn``
-    output, after the second BN (and SE, if any), before the addition and the final ReLU. A plain
-    block has the same ``attn`` position, so plain and residual nets are measured alike. (The paper
-    plots every 3x3 layer; this reports the second layer of each block, the one that forms F(x).)
-    The std is that of all values of all batches together (pooled float64 sums), not a mean of
-    per-batch stds; ``max_batches`` limits the batches read. Columns: block (qualified name),
-    index (registration order = depth), std. The model is left unchanged.
+    For every ``BasicBlock``, the std of the residual branch output F(x): the block's ``attn`` output, after the second
+    BN (and SE, if any), before the addition and the final ReLU. A plain block has the same ``attn`` position, so plain
+    and residual nets are measured alike. (The paper plots every 3x3 layer; this reports the second layer of each block,
+    the one that forms F(x).) The std is that of all values of all batches together (pooled float64 sums), not a mean of
+    per-batch stds; ``max_batches`` limits the batches read. Columns: block (qualified name), index (registration order
+    = depth), std. The model is left unchanged.
     """
+    branches = {n: m.attn for n, m in model.named_modules() if isinstance(m, BasicBlock)}
+    if not branches:
+        raise ValueError(f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock: layer responses are defined "
+                         "for the plain/residual networks built from it (plain20/56, resnet20/56, plainnet18, "
+                         "resnet18, se_resnet18)")  # fmt: skip
+    stats = {name: _Moments() for name in branches}
 
-    def images():
-        for i, (x, _) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                return
-            yield x
+    def hook(name: str) -> Callable:
+        return lambda module, inputs, output: stats[name].add(output)  # None: the output is left as it is
 
-    stats = _collect(model, _branches(model), images())
-    rows = [(name, i, st.std()) for i, (name, st) in enumerate(stats.items())]
-    return pd.DataFrame(rows, columns=["block", "index", "std"])
+    with _mode(model, False), torch.no_grad(), _forward_hooks([(m, hook(n)) for n, m in branches.items()]):
+        for x, _ in itertools.islice(loader, max_batches):
+            model(x.to(_device(model, x)))
+    if silent := [name for name, st in stats.items() if st.n == 0]:
+        raise ValueError(f"these modules never ran in the forward pass: {silent}")
+    return pd.DataFrame([(name, i, st.std()) for i, (name, st) in enumerate(stats.items())],
+                        columns=["block", "index", "std"])  # fmt: skip

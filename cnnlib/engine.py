@@ -1,26 +1,23 @@
 """How a device trains: precision, memory format, compiled or not, threads, decided once per run.
 
-``Engine`` is the one owner of these choices; ``cnnlib.train`` hands it to the model builder,
-the loaders, the training step and the evaluation, and records it in ``run.json``. The check times
-the training loop's own step, which its callers hand it (``stepper``: ``cnnlib.train.stepper``);
-this module does not import the training loop.
+``Engine`` is the one owner of these choices; ``cnnlib.train`` hands it to the model builder, the loaders, the training
+step and the evaluation, and records it in ``run.json``. The check times the training loop's own step, which its callers
+hand it (``stepper``: ``cnnlib.train.stepper``); this module does not import the training loop.
 
 * CUDA: bf16 autocast, channels_last, eager (cuDNN autotuning is set by ``fit``).
-* CPU: bf16 autocast only where the CPU has hardware bf16 (AMX or AVX512-BF16) *and* a short
-  measured check of the training step finds it faster than fp32; channels_last where the
-  same check finds it faster. Without hardware bf16 the CPU stays in fp32 (bf16 there is
-  emulated and several times slower). The check (``check``) times the candidates in turns and
-  compares medians, so that a busy moment cannot decide it, and records how much of the cores
-  other processes used meanwhile. It is cached beside the data cache (``engine.json``) once per
-  machine, model, batch size and thread count: for good if the cores were free enough, else as
-  provisional, taken again at the next start. A run confirms its check after its first epoch
-  (``confirm``); a rate far below the check's prediction puts the check in doubt, and the next
-  run takes it again. ``python -m cnnlib engine`` lists the checks; ``--recheck`` takes them again.
-* ``torch.compile`` of the forward pass and loss is used only when asked for
-  (``CNNLIB_COMPILE=1``); see ``benchmarks/RESULTS.md`` for where it was measured to pay.
+* CPU: bf16 autocast only where the CPU has hardware bf16 (AMX or AVX512-BF16) *and* a short measured check of the
+  training step finds it faster than fp32; channels_last where the same check finds it faster. Without hardware bf16 the
+  CPU stays in fp32 (bf16 there is emulated and several times slower). The check (``check``) times the candidates in
+  turns and compares medians, so that a busy moment cannot decide it, and records how much of the cores other processes
+  used meanwhile. It is cached beside the data cache (``engine.json``) once per machine, model, batch size and thread
+  count: for good if the cores were free enough, else as provisional, taken again at the next start. A run confirms its
+  check after its first epoch (``confirm``); a rate far below the check's prediction puts the check in doubt, and the
+  next run takes it again. ``python -m cnnlib engine`` lists the checks; ``--recheck`` takes them again.
+* ``torch.compile`` of the forward pass and loss is used only when asked for (``CNNLIB_COMPILE=1``); see
+  ``benchmarks/RESULTS.md`` for where it was measured to pay.
 
-Switches (environment variables, each ``auto`` by default): ``CNNLIB_PRECISION`` =
-``fp32`` | ``bf16``; ``CNNLIB_CHANNELS_LAST`` = ``0`` | ``1``; ``CNNLIB_COMPILE`` = ``0`` | ``1``.
+Switches (environment variables, each ``auto`` by default): ``CNNLIB_PRECISION`` = ``fp32`` | ``bf16``;
+``CNNLIB_CHANNELS_LAST`` = ``0`` | ``1``; ``CNNLIB_COMPILE`` = ``0`` | ``1``.
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .paths import atomic_write, user_cache
-
-__all__ = ["Engine", "bf16_features", "check", "choose", "confirm", "cpu_name"]
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of hardware bf16 arithmetic
 CHECK_BATCH = 64  # images per step of the measured check (short: a few seconds on the slowest model)
@@ -91,9 +86,10 @@ class Engine:
         return d
 
     def describe(self) -> str:
+        """In words, as the run's start line and the notebooks' provenance lines say it."""
+        precision = "bf16 autocast" if self.precision == "bf16" else self.precision
         fmt = "channels_last" if self.channels_last else "NCHW"
-        comp = "compiled" if self.compiled else "eager"
-        return f"{self.precision}, {fmt}, {comp}, {self.threads} thread(s)"
+        return f"{precision}, {fmt}, {'compiled' if self.compiled else 'eager'}, {self.threads} thread(s)"
 
 
 @cache
@@ -105,18 +101,13 @@ def _cpuinfo() -> str:
 
 
 def cpu_name() -> str:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")]
+    return names[0] if names else "unknown CPU"
 
 
 def bf16_features() -> tuple[str, ...]:
     """The hardware bf16 features this CPU reports (empty without any)."""
-    flags = set()
-    for line in _cpuinfo().splitlines():
-        if line.startswith("flags"):
-            flags |= set(line.split(":", 1)[1].split())
+    flags = {f for line in _cpuinfo().splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
     return tuple(f for f in BF16_FLAGS if f in flags)
 
 
@@ -142,15 +133,24 @@ Stepper = Callable[[str, int, Engine], Callable[[], None]]
 def time_step(model_name: str, batch: int, engine: Engine, *, stepper: Stepper, steps: int = 2,
               warmup: int = 1) -> tuple[float, float]:  # fmt: skip
     """(seconds per training step, seconds of the ``warmup`` untimed steps before: the compile time
-    when compiled) of the recipe's step (``stepper``) under ``engine``, on random images."""
+    when compiled) of the recipe's step (``stepper``) under ``engine``, on random images. On CUDA the
+    clock waits for the queued kernels."""
     step = stepper(model_name, batch, engine)
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
+    sync(engine.torch_device)
     t1 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync(engine.torch_device)
     return (time.perf_counter() - t1) / steps, t1 - t0
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a clock read next includes it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # The check. Candidates are timed in turns (A B C A B C ...), so that a busy moment costs every candidate
@@ -191,26 +191,16 @@ class _LoadMeter:
     (``others_share``; None where /proc/stat is missing)."""
 
     def __enter__(self):
-        self.t0, self.own0, self.cpu0 = time.perf_counter(), _own_cpu_seconds(), _cpu_jiffies()
+        self.t0, self.own0, self.cpu0 = time.perf_counter(), sum(os.times()[:2]), _cpu_jiffies()  # user + system
         return self
 
     def __exit__(self, *exc):
-        wall, own, cpu = time.perf_counter() - self.t0, _own_cpu_seconds() - self.own0, _cpu_jiffies()
+        wall, own, cpu = time.perf_counter() - self.t0, sum(os.times()[:2]) - self.own0, _cpu_jiffies()
         self.others_share, self.n_cpus = None, cpu[1] if cpu is not None else None
         if self.cpu0 is not None and cpu is not None and wall > 0:
             others = (cpu[0] - self.cpu0[0]) - own
             self.others_share = min(1.0, max(0.0, others / (wall * cpu[1])))
         return False
-
-
-def _own_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _spare(threads: int, n_cpus: int | None) -> float:
-    """The share of the machine's cores a check of ``threads`` threads does not need."""
-    return max(0.0, 1 - threads / n_cpus) if n_cpus else 0.0
 
 
 def _interleaved_steps(model_name: str, batch: int, candidates: dict[str, Engine], stepper: Stepper,
@@ -260,28 +250,26 @@ def check(model_name: str, batch: int, threads: int, *, stepper: Stepper, tries:
         medians = {name: statistics.median(t) for name, t in times.items()}
         best = min(medians, key=medians.get)
         share = load.others_share
+        # trusted: the others used at most BUSY_SHARE beyond the cores the check's threads do not need
         this = dict(precision=best.split("+")[0], channels_last=best.endswith("+cl"), batch=batch,
                     step_s={k: round(v, 4) for k, v in medians.items()}, rounds=len(times[best]),
                     others_share=None if share is None else round(share, 3),
-                    trusted=share is None or share <= _spare(threads, load.n_cpus) + BUSY_SHARE,
+                    trusted=share is None or share <= max(0.0, 1 - threads / load.n_cpus) + BUSY_SHARE,
                     checked=time.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
         if choice is None or (this["others_share"] or 0) < (choice["others_share"] or 0):
             choice = this
         if choice["trusted"]:
             break
-    try:
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the check again next time
         _remember(_cache_path(), _key(model_name, batch, threads), choice)
-    except OSError:
-        pass  # an unwritable cache only costs the check again next time
     return choice
 
 
-def measured_cpu_choice(model_name: str, batch: int, threads: int, *, stepper: Stepper, recheck: bool = False,
-                        tries: int = 1) -> dict:  # fmt: skip
+def measured_cpu_choice(model_name: str, batch: int, threads: int, *, stepper: Stepper, tries: int = 1) -> dict:
     """The fastest of fp32, fp32 + channels_last and (with hardware bf16) bf16 + channels_last for one
     training step of ``model_name``: the cached check if it is trusted (``trusted``), else a new check."""
     entry = cached_checks().get(_key(model_name, batch, threads))
-    if entry is not None and trusted(entry) and not recheck:
+    if entry is not None and trusted(entry):
         return entry
     return check(model_name, batch, threads, stepper=stepper, tries=tries)
 
@@ -307,7 +295,7 @@ def _remember(path: Path, key: str, choice: dict) -> None:
         except (OSError, ValueError):
             known = {}
         known[key] = choice
-        atomic_write(path, lambda f: f.write((json.dumps(known, indent=1, sort_keys=True) + "\n").encode()))
+        atomic_write(path, json.dumps(known, indent=1, sort_keys=True) + "\n")
 
 
 def predicted_rate(entry: dict) -> float:
@@ -332,19 +320,16 @@ def confirm(eng: Engine, model_name: str, batch: int, images_per_s: float) -> st
         return None
     doubt = (f"a run trained at {images_per_s:.0f} img/s, under {CONFIRM_FRACTION:g}x the {predicted:.0f} "
              f"img/s this check predicted ({time.strftime('%Y-%m-%d %H:%M')})")  # fmt: skip
-    try:
+    with contextlib.suppress(OSError):
         _remember(_cache_path(), key, entry | dict(doubted=doubt))
-    except OSError:
-        pass
     return (f"engine check of {model_name} in doubt: {doubt}; the machine was probably busy during the "
             f"check or this epoch; the check is taken again before the next run of {model_name}")
 
 
 def cached_rate(model_name: str, threads: int | None = None, *, exact: bool = False) -> float | None:
-    """Training images/s of ``model_name`` in its chosen setting, from this machine's trusted cached checks
-    (at the check's small batch) at ``threads`` (default: this process's thread count), else (unless
-    ``exact``) at the thread count it was checked at, or None if it was never checked here with the cores
-    free."""
+    """Training images/s of ``model_name`` in its chosen setting, from this machine's trusted cached checks (at the
+    check's small batch) at ``threads`` (default: this process's thread count), else (unless ``exact``) at the thread
+    count it was checked at, or None if it was never checked here with the cores free."""
     prefix = f"{cpu_name()}|torch {torch.__version__}|{model_name}|"
     rates: dict[bool, list[float]] = {True: [], False: []}  # at this thread count or not -> rates
     for key, m in cached_checks().items():

@@ -1,33 +1,27 @@
 """Why skip connections help: four mechanisms, measured on trained or fresh networks.
 
-* **Lesions** (Veit, Wilber & Belongie, "Residual networks behave like ensembles of
-  relatively shallow networks", NeurIPS 2016): delete one block, or k random blocks,
-  at test time. A ResNet's accuracy degrades smoothly; a plain net collapses.
-* **Path lengths** (Veit et al., Fig. 6): an n-block ResNet unrolls into 2^n paths
-  whose lengths follow Binomial(n, 1/2); the gradient that flows through paths of
-  each length shows that training relies on the short ones.
-* **Loss landscapes** (Li, Xu, Taylor, Studer & Goldstein, "Visualizing the loss
-  landscape of neural nets", NeurIPS 2018): the loss along filter-normalised random
-  directions around the trained weights; and the straight line from the initial to
-  the trained weights (Goodfellow, Vinyals & Saxe, "Qualitatively characterizing
-  neural network optimization problems", ICLR 2015).
-* **Shattered gradients** (Balduzzi, Frean, Leary, Lewis, Ma & McWilliams, "The
-  shattered gradients problem: if resnets are the answer, then what is the
-  question?", ICML 2017): along a line of inputs, the input gradient of a deep plain
+* **Lesions** (Veit, Wilber & Belongie, "Residual networks behave like ensembles of relatively shallow networks",
+  NeurIPS 2016): delete one block, or k random blocks, at test time. A ResNet's accuracy degrades smoothly; a plain net
+  collapses.
+* **Path lengths** (Veit et al., Fig. 6): an n-block ResNet unrolls into 2^n paths whose lengths follow
+  Binomial(n, 1/2); the gradient that flows through paths of each length shows that training relies on the short ones.
+* **Loss landscapes** (Li, Xu, Taylor, Studer & Goldstein, "Visualizing the loss landscape of neural nets", NeurIPS
+  2018): the loss along filter-normalised random directions around the trained weights; and the straight line from the
+  initial to the trained weights (Goodfellow, Vinyals & Saxe, "Qualitatively characterizing neural network optimization
+  problems", ICLR 2015).
+* **Shattered gradients** (Balduzzi, Frean, Leary, Lewis, Ma & McWilliams, "The shattered gradients problem: if resnets
+  are the answer, then what is the question?", ICML 2017): along a line of inputs, the input gradient of a deep plain
   net decorrelates like white noise; a ResNet's stays autocorrelated.
 
-Assumed model structure: the blocks are ``cnnlib.models.resnet.BasicBlock``, whose
-output is ``relu(attn(...) + shortcut(x))``; ``attn``'s output is the residual branch
-F(x), ``shortcut`` is None in a plain block (output ``relu(F(x))``), and ``conv1``
-carries the block's stride and input channels, ``conv2`` its output channels.
+Assumed model structure: the blocks are ``cnnlib.models.resnet.BasicBlock``, whose output is
+``relu(attn(...) + shortcut(x))``; ``attn``'s output is the residual branch F(x), ``shortcut`` is None in a plain block
+(output ``relu(F(x))``), and ``conv1`` carries the block's stride and input channels, ``conv2`` its output channels.
 
-Every function takes a model and tensors on the model's device and is a pure
-computation: evaluation runs in eval mode (BatchNorm uses its running statistics)
-under ``no_grad`` except where an input gradient is needed (then only
-``torch.autograd.grad`` is used, so ``.grad`` is never touched). Forward hooks are
-always removed, each module's train/eval flag is restored, and perturbed weights are
-passed through ``torch.func.functional_call``, so the model's parameters and buffers
-are never written.
+Every function takes a model and tensors on the model's device and is a pure computation: evaluation runs in eval mode
+(BatchNorm uses its running statistics) under ``no_grad`` except where an input gradient is needed (then only
+``torch.autograd.grad`` is used, so ``.grad`` is never touched). Forward hooks are always removed, each module's
+train/eval flag is restored, and perturbed weights are passed through ``torch.func.functional_call``, so the model's
+parameters and buffers are never written.
 """
 
 from __future__ import annotations
@@ -46,25 +40,9 @@ from torch.func import functional_call
 from .diagnostics import _forward_hooks, _mode
 from .models.resnet import BasicBlock, thin_net
 
-__all__ = [
-    "autocorrelation",
-    "deleted",
-    "filter_normalized_direction",
-    "gradient_by_path_length",
-    "gradient_trace",
-    "interpolation",
-    "lesion_random",
-    "lesion_single",
-    "loss_surface",
-    "path_length_distribution",
-    "residual_blocks",
-    "shattering_table",
-]
 
-
-def _evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500, tensors: dict[str, Tensor] | None = None
-) -> tuple[float, float]:
+def _evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500,
+              tensors: dict[str, Tensor] | None = None) -> tuple[float, float]:  # fmt: skip
     """(mean cross-entropy, accuracy) on (x, y) in eval mode, with ``tensors`` (parameters and/or
     buffers by name) swapped in through ``functional_call`` if given. Sums stay on the device."""
     if batch_size < 1:
@@ -89,18 +67,15 @@ def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     (e.g. 'layer2.0'). Registration order is the forward order in every cnnlib ResNet."""
     blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, BasicBlock)]
     if not blocks:
-        raise ValueError(
-            f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock; use a plain/residual "
-            "net built from it (plain20/56, resnet20/56, thin_net(depth, shortcut=...), resnet18, ...)"
-        )
+        raise ValueError(f"{type(model).__name__} has no cnnlib.models.resnet.BasicBlock; use a plain/residual net "
+                         "built from it (plain20/56, resnet20/56, thin_net(depth, shortcut=...), resnet18, ...)")
     return blocks
 
 
 def _downsamples(block: nn.Module) -> bool:
     """Whether the block changes its input's shape (stride or channel count)."""
-    return tuple(block.conv1.stride) != (1,) * len(block.conv1.stride) or (
-        block.conv1.in_channels != block.conv2.out_channels
-    )
+    stride = tuple(block.conv1.stride)
+    return stride != (1,) * len(stride) or block.conv1.in_channels != block.conv2.out_channels
 
 
 def _deletable(block: nn.Module) -> bool:
@@ -109,9 +84,8 @@ def _deletable(block: nn.Module) -> bool:
 
 
 def _skip(block: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
-    """Forward hook replacing a block's output by what it computes with its residual branch F = 0:
-    relu(shortcut(x)) for a residual block (identity or option-A/B downsampling shortcut), x for
-    a shape-preserving plain block."""
+    """Forward hook replacing a block's output by what it computes with its residual branch F = 0: relu(shortcut(x)) for
+    a residual block (identity or option-A/B downsampling shortcut), x for a shape-preserving plain block."""
     x = inputs[0]
     return x if block.shortcut is None else F.relu(block.shortcut(x))
 
@@ -153,16 +127,8 @@ def lesion_single(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 5
     return df
 
 
-def lesion_random(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    ks: Iterable[int] | None = None,
-    draws: int = 10,
-    seed: int = 0,
-    batch_size: int = 500,
-) -> pd.DataFrame:
+def lesion_random(model: nn.Module, x: Tensor, y: Tensor, *, ks: Iterable[int] | None = None, draws: int = 10,
+                  seed: int = 0, batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
     """Accuracy with k randomly chosen deletable blocks deleted together (Veit et al. Fig. 5a).
 
     For each k in ``ks`` (default 1..min(10, number of deletable blocks)) and each of ``draws``
@@ -203,13 +169,12 @@ def _detach(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
 
 
 def _path_gradient(model: nn.Module, x: Tensor, y: Tensor, active: set[int] | None) -> Tensor:
-    """Gradient of the summed cross-entropy w.r.t. the first block's input h, (B, C, H, W), in
-    eval mode, through the one path that takes the residual branch of exactly the blocks in
-    ``active`` and the shortcut of all others (None: through every path, the full gradient).
+    """Gradient of the summed cross-entropy w.r.t. the first block's input h, (B, C, H, W), in eval mode, through the
+    one path that takes the residual branch of exactly the blocks in ``active`` and the shortcut of all others (None:
+    through every path, the full gradient).
 
-    The forward pass is unchanged; the backward pass is cut by detaching the shortcut output of
-    the active blocks and the branch output (``attn``) of the others. The ReLU after each
-    addition lies on every path and keeps its mask.
+    The forward pass is unchanged; the backward pass is cut by detaching the shortcut output of the active blocks and
+    the branch output (``attn``) of the others. The ReLU after each addition lies on every path and keeps its mask.
     """
     blocks = [b for _, b in residual_blocks(model)]
     captured: list[Tensor] = []
@@ -228,25 +193,16 @@ def _path_gradient(model: nn.Module, x: Tensor, y: Tensor, active: set[int] | No
     return torch.autograd.grad(loss, captured[0])[0]
 
 
-def gradient_by_path_length(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    samples: int = 10,
-    lengths: Iterable[int] | None = None,
-    seed: int = 0,
-) -> pd.DataFrame:
+def gradient_by_path_length(model: nn.Module, x: Tensor, y: Tensor, *, samples: int = 10,
+                            lengths: Iterable[int] | None = None, seed: int = 0) -> pd.DataFrame:  # fmt: skip
     """Gradient magnitude through paths of each length k (Veit et al. Fig. 6b), for a residual net.
 
-    For each k (default 0..n) and each of ``samples`` draws, k of the n blocks are sampled
-    (``torch.Generator`` seeded by ``seed``); the gradient is back-propagated through their
-    residual branches only and through the other blocks' shortcuts only, i.e. along a single
-    path of length k (``_path_gradient``), and measured at the first block's input (the stem
-    output, common to all paths). Eval mode, so images are independent: ``grad_norm`` is the
-    mean over draws of the mean over images of each image's own gradient norm (per-image, so
-    it does not depend on the batch size); ``grad_std`` its std over draws. The cost is
-    (n + 1) x samples forward-backward passes of x: pass a small batch.
+    For each k (default 0..n) and each of ``samples`` draws, k of the n blocks are sampled (``torch.Generator`` seeded
+    by ``seed``); the gradient is back-propagated through their residual branches only and through the other blocks'
+    shortcuts only, i.e. along a single path of length k (``_path_gradient``), and measured at the first block's input
+    (the stem output, common to all paths). Eval mode, so images are independent: ``grad_norm`` is the mean over draws
+    of the mean over images of each image's own gradient norm (per-image, so it does not depend on the batch size);
+    ``grad_std`` its std over draws. The cost is (n + 1) x samples forward-backward passes of x: pass a small batch.
     Raises ValueError for a net with plain blocks (it has a single path).
     """
     blocks = residual_blocks(model)
@@ -277,11 +233,10 @@ def gradient_by_path_length(
 def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> dict[str, Tensor]:
     """A Gaussian random direction, normalised filter by filter (Li et al. section 4).
 
-    Same names and shapes as ``model.named_parameters()``. For every parameter of two or more
-    dimensions (conv and linear weights) each filter, the slice of one output channel/unit,
-    is rescaled to the norm of the model's corresponding filter. One-dimensional parameters
-    (biases, BatchNorm weights and biases) get a zero direction, as in the paper. The numbers
-    are drawn on ``generator``'s device, so a CPU generator gives the same direction on any
+    Same names and shapes as ``model.named_parameters()``. For every parameter of two or more dimensions
+    (conv and linear weights) each filter, the slice of one output channel/unit, is rescaled to the norm of the model's
+    corresponding filter. One-dimensional parameters (biases, BatchNorm weights and biases) get a zero direction, as in
+    the paper. The numbers are drawn on ``generator``'s device, so a CPU generator gives the same direction on any
     device.
     """
     direction = {}
@@ -295,24 +250,14 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator) ->
     return direction
 
 
-def loss_surface(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    d1: dict[str, Tensor],
-    d2: dict[str, Tensor] | None = None,
-    *,
-    span: float = 1.0,
-    steps: int = 11,
-    batch_size: int = 500,
-) -> pd.DataFrame:
+def loss_surface(model: nn.Module, x: Tensor, y: Tensor, d1: dict[str, Tensor], d2: dict[str, Tensor] | None = None,
+                 *, span: float = 1.0, steps: int = 11, batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
     """Loss and accuracy at θ + α d1 (+ β d2) for α (and β) in linspace(-span, span, steps).
 
-    Eval mode: BatchNorm uses its trained running statistics (unperturbed; they are buffers,
-    not parameters). Parameters missing from a direction are not moved. Columns: ``alpha``
-    (``beta`` if d2 is given: a steps x steps grid, alpha-major), ``loss`` (mean cross-entropy),
-    ``accuracy``. The model itself is never written: the shifted weights go through
-    ``functional_call``.
+    Eval mode: BatchNorm uses its trained running statistics (unperturbed; they are buffers, not parameters). Parameters
+    missing from a direction are not moved. Columns: ``alpha`` (``beta`` if d2 is given: a steps x steps grid,
+    alpha-major), ``loss`` (mean cross-entropy), ``accuracy``. The model itself is never written: the shifted weights go
+    through ``functional_call``.
     """
     theta = {n: p.detach() for n, p in model.named_parameters()}
     grid = np.linspace(-span, span, steps).tolist()
@@ -329,26 +274,17 @@ def loss_surface(
     return pd.DataFrame(rows, columns=columns)
 
 
-def interpolation(
-    model_from_state: dict[str, Tensor],
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    steps: int = 11,
-    batch_size: int = 500,
-) -> pd.DataFrame:
-    """Loss and accuracy along θ(t) = (1 - t) θ_init + t θ_trained, t in linspace(0, 1, steps)
-    (Goodfellow et al. 2015), with θ_init = ``model_from_state`` (a state_dict, e.g. saved at
-    initialisation) and θ_trained = ``model``'s state.
+def interpolation(model_from_state: dict[str, Tensor], model: nn.Module, x: Tensor, y: Tensor, *, steps: int = 11,
+                  batch_size: int = 500) -> pd.DataFrame:  # fmt: skip
+    """Loss and accuracy along θ(t) = (1 - t) θ_init + t θ_trained, t in linspace(0, 1, steps) (Goodfellow et al. 2015),
+    with θ_init = ``model_from_state`` (a state_dict, e.g. saved at initialisation) and θ_trained = ``model``'s state.
 
-    BatchNorm's running statistics belong to the weights they were gathered with: interpolated
-    like the weights they describe no point between the ends (a net in eval mode with them sits
-    near chance however good its weights). So at each θ(t) they are recomputed, as after training
-    (Izmailov et al. 2018's SWA does the same): reset, then one pass over ``x`` in train mode
-    without gradients, their cumulative average over its batches (momentum None); then θ(t) is
-    evaluated in eval mode on ``x``. At t = 1 the trained statistics are replaced by these too.
-    Columns: ``t``, ``loss``, ``accuracy``, and ``bn`` ("recomputed": how the statistics were had).
+    BatchNorm's running statistics belong to the weights they were gathered with: interpolated like the weights they
+    describe no point between the ends (a net in eval mode with them sits near chance however good its weights). So at
+    each θ(t) they are recomputed, as after training (Izmailov et al. 2018's SWA does the same): reset, then one pass
+    over ``x`` in train mode without gradients, their cumulative average over its batches (momentum None); then θ(t) is
+    evaluated in eval mode on ``x``. At t = 1 the trained statistics are replaced by these too. Columns: ``t``,
+    ``loss``, ``accuracy``, and ``bn`` ("recomputed": how the statistics were had).
     """
     end = model.state_dict()
     missing = sorted(end.keys() - model_from_state.keys())
@@ -380,20 +316,18 @@ def interpolation(
 # --- shattered gradients (Balduzzi et al. 2017) -------------------------------------------------
 
 
-def gradient_trace(
-    model: nn.Module, x0: Tensor, x1: Tensor, *, points: int = 256, output: int = 0, batch_size: int = 256
-) -> np.ndarray:
+def gradient_trace(model: nn.Module, x0: Tensor, x1: Tensor, *, points: int = 256, output: int = 0,
+                   batch_size: int = 256) -> np.ndarray:  # fmt: skip
     """The input gradient along the line x(s) = (1 - s) x0 + s x1, s in linspace(0, 1, points).
 
-    ``x0`` and ``x1`` are single inputs without a batch dimension, e.g. (3, 32, 32). For each
-    point, the gradient of logit ``output`` w.r.t. the input, projected on the line's unit
-    direction (x1 - x0) / ||x1 - x0||: one float64 per point, shape (points,).
+    ``x0`` and ``x1`` are single inputs without a batch dimension, e.g. (3, 32, 32). For each point, the gradient of
+    logit ``output`` w.r.t. the input, projected on the line's unit direction (x1 - x0) / ||x1 - x0||: one float64 per
+    point, shape (points,).
 
-    Eval mode, so the points are independent (train-mode BatchNorm would couple them through
-    the batch statistics). Note that a freshly initialised net's eval-mode BatchNorm has
-    running mean 0 and variance 1, i.e. it is (nearly) the identity: at initialisation the
-    trace is that of the un-normalised He-initialised net, the setting of Balduzzi et al.'s
-    analysis of feedforward nets and resnets. Points are processed ``batch_size`` at a time.
+    Eval mode, so the points are independent (train-mode BatchNorm would couple them through the batch statistics). Note
+    that a freshly initialised net's eval-mode BatchNorm has running mean 0 and variance 1, i.e. it is (nearly) the
+    identity: at initialisation the trace is that of the un-normalised He-initialised net, the setting of Balduzzi et
+    al.'s analysis of feedforward nets and resnets. Points are processed ``batch_size`` at a time.
     """
     delta = x1 - x0
     u = delta / delta.norm()
@@ -423,23 +357,16 @@ def autocorrelation(trace: Sequence[float] | np.ndarray, max_lag: int | None = N
     return np.array([a[: n - k] @ a[k:] for k in range(max_lag + 1)]) / var
 
 
-def shattering_table(
-    depths: Iterable[int] = (8, 20, 56),
-    *,
-    points: int = 256,
-    seed: int = 0,
-    x0: Tensor | None = None,
-    x1: Tensor | None = None,
-    device: str | torch.device = "cpu",
-) -> pd.DataFrame:
+def shattering_table(depths: Iterable[int] = (8, 20, 56), *, points: int = 256, seed: int = 0,
+                     x0: Tensor | None = None, x1: Tensor | None = None,
+                     device: str | torch.device = "cpu") -> pd.DataFrame:  # fmt: skip
     """Lag-1 and lag-4 autocorrelation of the gradient traces of freshly initialised
-    ``thin_net(depth, shortcut=False / True)`` (Balduzzi et al.: shattering grows with depth
-    in plain nets, much less in resnets).
+    ``thin_net(depth, shortcut=False / True)`` (Balduzzi et al.: shattering grows with depth in plain nets, much less in
+    resnets).
 
-    The plain and residual nets of one depth are built from the same seed, so they have the
-    same weights and differ only by the additions (option-A shortcuts add no parameters).
-    Without ``x0``/``x1``, two standard-normal 3x32x32 images drawn from ``seed``. Logit 0,
-    eval mode (see ``gradient_trace``). Columns: ``depth``, ``net`` ('plain'/'residual'),
+    The plain and residual nets of one depth are built from the same seed, so they have the same weights and differ only
+    by the additions (option-A shortcuts add no parameters). Without ``x0``/``x1``, two standard-normal 3x32x32 images
+    drawn from ``seed``. Logit 0, eval mode (see ``gradient_trace``). Columns: ``depth``, ``net`` ('plain'/'residual'),
     ``lag1_autocorrelation``, ``lag4_autocorrelation``. Builds the nets on ``device``.
     """
     if points < 5:

@@ -40,18 +40,6 @@ def _claim(cid: str, claim: str, a: str, b: str, quantity: str, iv, ref: float, 
                 level=iv.confidence, n=iv.n, unit="points", method=method, verdict=stats.verdict(low, high))
 
 
-def _binomial(fraction: float, n: int):
-    """The exact 95% interval of a fraction of ``n`` images (the clean training images a run scores)."""
-    k = round(fraction * n)
-    return stats.accuracy_interval((np.arange(n) < k).astype(int), np.ones(n, dtype=int))
-
-
-def clean_images(run: Run) -> int:
-    """How many training images a run scores in eval mode after each epoch."""
-    n_train = run.config.n_images()[0]
-    return min(run.config.clean_subset or n_train, n_train)
-
-
 def facts(run: Run, labels: np.ndarray) -> SimpleNamespace:
     """A run's numbers for a text: final test accuracy with its exact 95% interval (acc, low, high), clean
     training accuracy, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
@@ -80,10 +68,12 @@ def run_claims(run: Run, labels: np.ndarray) -> list[dict]:
         if run.config.profile != "full" or run.config.tag:
             row["verdict"] = verdicts.NOT_IN_REGIME
         rows.append(row)
-    if "clean_train_acc" in run.history:
+    if "clean_train_acc" in run.history:  # of the clean training images the run scores after each epoch
+        clean = stats.binomial_interval(round(verdicts.final(run, "clean_train_acc") * run.config.n_clean()),
+                                        run.config.n_clean())  # fmt: skip
         rows.append(_claim(f"fits.{m}", f"it fits its training images (clean training accuracy above "
-                                        f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy",
-                           _binomial(verdicts.final(run, "clean_train_acc"), clean_images(run)), FITS_TRAINING))
+                                        f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy", clean,
+                           FITS_TRAINING))  # fmt: skip
     return rows
 
 
@@ -123,7 +113,7 @@ def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> Sim
     runs = [r for rs in families.values() for r in rs]
     timed = step_times()
     first = [r for r in runs if r.config.seed == min(x.config.seed for x in runs if x.config.model == r.config.model)]
-    by = {m: list(seeds.values()) for m, seeds in verdicts.by_model(runs).items()}
+    by = {m: list(seeds.values()) for m, seeds in analysis.by_model(runs).items()}
 
     def labels(r):
         return analysis.test_labels(data, r)

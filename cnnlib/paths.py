@@ -60,15 +60,18 @@ def shown(path: str | Path) -> str:
         return str(path)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Create ``path`` through ``write(file)`` so that readers see the old file or the
-    new one, never half: a temporary file in the same folder, fsync, then rename.
+def atomic_write(path: Path, content: str | bytes | Callable[[BinaryIO], object]) -> None:
+    """Create ``path`` with ``content`` (text as UTF-8, or what ``content(file)`` writes) so that readers see
+    the old file or the new one, never half: a temporary file in the same folder, fsync, then rename.
     The temporary file is removed if anything fails or is interrupted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600

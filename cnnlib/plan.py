@@ -1,22 +1,21 @@
 """The study's plan of runs, what of it exists, and training what is missing within a budget.
 
-The plan is a list of *stages* (``stages``), each a list of *units*, trained in order: a
-family's runs of one seed form one unit, a single model outside a family is a unit of its
-own. A family counts for the notebooks only when all of its members of a seed exist.
+The plan is a list of *stages* (``stages``), each a list of *units*, trained in order: a family's runs of one seed form
+one unit, a single model outside a family is a unit of its own. A family counts for the notebooks only when all of its
+members of a seed exist.
 
 ``train_missing`` has two policies:
 
-* ``"sequential"`` (the CPU's, where one run takes hours): the missing runs in plan order,
-  one after another; the run that reaches the deadline stops there, checkpointed (within an
-  epoch if need be), and the next call resumes it, bit for bit.
-* ``"units"`` (the GPU's, where a whole unit takes minutes): a unit starts only if all of
-  its missing runs fit in what is left of the budget, so no comparison is left with one
-  member; a run that projects past the deadline stops checkpointed. Several units can train
-  at once as separate processes on one device (``workers``), taking units from a queue of
-  claim files.
-* ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time):
-  sequential, but a run starts (or resumes) only if its estimate at this job's thread count fits in
-  what is left; the others wait for a longer call, and shorter runs further down the plan go first.
+* ``"sequential"`` (the CPU's, where one run takes hours): the missing runs in plan order, one after another; the run
+  that reaches the deadline stops there, checkpointed (within an epoch if need be), and the next call resumes it, bit
+  for bit.
+* ``"units"`` (the GPU's, where a whole unit takes minutes): a unit starts only if all of its missing runs fit in what
+  is left of the budget, so no comparison is left with one member; a run that projects past the deadline stops
+  checkpointed. Several units can train at once as separate processes on one device (``workers``), taking units from a
+  queue of claim files.
+* ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time): sequential, but a run
+  starts (or resumes) only if its estimate at this job's thread count fits in what is left; the others wait for a longer
+  call, and shorter runs further down the plan go first.
 """
 
 from __future__ import annotations
@@ -34,24 +33,21 @@ from pathlib import Path
 import torch
 
 from . import aftertrain, engine, recipe
-from .config import RECIPE_CHECKS, RecipeNotChosen, TrainConfig, lr_at, make_config
+from .config import RECIPE_CHECKS, RecipeNotChosen, TrainConfig, make_config
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
-from .paths import atomic_write, checkpoint_root
-from .results import DamagedRunError, fit_or_load, list_runs, load_run, results_root
+from .paths import atomic_write, checkpoint_root, results_root
+from .results import DamagedRunError, fit_or_load, list_runs, load_run
 from .train import (
     RunWontFit,
     StopRule,
     TrainingDiverged,
-    build,
     default_device,
     diverged_path,
     divergence,
-    loaders,
     peek_checkpoint,  # fmt: skip
     record_divergence,
     stepper,
-    train_step,
 )
 
 # The learning-rate control of the degradation family: the recipe-check setting of He et al.'s peak lr
@@ -62,16 +58,15 @@ LR_CONTROL = "lr0.4_wd0.0005"
 def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     """The plan in priority order: (stage name, units); the stage names say what each holds.
 
-    Stage 0 (full profile only) is the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``),
-    scored on 5,000 held-out training images. Stage 5 asks whether degradation is a property of depth
-    or of the shared recipe's lr 0.8: the degradation family at He et al.'s 0.1 at batch 128, linearly
-    scaled to batch 512 (``LR_CONTROL``). In stage 7 the controlled family's own lr check
-    (``config.RECIPE_CHECKS["controlled"]``) comes before its seeds 1 and 2, which wait for its choice
-    (seed 0 is trained again if the choice moves); densenet121, the most expensive run, is last
+    Stage 0 (full profile only) is the recipe checks (``config.RECIPE_CHECKS``, profile ``tune``), scored on 5,000
+    held-out training images. Stage 5 asks whether degradation is a property of depth or of the shared recipe's lr 0.8:
+    the degradation family at He et al.'s 0.1 at batch 128, linearly scaled to batch 512 (``LR_CONTROL``). In stage 7
+    the controlled family's own lr check (``config.RECIPE_CHECKS["controlled"]``) comes before its seeds 1 and 2, which
+    wait for its choice (seed 0 is trained again if the choice moves); densenet121, the most expensive run, is last
     within each of its seeds.
 
-    In the full profile, a family whose recipe checks have no recorded choice yet has no config to train:
-    its units are left out until the choices are recorded (``recipe.record_new``).
+    In the full profile, a family whose recipe checks have no recorded choice yet has no config to train: its units are
+    left out until the choices are recorded (``recipe.record_new``).
     """
 
     def cfg(name: str, seed: int, **kw) -> TrainConfig | None:
@@ -154,26 +149,13 @@ def status(profile: str = "full", *, checkpoints: bool = False) -> list[PlanStat
     return [run_status(cfg, checkpoints=checkpoints) for cfg in plan(profile)]
 
 
-def measure_images_per_s(cfg: TrainConfig, data: CIFAR10, device: torch.device, steps: int = 3) -> float:
-    """Training throughput of cfg's recipe (``train.train_step``, the engine the run would get) from a
-    few timed steps after one warm-up step."""
+def measure_images_per_s(cfg: TrainConfig, device: torch.device, steps: int = 3) -> float:
+    """Training throughput of cfg's recipe from a few timed steps after one untimed (``engine.time_step``),
+    under the engine the run would get."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    data = cfg.select(data)
+        torch.backends.cudnn.benchmark = True  # as fit sets it
     eng = engine.choose(device, cfg.model, cfg.batch_size, stepper=stepper)
-    model, opt = build(cfg, eng)
-    model.train()
-    x, y = next(iter(loaders(cfg, data, eng)["train"]))
-    lr, loss_fn = lr_at(0, 1, cfg), eng.loss_fn(model, cfg.label_smoothing)
-    train_step(model, opt, loss_fn, x, y, lr)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, opt, loss_fn, x, y, lr)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * len(y) / (time.perf_counter() - t0)
+    return cfg.batch_size / engine.time_step(cfg.model, cfg.batch_size, eng, stepper=stepper, steps=steps)[0]
 
 
 _measured: dict[tuple[str, str, int], float] = {}  # (model, device type, batch size) -> images/s
@@ -205,12 +187,11 @@ def _sound_runs() -> list:
 
 def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *, exact: bool = False,
                checks: bool = True) -> float | None:  # fmt: skip
-    """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU
-    model) from what was measured already: stored runs, then checkpoints of unfinished runs, then the
-    engine's cached check (at its small batch, preferably at ``threads``, default this process's; on a CPU
-    the rate per image depends on the batch: the check underestimated resnet20's batch-512 runs by 1.6x
-    on a Xeon with AMX; ``checks=False`` leaves it out). With ``exact``, on a CPU, only what was measured
-    at that thread count counts. None if nothing."""
+    """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU model) from
+    what was measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check (at its
+    small batch, preferably at ``threads``, default this process's; on a CPU the rate per image depends on the batch:
+    the check underestimated resnet20's batch-512 runs by 1.6x on a Xeon with AMX; ``checks=False`` leaves it out). With
+    ``exact``, on a CPU, only what was measured at that thread count counts. None if nothing."""
     # a CPU's rates say nothing of another CPU's; one name ("AMD EPYC") covers CPUs with and without
     # hardware bf16, so the bf16 features must agree too
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
@@ -237,13 +218,13 @@ def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.devic
     only those at ``threads``: ``known_rate``), else a short measurement (once per model and batch size in a
     process, at its threads; with ``measure=False`` NaN instead)."""
     n_train, n_test = cfg.n_images(data)
-    n_clean = min(cfg.clean_subset or n_train, n_train)
+    n_clean = cfg.n_clean(data)
     key = (cfg.model, device.type, cfg.batch_size)
     rate = known_rate(cfg, device.type, threads, exact=exact, checks=checks) or _measured.get(key)
     if rate is None:
         if not measure:
             return math.nan
-        _measured[key] = rate = measure_images_per_s(cfg, data if data is not None else load_cifar10(), device)
+        _measured[key] = rate = measure_images_per_s(cfg, device)
     # evaluation (clean training images and test images) runs forward only: about a
     # third of a training step per image; each gradient-profile point costs two
     # forward-backward passes over the probe batch
@@ -276,9 +257,8 @@ def measure_missing_rates(profile: str = "full", threads: int | None = None) -> 
 
 def stage_hours_left(profile: str = "full", device: torch.device | None = None, threads: int | None = None,
                      ) -> list[tuple[str, float, int]]:  # fmt: skip
-    """Per stage: (name, estimated hours of training left on this kind of device for one job of ``threads``
-    threads (default: this process's), runs without a known rate). Partly trained runs count what their
-    checkpoints leave."""
+    """Per stage: (name, estimated hours of training left on this kind of device for one job of ``threads`` threads
+    (default: this process's), runs without a known rate). Partly trained runs count what their checkpoints leave."""
     device = device or default_device()
     states = {c.run_id: run_status(c, checkpoints=True) for c in plan(profile)}
     for st in states.values():  # what unfinished runs measured counts for their model and batch size
@@ -322,10 +302,9 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                   policy: str | None = None) -> dict[str, list[str]]:  # fmt: skip
     """Train the plan's missing runs (of ``models`` only, if given) while the budget allows.
 
-    ``policy``: see the module docstring (default: ``"sequential"`` on a CPU, ``"units"`` on a GPU,
-    where the estimates of runs that share the device count ``workers`` times, as they go slower).
-    Each finished run is stored at once. ``workers > 1`` starts that many worker processes of this
-    function instead.
+    ``policy``: see the module docstring (default: ``"sequential"`` on a CPU, ``"units"`` on a GPU, where the estimates
+    of runs that share the device count ``workers`` times, as they go slower). Each finished run is stored at once.
+    ``workers > 1`` starts that many worker processes of this function instead.
     """
     deadline = deadline if deadline is not None else time.time() + budget_s
     known = {m for fam in FAMILIES.values() for m in fam}
@@ -359,12 +338,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 continue
         todo = [st for st in map(run_status, unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
-        for st in [st for st in todo if st.state == "diverged" and _claim(claims, [st.config], "skip")]:
-            log(f"skip {st.config.run_id}: it diverged before with this recipe ({st.message}); change the "
-                f"recipe of its family (benchmarks/RESULTS.md) or delete {diverged_path(st.config)}")  # fmt: skip
-            skipped.append(st.config.run_id)
-        for st in [st for st in todo if st.state == "damaged" and _claim(claims, [st.config], "skip")]:
-            log(f"skip {st.config.run_id}: {st.message}")
+        for st in [st for st in todo if st.state in ("diverged", "damaged") and _claim(claims, [st.config], "skip")]:
+            log(f"skip {st.config.run_id}: " + (st.message if st.state == "damaged" else
+                f"it diverged before with this recipe ({st.message}); change the recipe of its family "
+                f"(benchmarks/RESULTS.md) or delete {diverged_path(st.config)}"))  # fmt: skip
             skipped.append(st.config.run_id)
         todo = [st for st in todo if st.state not in ("diverged", "damaged")]
         if not todo or not _claim(claims, unit):
@@ -387,14 +364,12 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 skipped.append(st.config.run_id)
                 continue
             if policy == "finish":
-                if deadline - time.time() < 10:  # the call is over: list what waits, time no more steps
-                    log(f"skip {st.config.run_id}: the call's deadline has passed; it waits for a longer call")
-                    skipped.append(st.config.run_id)
-                    continue
-                need, left = seconds_to_finish(st.config, data, dev), deadline - time.time()
-                if need > left:
-                    log(f"skip {st.config.run_id}: needs about {need / 3600:.1f} h at {torch.get_num_threads()} "
-                        f"thread(s), {left / 3600:.1f} h left; it waits for a longer call")  # fmt: skip
+                over = deadline - time.time() < 10  # the call is over: list what waits, time no more steps
+                need = math.inf if over else seconds_to_finish(st.config, data, dev)
+                if need > (left := deadline - time.time()):
+                    why = ("the call's deadline has passed" if over else f"needs about {need / 3600:.1f} h at "
+                           f"{torch.get_num_threads()} thread(s), {left / 3600:.1f} h left")  # fmt: skip
+                    log(f"skip {st.config.run_id}: {why}; it waits for a longer call")
                     skipped.append(st.config.run_id)
                     continue
                 log(f"train {st.config.run_id} (about {need / 3600:.1f} h to finish; {left / 3600:.1f} h left)")
@@ -423,7 +398,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         f"{len(stopped)} stopped to resume later; results in {results_root()}")  # fmt: skip
     result = dict(trained=trained, done=done, skipped=skipped, stopped=stopped)
     if claims is not None:  # a worker: report to the process that started it
-        atomic_write(claims / f"report-{os.getpid()}.json", lambda f: f.write(json.dumps(result).encode()))
+        atomic_write(claims / f"report-{os.getpid()}.json", json.dumps(result))
     return result
 
 

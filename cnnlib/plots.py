@@ -219,6 +219,16 @@ def clip_outliers(ax: plt.Axes, x, y, labels, colors, *, keep, margin: float = 1
     return [int(i) for i in clipped]
 
 
+def _finish(fig: plt.Figure, title: str | None) -> plt.Figure:
+    """Plain log tick labels (after every axis' scale is set: a shared axis' scale resets its siblings'
+    formatters), the title, a tight layout."""
+    plain_log_labels(fig)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def use_style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "savefig.bbox": "tight"})
@@ -254,35 +264,23 @@ def curves(history: pd.DataFrame, *, pairs=(("train_loss", "test_loss"), ("train
             ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
         else:
             ax.get_legend().remove()
-    plain_log_labels(fig)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def overlay(history: pd.DataFrame, metric: str = "test_acc", *, hue: str = "model",
-            ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:  # fmt: skip
-    """One metric for many models on one axis (mean over seeds, band = spread)."""
-    ax = ax or plt.subplots(figsize=(7, 4))[1]
-    sns.lineplot(data=history, x="epoch", y=metric, hue=hue, palette=_model_palette(history, hue), errorbar="sd", ax=ax)
-    ax.set_ylabel(METRICS.get(metric, metric))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(fig, title)
 
 
 def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "model",
                  title: str | None = None) -> plt.Figure:  # fmt: skip
-    """One row per metric, one column per group of models (``histories``: title -> long history);
-    rows share their y axis, loss rows are logarithmic (plain tick labels), one legend per column."""
+    """One row per metric, one column per group of models (``histories``: title -> long history), each panel
+    the metric for many models (mean over seeds, band = spread); rows share their y axis, loss rows are
+    logarithmic (plain tick labels), one legend per column."""
     fig, axes = plt.subplots(len(metrics), len(histories), figsize=(6.5 * len(histories), 3.3 * len(metrics)),
                              sharey="row", squeeze=False)  # fmt: skip
     for col, (group, history) in enumerate(histories.items()):
         for row, metric in enumerate(metrics):
             ax = axes[row, col]
-            overlay(history, metric, hue=hue, ax=ax, title=group if row == 0 else None)
+            sns.lineplot(data=history, x="epoch", y=metric, hue=hue, palette=_model_palette(history, hue),
+                         errorbar="sd", ax=ax)  # fmt: skip
+            ax.set(ylabel=METRICS.get(metric, metric), title=group if row == 0 else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if "loss" in metric:
                 ax.set_yscale("log")
                 if col == len(histories) - 1:  # the row's axes share their limits: scale them once, together
@@ -293,11 +291,7 @@ def overlay_grid(histories: dict[str, pd.DataFrame], metrics, *, hue: str = "mod
                 ax.get_legend().remove()
             elif ax.get_legend() is not None:
                 ax.legend(fontsize="small")
-    plain_log_labels(fig)  # after every row's scale: a shared axis' scale resets its siblings' formatters
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # a second cue besides the colour, where points of models meet
@@ -323,10 +317,7 @@ def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy aga
         columns = 4 if len(panels) == 1 else 2  # a legend no wider than its panel, apart from its neighbour's
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(columns, len(table)), fontsize="small",
                   frameon=False)  # fmt: skip
-    plain_log_labels(fig)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def confusion(cm: pd.DataFrame, *, title: str = "", ax: plt.Axes | None = None) -> plt.Axes:

@@ -1,27 +1,24 @@
 """The recipe checks: settings of the recipe, chosen on held-out training images.
 
-Before the full study, two nets train for a short schedule (profile ``tune``) on 45,000 training
-images under each setting of a check (``config.RECIPE_CHECKS``), and are scored on the 5,000
-training images held out; the test set plays no part. The setting with the best mean held-out
-accuracy of the check's nets is chosen once and never per model:
+Before the full study, two nets train for a short schedule (profile ``tune``) on 45,000 training images under each
+setting of a check (``config.RECIPE_CHECKS``), and are scored on the 5,000 training images held out; the test set plays
+no part. The setting with the best mean held-out accuracy of the check's nets is chosen once and never per model:
 
-* ``shared``: plain20 and resnet20 over ``config.RECIPE_GRID`` (peak lr x weight decay) choose the
-  recipe of every family;
-* ``seed``: seed_cnn, seed_resnet18 and seed_densenet over three peak learning rates at the shared
-  weight decay choose the peak lr of the original report's four models (seed_cnn has no
-  normalisation layers, and the shared choice left it at 29%; seed_densenet's full run diverged
-  at the first version's choice).
+* ``shared``: plain20 and resnet20 over ``config.RECIPE_GRID`` (peak lr x weight decay) choose the recipe of every
+  family;
+* ``seed``: seed_cnn, seed_resnet18 and seed_densenet over three peak learning rates at the shared weight decay choose
+  the peak lr of the original report's four models (seed_cnn has no normalisation layers, and the shared choice left it
+  at 29%; seed_densenet's full run diverged at the first version's choice).
 
-A setting under which a check's run or a full run of its families diverged (its loss turned NaN:
-``train.divergence``) is never chosen.
+A setting under which a check's run or a full run of its families diverged (its loss turned NaN: ``train.divergence``)
+is never chosen.
 
-A check's choice is recorded as data (``record``: ``config.RECIPE_CHOICE``, committed), and the full
-profile's configs read it from there (``config.make_config``). ``train-missing`` records a check's
-choice once the check is complete, and trains nothing of a family until the choices of its checks
-are recorded; a recorded choice is never replaced behind the study's back: when the stored runs
-come to choose another setting (a full run diverged under it), the family waits until someone
-records the new one (``python -m cnnlib status --profile full --record-recipe``), which makes its
-stored full runs stale. ``python -m cnnlib status --profile full`` shows the tables.
+A check's choice is recorded as data (``record``: ``config.RECIPE_CHOICE``, committed), and the full profile's configs
+read it from there (``config.make_config``). ``train-missing`` records a check's choice once the check is complete, and
+trains nothing of a family until the choices of its checks are recorded; a recorded choice is never replaced behind the
+study's back: when the stored runs come to choose another setting (a full run diverged under it), the family waits until
+someone records the new one (``python -m cnnlib status --profile full --record-recipe``), which makes its stored full
+runs stale. ``python -m cnnlib status --profile full`` shows the tables.
 """
 
 from __future__ import annotations
@@ -57,10 +54,9 @@ def configs(check: str = "shared"):
 
 
 def table(runs: dict[str, Run | None] | None = None, check: str = "shared") -> pd.DataFrame:
-    """One row per setting: lr, weight decay, each net's final held-out accuracy (NaN while missing or
-    diverged), the runs whose loss turned NaN under it ("diverged": the check's nets, and the full runs of
-    its families' models, seed 0, marked "(full)"; "" if none) and the nets' mean accuracy (NaN unless all
-    of them exist and nothing diverged)."""
+    """One row per setting: lr, weight decay, each net's final held-out accuracy (NaN while missing or diverged), the
+    runs whose loss turned NaN under it ("diverged": the check's nets, and the full runs of its families' models, seed
+    0, marked "(full)"; "" if none) and the nets' mean accuracy (NaN unless all of them exist and nothing diverged)."""
     rows = []
     for tag in RECIPE_CHECKS[check]["tags"]:
         setting = RECIPE_SETTINGS[tag]
@@ -112,8 +108,7 @@ def record(chosen: dict, check: str = "shared") -> None:
     """Record ``chosen`` (``choice``'s dict) as the check's choice: from now on the full profile trains the
     check's families with it (``config.make_config``)."""
     choices = recorded_choices() | {check: {k: chosen[k] for k in ("setting", "lr", "weight_decay", "mean")}}
-    text = json.dumps(dict(sorted(choices.items())), indent=2, sort_keys=True) + "\n"
-    atomic_write(config.RECIPE_CHOICE, lambda f: f.write(text.encode()))
+    atomic_write(config.RECIPE_CHOICE, json.dumps(choices, indent=2, sort_keys=True) + "\n")
 
 
 def record_new(check: str = "shared") -> dict | None:

@@ -8,6 +8,7 @@ its notebook with the command that trains it. The index opens as the README does
 from __future__ import annotations
 
 import base64
+import contextlib
 import html as html_lib
 import logging
 import os
@@ -20,7 +21,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .paths import figures_root
+from .constants import ALPHA
+from .paths import figures_root, shown
 from .runs import provenance
 
 if TYPE_CHECKING:
@@ -61,10 +63,8 @@ class _Interrupts:
         provisioner = getattr(getattr(self.client, "km", None), "provisioner", None)
         pgid = getattr(provisioner, "pgid", None)
         if pgid:  # the kernel runs in a session of its own: Ctrl-C in the terminal does not reach it
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(pgid, signal.SIGINT)
-            except OSError:
-                pass
 
 
 def _client_class():
@@ -145,13 +145,11 @@ def exporter():
     return HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
 
 
-def _html(nb, exporter, stem: str | None = None) -> str:
-    """The notebook as HTML, with links to sibling notebooks pointing at their pages; with ``stem``, the
-    page's style and a line linking back to the index (and naming the notebook that holds the code)."""
+def _html(nb, exporter, stem: str) -> str:
+    """The notebook ``stem`` as HTML, with links to sibling notebooks pointing at their pages, the page's style and
+    a line linking back to the index (and naming the notebook that holds the code)."""
     html, _ = exporter.from_notebook_node(nb)
     html = re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb', r'href="\1.html', html)
-    if stem is None:
-        return html
     nav = (f'<nav class="report"><a href="index.html">&larr; the report\'s index</a> &middot; the code is hidden '
            f"here; <code>notebooks/{stem}.ipynb</code> has it</nav>")
     html = html.replace("</head>", f"<style>{PAGE_CSS}</style>\n</head>", 1)
@@ -194,8 +192,6 @@ figcaption { font-size: 0.86rem; color: #444; text-align: left; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
 ol li { margin: 0.35rem 0; }
 """
-NUMERIC = {"original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)", "epochs",
-           "s / epoch"}
 INDEX_COLUMNS = ("model", "original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)",
                  "epochs", "s / epoch")  # the results table's columns on the index (profile and device: named apart)
 
@@ -206,10 +202,6 @@ def _inline(markdown: str) -> str:
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"\*(.+?)\*", r"<em>\1</em>", text)
-
-
-def _cell_class(column: str) -> str:
-    return " class=num" if column in NUMERIC else " class=nowrap" if column == "model" else ""
 
 
 def _results_table(rows: list[dict]) -> str:
@@ -224,8 +216,8 @@ def _results_table(rows: list[dict]) -> str:
             family = r["family"]
             body.append(f'<tr class="family"><th colspan="{len(INDEX_COLUMNS)}">'
                         f"{FAMILY_NAMES.get(family, family)}</th></tr>")  # fmt: skip
-        body.append("<tr>" + "".join(f"<td{_cell_class(c)}>{_inline(str(r[c]))}</td>" for c in INDEX_COLUMNS)
-                    + "</tr>")  # fmt: skip
+        cells = (f"<td class={'nowrap' if c == 'model' else 'num'}>{_inline(str(r[c]))}</td>" for c in INDEX_COLUMNS)
+        body.append(f"<tr>{''.join(cells)}</tr>")  # the model's name, then numbers
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -246,22 +238,13 @@ def _verdict_table(rows: list[dict], pages: dict[str, str]) -> str:
             f"</thead><tbody>{body}</tbody></table>")  # fmt: skip
 
 
-def _figure(path: Path | None) -> str:
-    """The figure inlined (base64), so that the index shows it wherever it is opened; '' if it is missing."""
-    if path is None or not path.exists():
-        return ""
-    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
-
-
 def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | None = None) -> str:
-    """The report's index, opening as the README does: the question, the written answer
-    (``templates/index_answer.md``), the verdicts (the README's, from ``cnnlib.summary``), the figure of what
-    skip connections change; then the results table, the notebooks' pages (``pages``: (file stem, title)) with
-    one line each, and where the numbers come from."""
-    from . import render, summary, verdicts
+    """The report's index, opening as the README does: the question, the written answer (``templates/index_answer.md``),
+    the verdicts (the README's, from ``cnnlib.summary``), the figure of what skip connections change; then the results
+    table, the notebooks' pages (``pages``: (file stem, title)) with one line each, and where the numbers come from."""
+    from . import render, summary
     from .analysis import data_note
 
-    titles = dict(pages)
     answer = "".join(f"<p>{_inline(' '.join(par.split()))}</p>"
                      for par in summary.answer(runs, "index_answer").split("\n\n") if par.strip())  # fmt: skip
     v = summary.verdict_frame(runs)
@@ -271,23 +254,22 @@ def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | Non
         rows = [{"claim": f"{r.claim} ({r.a} − {r.b})" if r.b else f"{r.claim} ({r.a}, {r.quantity})",
                  "verdict": r.verdict, "evidence": f"{render.interval(r)} ({render.method(r)})",
                  "notebook": r.notebook} for r in v.itertuples()]  # fmt: skip
-        verdict_part = _verdict_table(rows, titles)
-        verdict_note = (
-            f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} (the "
-            "richest profile in which the family is complete; the seeds of which all four nets exist). Each "
-            f"notebook table's intervals are Holm-adjusted across its claims (family-wise error "
-            f"{100 * verdicts.ALPHA:g}%); \"cannot tell\" says what the runs "
-            "do not settle, and the notebooks say what would.</p>"
-        )  # fmt: skip
+        verdict_part = _verdict_table(rows, dict(pages))
+        verdict_note = (f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} "
+                        "(the richest profile in which the family is complete; the seeds of which all four nets "
+                        "exist). Each notebook table's intervals are Holm-adjusted across its claims (family-wise "
+                        f"error {100 * ALPHA:g}%); \"cannot tell\" says what the runs do not settle, and the notebooks "
+                        "say what would.</p>")  # fmt: skip
     else:
         verdict_part, verdict_note, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the "
                                            "degradation family exists.</p>", "", [])  # fmt: skip
-    src = _figure(figure)
-    fig = (f"<figure><img src='{src}' alt='training and test error of plain and residual nets of 20 and 56 layers'>"
-           "<figcaption>Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 layers "
-           f"against epochs, mean over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 "
-           "draws it; the degradation rows above put intervals on what it shows.</figcaption></figure>"
-           ) if src else ""  # fmt: skip
+    fig = ""
+    if figure is not None and figure.exists():  # inlined (base64): the index shows it wherever it is opened
+        fig = (f"<figure><img src='data:image/png;base64,{base64.b64encode(figure.read_bytes()).decode()}' "
+               "alt='training and test error of plain and residual nets of 20 and 56 layers'><figcaption>Training "
+               "(dashed) and test (solid) error of plain and residual nets of 20 and 56 layers against epochs, mean "
+               f"over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 draws it; the "
+               "degradation rows above put intervals on what it shows.</figcaption></figure>")  # fmt: skip
     main, pilots = summary.main_and_pilot_rows(summary.accuracy_rows(runs))
     rows = main + [{**r, "model": f"{r['model']} (pilot, `{r['profile']}`)"} for r in pilots]
     devices = ", ".join(dict.fromkeys(d for r in rows for d in r["device"].split(", ")))
@@ -350,7 +332,7 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
                 executed = _build(building, notebooks or NOTEBOOKS, interrupts)
         except KeyboardInterrupt:
             kept = " and the committed notebooks and figures are" if in_place else " is"
-            raise ReportInterrupted(f"{_shown(out)}{kept} left as before") from None
+            raise ReportInterrupted(f"{shown(out)}{kept} left as before") from None
         if in_place:
             import nbformat
 
@@ -366,15 +348,8 @@ def build_report(profile: str | None = None, out: str | Path = "report", *, in_p
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    print(f"report written to {_shown(out / 'index.html')}")
+    print(f"report written to {shown(out / 'index.html')}")
     return out / "index.html"
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _build(folder: Path, notebooks: Path, interrupts: _Interrupts) -> list[tuple[Path, object]]:

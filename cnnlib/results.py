@@ -4,23 +4,18 @@ A run is ``model + profile + seed`` and lives in ``<root>/<model>-<profile>-s<se
 
 * ``history.csv``  one row per epoch (see ``cnnlib.train.fit``);
 * ``predictions.npy``  the predicted class of every test image, in data-set order;
-* the small tables of ``cnnlib.aftertrain`` (gradient profiles during training,
-  layer responses and the mechanism analyses of the trained net), measured
-  while the weights were in hand; the weights themselves never enter the
-  store (small models keep them under ``paths.weights_root()``, git-ignored);
-* ``run.json``  the whole config, its hash, versions, device, data source,
-  wall time, final metrics and the size and SHA-256 of every other file of the
-  run (``files``). It is written last, so a folder without it is an unfinished
-  run and is ignored.
+* the small tables of ``cnnlib.aftertrain`` (gradient profiles during training, layer responses and the mechanism
+  analyses of the trained net), measured while the weights were in hand; the weights themselves never enter the store
+  (small models keep them under ``paths.weights_root()``, git-ignored);
+* ``run.json``  the whole config, its hash, versions, device, data source, wall time, final metrics and the size and
+  SHA-256 of every other file of the run (``files``). It is written last, so a folder without it is an unfinished run
+  and is ignored.
 
-Every file goes to a temporary name first and is renamed into place, so a
-crash never leaves half a result. Every read checks the run (``check_run``):
-a file that does not match its checksum, does not parse, or disagrees with the
-run's epochs raises ``DamagedRunError``, one line naming the file and what to
-do, before anything is computed or plotted from it. Runs stored before the
-checksums were recorded are checked for what can be checked (they parse, have
-their columns, agree on the epochs); ``record_checksums`` adds the checksums to
-their ``run.json``.
+Every file goes to a temporary name first and is renamed into place, so a crash never leaves half a result. Every read
+checks the run (``check_run``): a file that does not match its checksum, does not parse, or disagrees with the run's
+epochs raises ``DamagedRunError``, one line naming the file and what to do, before anything is computed or plotted from
+it. Runs stored before the checksums were recorded are checked for what can be checked (they parse, have their columns,
+agree on the epochs); ``record_checksums`` adds the checksums to their ``run.json``.
 """
 
 from __future__ import annotations
@@ -46,9 +41,6 @@ if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) 
     from .data import CIFAR10
     from .engine import Engine
     from .train import FitResult
-
-__all__ = ["DamagedRunError", "Run", "StaleRunError", "check_run", "complete_seeds", "fit_or_load", "list_runs",
-           "load_run", "record_checksums", "results_root", "save_run"]
 
 
 class StaleRunError(RuntimeError):
@@ -94,11 +86,6 @@ def _sha256(path: Path) -> str:
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically (see ``paths.atomic_write``)."""
-    atomic_write(path, lambda f: f.write(payload))
-
-
 @dataclass
 class Run:
     """A finished run read back from the store."""
@@ -118,22 +105,23 @@ class Run:
         return self.meta["config_hash"] == cfg.hash
 
     def table(self, name: str) -> pd.DataFrame:
-        """One of the run's aftertrain tables (empty if it has none); DamagedRunError if it does not parse."""
-        from . import aftertrain
+        """One of the run's tables (``aftertrain.TABLES``; empty if it has none); DamagedRunError if it won't parse."""
+        from .aftertrain import TABLES
 
-        if name not in aftertrain.TABLES:
-            return aftertrain.load_table(self, name)  # the error that lists the names
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; choose from {sorted(TABLES)}")
+        path = self.path / TABLES[name]
         try:
-            return aftertrain.load_table(self, name)
+            return pd.read_csv(path) if path.exists() else pd.DataFrame()
         except (ValueError, UnicodeDecodeError) as e:
-            raise DamagedRunError(self.path, aftertrain.TABLES[name], f"does not parse as CSV ({e})") from None
+            raise DamagedRunError(self.path, TABLES[name], f"does not parse as CSV ({e})") from None
 
 
 def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
     from . import aftertrain
 
     for name, table in tables.items():
-        atomic_write_bytes(folder / aftertrain.TABLES[name], table.to_csv(index=False).encode())
+        atomic_write(folder / aftertrain.TABLES[name], table.to_csv(index=False))
 
 
 def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> Path:
@@ -145,32 +133,21 @@ def save_run(cfg: TrainConfig, result: FitResult, root: Path | None = None) -> P
     for name, file in aftertrain.TABLES.items():  # a table of an earlier run of this name is not this run's
         if name not in result.tables:
             (folder / file).unlink(missing_ok=True)
-    atomic_write_bytes(folder / "history.csv", result.history.to_csv(index=False).encode())
+    atomic_write(folder / "history.csv", result.history.to_csv(index=False))
     atomic_write(folder / "predictions.npy", lambda f: np.save(f, result.predictions.numpy().astype(np.uint8)))
     _write_tables(folder, result.tables)
     aftertrain.save_weights(cfg.run_id, result.state_dict)
     last = result.history.iloc[-1]
-    meta = dict(
-        run_id=cfg.run_id,
-        config=cfg.to_dict(),
-        config_hash=cfg.hash,
-        **result.info,
-        final=dict(
-            epochs=int(last["epoch"]),
-            train_loss=float(last["train_loss"]),
-            train_acc=float(last["train_acc"]),
-            test_loss=float(last["test_loss"]),
-            test_acc=float(last["test_acc"]),
-            seconds_per_epoch=float(result.history["seconds"].median()),
-        ),
-    )
+    final = {k: float(last[k]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    final = dict(epochs=int(last["epoch"]), **final, seconds_per_epoch=float(result.history["seconds"].median()))
+    meta = dict(run_id=cfg.run_id, config=cfg.to_dict(), config_hash=cfg.hash, **result.info, final=final)
     meta["files"] = _file_records(folder)
     _write_meta(folder, meta)
     return folder
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
-    atomic_write_bytes(folder / "run.json", (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(folder / "run.json", json.dumps(meta, indent=2) + "\n")
 
 
 def _file_records(folder: Path) -> dict[str, dict]:
@@ -244,10 +221,9 @@ def _read_predictions(folder: Path, config: TrainConfig) -> np.ndarray:
 
 
 def check_run(folder: Path) -> Run:
-    """The run stored in ``folder``, read and checked: every file run.json records matches its size and
-    SHA-256, run.json, history.csv and predictions.npy parse, the history has its columns and one row per
-    epoch that run.json says the run trained. Raises DamagedRunError (one line: the file, what is wrong,
-    what to do)."""
+    """The run stored in ``folder``, read and checked: every file run.json records matches its size and SHA-256,
+    run.json, history.csv and predictions.npy parse, the history has its columns and one row per epoch that run.json
+    says the run trained. Raises DamagedRunError (one line: the file, what is wrong, what to do)."""
     from .config import TrainConfig
 
     meta = _read_meta(folder)
@@ -293,10 +269,9 @@ def list_runs(root: Path | None = None, *, skip_damaged: bool = False) -> list[R
 
 
 def record_checksums(root: Path | None = None) -> list[str]:
-    """Add the size and SHA-256 of every file to the run.json of each stored run that has none yet (runs
-    stored before ``save_run`` recorded them), after checking what can be checked without them; the rest
-    of run.json stays as it was. Returns the run ids whose run.json changed. A damaged run raises
-    DamagedRunError before any run.json is written."""
+    """Add the size and SHA-256 of every file to the run.json of each stored run that has none yet (runs stored before
+    ``save_run`` recorded them), after checking what can be checked without them; the rest of run.json stays as it was.
+    Returns the run ids whose run.json changed. A damaged run raises DamagedRunError before any run.json is written."""
     from . import aftertrain
 
     runs = [r for r in list_runs(root) if "files" not in r.meta]
@@ -327,33 +302,24 @@ def fit(cfg: TrainConfig, **kwargs) -> FitResult:
     return fit(cfg, **kwargs)
 
 
-def fit_or_load(
-    cfg: TrainConfig,
-    *,
-    retrain: bool = False,
-    root: Path | None = None,
-    data: CIFAR10 | None = None,
-    **fit_kwargs,
-) -> Run:
-    """The stored run for ``cfg``, training it first if it is missing: ``fit``, then the tables measured
-    on the trained weights (``measure_tables``, while they are in hand), then ``save_run``.
+def fit_or_load(cfg: TrainConfig, *, retrain: bool = False, root: Path | None = None, data: CIFAR10 | None = None,
+                **fit_kwargs) -> Run:  # fmt: skip
+    """The stored run for ``cfg``, training it first if it is missing: ``fit``, then the tables measured on the trained
+    weights (``measure_tables``, while they are in hand), then ``save_run``.
 
-    ``retrain=True`` trains again and replaces the stored run (the notebooks and the
-    command line turn ``CNNLIB_RETRAIN=1`` / ``--retrain`` into it). A stored run whose
-    config differs is never returned silently: that raises StaleRunError, which says how
-    to replace it.
+    ``retrain=True`` trains again and replaces the stored run (the notebooks and the command line turn
+    ``CNNLIB_RETRAIN=1`` / ``--retrain`` into it). A stored run whose config differs is never returned silently: that
+    raises StaleRunError, which says how to replace it.
     """
     stored = None if retrain else load_run(cfg, root)
     if stored is not None:
         if not stored.matches(cfg):
             was = stored.meta["config"]
             changed = {k: (was.get(k), v) for k, v in cfg.to_dict().items() if was.get(k) != v}
-            raise StaleRunError(
-                f"{stored.path} was trained with another config (stored vs asked: {changed}); "
-                "retrain it with retrain=True (or CNNLIB_RETRAIN=1 in a notebook) "
-                f"(command line: python -m cnnlib train {cfg.model} --profile {cfg.profile} "
-                f"--seed {cfg.seed} --retrain)"
-            )
+            raise StaleRunError(f"{stored.path} was trained with another config (stored vs asked: {changed}); "
+                                "retrain it with retrain=True (or CNNLIB_RETRAIN=1 in a notebook) (command line: "
+                                f"python -m cnnlib train {cfg.model} --profile {cfg.profile} --seed {cfg.seed} "
+                                "--retrain)")  # fmt: skip
         return stored
     result = fit(cfg, resume=not retrain, data=data, **fit_kwargs)
     if result.model is not None:
@@ -373,23 +339,22 @@ def measure_tables(cfg: TrainConfig, model: nn.Module, data: CIFAR10, engine: En
     from . import aftertrain
     from .train import as_engine, balanced, build, loaders
 
-    if not aftertrain.dissected(cfg):
-        return aftertrain.finish(model, loaders(cfg, data, engine)["test"])
     ld = loaders(cfg, data, engine)
+    tables = aftertrain.finish(model, ld["test"])
+    if not aftertrain.dissected(cfg):
+        return tables
     init, _ = build(cfg, engine)
     if init_fingerprint is not None and not np.isclose(aftertrain.fingerprint(init), init_fingerprint, rtol=1e-9):
         raise ValueError(f"{cfg.run_id}: the rebuilt initial weights do not match the run's (fingerprint)")
     clean, test = balanced(ld["clean"], aftertrain.SURFACE_IMAGES), balanced(ld["test"])
     settings = aftertrain.mechanism_settings(len(data.train_y), as_engine(engine).torch_device)
-    return aftertrain.finish(model, ld["test"], init_state=init.state_dict(), clean=clean, test=test,
-                             settings=settings)  # fmt: skip
+    return tables | aftertrain.mechanism_tables(model, init.state_dict(), clean, test, **settings)
 
 
 def recompute_tables(run: Run, data: CIFAR10 | None = None, device: str = "cpu") -> list[str]:
-    """Measure again, from the run's kept weights, the tables ``measure_tables`` makes right after
-    training (layer responses; the mechanism tables for the degradation family), and store them in
-    the run folder. The gradient profiles measured *during* training cannot be redone this way.
-    Returns the names of the tables written."""
+    """Measure again, from the run's kept weights, the tables ``measure_tables`` makes right after training (layer
+    responses; the mechanism tables for the degradation family), and store them in the run folder. The gradient profiles
+    measured *during* training cannot be redone this way. Returns the names of the tables written."""
     from . import aftertrain
     from .data import load_cifar10
 

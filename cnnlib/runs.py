@@ -1,10 +1,9 @@
 """The stored runs a notebook shows: which profile, which runs, and where they come from.
 
-A notebook asks for runs by model and seed; ``resolve_profile`` picks the profile
-(``CNNLIB_PROFILE``, the notebook's parameter, or the richest profile whose runs all exist) and
-``get_runs`` loads them. Nothing here trains: a missing run is named with the command that
-trains it (``python -m cnnlib train``, which calls ``results.fit_or_load``), and the notebook
-stops. Importing this module imports no torch: the README writer reads ``PREFERRED`` from it.
+A notebook asks for runs by model and seed; ``resolve_profile`` picks the profile (``CNNLIB_PROFILE``, the notebook's
+parameter, or the richest profile whose runs all exist) and ``get_runs`` loads them. Nothing here trains: a missing run
+is named with the command that trains it (``python -m cnnlib train``, which calls ``results.fit_or_load``), and the
+notebook stops. Importing this module imports no torch: the README writer reads ``PREFERRED`` from it.
 """
 
 from __future__ import annotations
@@ -85,8 +84,7 @@ def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = Tr
 
 
 def run_names(runs: list[Run]) -> str:
-    """Runs named compactly: one entry per model (and variant) with its seeds, e.g.
-    '`plainnet18` (seeds 0, 1, 2)'."""
+    """Runs named compactly: one entry per model (and variant) with its seeds, e.g. '`plainnet18` (seeds 0, 1, 2)'."""
     seeds: dict[str, list[int]] = {}
     for r in runs:
         seeds.setdefault(r.config.model + (f"-{r.config.tag}" if r.config.tag else ""), []).append(r.config.seed)
@@ -95,15 +93,15 @@ def run_names(runs: list[Run]) -> str:
 
 
 def how_trained(run: Run) -> str:
-    """Precision, memory format, compiled or not and threads of a run, from its ``run.json``; runs stored
-    before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
+    """Precision, memory format, compiled or not and threads of a run (``Engine.describe`` of its ``run.json``);
+    runs stored before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
+    from .engine import Engine
+
     e = run.meta.get("engine")
     if e is None:
         cuda = run.meta.get("device", "cpu").startswith("cuda")
         return "bf16 autocast, channels_last, eager" if cuda else "fp32, NCHW, eager"
-    fmt = "channels_last" if e["channels_last"] else "NCHW"
-    precision = "bf16 autocast" if e["precision"] == "bf16" else e["precision"]
-    return f"{precision}, {fmt}, {'compiled' if e['compiled'] else 'eager'}, {e['threads']} thread(s)"
+    return Engine(**{k: e[k] for k in ("device", "precision", "channels_last", "compiled", "threads")}).describe()
 
 
 def provenance(runs: list[Run]) -> str:

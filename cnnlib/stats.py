@@ -1,59 +1,44 @@
 """Intervals and verdicts for the study's comparisons.
 
-Every number the notebooks compare carries an interval, and a claim is
-"confirmed" or "refuted" only when the interval separates the compared numbers;
-otherwise the verdict is "cannot tell".
+Every number the notebooks compare carries an interval, and a claim is "confirmed" or "refuted" only when the interval
+separates the compared numbers; otherwise the verdict is "cannot tell".
 
 - One run's test accuracy: exact (Clopper-Pearson) binomial interval.
-- Two runs on the same test images: paired bootstrap of the accuracy difference
-  over images (Efron & Tibshirani 1993) and the exact McNemar test on the
-  discordant images (Dietterich 1998, "Approximate statistical tests for
-  comparing supervised classification learning algorithms"). It measures the
-  test set's noise only: seed-to-seed variance is left out, so a verdict from it
-  holds for those trained networks, not for the architectures.
-- Several seeds: t-interval of the mean; Welch t-interval of a difference of
-  means (``welch_contrast`` for any weighted sum of means). The trained network
-  is the unit of replication, and two architectures trained with the same seed
-  share only the order of the data, so comparisons across architectures are
-  unpaired (Welch); ``paired=True`` is for values that share more than a seed
-  number (two nets built from the same weights and probed on the same inputs).
-- Convergence speed: mean test accuracy over the run (the area under the
-  test-accuracy curve), so that a weak model that plateaus early is not called
-  "fast".
+- Two runs on the same test images: paired bootstrap of the accuracy difference over images (Efron & Tibshirani 1993)
+  and the exact McNemar test on the discordant images (Dietterich 1998, "Approximate statistical tests for comparing
+  supervised classification learning algorithms"). It measures the test set's noise only: seed-to-seed variance is left
+  out, so a verdict from it holds for those trained networks, not for the architectures.
+- Several seeds: t-interval of the mean; Welch t-interval of a difference of means (``welch_contrast`` for any weighted
+  sum of means). The trained network is the unit of replication, and two architectures trained with the same seed share
+  only the order of the data, so comparisons across architectures are unpaired (Welch); ``paired=True`` is for values
+  that share more than a seed number (two nets built from the same weights and probed on the same inputs).
 
-Bounded quantities. No interval leaves the feasible range, by one rule: the mean
-of a quantity bounded to [lo, hi] (``bounds``; an accuracy or error rate in
-[0, 1], a correlation in [-1, 1]) gets its t-interval on the logit scale of its
-position in the range, log(u / (1 - u)) with u = (x - lo) / (hi - lo), and the
-bounds are transformed back (for [-1, 1] this is Fisher's z = atanh(r), up to a
-factor 2 that cancels); the estimate stays the arithmetic mean. Where a value
-lies on a bound the logit is infinite, and the interval is the t-interval
-clipped to the range, which ``method`` says. A difference of bounded values has
-no fixed range of its own to transform, so its interval is clipped to the
+Bounded quantities. No interval leaves the feasible range, by one rule: the mean of a quantity bounded to [lo, hi]
+(``bounds``; an accuracy or error rate in [0, 1], a correlation in [-1, 1]) gets its t-interval on the logit scale of
+its position in the range, log(u / (1 - u)) with u = (x - lo) / (hi - lo), and the bounds are transformed back (for
+[-1, 1] this is Fisher's z = atanh(r), up to a factor 2 that cancels); the estimate stays the arithmetic mean. Where a
+value lies on a bound the logit is infinite, and the interval is the t-interval clipped to the range, which ``method``
+says. A difference of bounded values has no fixed range of its own to transform, so its interval is clipped to the
 feasible range of the difference ([lo - hi, hi - lo] for two values).
 
-Many claims. A table of verdicts is one family of claims, and its family-wise
-error is held at ``ALPHA`` by Holm's step-down method (``holm``, ``holm_adjust``):
-each claim's interval is drawn at the level its Holm step tests it at, so the
-interval decides the claim exactly when its Holm-adjusted p-value is below
-``ALPHA``; the verdicts read the intervals as everywhere else.
+Many claims. A table of verdicts is one family of claims, and its family-wise error is held at ``ALPHA`` by Holm's
+step-down method (``holm``, ``holm_adjust``): each claim's interval is drawn at the level its Holm step tests it at, so
+the interval decides the claim exactly when its Holm-adjusted p-value is below ``ALPHA``; the verdicts read the
+intervals as everywhere else.
 
-Ties. A claimed tie A ≈ B is tested against a margin fixed before looking at any
-run (``TIE_MARGIN``, 1 point of accuracy), in both directions (as in two one-sided
-tests): confirmed when the whole interval lies inside ±margin, refuted when it lies
-wholly outside, cannot tell otherwise.
+Ties. A claimed tie A ≈ B is tested against a margin fixed before looking at any run (``TIE_MARGIN``, 1 point of
+accuracy), in both directions (as in two one-sided tests): confirmed when the whole interval lies inside ±margin,
+refuted when it lies wholly outside, cannot tell otherwise.
 
 Statistics come from ``scipy.stats``; every resampling takes a seed.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -118,8 +103,6 @@ class SeedComparison:
     difference: float
     low: float
     high: float
-    n_a: int  # seeds of a
-    n_b: int  # seeds of b
     confidence: float
     method: str
     evidence: Evidence | None = field(default=None, repr=False, compare=False)  # the interval at any level
@@ -130,7 +113,7 @@ class RankingVerdict:
     """A claimed ranking checked pair by pair."""
 
     verdict: str  # "confirmed", "refuted" or "cannot tell"
-    table: pd.DataFrame  # one row per pair: pair, claimed, estimate, low, high, p_mcnemar, verdict
+    table: pd.DataFrame  # one row per pair: pair, claimed, estimate, low, high, verdict
 
 
 # --- input checks -----------------------------------------------------------------------------------------------------
@@ -174,23 +157,21 @@ def _check_confidence(confidence: float) -> None:
 
 
 def accuracy_interval(pred: ArrayLike, labels: ArrayLike, *, confidence: float = 0.95) -> Interval:
-    """Test accuracy with an exact Clopper-Pearson interval (conservative: covers at least ``confidence``)."""
-    _check_confidence(confidence)
+    """Test accuracy with an exact Clopper-Pearson interval (``binomial_interval``)."""
     correct = _correct(pred, labels)
-    k, n = int(correct.sum()), len(correct)
+    return binomial_interval(int(correct.sum()), len(correct), confidence=confidence)
+
+
+def binomial_interval(k: int, n: int, *, confidence: float = 0.95) -> Interval:
+    """k of n images, as a fraction, with an exact Clopper-Pearson interval (conservative: covers at least
+    ``confidence``)."""
+    _check_confidence(confidence)
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
     return Interval(k / n, float(ci.low), float(ci.high), n, confidence, "Clopper-Pearson (exact binomial)")
 
 
-def paired_difference(
-    pred_a: ArrayLike,
-    pred_b: ArrayLike,
-    labels: ArrayLike,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> PairedComparison:
+def paired_difference(pred_a: ArrayLike, pred_b: ArrayLike, labels: ArrayLike, *, confidence: float = 0.95,
+                      resamples: int = 2000, seed: int = 0) -> PairedComparison:  # fmt: skip
     """accuracy(a) - accuracy(b) on the same test images, in the same order.
 
     A percentile bootstrap over test images of the per-image difference in correctness (+1, 0 or -1):
@@ -208,10 +189,14 @@ def paired_difference(
     d = ca.astype(float) - cb.astype(float)  # (n,) in {-1, 0, +1}
     n10, n01 = int((ca & ~cb).sum()), int((~ca & cb).sum())
     p = float(stats.binomtest(n10, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
-
-    low, high, draws = _bootstrap_mean(d, confidence, resamples, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DegenerateDataWarning (identical predictions): the interval is [0, 0]
+        # batch: at most 200 x n resampled values in memory at once
+        res = stats.bootstrap((d,), np.mean, n_resamples=resamples, batch=200, vectorized=True,
+                              confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     label = f"paired bootstrap over images (percentile, {resamples} resamples, seed {seed}); exact McNemar"
-    return PairedComparison(float(d.mean()), low, high, n01, n10, p, n, confidence, label, draws)
+    ci, draws = res.confidence_interval, np.asarray(res.bootstrap_distribution, dtype=float)
+    return PairedComparison(float(d.mean()), float(ci.low), float(ci.high), n01, n10, p, n, confidence, label, draws)
 
 
 def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
@@ -226,26 +211,6 @@ def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
 
     method = f"percentile bootstrap over {cmp.n} test images ({draws.size} resamples)"
     return Evidence(cmp.difference, at, cmp.n, method)
-
-
-def _bootstrap_mean(d: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    # scipy >= 1.15 calls the generator `rng`; older versions `random_state`.
-    key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DegenerateDataWarning (identical predictions): the interval is [0, 0]
-        res = stats.bootstrap(
-            (d,),
-            np.mean,
-            n_resamples=resamples,
-            batch=200,  # caps memory at 200 x n resampled values
-            vectorized=True,
-            confidence_level=confidence,
-            method="percentile",
-            **{key: rng},
-        )
-    ci = res.confidence_interval
-    return float(ci.low), float(ci.high), np.asarray(res.bootstrap_distribution, dtype=float)
 
 
 # --- across seeds -----------------------------------------------------------------------------------------------------
@@ -287,14 +252,11 @@ def seed_evidence(values: ArrayLike, *, bounds: tuple[float, float] | None = Non
     n, mean = len(v), float(v.mean())
     if n == 1:
         return None
-    if bounds is None:
+    lo, hi = bounds or (-math.inf, math.inf)
+    if bounds is None or np.any(v == lo) or np.any(v == hi):
+        clipped = f", clipped to [{lo:g}, {hi:g}] (a value lies on a bound, where the logit is infinite)"
         return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n,
-                           f"t-interval of the mean, {n - 1} df")  # fmt: skip
-    lo, hi = bounds
-    if np.any(v == lo) or np.any(v == hi):
-        return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n,
-                           f"t-interval of the mean, {n - 1} df, clipped to [{lo:g}, {hi:g}] (a value lies on "
-                           "a bound, where the logit is infinite)", clip=bounds)  # fmt: skip
+                           f"t-interval of the mean, {n - 1} df{clipped if bounds else ''}", clip=bounds)  # fmt: skip
     u = (v - lo) / (hi - lo)
     z = np.log(u / (1 - u))
     name = {(-1, 1): "Fisher's z", (0, 1): "the logit"}.get((lo, hi), f"the logit of the position in [{lo:g}, {hi:g}]")
@@ -325,11 +287,10 @@ def _difference_range(weights: Sequence[float], bounds: Sequence[tuple[float, fl
 
 def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
                    bounds: tuple[float, float] | Sequence[tuple[float, float]] | None = None) -> Evidence:  # fmt: skip
-    """sum_i w_i mean(sample_i) over independent samples (e.g. different architectures, each over
-    its own seeds), with a Welch t-interval: se^2 = sum w_i^2 s_i^2 / n_i and Welch-Satterthwaite
-    degrees of freedom. ``bounds``: the values' feasible range, one (low, high) for every sample or
-    one per sample; the interval is clipped to the contrast's feasible range. Each sample needs two
-    or more values."""
+    """sum_i w_i mean(sample_i) over independent samples (e.g. different architectures, each over its own seeds), with a
+    Welch t-interval: se^2 = sum w_i^2 s_i^2 / n_i and Welch-Satterthwaite degrees of freedom. ``bounds``: the values'
+    feasible range, one (low, high) for every sample or one per sample; the interval is clipped to the contrast's
+    feasible range. Each sample needs two or more values."""
     vs = [_values(x, f"sample {i}", 2) for i, x in enumerate(samples)]
     per_sample = None
     if bounds is not None:
@@ -349,10 +310,8 @@ def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
     return _t_evidence(est, est, se, float(df), n, "Welch t", clip=clip)
 
 
-def seed_difference(
-    values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = False, confidence: float = 0.95,
-    bounds: tuple[float, float] | None = None,
-) -> SeedComparison:  # fmt: skip
+def seed_difference(values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = False, confidence: float = 0.95,
+                    bounds: tuple[float, float] | None = None) -> SeedComparison:  # fmt: skip
     """mean(a) - mean(b) across seeds: Welch t-interval, or a paired t-interval when the i-th value
     of a and of b share more than a seed number (``paired=True``: e.g. two nets built from the same
     weights and probed on the same inputs; two architectures trained with one seed share only the
@@ -375,7 +334,7 @@ def seed_difference(
     method = ev.method
     if clip is not None and (low == clip[0] or high == clip[1]) and low != high:
         method += f", clipped to [{clip[0]:+g}, {clip[1]:+g}]"
-    return SeedComparison(ev.estimate, low, high, len(a), len(b), confidence, method, ev)
+    return SeedComparison(ev.estimate, low, high, confidence, method, ev)
 
 
 # --- many claims: Holm ------------------------------------------------------------------------------------------------
@@ -426,14 +385,13 @@ class Adjusted:
 
 def holm_adjust(claims: Sequence[tuple[Evidence | None, Callable[[float, float], bool]]],
                 alpha: float = ALPHA) -> list[Adjusted | None]:  # fmt: skip
-    """Each claim's interval at its Holm level, for a family of claims given as (evidence, decided)
-    pairs; ``decided(low, high)`` says whether an interval settles the claim (either way).
+    """Each claim's interval at its Holm level, for a family of claims given as (evidence, decided) pairs;
+    ``decided(low, high)`` says whether an interval settles the claim (either way).
 
-    The r-th smallest p-value's Holm step tests at alpha / (k - r + 1); drawing that claim's interval
-    at confidence 1 - alpha * p / p_holm (that step's level, or a higher one where an earlier step
-    failed and carried its larger adjusted p-value on) makes the interval decide the claim exactly
-    when its Holm-adjusted p-value is below alpha. Claims without evidence (None) are not tested, do
-    not count in k, and give None."""
+    The r-th smallest p-value's Holm step tests at alpha / (k - r + 1); drawing that claim's interval at confidence 1 -
+    alpha * p / p_holm (that step's level, or a higher one where an earlier step failed and carried its larger adjusted
+    p-value on) makes the interval decide the claim exactly when its Holm-adjusted p-value is below alpha. Claims
+    without evidence (None) are not tested, do not count in k, and give None."""
     p = np.array([decision_p(ev, d) if ev is not None else np.nan for ev, d in claims], dtype=float)
     adj = holm(p)
     tested = np.flatnonzero(np.isfinite(p))
@@ -489,30 +447,11 @@ def verdict(low: float, high: float, claimed_sign: int = 1) -> str:
     return CANNOT_TELL
 
 
-def _oriented(cmp: Any, flip: bool) -> tuple[float, float, float, float]:
-    """(estimate, low, high, p_mcnemar) of A - B from a comparison of A - B or, flipped, of B - A."""
-    if isinstance(cmp, Mapping):
-        est, low, high, p = cmp.get("estimate", cmp.get("difference")), cmp["low"], cmp["high"], cmp.get("p_mcnemar")
-    elif hasattr(cmp, "low") and hasattr(cmp, "high"):
-        est = getattr(cmp, "difference", getattr(cmp, "estimate", None))
-        low, high, p = cmp.low, cmp.high, getattr(cmp, "p_mcnemar", None)
-    else:
-        (est, low, high), p = cmp, None
-    est, low, high = float(est), float(low), float(high)
-    if flip:
-        est, low, high = -est, -high, -low
-    return est, low, high, math.nan if p is None else float(p)
-
-
-def ranking_verdict(
-    claimed_tiers: Sequence[Sequence[str]],
-    pairwise: Mapping[tuple[str, str], Any],
-    *,
-    tie_margin: float = TIE_MARGIN,
-) -> RankingVerdict:
+def ranking_verdict(claimed_tiers: Sequence[Sequence[str]], pairwise: Mapping[tuple[str, str], Mapping[str, float]],
+                    *, tie_margin: float = TIE_MARGIN) -> RankingVerdict:  # fmt: skip
     """Check a claimed ranking such as [["SE-ResNet"], ["ResNet", "DenseNet"]] (tiers in decreasing order, names
-    in a tier claimed to tie) pair by pair. ``pairwise`` maps (A, B) to a comparison of A - B (a PairedComparison,
-    SeedComparison, a mapping with estimate/low/high or an (estimate, low, high) tuple), or (B, A) to one of B - A.
+    in a tier claimed to tie) pair by pair. ``pairwise`` maps (A, B) to a comparison of A - B (a mapping with
+    ``estimate``, ``low`` and ``high``, as ``verdicts.compare`` gives), or (B, A) to one of B - A.
 
     A strict pair must be confirmed (``verdict``); a tie is tested against ``tie_margin`` (``tie_verdict``:
     without a margin no interval can show two numbers equal). One refuted pair refutes the ranking."""
@@ -527,28 +466,15 @@ def ranking_verdict(
     rows = []
     for a, b in pairs:
         flip = (a, b) not in pairwise
-        est, low, high, p = _oriented(pairwise[(b, a) if flip else (a, b)], flip)
+        est, low, high = (float(pairwise[(b, a) if flip else (a, b)][k]) for k in ("estimate", "low", "high"))
+        if flip:
+            est, low, high = -est, -high, -low
         tie = tier_of[a] == tier_of[b]
         pair_verdict = tie_verdict(low, high, tie_margin) if tie else verdict(low, high, +1)
-        rows.append({
-            "pair": f"{a} {_MINUS} {b}", "claimed": "≈" if tie else ">", "estimate": est, "low": low, "high": high,
-            "p_mcnemar": p, "verdict": pair_verdict,
-        })  # fmt: skip
-    table = pd.DataFrame(rows, columns=["pair", "claimed", "estimate", "low", "high", "p_mcnemar", "verdict"])
+        rows.append({"pair": f"{a} {_MINUS} {b}", "claimed": "≈" if tie else ">", "estimate": est, "low": low,
+                     "high": high, "verdict": pair_verdict})  # fmt: skip
+    table = pd.DataFrame(rows, columns=["pair", "claimed", "estimate", "low", "high", "verdict"])
 
     if (table["verdict"] == REFUTED).any():
         return RankingVerdict(REFUTED, table)
     return RankingVerdict(CONFIRMED if (table["verdict"] == CONFIRMED).all() else CANNOT_TELL, table)
-
-
-# --- convergence speed ------------------------------------------------------------------------------------------------
-
-
-def area_under_curve(epochs: ArrayLike, acc: ArrayLike) -> float:
-    """Mean test accuracy over the run, each logged epoch weighing the same: unlike 'epochs to 90% of the final
-    accuracy', a model that plateaus early at a low accuracy scores low. Compare runs of one length only."""
-    e, a = np.asarray(epochs, dtype=float), np.asarray(acc, dtype=float)
-    if e.ndim != 1 or a.shape != e.shape:
-        raise ValueError(f"epochs and acc must be 1-D of one length, got shapes {e.shape} and {a.shape}")
-    return float(a.mean())
-

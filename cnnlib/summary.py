@@ -56,16 +56,24 @@ def _seconds(s: float) -> str:
     return f"{s:.1f}" if s < 100 else f"{s:,.0f}"
 
 
+def _by_profile(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """(model, profile) -> its runs; variants (a tag, such as lr0.1x) left out."""
+    out: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        if not r.config.tag:
+            out.setdefault((r.config.model, r.config.profile), []).append(r)
+    return out
+
+
 def accuracy_rows(runs: list[Run]) -> list[dict]:
     """One row per model and profile (the richest first), family by family: the original report's
     accuracy, ours (mean ± sample std over seeds), how it was trained, and the training time per
     epoch on the device that trained it. ``family`` is the key of ``models.FAMILIES``."""
-    rows = []
+    rows, groups = [], _by_profile(runs)
     for family, models in _families().items():
         for model in models:
             for profile in PREFERRED:
-                rs = [r for r in runs if r.config.model == model and r.config.profile == profile and not r.config.tag]
-                if not rs:
+                if not (rs := groups.get((model, profile))):
                     continue
                 clean = (mean_std(r.history["clean_train_acc"].iloc[-1] for r in rs)
                          if all("clean_train_acc" in r.history for r in rs) else "not recorded")  # fmt: skip
@@ -93,10 +101,10 @@ ACCURACY_NOTE = ("Final epoch. Test accuracy on the JPEG copy's test images; cle
 def _models(runs: list[Run]) -> dict[str, SimpleNamespace]:
     """Per model, over its untagged runs of the richest profile it has: the mean final test and clean training
     accuracy (fractions), its seeds and epochs: the numbers the written answers quote."""
-    out = {}
+    groups, out = _by_profile(runs), {}
     for profile in reversed(PREFERRED):  # the richest profile last, so that it wins
-        for model in {r.config.model for r in runs if r.config.profile == profile and not r.config.tag}:
-            rs = [r for r in runs if r.config.model == model and r.config.profile == profile and not r.config.tag]
+        for model in [m for m, p in groups if p == profile]:
+            rs = groups[model, profile]
             clean = [r.history["clean_train_acc"].iloc[-1] for r in rs if "clean_train_acc" in r.history]
             out[model] = SimpleNamespace(test=float(np.mean([r.final["test_acc"] for r in rs])),
                                          clean=float(np.mean(clean)) if clean else float("nan"), seeds=len(rs),

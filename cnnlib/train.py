@@ -1,16 +1,14 @@
 """How a model is trained: the loop ``fit``, the step it repeats, and what rides along.
 
-One recipe for every model, so that comparisons measure the architecture, not the set-up:
-SGD with Nesterov momentum and weight decay (``optimizer``), a one-cycle learning rate
-(``cnnlib.config.lr_at``), label smoothing. How a device trains (precision, memory format,
-compiled or not, threads) is one ``cnnlib.engine.Engine``, chosen once per run and handed to the
-model builder, the loaders, the step and the evaluation. On a CPU training is deterministic: the
-same config and engine give the same history, bit for bit, resumed or not.
+One recipe for every model, so that comparisons measure the architecture, not the set-up: SGD with Nesterov momentum and
+weight decay (``optimizer``), a one-cycle learning rate (``cnnlib.config.lr_at``), label smoothing. How a device trains
+(precision, memory format, compiled or not, threads) is one ``cnnlib.engine.Engine``, chosen once per run and handed to
+the model builder, the loaders, the step and the evaluation. On a CPU training is deterministic: the same config and
+engine give the same history, bit for bit, resumed or not.
 
-``fit`` reads top to bottom. What rides along (the per-stage probe, the gradient profile, the
-progress line) is a ``Callback`` whose time is not training time; when to stop early and when to
-checkpoint is one ``StopRule``. The tables measured on the trained weights, and the store of
-finished runs, belong to ``cnnlib.results``.
+``fit`` reads top to bottom. What rides along (the per-stage probe, the gradient profile, the progress line) is a
+``Callback`` whose time is not training time; when to stop early and when to checkpoint is one ``StopRule``. The tables
+measured on the trained weights, and the store of finished runs, belong to ``cnnlib.results``.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ from tqdm import tqdm
 from . import aftertrain
 from .config import TrainConfig, lr_at
 from .data import CIFAR10, DeviceLoader, load_cifar10
-from .engine import CHECK_TRIES, Engine, cached_rate, choose, confirm, cpu_name
+from .engine import CHECK_TRIES, Engine, cached_rate, choose, confirm, cpu_name, sync
 from .models import create_model
 from .paths import atomic_write, checkpoint_root, results_root
 
@@ -91,25 +90,16 @@ class StopRule:
         return since_s >= self.every_s
 
 
-def fit(
-    cfg: TrainConfig,
-    *,
-    data: CIFAR10 | None = None,
-    device: str | torch.device | None = None,
-    engine: Engine | None = None,
-    resume: bool = True,
-    verbose: bool = True,
-    stops: StopRule = StopRule(),
-    callbacks: Sequence[Callback] = (),
-) -> FitResult:
-    """Train ``cfg.model`` under ``cfg`` (see the module docstring) and return the history, the test
-    predictions and the trained model.
+def fit(cfg: TrainConfig, *, data: CIFAR10 | None = None, device: str | torch.device | None = None,
+        engine: Engine | None = None, resume: bool = True, verbose: bool = True, stops: StopRule = StopRule(),
+        callbacks: Sequence[Callback] = ()) -> FitResult:  # fmt: skip
+    """Train ``cfg.model`` under ``cfg`` (see the module docstring) and return the history, the test predictions and the
+    trained model.
 
-    The engine is ``engine``, else the one a resumed checkpoint was trained with, else
-    ``engine.choose``'s for the device. With ``resume`` a checkpoint of the same config
-    (``checkpoint_path``) is picked up and the run ends with the same history as an uninterrupted
-    one. ``stops`` says when to checkpoint and when to stop early (raising ``RunWontFit``);
-    ``callbacks`` ride along after the run's own (tests use them to interrupt a run).
+    The engine is ``engine``, else the one a resumed checkpoint was trained with, else ``engine.choose``'s for the
+    device. With ``resume`` a checkpoint of the same config (``checkpoint_path``) is picked up and the run ends with the
+    same history as an uninterrupted one. ``stops`` says when to checkpoint and when to stop early
+    (raising ``RunWontFit``); ``callbacks`` ride along after the run's own (tests use them to interrupt a run).
     """
     # -- build: the data, the engine, the model and its optimizer, the loaders, the riders
     device = torch.device(device) if device is not None else default_device()
@@ -124,7 +114,9 @@ def fit(
     total_steps = cfg.epochs * steps_per_epoch
     loss_fn = engine.loss_fn(model, cfg.label_smoothing)
     probe = StageProbe(model, device)
-    monitor = _monitor(cfg, ld, len(data.train_y))
+    # the thin nets' gradient monitor, on a fixed, class-balanced batch of clean training images
+    monitor = (aftertrain.Monitor(*balanced(ld["clean"], aftertrain.probe_images(len(data.train_y))), cfg.epochs)
+               if aftertrain.monitored(cfg.model) else None)  # fmt: skip
     measures: list[Callback] = [probe, *([monitor] if monitor else [])]
 
     # -- resume: the weights, the optimizer, the history and the riders' sums, from the newest sound checkpoint
@@ -147,11 +139,13 @@ def fit(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def save():
-        riders_state = {cb.key: cb.state() for cb in riders if cb.key}
-        write_checkpoint(ckpt, dict(config_hash=cfg.hash, epoch=at.epoch, history=rows, model=model.state_dict(),
-                                    optimizer=opt.state_dict(), progress=asdict(at), engine=asdict(engine),
-                                    **riders_state))  # fmt: skip
+    def save():  # atomically; the checkpoint before stays, as previous_path, until the new one is whole
+        state = dict(config_hash=cfg.hash, epoch=at.epoch, history=rows, model=model.state_dict(),
+                     optimizer=opt.state_dict(), progress=asdict(at), engine=asdict(engine),
+                     **{cb.key: cb.state() for cb in riders if cb.key})  # fmt: skip
+        if ckpt.exists():
+            os.replace(ckpt, previous_path(ckpt))
+        atomic_write(ckpt, lambda f: torch.save(state, f))
 
     wall = last_save = time.perf_counter()
     if (at.epoch, at.step) == (0, 0):
@@ -182,7 +176,7 @@ def fit(
                 last = i + 1 == steps_per_epoch  # the epoch's end checkpoints below, after the evaluation
                 if not last and ((stop := stops.stop()) or
                                  stops.checkpoint_due(time.perf_counter() - last_save, within_epoch=True)):
-                    _sync(device)  # the epoch's sums so far go into the checkpoint; the clock restarts
+                    sync(device)  # the epoch's sums so far go into the checkpoint; the clock restarts
                     at = Position(epoch, i + 1, loss_sum.item(), int(correct.item()), seen,
                                   at.seconds + time.perf_counter() - t0 - riders_s)  # fmt: skip
                     riders_s, t0 = 0.0, time.perf_counter()
@@ -192,7 +186,7 @@ def fit(
                         break
             if stop:
                 break
-            _sync(device)
+            sync(device)
             at.seconds += time.perf_counter() - t0 - riders_s
 
             # -- the evaluation: the epoch's history row
@@ -240,22 +234,17 @@ def fit(
         _, _, preds = evaluate(model, ld["test"], engine)
     history = pd.DataFrame(rows)
     history.attrs["config"] = cfg.to_dict()
+    cuda = device.type == "cuda"
     info = dict(
         device=str(device),
-        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else f"CPU: {cpu_name()} ({os.cpu_count()} cores)"),
-        engine=engine.record(),
-        torch=torch.__version__,
-        cuda=torch.version.cuda,
-        data_source=data.source,
+        device_name=torch.cuda.get_device_name(device) if cuda else f"CPU: {cpu_name()} ({os.cpu_count()} cores)",
+        engine=engine.record(), torch=torch.__version__, cuda=torch.version.cuda, data_source=data.source,
         # what the test_* columns and the predictions score: the test set, or held-out training images
         scored_on=f"{cfg.holdout} held-out training images" if cfg.holdout else "test images",
-        wall_s=time.perf_counter() - wall,
-        train_s=float(history["seconds"].sum()) if len(history) else 0.0,
-        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        resumed_after_epoch=start.epoch,
-        init_fingerprint=init_fingerprint,
-    )
+        wall_s=time.perf_counter() - wall, train_s=float(history["seconds"].sum()) if len(history) else 0.0,
+        peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
+        resumed_after_epoch=start.epoch, init_fingerprint=init_fingerprint,
+    )  # fmt: skip
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return FitResult(history=history, predictions=preds, info=info, state_dict=state_dict,
                      tables=monitor.tables() if monitor else {}, model=model, engine=engine, data=data)  # fmt: skip
@@ -314,10 +303,8 @@ def stepper(model_name: str, batch: int, engine: Engine) -> Callable[[], None]:
     """One ``train_step`` of a freshly seeded ``model_name`` with the recipe's optimizer and loss under
     ``engine``, on fixed random images, as a function to call: what the engine's check times
     (``cnnlib.engine.check``, ``time_step``)."""
-    cfg = TrainConfig(model_name, batch_size=batch)
-    torch.manual_seed(0)
-    model = engine.prepare(create_model(model_name))
-    opt = optimizer(model, cfg)
+    cfg = TrainConfig(model_name, batch_size=batch)  # seed 0
+    model, opt = build(cfg, engine)
     x = torch.randn(batch, 3, 32, 32, device=engine.torch_device)
     y = torch.randint(0, 10, (batch,), device=engine.torch_device)
     if engine.channels_last:
@@ -341,10 +328,11 @@ def as_engine(engine: Engine | str | torch.device) -> Engine:
 
 
 def _engine_for(cfg: TrainConfig, data: CIFAR10, device: torch.device, resume: bool) -> Engine:
-    """The engine a resumed checkpoint was trained with (its history continues bit for bit), else the
-    engine check's choice for the device."""
-    if resume and (engine := _checkpoint_engine(cfg, device)):
-        return engine
+    """The engine a resumed checkpoint was trained with, where it can run on ``device`` (its history continues
+    bit for bit), else the engine check's choice for the device."""
+    e = (peek_checkpoint(cfg) or {}).get("engine") if resume else None
+    if e and torch.device(e["device"]).type == device.type:
+        return Engine(**(e | dict(device=str(device), threads=torch.get_num_threads())))
     # a long run waits for free cores (a minute at most) rather than train for hours on a busy check
     long_run = cfg.epochs * len(data.train_y) >= LONG_RUN_IMAGES
     steps = cfg.epochs * max(1, len(data.train_y) // cfg.batch_size)
@@ -352,29 +340,16 @@ def _engine_for(cfg: TrainConfig, data: CIFAR10, device: torch.device, resume: b
                   run_steps=steps)
 
 
-def _checkpoint_engine(cfg: TrainConfig, device: torch.device) -> Engine | None:
-    """The engine a checkpoint of ``cfg`` was trained with, if it can run on ``device``."""
-    info = peek_checkpoint(cfg)
-    if not info or not info.get("engine"):
-        return None
-    e = dict(info["engine"])
-    if torch.device(e["device"]).type != device.type:
-        return None
-    e["device"], e["threads"] = str(device), torch.get_num_threads()
-    return Engine(**e)
-
-
 def interleaved(labels: torch.Tensor, n: int | None = None) -> torch.Tensor:
     """Indices of ``n`` images (default all) ordered class by class in turn (the first image of
     each class, then the second, ...), so that every prefix is as balanced as it can be. The
     data sets are stored class by class: a plain prefix would hold one or two classes."""
     labels = labels.cpu()
-    rank = torch.empty_like(labels)
+    rank = torch.empty_like(labels)  # each image's place within its class
     for c in labels.unique():
         where = (labels == c).nonzero().flatten()
         rank[where] = torch.arange(len(where))
-    order = sorted(range(len(labels)), key=lambda i: (int(rank[i]), int(labels[i])))
-    return torch.tensor(order[:n] if n is not None else order, dtype=torch.long)
+    return torch.argsort(rank * (int(labels.max()) + 1) + labels)[:n]  # by rank, then by class
 
 
 def loaders(cfg: TrainConfig, data: CIFAR10, engine: Engine | str | torch.device) -> dict[str, DeviceLoader]:
@@ -383,9 +358,7 @@ def loaders(cfg: TrainConfig, data: CIFAR10, engine: Engine | str | torch.device
     images when cfg.holdout is set: see ``TrainConfig.select``)."""
     engine = as_engine(engine)
     kw = dict(mean=data.mean, std=data.std, device=engine.torch_device, channels_last=engine.channels_last)
-    n_train = len(data.train_y)
-    n_clean = min(cfg.clean_subset or n_train, n_train)
-    if n_clean < n_train:
+    if (n_clean := cfg.n_clean(data)) < len(data.train_y):
         idx = interleaved(data.train_y, n_clean)
         clean_x, clean_y = data.train_x[idx], data.train_y[idx]
     else:  # all of them, in data-set order
@@ -442,22 +415,12 @@ class Callback:
         pass
 
 
-def _monitor(cfg: TrainConfig, ld: dict[str, DeviceLoader], n_train: int) -> aftertrain.Monitor | None:
-    """The gradient monitor of the thin nets (``aftertrain.monitored``), on a fixed, class-balanced batch
-    of clean training images; None for the other models."""
-    if not aftertrain.monitored(cfg.model):
-        return None
-    x, y = balanced(ld["clean"], aftertrain.probe_images(n_train))
-    return aftertrain.Monitor(x, y, cfg.epochs)
-
-
 class StageProbe(Callback):
     """Accumulates, on the device, each stage's gradient L2 norm and output std on sampled steps.
 
-    Only steps with ``recording`` set are measured (``fit`` samples one in ``PROBE_EVERY``),
-    so the probe's extra work (an fp32 std of every stage output, a norm of every gradient)
-    is a small fraction of training. Its means over the epoch are the history's ``grad_<stage>``
-    and ``act_std_<stage>`` columns.
+    Only steps with ``recording`` set are measured (``fit`` samples one in ``PROBE_EVERY``), so the probe's extra work
+    (an fp32 std of every stage output, a norm of every gradient) is a small fraction of training. Its means over the
+    epoch are the history's ``grad_<stage>`` and ``act_std_<stage>`` columns.
     """
 
     key = "probe"
@@ -468,9 +431,7 @@ class StageProbe(Callback):
         self.act_std = torch.zeros(len(self.names), device=device)
         self.grad_norm = torch.zeros(len(self.names), device=device)
         self.steps = 0
-        self._handles = [
-            getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)
-        ]
+        self._handles = [getattr(model, n).register_forward_hook(self._hook(i)) for i, n in enumerate(self.names)]
         self.recording = False
 
     def _hook(self, i: int):
@@ -487,9 +448,7 @@ class StageProbe(Callback):
         for i, params in enumerate(self.params):
             grads = [p.grad for p in params if p.grad is not None]
             if grads:
-                self.grad_norm[i] += torch.linalg.vector_norm(
-                    torch.stack(torch._foreach_norm(grads))
-                )
+                self.grad_norm[i] += torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         self.steps += 1
 
     def on_epoch_end(self, epoch: int, step: int, model: nn.Module, lr: float) -> dict[str, float]:
@@ -527,8 +486,7 @@ class ProgressLine(Callback):
         self.cfg, self.steps = cfg, steps_per_epoch
         self.log = not sys.stdout.isatty() if log is None else log
         self.bar = None
-        self.t, self.seen = time.perf_counter(), seen
-        self.due = self.t + PROGRESS_EVERY_S
+        self.t, self.seen = time.perf_counter(), seen  # the last line's time and the epoch's images then
 
     def on_step(self, step: int, model: nn.Module, lr: float) -> None:
         if step == 0:
@@ -540,14 +498,14 @@ class ProgressLine(Callback):
                                 disable=None)  # None: only on a terminal
             self.bar.update(1)
             return
-        if (now := time.perf_counter()) < self.due:
+        if (now := time.perf_counter()) - self.t < PROGRESS_EVERY_S:
             return
         seen = (i + 1) * self.cfg.batch_size  # every training batch is whole (the loader drops the rest)
         rate = (seen - self.seen) / (now - self.t)
         left = (self.steps - i - 1) * self.cfg.batch_size / rate
         print(f"{self._prefix(epoch)} step {i + 1}/{self.steps}: {rate:.0f} img/s, the epoch's training ends in "
               f"about {left / 60:.0f} min", flush=True)  # fmt: skip
-        self.t, self.seen, self.due = now, seen, now + PROGRESS_EVERY_S
+        self.t, self.seen = now, seen
 
     def after_epoch(self, row: dict) -> None:
         if self.bar is not None:
@@ -558,7 +516,6 @@ class ProgressLine(Callback):
               f"  acc {row['train_acc']:.3f}  {cfg.scored} loss {row['test_loss']:.3f}  acc {row['test_acc']:.3f}"
               f"  {row['epoch_seconds']:.1f}s  {row['images_per_s']:.0f} img/s", flush=True)  # fmt: skip
         self.t, self.seen = time.perf_counter(), 0
-        self.due = self.t + PROGRESS_EVERY_S
 
     def _prefix(self, epoch: int) -> str:
         return f"{self.cfg.run_id} epoch {epoch + 1}/{self.cfg.epochs}"
@@ -572,20 +529,14 @@ def evaluate(model: nn.Module, loader: DeviceLoader, engine: Engine) -> tuple[fl
     """Mean loss (plain cross-entropy), accuracy and the predicted class of every image, in loader order,
     under the engine's precision (eager: the evaluation batches have other shapes than training's)."""
     model.eval()
-    device = engine.torch_device
-    loss_sum = torch.zeros((), device=device)
-    preds = []
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    n = 0
+    loss_sum, preds = torch.zeros((), device=engine.torch_device), []
     for x, y in loader:
         with engine.autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        pred = logits.argmax(1)
-        correct += (pred == y).sum()
-        preds.append(pred)
-        n += len(y)
-    return loss_sum.item() / n, correct.item() / n, torch.cat(preds).cpu()
+        preds.append(logits.argmax(1))
+    preds = torch.cat(preds)
+    return loss_sum.item() / len(preds), int((preds == loader.y).sum()) / len(preds), preds.cpu()
 
 
 def checkpoint_path(cfg: TrainConfig) -> Path:
@@ -650,7 +601,7 @@ def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
     path = diverged_path(cfg)
     record = dict(run_id=cfg.run_id, config_hash=cfg.hash, message=str(error), at=time.strftime("%Y-%m-%d %H:%M"),
                   history=error.history.to_dict(orient="records"))  # fmt: skip
-    atomic_write(path, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    atomic_write(path, json.dumps(record, indent=1) + "\n")
     return path
 
 
@@ -665,9 +616,8 @@ def divergence(cfg: TrainConfig) -> dict | None:
 
 @dataclass
 class Position:
-    """Where a run stands, as a checkpoint keeps it (``progress``): epochs done, and within the next epoch
-    the steps done and their running sums, so that a run stopped inside a long epoch resumes there, bit
-    for bit."""
+    """Where a run stands, as a checkpoint keeps it (``progress``): epochs done, and within the next epoch the steps
+    done and their running sums, so that a run stopped inside a long epoch resumes there, bit for bit."""
 
     epoch: int = 0  # finished epochs
     step: int = 0  # optimizer steps done within epoch + 1
@@ -685,14 +635,6 @@ def _position(state: dict) -> Position:
     return Position(**p)
 
 
-def write_checkpoint(path: Path, state: dict) -> None:
-    """Write a training state to ``path`` atomically; the one before stays, as ``previous_path``, until the
-    new one is whole."""
-    if path.exists():
-        os.replace(path, previous_path(path))
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
 def peek_checkpoint(cfg: TrainConfig) -> dict | None:
     """What a checkpoint of ``cfg`` says about its progress (epochs done, steps into the next,
     the engine), or None without one of this config."""
@@ -700,10 +642,14 @@ def peek_checkpoint(cfg: TrainConfig) -> dict | None:
     if state is None:
         return None
     at = _position(state)
-    rates = sorted(r["images_per_s"] for r in state["history"])
-    return dict(epoch=at.epoch, step=at.step, engine=state.get("engine"),
-                images_per_s=rates[len(rates) // 2] if rates else None,
+    return dict(epoch=at.epoch, step=at.step, engine=state.get("engine"), images_per_s=_median_rate(state["history"]),
                 train_s=sum(r["seconds"] for r in state["history"]) + at.seconds)  # fmt: skip
+
+
+def _median_rate(rows: list[dict]) -> float | None:
+    """The median training rate (images/s) of the epochs in ``rows`` (the higher one of an even count); None
+    before the first epoch."""
+    return statistics.median_high(r["images_per_s"] for r in rows) if rows else None
 
 
 def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: list[dict], at: Position,
@@ -715,8 +661,7 @@ def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: lis
         print(f"{cfg.run_id}: resuming after epoch {at.epoch}/{cfg.epochs}{within}")
     if at.epoch >= cfg.epochs:
         return
-    rates = sorted(r["images_per_s"] for r in rows)
-    rate, source = (rates[len(rates) // 2] if rates else None), "the epochs so far"
+    rate, source = _median_rate(rows), "the epochs so far"
     if rate is None and device.type == "cpu":
         rate, source = cached_rate(cfg.model), "a measured step"
     expected = ""
@@ -731,11 +676,9 @@ def _say_start(cfg: TrainConfig, device: torch.device, engine: Engine, rows: lis
 def _diverged(cfg: TrainConfig, rows: list[dict], epoch: int, steps_per_epoch: int, what: str) -> TrainingDiverged:
     total = cfg.epochs * steps_per_epoch
     lrs = lr_at(epoch * steps_per_epoch, total, cfg), lr_at((epoch + 1) * steps_per_epoch - 1, total, cfg)
-    return TrainingDiverged(
-        f"{cfg.run_id}: {what} in epoch {epoch + 1} of {cfg.epochs}, where the schedule's lr went "
-        f"from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {cfg.lr:g}); try a lower lr",
-        pd.DataFrame(rows),  # the epochs before it
-    )
+    return TrainingDiverged(f"{cfg.run_id}: {what} in epoch {epoch + 1} of {cfg.epochs}, where the schedule's lr "
+                            f"went from {lrs[0]:.3g} to {lrs[1]:.3g} (peak {cfg.lr:g}); try a lower lr",
+                            pd.DataFrame(rows))  # the history: the epochs before it  # fmt: skip
 
 
 def _stopped(cfg: TrainConfig, at: Position, steps_per_epoch: int, rest_s: float) -> RunWontFit:
@@ -746,11 +689,6 @@ def _stopped(cfg: TrainConfig, at: Position, steps_per_epoch: int, rest_s: float
     return RunWontFit(f"{cfg.run_id}: stopped after epoch {at.epoch}/{cfg.epochs}; the rest needs about "
                       f"{rest_s:.0f} s and would end past the deadline; it resumes from its checkpoint",
                       at.epoch, rest_s)  # fmt: skip
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _duration(seconds: float) -> str:

@@ -1,23 +1,22 @@
 """The study's claims as verdict frames: numbers with intervals, and a verdict from a fixed vocabulary.
 
-Each function takes stored runs (or tables measured at initialisation) and returns a verdict frame: one row
-per claim, columns ``id, claim, a, b, quantity, estimate, low, high, level, n, unit, method, verdict`` (see
-``cnnlib.render``, which alone turns them into text), then columns of its own (per-seed values, the nets at
-the floor). Nothing here writes a sentence; the notebooks' text is written in
-``cnnlib/templates`` over these numbers.
+Each function takes stored runs (or tables measured at initialisation) and returns a verdict frame: one row per claim,
+columns ``id, claim, a, b, quantity, estimate, low, high, level, n, unit, method, verdict`` (see ``cnnlib.render``,
+which alone turns them into text), then columns of its own (per-seed values, the nets at the floor). Nothing here writes
+a sentence; the notebooks' text is written in ``cnnlib/templates`` over these numbers.
 
 The rules, the same in every frame:
 
-- The unit of replication is the trained network (or, at initialisation, the initialisation). Comparisons of
-  two models use every seed both have: with two or more seeds each, a Welch t-interval across seeds, unpaired
-  (two architectures trained with one seed share only the order of their data); with one seed, no interval
-  (``method`` "none") and "cannot tell".
-- Intervals stay in the feasible range (``cnnlib.stats``: logit / Fisher z for bounded values, clipping for
-  their differences).
+- The unit of replication is the trained network (or, at initialisation, the initialisation). Comparisons of two models
+  use every seed both have: with two or more seeds each, a Welch t-interval across seeds, unpaired (two architectures
+  trained with one seed share only the order of their data); with one seed, no interval (``method`` "none") and "cannot
+  tell".
+- Intervals stay in the feasible range (``cnnlib.stats``: logit / Fisher z for bounded values, clipping for their
+  differences).
 - One frame is one family of claims: its intervals are drawn at their Holm-adjusted levels (``level``;
   ``stats.holm_adjust``, family-wise error ``ALPHA`` = 5%).
-- A comparison of accuracy losses in which one side sits near chance (within ``NEAR_CHANCE`` of ``CHANCE``)
-  says "cannot tell (floor)": a net at chance has nothing left to lose.
+- A comparison of accuracy losses in which one side sits near chance (within ``NEAR_CHANCE`` of ``CHANCE``) says "cannot
+  tell (floor)": a net at chance has nothing left to lose.
 
 These thresholds, like every number the study fixed before looking at its runs, live in ``cnnlib.constants``.
 """
@@ -31,17 +30,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import label, model_costs
-from .constants import (  # noqa: F401,E501
-    ALPHA,
-    CHANCE,
-    CHANCE_LOSS,
-    EXPLOSION_FACTOR,
-    FITS_TRAINING,
-    GRADIENT_THRESHOLD,
-    NEAR_CHANCE,
-    TIE_MARGIN,
-)
+from .analysis import auc, by_model, label, model_costs
+from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, FITS_TRAINING, GRADIENT_THRESHOLD, NEAR_CHANCE, TIE_MARGIN
 from .results import Run
 
 CONFIRMED, REFUTED, CANNOT_TELL = stats.CONFIRMED, stats.REFUTED, stats.CANNOT_TELL
@@ -53,14 +43,6 @@ HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 1
 # ``explosions``) names a tenfold rise towards the input in a net that may train well
 VANISHES, GROWS, NEITHER = "vanishes", "grows", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
-
-
-def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
-    """label (model, and variant if any) -> seed -> run."""
-    out: dict[str, dict[int, Run]] = {}
-    for r in runs:
-        out.setdefault(label(r), {})[r.config.seed] = r
-    return out
 
 
 def final(run: Run, column: str) -> float:
@@ -76,12 +58,6 @@ def test_error(run: Run) -> float:
     return 1 - final(run, "test_acc")
 
 
-def auc(run: Run) -> float:
-    """Mean test accuracy over the run's epochs (the area under its test-accuracy curve)."""
-    h = run.history
-    return stats.area_under_curve(h["epoch"], h["test_acc"])
-
-
 def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float], *,
             labels: np.ndarray | None = None, bounds: tuple[float, float] = UNIT) -> dict:  # fmt: skip
     """metric(a) - metric(b) with a 95% interval: a Welch t-interval across seeds (unpaired: different
@@ -91,30 +67,33 @@ def compare(a: dict[int, Run], b: dict[int, Run], metric: Callable[[Run], float]
     ``evidence`` to draw the interval at another level (None without one) and ``seeds`` (0: not recorded)."""
     va = {s: metric(r) for s, r in a.items() if np.isfinite(metric(r))}
     vb = {s: metric(r) for s, r in b.items() if np.isfinite(metric(r))}
-    none = dict(estimate=math.nan, low=math.nan, high=math.nan, seeds=0, evidence=None, confidence=0.95)
     if not va or not vb:
-        return none
+        return dict(_cell(), seeds=0)
     if len(va) >= 2 and len(vb) >= 2:
         cmp = stats.seed_difference(list(va.values()), list(vb.values()), bounds=bounds)
-        return dict(none, estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=min(len(va), len(vb)),
-                    evidence=cmp.evidence)  # fmt: skip
+        return dict(_cell(cmp.difference, cmp.evidence), seeds=min(len(va), len(vb)))
     seed = min(set(va) & set(vb), default=None)
     if metric is final_test_acc and labels is not None and seed is not None:
         cmp = stats.paired_difference(a[seed].predictions, b[seed].predictions, labels)
-        return dict(none, estimate=cmp.difference, low=cmp.low, high=cmp.high, seeds=1,
-                    evidence=stats.bootstrap_evidence(cmp))  # fmt: skip
-    return dict(none, estimate=float(np.mean(list(va.values())) - np.mean(list(vb.values()))), seeds=1)
+        return dict(_cell(cmp.difference, stats.bootstrap_evidence(cmp)), low=cmp.low, high=cmp.high, seeds=1)
+    return dict(_cell(float(np.mean(list(va.values())) - np.mean(list(vb.values())))), seeds=1)
 
 
-def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]]) -> int:
+def _cell(estimate: float = math.nan, evidence: stats.Evidence | None = None) -> dict:
+    """An estimate and its evidence as the interval dict ``_holm`` and ``_row`` read: the 95% interval, NaN
+    bounds without evidence."""
+    low, high = evidence.interval(0.95) if evidence is not None else (math.nan, math.nan)
+    return dict(estimate=estimate, low=low, high=high, confidence=0.95, evidence=evidence)
+
+
+def _holm(rows: Sequence[dict], decided: Sequence[Callable[[float, float], bool]]) -> None:
     """Draw each row's interval at its Holm level across ``rows`` (one table's claims); rows without
-    ``evidence`` or marked ``untested`` (e.g. at the floor) keep theirs and do not count. Returns k."""
+    ``evidence`` or marked ``untested`` (e.g. at the floor) keep theirs and do not count."""
     claims = [(None if r.get("untested") else r.get("evidence"), d) for r, d in zip(rows, decided, strict=True)]
     out = stats.holm_adjust(claims)
     for r, a in zip(rows, out, strict=True):
         if a is not None:
             r.update(low=a.low, high=a.high, confidence=a.confidence, p_holm=a.p_holm)
-    return sum(a is not None for a in out)
 
 
 def _near_chance(accuracies: Iterable[float]) -> bool:
@@ -129,13 +108,12 @@ def final_test_acc(run: Run) -> float:
 def _depth_contrast(m: dict[str, dict[int, Run]], names: Sequence[str]) -> dict:
     """(names[0] - names[1]) - (names[2] - names[3]) in clean training error, Welch across each net's seeds."""
     vals = [[v for v in (clean_train_error(r) for r in m[n].values()) if np.isfinite(v)] for n in names]
-    out = dict(estimate=math.nan, low=math.nan, high=math.nan, evidence=None, confidence=0.95)
     if all(len(v) >= 2 for v in vals):
         ev = stats.welch_contrast(vals, [1, -1, -1, 1], bounds=UNIT)
-        out.update(zip(("low", "high"), ev.interval(0.95), strict=True), estimate=ev.estimate, evidence=ev)
-    elif all(vals):
-        out["estimate"] = float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3]))
-    return out
+        return _cell(ev.estimate, ev)
+    if all(vals):
+        return _cell(float(np.mean(vals[0]) - np.mean(vals[1]) - np.mean(vals[2]) + np.mean(vals[3])))
+    return _cell()
 
 
 def _row(cid: str, claim: str, a: str, b: str, quantity: str, c: Mapping, unit: str, method: str, n: int,
@@ -361,17 +339,12 @@ def gradient_outcome(low: float, high: float, threshold: float = GRADIENT_THRESH
     return CANNOT_TELL
 
 
-def _gradient_decided(low: float, high: float) -> bool:
-    return gradient_outcome(low, high) != CANNOT_TELL
-
-
 def _signal_frame(groups: Sequence[tuple[str, str, str, pd.DataFrame]], method: str) -> pd.DataFrame:
     """Verdict rows on log10 first/last of the backward signal: ``groups`` of (id, model, point, per-replicate
     rows with columns 'log10', 'blocks'), a t-interval across the replicates (seeds or initialisations),
     Holm-adjusted across the rows."""
-    cells = [dict(estimate=float(g["log10"].mean()), low=math.nan, high=math.nan, confidence=0.95,
-                  evidence=stats.seed_evidence(g["log10"])) for *_, g in groups]  # fmt: skip
-    _holm(cells, [_gradient_decided] * len(cells))
+    cells = [_cell(float(g["log10"].mean()), stats.seed_evidence(g["log10"])) for *_, g in groups]
+    _holm(cells, [lambda low, high: gradient_outcome(low, high) != CANNOT_TELL] * len(cells))
     rows = []
     for (cid, model, point, g), c in zip(groups, cells, strict=True):
         blocks = int(g["blocks"].iloc[0])
@@ -509,21 +482,18 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
             # there, the other way round. Both there, or a net at chance intact, and the losses do not compare.
             one_sided = {plain: +1, residual: -1}[low[0]] if len(low) == 1 and not untrained else 0
             row = {"residual": residual, "plain": plain, "k": k, "means": means, "floor": low,
-                   "one_sided": one_sided, "untested": bool(low) and not one_sided, "nets": (len(cp), len(cr)),
-                   "confidence": 0.95}  # fmt: skip
+                   "one_sided": one_sided, "untested": bool(low) and not one_sided, "nets": (len(cp), len(cr))}
             if min(len(cp), len(cr)) >= 2:
                 per_net = [[v["loss"].mean() for v in c.values()] for c in (cp, cr)]
                 ev = stats.welch_contrast(per_net, [1, -1], bounds=[_loss_range(cp.values()), _loss_range(cr.values())])
-                row.update(evidence=ev, method="welch", n=min(len(cp), len(cr)))
+                row.update(method="welch", n=min(len(cp), len(cr)))
             else:
                 common = sorted(set(cp) & set(cr))
                 sp, sr = (common[0], common[0]) if common else (next(iter(cp)), next(iter(cr)))
                 ev = stats.welch_contrast([cp[sp]["loss"], cr[sr]["loss"]], [1, -1],
                                           bounds=[_loss_range([cp[sp]]), _loss_range([cr[sr]])])  # fmt: skip
-                row.update(evidence=ev, method="draws", n=min(len(cp[sp]["loss"]), len(cr[sr]["loss"])), one_net=True)
-            row["estimate"] = ev.estimate
-            row["low"], row["high"] = ev.interval(0.95)
-            rows.append(row)
+                row.update(method="draws", n=min(len(cp[sp]["loss"]), len(cr[sr]["loss"])), one_net=True)
+            rows.append(row | _cell(ev.estimate, ev))
     _holm(rows, [stats.sign_decided] * len(rows))
     out = []
     for r in rows:
@@ -540,14 +510,12 @@ def lesion_verdicts(runs: Iterable[Run], pairs: Sequence[tuple[str, str]] = LESI
         else:
             v, within = within, ""
         p, res = r["means"][r["plain"]], r["means"][r["residual"]]
-        out.append(_row(f"lesions.{r['plain']}-{r['residual']}.k{r['k']}",
-                        f"deleting random blocks (k = {r['k']}) costs the plain net more accuracy than the "
-                        "residual net",
-                        r["plain"], r["residual"], f"accuracy lost to random deletion (k = {r['k']})", r, "points",
-                        r["method"], r["n"], v, k=r["k"], plain_left=p["left"], plain_intact=p["intact"],
-                        residual_left=res["left"], residual_intact=res["intact"], floor=r["floor"],
-                        stands_despite=stands_despite, within=within, n_plain=r["nets"][0],
-                        n_residual=r["nets"][1]))  # fmt: skip
+        out.append(_row(f"lesions.{r['plain']}-{r['residual']}.k{r['k']}", f"deleting random blocks (k = {r['k']}) "
+                        "costs the plain net more accuracy than the residual net", r["plain"], r["residual"],
+                        f"accuracy lost to random deletion (k = {r['k']})", r, "points", r["method"], r["n"], v,
+                        k=r["k"], plain_left=p["left"], plain_intact=p["intact"], residual_left=res["left"],
+                        residual_intact=res["intact"], floor=r["floor"], stands_despite=stands_despite, within=within,
+                        n_plain=r["nets"][0], n_residual=r["nets"][1]))  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -575,9 +543,7 @@ def shattering(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
         ip, ir = stats.seed_interval(p, bounds=(-1, 1)), stats.seed_interval(r, bounds=(-1, 1))
         paired = len(p) >= 2 and len(p) == len(r)
         cmp = stats.seed_difference(_fisher_z(r), _fisher_z(p), paired=True) if paired else None
-        cells.append(dict(estimate=cmp.difference if cmp else math.nan, low=cmp.low if cmp else math.nan,
-                          high=cmp.high if cmp else math.nan, evidence=cmp.evidence if cmp else None,
-                          confidence=0.95))  # fmt: skip
+        cells.append(_cell(cmp.difference, cmp.evidence) if cmp else _cell())
         extra.append(dict(depth=int(depth), n=len(p), plain_r=ip.estimate, plain_low=ip.low, plain_high=ip.high,
                           residual_r=ir.estimate, residual_low=ir.low, residual_high=ir.high,
                           r_difference=float(np.mean(r) - np.mean(p)),
@@ -693,8 +659,7 @@ def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain
     cells = []
     for _, col, _, _ in claims:
         cmp = stats.seed_difference(a[col], b[col]) if len(a) >= 2 and len(b) >= 2 else None
-        cells.append(dict(estimate=float(a[col].mean() - b[col].mean()), low=math.nan, high=math.nan,
-                          confidence=0.95, evidence=cmp.evidence if cmp else None))  # fmt: skip
+        cells.append(_cell(float(a[col].mean() - b[col].mean()), cmp.evidence if cmp else None))
     _holm(cells, [stats.sign_decided] * len(cells))
     one = len(a) < 2 or len(b) < 2
     return pd.DataFrame([_row(cid, claim, residual, plain, quantity, c, "loss", "welch", min(len(a), len(b)),
@@ -725,12 +690,11 @@ def explosions(runs: Iterable[Run], factor: float = EXPLOSION_FACTOR, column: st
 
 
 def controlled_training(runs: Iterable[Run], epoch: int = 3, reference: str = "resnet18") -> pd.DataFrame:
-    """What the controlled family's connections change in how fast a net fits its (augmented) training batches,
-    against ``reference``: the running training accuracy after ``epoch`` epochs (``controlled.early.<model>``) and
-    at the end of the schedule (``controlled.end.<model>``), as a − reference. Welch intervals across seeds, Holm-
-    adjusted across the rows, once each net has two or more seeds; with one seed each the difference has no interval
-    and the verdict is "cannot tell (one network per architecture)": one run per net cannot tell an architecture's
-    pace from a seed's."""
+    """What the controlled family's connections change in how fast a net fits its (augmented) training batches, against
+    ``reference``: the running training accuracy after ``epoch`` epochs (``controlled.early.<model>``) and at the end of
+    the schedule (``controlled.end.<model>``), as a − reference. Welch intervals across seeds, Holm-adjusted across the
+    rows, once each net has two or more seeds; with one seed each the difference has no interval and the verdict is
+    "cannot tell (one network per architecture)": one run per net cannot tell an architecture's pace from a seed's."""
     m = by_model(runs)
     if reference not in m:
         return pd.DataFrame()

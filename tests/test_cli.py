@@ -400,7 +400,7 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
 
     monkeypatch.setattr(plan, "_sound_runs", lambda: [])
     monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None, exact=False: None)
-    monkeypatch.setattr(plan, "measure_images_per_s", lambda cfg, data, dev: 100.0)
+    monkeypatch.setattr(plan, "measure_images_per_s", lambda cfg, dev: 100.0)
     cpu = torch.device("cpu")
     dissected, plain = make_config("plain56", "cpu", 1), make_config("plain56", "cpu", 0, tag="lr0.1x")  # no tables
     extra = plan.estimate_seconds(dissected, synthetic, cpu) - plan.estimate_seconds(plain, synthetic, cpu)
