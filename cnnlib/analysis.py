@@ -58,27 +58,26 @@ def long_history(runs: Iterable[Run]) -> pd.DataFrame:
     return df
 
 
+def data_groups(runs: Iterable[Run]) -> list[dict]:
+    """What a figure of ``runs`` shows (``render.data_note`` words it): per profile, in order of first appearance,
+    its image counts (training, test) and its seeds."""
+    runs = list(runs)
+    return [dict(profile=p, images=sorted({r.config.n_images() for r in runs if r.config.profile == p}),
+                 seeds=sorted({r.config.seed for r in runs if r.config.profile == p}))
+            for p in dict.fromkeys(r.config.profile for r in runs)]
+
+
 def data_note(runs: Iterable[Run]) -> str:
-    """What a figure of ``runs`` shows, for its title: profile(s) in order of first appearance, images and seeds,
-    e.g. "profile 'cpu', 3,000 training / 1,000 test images, seeds 0, 1"."""
-    runs, parts = list(runs), []
-    for profile in dict.fromkeys(r.config.profile for r in runs):
-        group = [r for r in runs if r.config.profile == profile]
-        imgs = "; ".join(f"{a:,} training / {b:,} test images" for a, b in sorted({r.config.n_images() for r in group}))
-        seeds = sorted({r.config.seed for r in group})
-        parts.append(f"profile '{profile}', {imgs}, seed{'s' if len(seeds) > 1 else ''} "
-                     f"{', '.join(map(str, seeds))}")  # fmt: skip
-    return "; ".join(parts)
+    """Notebook 06's name for ``render.data_note(data_groups(runs))``, until it calls that."""
+    from .render import data_note
+
+    return data_note(data_groups(runs))
 
 
-def family_titles(families: dict[str, Iterable[Run]]) -> dict[str, str]:
-    """Each family's title for the figures and tables that show several families side by side: its name,
-    followed by its profile where the families come from different profiles (their numbers do not
-    compare across them, and the reader must see that before reading a panel)."""
-    profiles = {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
-    if len(set(profiles.values())) <= 1:
-        return {name: name for name in families}
-    return {name: f"{name} (profile {', '.join(repr(p) for p in ps)})" for name, ps in profiles.items()}
+def family_profiles(families: dict[str, Iterable[Run]]) -> dict[str, tuple[str, ...]]:
+    """Each family's profiles, in order of first appearance (``render.family_titles`` names them where they
+    differ: the numbers do not compare across them)."""
+    return {name: tuple(dict.fromkeys(r.config.profile for r in runs)) for name, runs in families.items()}
 
 
 # the fields of a training recipe, as a reader names them
@@ -113,17 +112,6 @@ def accuracy_cost(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
                      "GMACs": model_costs(r.config.model)["macs"] / 1e9,
                      "acc": iv.estimate, "low": iv.low, "high": iv.high})  # fmt: skip
     return pd.DataFrame(rows).sort_values(["GMACs", "acc"], ignore_index=True)
-
-
-def accuracy_cost_panels(families: dict[str, Iterable[Run]], data: CIFAR10) -> dict[str, pd.DataFrame]:
-    """The panels of an accuracy-against-cost figure (title -> ``accuracy_cost`` table): one panel for all
-    families when they share a profile, else one per family, each titled with its profile and data, so
-    that no axis mixes runs of different profiles."""
-    families = {name: list(runs) for name, runs in families.items()}
-    if all(title == name for name, title in family_titles(families).items()):  # one profile: one panel
-        everything = [r for runs in families.values() for r in runs]
-        return {data_note(everything): accuracy_cost(everything, data)}
-    return {f"{name}\n({data_note(runs)})": accuracy_cost(runs, data) for name, runs in families.items() if runs}
 
 
 def mean_std(values: Iterable[float], scale: float = 100, digits: int = 1, *, seeds: bool = False) -> str:

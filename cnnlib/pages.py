@@ -25,7 +25,7 @@ from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
 from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .results import Run
-from .runs import get_runs, provenance, resolve_profile, step_times
+from .runs import get_runs, provenance_groups, resolve_profile, step_times
 
 CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"))
 RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
@@ -127,6 +127,17 @@ def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> Sim
         f={r.config.model: facts(r, labels(r)) for r in first})
 
 
+def accuracy_cost_panels(families: dict[str, list[Run]], data: CIFAR10) -> dict[str, pd.DataFrame]:
+    """The panels of notebook 05's accuracy-against-cost figure (title -> ``analysis.accuracy_cost`` table): one for
+    all families when they share a profile, else one per family, titled with its profile and data, so that no axis
+    mixes runs of different profiles."""
+    if len(set(analysis.family_profiles(families).values())) <= 1:
+        everything = [r for runs in families.values() for r in runs]
+        return {render.data_note(analysis.data_groups(everything)): analysis.accuracy_cost(everything, data)}
+    return {render.note("panel_title", name, analysis.data_groups(runs)): analysis.accuracy_cost(runs, data)
+            for name, runs in families.items() if runs}  # fmt: skip
+
+
 # --- the model pages ----------------------------------------------------------------------------------------------
 
 def caption(text: str) -> None:
@@ -159,11 +170,7 @@ class ModelPage:
         """Markdown: the profile shown, and which machine trained which runs."""
         from IPython.display import Markdown
 
-        text = f"Results shown: profile **{self.profile}**.\n\n" + provenance(self.runs)
-        if self.missing:
-            text += (f"\n\nNo run of this profile yet: {', '.join(f'`{m}`' for m in self.missing)} "
-                     f"(`python -m cnnlib status --profile {self.profile}`).")
-        return Markdown(text)
+        return Markdown(render.note("origin", self.profile, provenance_groups(self.runs), self.missing))
 
     @cached_property
     def data(self) -> CIFAR10:
@@ -179,13 +186,13 @@ class ModelPage:
         table = analysis.model_summary(self.original, depth=3, **kwargs)
         if len(table.splitlines()) > max_lines:
             table = analysis.model_summary(self.original, depth=2, **kwargs)
-            table += f"\n(blocks shown whole; layer by layer: analysis.model_summary({self.original!r}, depth=3))"
+            table += "\n" + render.note("blocks_whole", self.original)
         print(table)
 
     def samples(self) -> None:
         """How many images there are, and the first training images of each class."""
         data = self.data
-        print(f"{len(data.train_y):,} training and {len(data.test_y):,} test images, from the {data.source}")
+        print(render.note("images", len(data.train_y), len(data.test_y), data.source))
         fig = plots.samples(data)
         plots.save(fig, "samples")
         plt.show()
@@ -197,14 +204,12 @@ class ModelPage:
         recorded them, else the running averages over the augmented batches, and the title says which."""
         runs = self.runs if runs is None else runs
         clean = all("clean_train_acc" in r.history for r in runs)
-        what = "training on clean images in eval mode" if clean else "training as running average of augmented batches"
-        head = title or " vs ".join(dict.fromkeys(r.config.model for r in runs))
-        fig = plots.curves(analysis.long_history(runs), pairs=CLEAN_PAIRS if clean else RUNNING_PAIRS,
-                           title=f"{head} ({analysis.data_note(runs)};\n{what})")  # fmt: skip
+        models = list(dict.fromkeys(r.config.model for r in runs))
+        title = render.note("curves_title", title or " vs ".join(models), analysis.data_groups(runs), clean)
+        fig = plots.curves(analysis.long_history(runs), pairs=CLEAN_PAIRS if clean else RUNNING_PAIRS, title=title)
         plots.save(fig, f"{self.name}_{suffix}")
         plt.show()
-        models = " and ".join(f"`{m}`" for m in dict.fromkeys(r.config.model for r in runs))
-        caption(f"Loss (log scale) and accuracy of {models} after each epoch: test solid, training dashed ({what}).")
+        caption(render.note("curves_caption", models, clean))
 
     def table(self) -> pd.DataFrame:
         return analysis.summary_table(self.runs)
@@ -215,7 +220,7 @@ class ModelPage:
         for ax, run in zip(axes[0], self.final, strict=True):
             cm = analysis.confusion_matrix(run.predictions, self.labels(run))
             plots.confusion(cm, title=run.config.model, ax=ax)
-        fig.suptitle(f"Confusion on the test images ({analysis.data_note(self.final)})")
+        fig.suptitle(render.note("confusion_title", analysis.data_groups(self.final)))
         fig.tight_layout()
         plots.save(fig, f"{self.name}_confusion")
         plt.show()
@@ -263,7 +268,7 @@ class ModelPage:
         from IPython.display import Markdown
 
         if self.missing:
-            return Markdown(f"The reading waits for a run of {', '.join(self.missing)} in profile {self.profile}.")
+            return Markdown(render.note("reading_waits", self.missing, self.profile))
         f = {r.config.model: facts(r, self.labels(r)) for r in self.final}
         return Markdown(render.template(f"{self.name[:2]}_reading", render.claims(self.claims()), f=f,
                                         profile=self.profile))  # fmt: skip

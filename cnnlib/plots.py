@@ -300,7 +300,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # a second cue besides the c
 def accuracy_cost(panels: dict[str, pd.DataFrame], *, title: str = "Accuracy against cost", x: str = "GMACs",
                   xlabel: str = "multiply-adds per image (G)") -> plt.Figure:  # fmt: skip
     """Final test accuracy against multiply-adds per image (or column ``x``; log scale), one panel per table of
-    ``analysis.accuracy_cost_panels`` (title -> rows), with each run's 95% interval as an error bar, each model
+    ``pages.accuracy_cost_panels`` (title -> rows), with each run's 95% interval as an error bar, each model
     in its colour and a marker of its own, named in a legend under the panel: labels beside the points
     overlapped where models have about one cost, and read as the neighbouring point's. Panels keep their own
     accuracy axis: they hold different profiles."""

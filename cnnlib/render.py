@@ -34,7 +34,9 @@ the text. No grammar is computed here: no plurals, ordinals or sentences built f
 
 from __future__ import annotations
 
+import html as html_lib
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from functools import cache
@@ -201,8 +203,51 @@ def _split(name: str) -> tuple[dict[str, str], str]:
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    env.filters.update(pct=pct, points=points, signed=signed, interval=interval, level=level, method=method, num=num)
+    env.filters.update(pct=pct, points=points, signed=signed, interval=interval, level=level, method=method, num=num,
+                       inline=inline, esc=html_lib.escape)  # fmt: skip
     return env
+
+
+def inline(markdown) -> str:
+    """The Markdown of one line (code spans, bold, italics) as HTML, the rest escaped."""
+    text = html_lib.escape(str(markdown), quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"\*(.+?)\*", r"<em>\1</em>", text)
+
+
+def html(name: str, **context) -> str:
+    """The HTML page ``templates/<name>.html``; the line breaks of its source are for reading only (dropped)."""
+    source = (TEMPLATES / f"{name}.html").read_text().replace("\n", "")
+    return _environment().from_string(source).render(**context) + "\n"
+
+
+@cache
+def _notes():
+    return _environment().from_string((TEMPLATES / "notes.md").read_text()).module
+
+
+def note(name: str, *args) -> str:
+    """The short text ``name`` (a macro of ``templates/notes.md``) from data: a figure's note, a page's caption."""
+    return str(getattr(_notes(), name)(*args))
+
+
+def data_note(groups: list[dict]) -> str:
+    """What a figure shows, for its title (``analysis.data_groups``): "profile 'cpu', 3,000 training / 1,000 test
+    images, seeds 0, 1"."""
+    return note("data_note", groups)
+
+
+def provenance(groups: list[dict]) -> str:
+    """A Markdown line per group of ``runs.provenance_groups``: the data, machine, engine and torch, and the runs."""
+    return note("provenance", groups)
+
+
+def family_titles(profiles: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Families' titles (``analysis.family_profiles``): their names, with their profiles where these differ."""
+    if len(set(profiles.values())) <= 1:
+        return {name: name for name in profiles}
+    return {name: note("family_title", name, ps) for name, ps in profiles.items()}
 
 
 def claims(*frames: pd.DataFrame) -> dict[str, SimpleNamespace]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import html as html_lib
 import logging
 import os
 import re
@@ -21,9 +20,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import render
 from .constants import ALPHA
 from .paths import figures_root, shown
-from .runs import provenance
+from .runs import provenance_groups
 
 if TYPE_CHECKING:
     from .results import Run
@@ -121,23 +121,6 @@ def _execute(path: Path, timeout: int = 3600, interrupts: _Interrupts | None = N
     return nb
 
 
-# The notebook pages: the code hidden (every Markdown cell and output kept), no prompts, and a text column a
-# laptop screen reads comfortably.
-PAGE_CSS = """
-:root { --jp-content-font-size1: 16px; --jp-content-line-height: 1.6; --jp-ui-font-size1: 15px;
-        --jp-content-font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-body.jp-Notebook { max-width: 64rem; margin: 0 auto; padding: 1rem 1.5rem 4rem; }
-.jp-Cell { padding: 0.2rem 0; }
-.jp-RenderedHTMLCommon { padding-right: 0; }
-.jp-RenderedHTMLCommon p, .jp-RenderedHTMLCommon li { max-width: 48rem; }
-.jp-RenderedHTMLCommon table { font-size: 0.9rem; display: block; overflow-x: auto; max-width: 100%; }
-.jp-RenderedImage img, .jp-OutputArea-output img { max-width: 100%; height: auto; }
-.jp-OutputArea-output pre { font-size: 0.85rem; white-space: pre-wrap; }
-nav.report { font: 15px/1.5 system-ui, sans-serif; margin: 0 0 1rem; padding: 0.5rem 0; border-bottom: 1px solid #ddd;
-             color: #444; }
-"""
-
-
 def exporter():
     """nbconvert's HTML exporter for the report's pages: code cells show their outputs only."""
     from nbconvert import HTMLExporter
@@ -152,7 +135,8 @@ def _html(nb, exporter, stem: str) -> str:
     html = re.sub(r'href="(?:\./)?(\d\d_[\w-]+)\.ipynb', r'href="\1.html', html)
     nav = (f'<nav class="report"><a href="index.html">&larr; the report\'s index</a> &middot; the code is hidden '
            f"here; <code>notebooks/{stem}.ipynb</code> has it</nav>")
-    html = html.replace("</head>", f"<style>{PAGE_CSS}</style>\n</head>", 1)
+    css = (render.TEMPLATES / "page.css").read_text()  # the code hidden, no prompts, a column a laptop reads easily
+    html = html.replace("</head>", f"<style>{css}</style>\n</head>", 1)
     return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)
 
 
@@ -172,124 +156,33 @@ PAGES = {  # what each notebook's page shows, one line each on the index
                                "and the depth sweep",
 }
 INDEX_FIGURE = "06_degradation.png"  # the one figure that shows what skip connections change
-# The first screen (1280x800) holds the question, the answer, the verdicts and the figure; no table is wider
-# than the page (the results table has seven columns and wraps; the devices are named under it).
-INDEX_CSS = """
-body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 68rem; margin: 0.8rem auto;
-       padding: 0 1.5rem; color: #1a1a1a; }
-h1 { font-size: 1.45rem; line-height: 1.25; margin: 0.3rem 0; } h2 { font-size: 1.3rem; margin-top: 2.2rem; }
-p { margin: 0.4rem 0; }
-table { border-collapse: collapse; font-size: 0.88rem; margin: 0.4rem 0; width: 100%; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
-table.verdicts { font-size: 0.8rem; line-height: 1.3; } table.verdicts td { padding: 0.1rem 0.5rem; }
-thead th { border-bottom: 2px solid #888; } tr.family th { background: #f2f2f2; font-weight: 600; }
-td.num { text-align: right; white-space: nowrap; } td.nowrap { white-space: nowrap; }
-.note { font-size: 0.86rem; color: #444; }
-td.verdict { white-space: nowrap; font-weight: 600; } .confirmed { color: #176b1d; } .refuted { color: #a31515; }
-.cannot-tell, .not-testable-in-this-regime { color: #6b5200; }
-figure { margin: 0.3rem 0; text-align: center; } figure img { max-width: 100%; max-height: 14rem; height: auto; }
-figcaption { font-size: 0.86rem; color: #444; text-align: left; }
-code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; border-radius: 3px; }
-ol li { margin: 0.35rem 0; }
-"""
 INDEX_COLUMNS = ("model", "original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)",
                  "epochs", "s / epoch")  # the results table's columns on the index (profile and device: named apart)
 
 
-def _inline(markdown: str) -> str:
-    """The Markdown of one line (code spans, bold, italics) as HTML, the rest escaped."""
-    text = html_lib.escape(markdown, quote=False)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"\*(.+?)\*", r"<em>\1</em>", text)
-
-
-def _results_table(rows: list[dict]) -> str:
-    from .summary import FAMILY_NAMES
-
-    if not rows:
-        return "<p>No run is stored yet.</p>"
-    head = "".join(f"<th>{html_lib.escape(c)}</th>" for c in INDEX_COLUMNS)
-    body, family = [], None
-    for r in rows:
-        if r["family"] != family:
-            family = r["family"]
-            body.append(f'<tr class="family"><th colspan="{len(INDEX_COLUMNS)}">'
-                        f"{FAMILY_NAMES.get(family, family)}</th></tr>")  # fmt: skip
-        cells = (f"<td class={'nowrap' if c == 'model' else 'num'}>{_inline(str(r[c]))}</td>" for c in INDEX_COLUMNS)
-        body.append(f"<tr>{''.join(cells)}</tr>")  # the model's name, then numbers
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _verdict_table(rows: list[dict], pages: dict[str, str]) -> str:
-    def where(nb: str) -> str:
-        stem = next((s for s in pages if s.startswith(nb)), None)
-        return f'<a href="{stem}.html">{nb}</a>' if stem else nb
-
-    def kind(verdict: str) -> str:  # the CSS class of a verdict: 'cannot tell (floor)' -> 'cannot-tell'
-        return verdict.split(" (")[0].split(";")[0].replace(" ", "-")
-
-    body = "".join(
-        f"<tr><td>{_inline(r['claim'])}</td><td class=\"verdict {kind(r['verdict'])}\">{_inline(r['verdict'])}</td>"
-        f"<td>{_inline(r['evidence'])}</td><td>{where(r['notebook'])}</td></tr>"
-        for r in rows
-    )
-    return ("<table class=verdicts><thead><tr><th>claim</th><th>verdict</th><th>evidence</th><th>notebook</th></tr>"
-            f"</thead><tbody>{body}</tbody></table>")  # fmt: skip
-
-
 def index_html(pages: list[tuple[str, str]], runs: list[Run], figure: Path | None = None) -> str:
-    """The report's index, opening as the README does: the question, the written answer (``templates/index_answer.md``),
-    the verdicts (the README's, from ``cnnlib.summary``), the figure of what skip connections change; then the results
-    table, the notebooks' pages (``pages``: (file stem, title)) with one line each, and where the numbers come from."""
-    from . import render, summary
-    from .analysis import data_note
+    """The report's index (``templates/index.html``), opening as the README does: the question, the written answer
+    (``templates/index_answer.md``), the verdicts (the README's, from ``cnnlib.summary``), the figure of what skip
+    connections change; then the results table, the notebooks' pages (``pages``: (file stem, title)) with one line
+    each, and where the numbers come from."""
+    from . import summary
+    from .analysis import data_groups
 
-    answer = "".join(f"<p>{_inline(' '.join(par.split()))}</p>"
-                     for par in summary.answer(runs, "index_answer").split("\n\n") if par.strip())  # fmt: skip
     v = summary.verdict_frame(runs)
-    if len(v):
-        deg = summary._family_runs(runs, list(summary._families()["degradation"]))[1]
-        devices = ", ".join(dict.fromkeys(summary.device(r) for r in deg))
-        rows = [{"claim": f"{r.claim} ({r.a} − {r.b})" if r.b else f"{r.claim} ({r.a}, {r.quantity})",
-                 "verdict": r.verdict, "evidence": f"{render.interval(r)} ({render.method(r)})",
-                 "notebook": r.notebook} for r in v.itertuples()]  # fmt: skip
-        verdict_part = _verdict_table(rows, dict(pages))
-        verdict_note = (f"<p class=note>From the degradation family's runs of {data_note(deg)}, trained on {devices} "
-                        "(the richest profile in which the family is complete; the seeds of which all four nets "
-                        "exist). Each notebook table's intervals are Holm-adjusted across its claims (family-wise "
-                        f"error {100 * ALPHA:g}%); \"cannot tell\" says what the runs do not settle, and the notebooks "
-                        "say what would.</p>")  # fmt: skip
-    else:
-        verdict_part, verdict_note, deg = ("<p>No verdicts yet: no profile holds a seed of which every net of the "
-                                           "degradation family exists.</p>", "", [])  # fmt: skip
-    fig = ""
-    if figure is not None and figure.exists():  # inlined (base64): the index shows it wherever it is opened
-        fig = (f"<figure><img src='data:image/png;base64,{base64.b64encode(figure.read_bytes()).decode()}' "
-               "alt='training and test error of plain and residual nets of 20 and 56 layers'><figcaption>Training "
-               "(dashed) and test (solid) error of plain and residual nets of 20 and 56 layers against epochs, mean "
-               f"over the seeds compared{f' ({data_note(deg)})' if deg else ''}, as notebook 06 draws it; the "
-               "degradation rows above put intervals on what it shows.</figcaption></figure>")  # fmt: skip
+    deg = summary._family_runs(runs, list(summary._families()["degradation"]))[1] if len(v) else []
     main, pilots = summary.main_and_pilot_rows(summary.accuracy_rows(runs))
-    rows = main + [{**r, "model": f"{r['model']} (pilot, `{r['profile']}`)"} for r in pilots]
-    devices = ", ".join(dict.fromkeys(d for r in rows for d in r["device"].split(", ")))
-    items = "\n".join(f'<li><a href="{stem}.html">{html_lib.escape(title)}</a>'
-                      + (f": {html_lib.escape(PAGES[stem])}" if stem in PAGES else "") + "</li>"
-                      for stem, title in pages)  # fmt: skip
-    origin = "".join(f"<li>{_inline(line.removeprefix('- '))}</li>" for line in provenance(runs).splitlines())
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>cnnlib report</title>"
-        f"<style>{INDEX_CSS}</style></head><body>"
-        "<h1>How do networks with and without skip connections differ in training?</h1>"
-        f"<div class=answer>{answer}</div>" + verdict_part + fig + verdict_note
-        + "<h2>Results: the original report's accuracy and ours</h2>" + _results_table(rows)
-        + f"<p class=note>{_inline(summary.ACCURACY_NOTE)} The `full` profile's runs, and a pilot of the reduced "
-        f"profile where a model has no full run yet. Trained on: {html_lib.escape(devices)}.</p>"
-        + f"<h2>The notebooks</h2><ol>{items}</ol>"
-        f"<h2>Where the numbers come from</h2><ul>{origin}</ul>"
-        "</body></html>\n"
-    )  # fmt: skip
+    rows = main + [{**r, "pilot": True} for r in pilots]
+    paragraphs = summary.answer(runs, "index_answer").split("\n\n")
+    shown_figure = figure is not None and figure.exists()  # inlined (base64): the index shows it wherever it is opened
+    return render.html(
+        "index", css=(render.TEMPLATES / "index.css").read_text(), stems=[stem for stem, _ in pages], pages=pages,
+        answer=[" ".join(par.split()) for par in paragraphs if par.strip()], alpha=ALPHA, descriptions=PAGES,
+        verdicts=list(v.itertuples()) if len(v) else None, deg_note=render.data_note(data_groups(deg)),
+        deg_devices=", ".join(dict.fromkeys(summary.device(r) for r in deg)),
+        figure=base64.b64encode(figure.read_bytes()).decode() if shown_figure else "",
+        results=rows, columns=INDEX_COLUMNS, families=summary.FAMILY_NAMES, accuracy_note=summary.ACCURACY_NOTE,
+        devices=", ".join(dict.fromkeys(d for r in rows for d in r["device"].split(", "))),
+        provenance=render.provenance(provenance_groups(runs)))
 
 
 def build_report(profile: str | None = None, out: str | Path = "report", *, in_place: bool = False,

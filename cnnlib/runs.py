@@ -83,15 +83,6 @@ def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = Tr
     return runs
 
 
-def run_names(runs: list[Run]) -> str:
-    """Runs named compactly: one entry per model (and variant) with its seeds, e.g. '`plainnet18` (seeds 0, 1, 2)'."""
-    seeds: dict[str, list[int]] = {}
-    for r in runs:
-        seeds.setdefault(r.config.model + (f"-{r.config.tag}" if r.config.tag else ""), []).append(r.config.seed)
-    return ", ".join(f"`{m}` (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})"
-                     for m, s in seeds.items())  # fmt: skip
-
-
 def how_trained(run: Run) -> str:
     """Precision, memory format, compiled or not and threads of a run (``Engine.describe`` of its ``run.json``);
     runs stored before the engine was recorded trained in fp32 NCHW eager on a CPU, bf16 channels_last on CUDA."""
@@ -104,19 +95,24 @@ def how_trained(run: Run) -> str:
     return Engine(**{k: e[k] for k in ("device", "precision", "channels_last", "compiled", "threads")}).describe()
 
 
-def provenance(runs: list[Run]) -> str:
-    """One Markdown line per distinct (profile, device, engine, data) that produced ``runs``."""
-    seen: dict[tuple, list[Run]] = {}
+def provenance_groups(runs: list[Run]) -> list[dict]:
+    """The runs grouped by what produced them (``render.provenance`` words each group as a line): profile, image
+    counts (training, test), device, engine (``how_trained``) and torch, with the seeds of each model (and variant)
+    in order of first appearance."""
+    groups: dict[tuple, dict[str, list[int]]] = {}
     for r in runs:
         c = r.config
-        n_train, n_test = c.n_images()
-        key = (c.profile, r.meta["device_name"], how_trained(r), r.meta["torch"],
-               f"{n_train:,} training / {n_test:,} test images")  # fmt: skip
-        seen.setdefault(key, []).append(r)
-    return "\n".join(
-        f"- profile '{p}' ({d}; JPEG copy of CIFAR-10), trained on {dev} ({how}) with torch {t}: {run_names(rs)}"
-        for (p, dev, how, t, d), rs in seen.items()
-    )
+        key = (c.profile, c.n_images(), r.meta["device_name"], how_trained(r), r.meta["torch"])
+        groups.setdefault(key, {}).setdefault(c.model + (f"-{c.tag}" if c.tag else ""), []).append(c.seed)
+    return [dict(profile=p, images=n, device=d, how=how, torch=t, seeds={m: sorted(s) for m, s in models.items()})
+            for (p, n, d, how, t), models in groups.items()]
+
+
+def provenance(runs: list[Run]) -> str:
+    """Notebook 06's name for ``render.provenance(provenance_groups(runs))``, until it calls that."""
+    from .render import provenance
+
+    return provenance(provenance_groups(runs))
 
 
 def step_times() -> tuple[pd.DataFrame, dict] | None:

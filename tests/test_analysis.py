@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnnlib import analysis, constants
+from cnnlib import analysis, constants, pages, render
 from cnnlib.config import TrainConfig, make_config
 from cnnlib.results import Run
 
@@ -38,8 +38,11 @@ def test_the_summary_table_keeps_gpu_memory_when_a_run_has_it():
 
 def test_figure_notes_group_runs_by_profile_with_their_image_counts_and_seeds():
     runs = [run("seed_cnn", 0), run("plain20", 1), run("seed_cnn", 2)]
-    assert analysis.data_note(runs) == "profile 'smoke', 200 training / 100 test images, seeds 0, 1, 2"
-    assert analysis.data_note(runs[:1]) == "profile 'smoke', 200 training / 100 test images, seed 0"
+    assert analysis.data_groups(runs) == [{"profile": "smoke", "images": [(200, 100)], "seeds": [0, 1, 2]}]
+    mixed = analysis.data_groups([run_with("resnet20", [0.5], profile="full", seed=1), *runs[:1]])
+    assert [(g["profile"], g["images"], g["seeds"]) for g in mixed] == [("full", [(50_000, 10_000)], [1]),
+                                                                         ("smoke", [(200, 100)], [0])]
+    assert analysis.data_note(runs) == render.data_note(analysis.data_groups(runs))  # notebook 06's name for it
 
 
 LABELS = np.repeat(np.arange(10), 20)  # 200 test images, 20 per class
@@ -64,19 +67,20 @@ def test_families_of_different_profiles_get_their_profile_in_their_title_and_pan
     full = [run_with("seed_senet18", [0.5, 0.9], profile="full"), run_with("seed_cnn", [0.4, 0.6], profile="full")]
     pilot = [run_with("resnet18", [0.2, 0.3]), run_with("plainnet18", [0.2, 0.35])]
     families = {"original models": full, "controlled family": pilot}
-    assert analysis.family_titles(families) == {"original models": "original models (profile 'full')",
-                                                "controlled family": "controlled family (profile 'smoke')"}
-    assert analysis.family_titles({"a": pilot, "b": pilot[:1]}) == {"a": "a", "b": "b"}
+    assert analysis.family_profiles(families) == {"original models": ("full",), "controlled family": ("smoke",)}
+    titles = render.family_titles(analysis.family_profiles(families))
+    assert [("full" in t, "smoke" in t) for t in titles.values()] == [(True, False), (False, True)]
+    assert render.family_titles(analysis.family_profiles({"a": pilot, "b": pilot[:1]})) == {"a": "a", "b": "b"}
 
     monkeypatch.setattr(analysis, "test_labels", lambda _data, _run: LABELS)  # the fake runs' test images
-    panels = analysis.accuracy_cost_panels(families, data=None)
+    panels = pages.accuracy_cost_panels(families, data=None)
     assert [t.split("\n")[0] for t in panels] == ["original models", "controlled family"]
     assert ["profile 'full'" in t for t in panels] == [True, False]
     first = panels[next(t for t in panels if "full" in t)]
     assert first["model"].tolist() == ["seed_cnn", "seed_senet18"]  # sorted by cost
     assert first["acc"].tolist() == [0.6, 0.9] and set(first["profile"]) == {"full"}
     assert ((first["low"] < first["acc"]) & (first["acc"] < first["high"])).all()
-    (title, table), = analysis.accuracy_cost_panels({"a": pilot, "b": pilot[:1]}, data=None).items()
+    (title, table), = pages.accuracy_cost_panels({"a": pilot, "b": pilot[:1]}, data=None).items()
     assert title.startswith("profile 'smoke'") and len(table) == 3  # one profile: one panel of every run
 
 
