@@ -81,7 +81,7 @@ def main() -> None:
     for p in PRECISIONS:
         print(f"mean test accuracy {p}: {acc[p].mean():.2%} (seeds {', '.join(f'{v:.2%}' for v in acc[p])})")
     print(f"bf16 - fp32: {diff.difference * 100:+.2f} points, 95% interval [{diff.low * 100:+.2f}, "
-          f"{diff.high * 100:+.2f}] ({diff.method}, {diff.n_a} and {diff.n_b} seeds)")
+          f"{diff.high * 100:+.2f}] (Welch t, {len(acc['bf16'])} and {len(acc['fp32'])} seeds)")
 
 
 if __name__ == "__main__":

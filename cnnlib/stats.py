@@ -4,10 +4,9 @@ Every number the notebooks compare carries an interval, and a claim is "confirme
 separates the compared numbers; otherwise the verdict is "cannot tell".
 
 - One run's test accuracy: exact (Clopper-Pearson) binomial interval.
-- Two runs on the same test images: paired bootstrap of the accuracy difference over images (Efron & Tibshirani 1993)
-  and the exact McNemar test on the discordant images (Dietterich 1998, "Approximate statistical tests for comparing
-  supervised classification learning algorithms"). It measures the test set's noise only: seed-to-seed variance is left
-  out, so a verdict from it holds for those trained networks, not for the architectures.
+- Two runs on the same test images: paired bootstrap of the accuracy difference over images (Efron & Tibshirani 1993).
+  It measures the test set's noise only: seed-to-seed variance is left out, so a verdict from it holds for those
+  trained networks, not for the architectures.
 - Several seeds: t-interval of the mean; Welch t-interval of a difference of means (``welch_contrast`` for any weighted
   sum of means). The trained network is the unit of replication, and two architectures trained with the same seed share
   only the order of the data, so comparisons across architectures are unpaired (Welch); ``paired=True`` is for values
@@ -17,9 +16,9 @@ Bounded quantities. No interval leaves the feasible range, by one rule: the mean
 (``bounds``; an accuracy or error rate in [0, 1], a correlation in [-1, 1]) gets its t-interval on the logit scale of
 its position in the range, log(u / (1 - u)) with u = (x - lo) / (hi - lo), and the bounds are transformed back (for
 [-1, 1] this is Fisher's z = atanh(r), up to a factor 2 that cancels); the estimate stays the arithmetic mean. Where a
-value lies on a bound the logit is infinite, and the interval is the t-interval clipped to the range, which ``method``
-says. A difference of bounded values has no fixed range of its own to transform, so its interval is clipped to the
-feasible range of the difference ([lo - hi, hi - lo] for two values).
+value lies on a bound the logit is infinite, and the interval is the t-interval clipped to the range. A difference of
+bounded values has no fixed range of its own to transform, so its interval is clipped to the feasible range of the
+difference ([lo - hi, hi - lo] for two values).
 
 Many claims. A table of verdicts is one family of claims, and its family-wise error is held at ``ALPHA`` by Holm's
 step-down method (``holm``, ``holm_adjust``): each claim's interval is drawn at the level its Holm step tests it at, so
@@ -60,7 +59,6 @@ class Evidence:
     estimate: float
     interval_at: Callable[[float], tuple[float, float]] = field(repr=False, compare=False)
     n: int  # seeds, networks or test images behind the interval
-    method: str
 
     def interval(self, confidence: float = 0.95) -> tuple[float, float]:
         _check_confidence(confidence)
@@ -76,23 +74,17 @@ class Interval:
     high: float
     n: int  # test images (accuracy) or seeds (seed_interval)
     confidence: float  # e.g. 0.95
-    method: str  # how the interval was computed, in words
-    std: float = float("nan")  # sample std (ddof=1) of the values; seed intervals only
 
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """accuracy(a) - accuracy(b) on the same test images, with a paired interval and McNemar's test."""
+    """accuracy(a) - accuracy(b) on the same test images, with a paired interval."""
 
     difference: float
     low: float
     high: float
-    n01: int  # images a gets wrong and b gets right
-    n10: int  # images a gets right and b gets wrong
-    p_mcnemar: float  # exact (binomial) McNemar test, two-sided
     n: int  # test images
     confidence: float
-    method: str
     draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # the bootstrap distribution
 
 
@@ -104,7 +96,6 @@ class SeedComparison:
     low: float
     high: float
     confidence: float
-    method: str
     evidence: Evidence | None = field(default=None, repr=False, compare=False)  # the interval at any level
 
 
@@ -167,7 +158,7 @@ def binomial_interval(k: int, n: int, *, confidence: float = 0.95) -> Interval:
     ``confidence``)."""
     _check_confidence(confidence)
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
-    return Interval(k / n, float(ci.low), float(ci.high), n, confidence, "Clopper-Pearson (exact binomial)")
+    return Interval(k / n, float(ci.low), float(ci.high), n, confidence)
 
 
 def paired_difference(pred_a: ArrayLike, pred_b: ArrayLike, labels: ArrayLike, *, confidence: float = 0.95,
@@ -179,7 +170,6 @@ def paired_difference(pred_a: ArrayLike, pred_b: ArrayLike, labels: ArrayLike, *
     cancels. The statistic is a mean of bounded values over hundreds to thousands of images, so its
     bootstrap distribution is close to symmetric and percentile is accurate; it needs no jackknife (BCa's
     n^2 work on 10,000 images) and stays defined on degenerate data (identical predictions give [0, 0]).
-    McNemar's exact test uses only the discordant images (p = 1 when there are none).
     """
     _check_confidence(confidence)
     ca, cb = _correct(pred_a, labels, "pred_a"), _correct(pred_b, labels, "pred_b")
@@ -187,16 +177,13 @@ def paired_difference(pred_a: ArrayLike, pred_b: ArrayLike, labels: ArrayLike, *
     if n < 2:
         raise ValueError("need at least 2 test images to bootstrap a difference")
     d = ca.astype(float) - cb.astype(float)  # (n,) in {-1, 0, +1}
-    n10, n01 = int((ca & ~cb).sum()), int((~ca & cb).sum())
-    p = float(stats.binomtest(n10, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DegenerateDataWarning (identical predictions): the interval is [0, 0]
         # batch: at most 200 x n resampled values in memory at once
         res = stats.bootstrap((d,), np.mean, n_resamples=resamples, batch=200, vectorized=True,
                               confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
-    label = f"paired bootstrap over images (percentile, {resamples} resamples, seed {seed}); exact McNemar"
     ci, draws = res.confidence_interval, np.asarray(res.bootstrap_distribution, dtype=float)
-    return PairedComparison(float(d.mean()), float(ci.low), float(ci.high), n01, n10, p, n, confidence, label, draws)
+    return PairedComparison(float(d.mean()), float(ci.low), float(ci.high), n, confidence, draws)
 
 
 def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
@@ -209,8 +196,7 @@ def bootstrap_evidence(cmp: PairedComparison) -> Evidence:
         low, high = np.quantile(draws, [a, 1 - a])  # linear interpolation, as scipy's percentile interval
         return float(low), float(high)
 
-    method = f"percentile bootstrap over {cmp.n} test images ({draws.size} resamples)"
-    return Evidence(cmp.difference, at, cmp.n, method)
+    return Evidence(cmp.difference, at, cmp.n)
 
 
 # --- across seeds -----------------------------------------------------------------------------------------------------
@@ -224,7 +210,7 @@ def _check_bounds(v: np.ndarray, bounds: tuple[float, float] | None, name: str) 
         raise ValueError(f"{name} has values outside their feasible range [{lo:g}, {hi:g}]")
 
 
-def _t_evidence(estimate: float, centre: float, se: float, df: float, n: int, method: str, *,
+def _t_evidence(estimate: float, centre: float, se: float, df: float, n: int, *,
                 back: Callable[[float], float] | None = None,
                 clip: tuple[float, float] | None = None) -> Evidence:  # fmt: skip
     """centre ± t(df) * se on the analysis scale, transformed back by ``back`` and clipped to ``clip``."""
@@ -238,7 +224,7 @@ def _t_evidence(estimate: float, centre: float, se: float, df: float, n: int, me
             low, high = max(low, clip[0]), min(high, clip[1])
         return float(low), float(high)
 
-    return Evidence(estimate, at, n, method)
+    return Evidence(estimate, at, n)
 
 
 def seed_evidence(values: ArrayLike, *, bounds: tuple[float, float] | None = None) -> Evidence | None:
@@ -253,15 +239,11 @@ def seed_evidence(values: ArrayLike, *, bounds: tuple[float, float] | None = Non
     if n == 1:
         return None
     lo, hi = bounds or (-math.inf, math.inf)
-    if bounds is None or np.any(v == lo) or np.any(v == hi):
-        clipped = f", clipped to [{lo:g}, {hi:g}] (a value lies on a bound, where the logit is infinite)"
-        return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n,
-                           f"t-interval of the mean, {n - 1} df{clipped if bounds else ''}", clip=bounds)  # fmt: skip
+    if bounds is None or np.any(v == lo) or np.any(v == hi):  # on a bound the logit is infinite: clipped instead
+        return _t_evidence(mean, mean, float(v.std(ddof=1)) / math.sqrt(n), n - 1, n, clip=bounds)
     u = (v - lo) / (hi - lo)
     z = np.log(u / (1 - u))
-    name = {(-1, 1): "Fisher's z", (0, 1): "the logit"}.get((lo, hi), f"the logit of the position in [{lo:g}, {hi:g}]")
     return _t_evidence(mean, float(z.mean()), float(z.std(ddof=1)) / math.sqrt(n), n - 1, n,
-                       f"t-interval of {name}, {n - 1} df, transformed back",
                        back=lambda y: lo + (hi - lo) * float(expit(y)))  # fmt: skip
 
 
@@ -273,9 +255,9 @@ def seed_interval(values: ArrayLike, *, confidence: float = 0.95,
     v = _values(values, "values")
     ev = seed_evidence(v, bounds=bounds)
     if ev is None:
-        return Interval(float(v.mean()), math.nan, math.nan, 1, confidence, "t-interval undefined: one seed")
+        return Interval(float(v.mean()), math.nan, math.nan, 1, confidence)
     low, high = ev.interval(confidence)
-    return Interval(ev.estimate, low, high, len(v), confidence, ev.method, float(v.std(ddof=1)))
+    return Interval(ev.estimate, low, high, len(v), confidence)
 
 
 def _difference_range(weights: Sequence[float], bounds: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -305,9 +287,9 @@ def welch_contrast(samples: Sequence[ArrayLike], weights: Sequence[float], *,
     clip = _difference_range(weights, per_sample) if per_sample else None
     n = sum(len(v) for v in vs)
     if se == 0:  # no spread in any sample: the contrast is what it is
-        return _t_evidence(est, est, 0.0, math.nan, n, "Welch t (no spread)", clip=clip)
+        return _t_evidence(est, est, 0.0, math.nan, n, clip=clip)
     df = sum(terms) ** 2 / sum(t * t / (len(v) - 1) for t, v in zip(terms, vs, strict=True) if t > 0)
-    return _t_evidence(est, est, se, float(df), n, "Welch t", clip=clip)
+    return _t_evidence(est, est, se, float(df), n, clip=clip)
 
 
 def seed_difference(values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = False, confidence: float = 0.95,
@@ -316,7 +298,7 @@ def seed_difference(values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = 
     of a and of b share more than a seed number (``paired=True``: e.g. two nets built from the same
     weights and probed on the same inputs; two architectures trained with one seed share only the
     order of their data, which is no reason to pair them). ``bounds``: each value's feasible range;
-    the interval is clipped to the difference's ([lo - hi, hi - lo]), and ``method`` says when."""
+    the interval is clipped to the difference's ([lo - hi, hi - lo])."""
     _check_confidence(confidence)
     a, b = _values(values_a, "values_a", 2), _values(values_b, "values_b", 2)
     _check_bounds(a, bounds, "values_a")
@@ -327,14 +309,11 @@ def seed_difference(values_a: ArrayLike, values_b: ArrayLike, *, paired: bool = 
             raise ValueError(f"paired=True needs one value per seed on each side, got {len(a)} and {len(b)}")
         d = a - b
         mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d))
-        ev = _t_evidence(mean, mean, se, len(d) - 1, len(d), "paired t", clip=clip)
+        ev = _t_evidence(mean, mean, se, len(d) - 1, len(d), clip=clip)
     else:
         ev = welch_contrast([a, b], [1, -1], bounds=bounds)
     low, high = ev.interval(confidence)
-    method = ev.method
-    if clip is not None and (low == clip[0] or high == clip[1]) and low != high:
-        method += f", clipped to [{clip[0]:+g}, {clip[1]:+g}]"
-    return SeedComparison(ev.estimate, low, high, confidence, method, ev)
+    return SeedComparison(ev.estimate, low, high, confidence, ev)
 
 
 # --- many claims: Holm ------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""cnnlib.stats: known intervals, McNemar by hand, bootstrap behaviour, t-intervals
+"""cnnlib.stats: known intervals, bootstrap behaviour, t-intervals
 against scipy's t-tests, bounded intervals, Holm by hand, tie margins, and verdicts on
 constructed comparisons."""
 
@@ -73,17 +73,13 @@ def test_identical_predictions_give_zero_difference():
     pred, _, labels = paired_predictions(300, 0, 0, 200)
     cmp = paired_difference(pred, pred, labels)
     assert (cmp.difference, cmp.low, cmp.high) == (0.0, 0.0, 0.0)
-    assert (cmp.n01, cmp.n10, cmp.p_mcnemar) == (0, 0, 1.0)
 
 
-def test_mcnemar_exact_p_value():
+def test_the_paired_difference_has_a_sign():
     pred_a, pred_b, labels = paired_predictions(50, 10, 0, 40)
-    cmp = paired_difference(pred_a, pred_b, labels)
-    assert (cmp.n10, cmp.n01) == (10, 0)
-    assert cmp.p_mcnemar == pytest.approx(2 * 0.5**10)
-    assert cmp.difference == pytest.approx(0.1)
-    swapped = paired_difference(pred_b, pred_a, labels)
-    assert (swapped.n10, swapped.n01, swapped.p_mcnemar) == (0, 10, cmp.p_mcnemar)
+    cmp, swapped = paired_difference(pred_a, pred_b, labels), paired_difference(pred_b, pred_a, labels)
+    assert cmp.difference == pytest.approx(0.1) and swapped.difference == pytest.approx(-0.1)
+    assert (swapped.low, swapped.high) == (pytest.approx(-cmp.high), pytest.approx(-cmp.low))
 
 
 def test_bootstrap_contains_estimate_and_matches_normal_approximation():
@@ -121,7 +117,6 @@ def test_original_report_gap_on_500_images_cannot_tell():
     assert cmp.difference == pytest.approx(-0.028)
     assert verdict(cmp.low, cmp.high, -1) == "cannot tell"  # the claim B > A
     assert verdict(cmp.low, cmp.high, +1) == "cannot tell"
-    assert cmp.p_mcnemar > 0.05
 
 
 def test_clear_gap_on_full_test_set_is_confirmed():
@@ -129,7 +124,6 @@ def test_clear_gap_on_full_test_set_is_confirmed():
     cmp = paired_difference(pred_a, pred_b, labels)
     assert verdict(cmp.low, cmp.high, +1) == "confirmed"
     assert verdict(cmp.low, cmp.high, -1) == "refuted"
-    assert cmp.p_mcnemar < 1e-20
 
 
 @pytest.mark.parametrize(
@@ -155,13 +149,13 @@ def test_seed_interval_matches_hand_computed_t_interval():
     iv = seed_interval([0.90, 0.92, 0.94])
     t_975_2df = 4.302652729911275  # t quantile, 2 degrees of freedom, from tables
     half = t_975_2df * 0.02 / math.sqrt(3)
-    assert iv.estimate == pytest.approx(0.92) and iv.std == pytest.approx(0.02) and iv.n == 3
+    assert iv.estimate == pytest.approx(0.92) and iv.n == 3
     assert (iv.low, iv.high) == (pytest.approx(0.92 - half), pytest.approx(0.92 + half))
 
 
 def test_one_seed_has_no_interval():
     iv = seed_interval([0.61])
-    assert iv.estimate == 0.61 and math.isnan(iv.low) and math.isnan(iv.high) and "one seed" in iv.method
+    assert iv.estimate == 0.61 and math.isnan(iv.low) and math.isnan(iv.high)
     assert verdict(iv.low, iv.high, +1) == "cannot tell"
 
 
@@ -276,7 +270,6 @@ def test_bounded_interval_of_a_correlation_is_fishers_z_transformed_back():
     half = sps.t.ppf(0.975, 2) * z.std(ddof=1) / math.sqrt(3)
     assert (iv.low, iv.high) == (pytest.approx(np.tanh(z.mean() - half)), pytest.approx(np.tanh(z.mean() + half)))
     assert -1 < iv.low < iv.estimate < iv.high < 1 and iv.estimate == pytest.approx(0.67)  # estimate: the mean
-    assert "Fisher's z" in iv.method and iv.std == pytest.approx(plain.std)
 
 
 def test_bounded_interval_of_an_accuracy_is_on_the_logit_scale():
@@ -286,7 +279,7 @@ def test_bounded_interval_of_an_accuracy_is_on_the_logit_scale():
     half = sps.t.ppf(0.975, 2) * y.std(ddof=1) / math.sqrt(3)
     assert (iv.low, iv.high) == (pytest.approx(sps.logistic.cdf(y.mean() - half)),
                                  pytest.approx(sps.logistic.cdf(y.mean() + half)))  # fmt: skip
-    assert iv.high < 1 and "logit" in iv.method
+    assert iv.high < 1
     near_half = seed_interval([0.50, 0.51, 0.52], bounds=(0, 1))  # far from the bounds: close to the plain t-interval
     plain = seed_interval([0.50, 0.51, 0.52])
     assert near_half.low == pytest.approx(plain.low, abs=5e-4) and near_half.high == pytest.approx(plain.high, abs=5e-4)
@@ -304,9 +297,9 @@ def test_bounded_intervals_never_leave_the_feasible_range():
         assert lo - hi <= d.low <= d.high <= hi - lo
 
 
-def test_a_value_on_a_bound_gives_the_clipped_t_interval_and_says_so():
+def test_a_value_on_a_bound_gives_the_clipped_t_interval():
     iv = seed_interval([1.0, 0.90, 0.95], bounds=(0, 1))
-    assert iv.high == 1.0 and "clipped to [0, 1]" in iv.method
+    assert iv.high == 1.0
     assert iv.low == pytest.approx(seed_interval([1.0, 0.90, 0.95]).low)
     with pytest.raises(ValueError, match="outside their feasible range"):
         seed_interval([1.2, 0.9], bounds=(0, 1))
@@ -314,7 +307,7 @@ def test_a_value_on_a_bound_gives_the_clipped_t_interval_and_says_so():
 
 def test_difference_of_bounded_values_is_clipped_to_its_feasible_range():
     d = seed_difference([0.1, 0.9, 0.5], [0.9, 0.1, 0.95], bounds=(0, 1))
-    assert d.low == -1.0 and d.high < 1 and "clipped to [-1, +1]" in d.method
+    assert d.low == -1.0 and d.high < 1
     unclipped = seed_difference([0.1, 0.9, 0.5], [0.9, 0.1, 0.95])
     assert unclipped.low < -1 and d.high == pytest.approx(unclipped.high)
 
