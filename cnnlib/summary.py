@@ -159,23 +159,14 @@ def readme_block(runs: list[Run] | None = None) -> str:
     main, pilots = main_and_pilot_rows(accuracy_rows(runs))
     table = pd.DataFrame(main or pilots).drop(columns=["family", "profile", "training images"] if main else "family",
                                               errors="ignore")  # fmt: skip
-    images = {r["training images"] for r in main}
-    note = (f"({ACCURACY_NOTE} Every run of this table is of the `full` profile ({', '.join(sorted(images))} "
-            "training images); `python -m cnnlib status --profile full` says how far its plan got. This section is "
-            "generated from the stored runs by `python -m cnnlib readme`; a test keeps it in step with them.)")
-    out = [START, "", answer(runs).strip(), "", render.table(table), note, "",
-           f"![Training (dashed) and test (solid) error of plain and residual nets of 20 and 56 layers]({FIGURE})", ""]
-    if main and pilots:  # the models with no full run yet: their pilots, apart
-        shown = pd.DataFrame(pilots).drop(columns=["family", "original report (%)", "target (%)"], errors="ignore")
-        out += ["Not yet trained in the full profile, pilots of the reduced one only (far below what the full profile "
-                "reaches):", "", render.table(shown)]  # fmt: skip
     v = verdict_frame(runs)
-    if len(v):
-        out += [f"Verdicts on the degradation family (profile `{v.attrs['profile']}`, notebooks 06 and 07; each "
-                f"notebook table's intervals Holm-adjusted across its claims, family-wise error {100 * ALPHA:g}%):",
-                "", render.verdict_table(v, measured=True).rstrip()]  # fmt: skip
-    out += ["", END]
-    return "\n".join(out)
+    pilots = pd.DataFrame(pilots).drop(columns=["family", "original report (%)", "target (%)"], errors="ignore")
+    return render.template(
+        "readme_block", start=START, end=END, answer=answer(runs).strip(), table=render.table(table),
+        accuracy_note=ACCURACY_NOTE, images=", ".join(sorted({r["training images"] for r in main})), figure=FIGURE,
+        pilots=render.table(pilots) if main and len(pilots) else "", alpha=ALPHA,
+        verdicts=render.verdict_table(v, measured=True).rstrip() if len(v) else "",
+        profile=v.attrs.get("profile")).rstrip("\n")  # fmt: skip
 
 
 def update_readme(path: Path = README) -> bool:
