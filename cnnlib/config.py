@@ -172,25 +172,18 @@ TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_SETTINGS.items()
 # The recipe checks: which nets train each setting (profile "tune"), which families take the choice, and
 # which fields of the full profile it sets (a later check overrides an earlier one's for its families).
 # "shared": plain20 and resnet20 over RECIPE_GRID choose the lr and weight decay of every family. "seed":
-# the original report's models include seed_cnn, the study's one net without normalisation layers, which
-# the shared choice (lr 0.8) left at 29% (benchmarks/RESULTS.md); its family's peak lr is chosen again, at
-# the shared weight decay, for all four of its models alike, by the mean held-out accuracy of its three
-# cheaper nets: seed_cnn (no BatchNorm), seed_resnet18 (BatchNorm) and seed_densenet (BatchNorm, but a
-# 14.7M-weight classifier on its unnormalised concatenated features), the one whose full run diverged at
-# lr 0.2. A setting where any net's loss turns NaN is not chosen. Its first version's lr 0.4 and 0.8 lost
-# to 0.2 on both of its nets (benchmarks/RESULTS.md) and lie above the lr where seed_densenet diverged.
+# the shared choice (lr 0.8) left seed_cnn, the one net without normalisation layers, at 29%; the family's
+# peak lr is chosen again, at the shared weight decay, by the mean held-out accuracy of its three cheaper
+# nets. A setting where any net's loss turns NaN is not chosen. Why, check by check: benchmarks/RESULTS.md.
 RECIPE_CHECKS: dict[str, dict] = {
     "shared": dict(nets=("plain20", "resnet20"), tags=tuple(RECIPE_GRID), families=None,
                    sets=("lr", "weight_decay")),
     "seed": dict(nets=("seed_cnn", "seed_resnet18", "seed_densenet"),
                  tags=("lr0.05_wd0.0005", "lr0.1_wd0.0005", "lr0.2_wd0.0005"), families=("seed",), sets=("lr",)),
-    # "controlled": the shared choice (lr 0.8) was made on two thin 20-layer nets over 10 epochs, never on this
-    # family's own members, while a published ResNet-18 recipe for CIFAR-10 (batch 500, Nesterov, weight decay
-    # 5e-4) peaks at lr 0.2; so its peak lr is checked once, on resnet18 and plainnet18 (10 epochs, 45,000 /
-    # 5,000 held out), and the choice applies to all four of its models. ``later``: the check comes after the
-    # family's seed 0 was trained at the shared choice (plan stage 7, before its seeds 1-2); until its choice
-    # is recorded, the family's configs keep the earlier checks' recipe, and no missing run of the family
-    # trains (``recipe.blocking``). A recorded choice other than 0.8 makes seed 0 stale: it is trained again.
+    # "controlled": the shared choice was made on two thin 20-layer nets, never on this family's members, while a
+    # published ResNet-18 recipe for CIFAR-10 peaks at lr 0.2. ``later``: the check comes after the family's seed
+    # 0 (plan stage 7); until its choice is recorded, the family keeps the earlier checks' recipe, and none of its
+    # missing runs trains (``recipe.blocking``).
     "controlled": dict(nets=("resnet18", "plainnet18"), tags=("lr0.2_wd0.0005", "lr0.4_wd0.0005", "lr0.8_wd0.0005"),
                        families=("controlled",), sets=("lr",), later=True),
 }
