@@ -10,6 +10,7 @@ so a model has the same colour in every panel of every notebook.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,46 +24,9 @@ from matplotlib.transforms import offset_copy
 from .data import CIFAR10, CLASSES
 from .paths import figures_root
 
-METRICS = {
-    "train_loss": "training loss",
-    "test_loss": "test loss",
-    "train_acc": "training accuracy",
-    "test_acc": "test accuracy",
-    "train_err": "training error",
-    "test_err": "test error",
-    "clean_train_loss": "training loss (clean images, eval mode)",
-    "clean_train_acc": "training accuracy (clean images, eval mode)",
-    "clean_train_err": "training error (clean images, eval mode)",
-}
-
-
-# One colour per registered model. The original report's models (seed) take Okabe & Ito's colour-blind-safe
-# colours; each controlled counterpart, shown beside its seed model in notebooks 01-04, a colour of Tol's sets of
-# another hue and lightness (CIELAB distance 54-94 within a pair, at least 31 among all eight, which notebook 05
-# shows together), so the two are told apart at a glance, in solid lines too; two shades of one hue were not.
-# The depth ladders (He et al.'s plain and residual nets of 20-56 layers) grow darker with depth: plain nets red,
-# residual nets blue, the two ends of ColorBrewer's RdBu.
-MODEL_COLORS: dict[str, str] = {
-    # seed: the original report's models
-    "seed_cnn": "#E69F00",  # orange
-    "seed_resnet18": "#56B4E9",  # sky blue
-    "seed_densenet": "#117733",  # dark green
-    "seed_senet18": "#CC79A7",  # pink
-    # controlled: one recipe; each of another hue and lightness than its seed model
-    "plainnet18": "#882255",  # wine
-    "resnet18": "#332288",  # indigo
-    "se_resnet18": "#44AA99",  # teal
-    "densenet121": "#BBBB33",  # olive yellow
-    # degradation and depth: plain nets red, residual nets blue, darker with depth
-    "plain20": "#F4A582",
-    "plain32": "#D6604D",
-    "plain44": "#B2182B",
-    "plain56": "#67001F",
-    "resnet20": "#92C5DE",
-    "resnet32": "#4393C3",
-    "resnet44": "#2166AC",
-    "resnet56": "#053061",
-}
+_DATA = tomllib.loads(Path(__file__).with_name("plots.toml").read_text())
+METRICS: dict[str, str] = _DATA["metrics"]  # each history column's axis label
+MODEL_COLORS: dict[str, str] = _DATA["models"]  # one colour per registered model (plots.toml: how they were chosen)
 
 # Groups of models (plain against residual nets, as in He et al.'s depth sweep), in the hue of their models.
 FAMILY_COLORS: dict[str, str] = {"plain": "#B2182B", "residual": "#2166AC"}

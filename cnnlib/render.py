@@ -2,7 +2,9 @@
 
 Verdict tables (``cnnlib.verdicts``) hold numbers; this module turns them into Markdown: numbers for prose
 and tables (``pct``, ``points``, ``interval``, ...), tables (``table``, ``verdict_table``), and texts a person
-wrote (``template``: ``cnnlib/templates/<name>.md``, Jinja2) with their numbers filled from verdict frames.
+wrote (``template``: ``cnnlib/templates/<name>.md``, Jinja2) with their numbers filled from verdict frames; the short
+texts built from data the layers below return (``note``: figure notes, provenance lines, captions) are the macros of
+``templates/notes.md``, and the report's index is ``templates/index.html`` (``html``).
 
 A verdict frame has one row per claim, with these columns (``VERDICT_COLUMNS``)::
 
@@ -29,7 +31,7 @@ A template opens with the verdicts it presumes, as TOML between two ``+++`` line
 
 When the stored runs change a presumed verdict, ``template`` still renders, under a warning that
 names the claims that moved, and ``stale`` (which the tests call) lists them: a person rewrites
-the text. No grammar is computed here: no plurals, ordinals or sentences built from parts.
+the text. No grammar is computed in Python: a plural is a template's ({{ "s" if seeds|length > 1 else "" }}).
 """
 
 from __future__ import annotations
@@ -50,21 +52,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 
 VERDICT_COLUMNS = ("id", "claim", "a", "b", "quantity", "estimate", "low", "high", "level", "n", "unit", "method",
                    "verdict")  # fmt: skip
-# how an interval was made: the readable form, given the number of networks (or images) n
-METHODS = {
-    "welch": "Welch t over {n} seeds per net",
-    "welch contrast": "Welch contrast over {n} seeds per net",
-    "paired bootstrap": "paired bootstrap over {n:,} test images (these trained networks only)",
-    "t": "t over {n} seeds",
-    "fisher z": "Fisher z over {n} initialisations",
-    "t inits": "t over {n} initialisations",
-    "draws": "Welch t over {n} random draws within one trained network per side (these two networks only)",
-    "sign test": "sign test over {n} initialisations",
-    "none": "no interval ({n} network per side)",
-    "binomial": "exact binomial over {n:,} images (this trained network only)",
-    "untimed": "no training steps timed on one machine",
-    "steps": "Welch t on log seconds over {n} timed steps per model, one machine",
-}
+_WORDS = tomllib.loads((TEMPLATES / "methods.toml").read_text())
+METHODS = _WORDS["methods"]  # how an interval was made, in words, given its n
 
 
 # --- numbers ------------------------------------------------------------------------------------------------------
@@ -130,13 +119,7 @@ def table(df: pd.DataFrame, index: bool = False) -> str:
     return head + "".join("| " + " | ".join(r) + " |\n" for r in cells)
 
 
-# what would settle a "cannot tell", from the row's numbers: the floor, one network per architecture, replicates
-# that are initialisations (they cost no training), no interval yet (one seed), an interval that spans the line, or
-# training steps not timed (or timed too few times) on one machine
-SETTLE = {"floor": "a budget in which every net learns", "networks": "more trained networks per architecture",
-          "inits": "more initialisations", "seeds": "3 seeds per net", "more": "more seeds",
-          "untimed": "every model's training step timed in one run (benchmarks/step_rates.py --store)",
-          "steps": "more timed steps"}  # fmt: skip
+SETTLE = _WORDS["settle"]  # what would settle a "cannot tell"
 
 
 def settle(row) -> str:

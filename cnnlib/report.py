@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
+import tomllib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,21 +141,7 @@ def _html(nb, exporter, stem: str) -> str:
     return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)
 
 
-PAGES = {  # what each notebook's page shows, one line each on the index
-    "01_cnn": "the original report's plain CNN and the controlled family's plain net: the data, training curves, "
-              "where the errors are, against the original's accuracy",
-    "02_resnet": "the original's ResNet18 (two bugs fixed) and the CIFAR ResNet18: curves, errors per class, "
-                 "against the original",
-    "03_densenet": "the original's DenseNet and DenseNet-BC 121: curves, errors per class, against the original",
-    "04_senet": "the original's SE-ResNet18 and the controlled SE-ResNet18: curves, errors per class, against the "
-                "original",
-    "05_comparison": "the four architectures side by side: the original's rankings of accuracy, convergence speed "
-                     "and training time, tested on its models and on the controlled family",
-    "06_skip_connections": "degradation (He et al. Fig. 6), gradient flow at initialisation and in training, layer "
-                           "responses: the verdicts on \"overfit\" and \"vanishing gradients\"",
-    "07_why_skip_connections": "why shortcuts help: lesions, path lengths, loss landscapes, shattered gradients "
-                               "and the depth sweep",
-}
+PAGES = tomllib.loads((render.TEMPLATES / "pages.toml").read_text())  # each notebook's line on the index
 INDEX_FIGURE = "06_degradation.png"  # the one figure that shows what skip connections change
 INDEX_COLUMNS = ("model", "original report (%)", "target (%)", "test accuracy (%)", "clean training accuracy (%)",
                  "epochs", "s / epoch")  # the results table's columns on the index (profile and device: named apart)
