@@ -61,20 +61,20 @@ def get_run(model: str, profile: str, seed: int = 0) -> Run | None:
     return None
 
 
-def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True) -> list[Run]:
+def get_runs(models: list[str], profile: str, seeds=(0,), *, required: bool = True, tag: str = "") -> list[Run]:
     """Every run of ``models`` x ``seeds``: a missing run is named (with the command that trains it) and the
     notebook stops with MissingRuns instead of plotting half. ``required=False``: the stored runs only (extra seeds
     are shown when they exist), of the seeds every one of ``models`` has (a family's seed is compared only when all
-    its members exist); a seed held back is named."""
+    its members exist); a seed held back is named. ``tag``: the runs of that recipe variant (stored runs only)."""
     from .config import make_config
     from .results import complete_seeds
 
-    if not required:
-        runs = [stored(make_config(m, profile, s)) for m in models for s in seeds]
+    if not required or tag:
+        runs = [stored(make_config(m, profile, s, tag=tag)) for m in models for s in seeds]
         kept, held = complete_seeds([r for r in runs if r is not None], models)
         for seed, missing in held.items():
             print(f"seed {seed} held back (a family's seed is compared only when all its members exist); not "
-                  f"stored yet in profile '{profile}': {', '.join(missing)}")  # fmt: skip
+                  f"stored yet in profile '{profile}'{f' ({tag})' if tag else ''}: {', '.join(missing)}")  # fmt: skip
         return kept
     runs = [get_run(m, profile, s) for m in models for s in seeds]
     if any(r is None for r in runs):

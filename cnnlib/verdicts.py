@@ -127,35 +127,38 @@ def _row(cid: str, claim: str, a: str, b: str, quantity: str, c: Mapping, unit: 
                 method=method if has else "none", verdict=verdict, **extra)  # fmt: skip
 
 
-def degradation(runs: Iterable[Run]) -> pd.DataFrame:
+def degradation(runs: Iterable[Run], tag: str = "") -> pd.DataFrame:
     """He et al.'s degradation test, in clean training error (eval mode, no augmentation), as a verdict frame.
 
     Rows ``degradation.plain`` (plain56 − plain20), ``degradation.residual`` (resnet56 − resnet20): depth's effect
     in each family; ``degradation.diff``: (plain56 − plain20) − (resnet56 − resnet20). Degradation that shortcuts
     remove shows as a confirmed first and third row. Welch intervals across seeds (unpaired), Holm-adjusted across
     the three rows. The third row compares losses of fit, so it says "cannot tell (floor)" when a net's clean
-    training accuracy sits within ``NEAR_CHANCE`` of chance (column ``floor``: those nets)."""
+    training accuracy sits within ``NEAR_CHANCE`` of chance (column ``floor``: those nets). ``tag``: the recipe
+    variant whose runs are compared (the nets are then named as ``analysis.label`` names them, and the ids end in
+    "@<tag>", e.g. ``degradation.diff@lr0.4_wd0.0005``)."""
     m = by_model(runs)
-    need = ("plain20", "plain56", "resnet20", "resnet56")
+    nets = ("plain20", "plain56", "resnet20", "resnet56")
+    need = p20, p56, r20, r56 = tuple(n + (f" ({tag})" if tag else "") for n in nets)
     if any(n not in m for n in need):
         return pd.DataFrame()
-    plain = compare(m["plain56"], m["plain20"], clean_train_error)
-    res = compare(m["resnet56"], m["resnet20"], clean_train_error)
-    diff = _depth_contrast(m, ("plain56", "plain20", "resnet56", "resnet20"))
+    plain = compare(m[p56], m[p20], clean_train_error)
+    res = compare(m[r56], m[r20], clean_train_error)
+    diff = _depth_contrast(m, (p56, p20, r56, r20))
     low_nets = tuple(n for n in need if _near_chance(final(r, "clean_train_acc") for r in m[n].values()))
     diff["untested"] = bool(low_nets)
     _holm([plain, res, diff], [stats.sign_decided] * 3)
     seeds = {n: len(m[n]) for n in need}
-    q = "clean training error"
+    q, at = "clean training error", f"@{tag}" if tag else ""
     rows = [
-        _row("degradation.plain", "the deeper plain net fits its training data worse", "plain56", "plain20", q,
-             plain, "points", "welch", min(seeds["plain56"], seeds["plain20"]),
+        _row(f"degradation.plain{at}", "the deeper plain net fits its training data worse", p56, p20, q,
+             plain, "points", "welch", min(seeds[p56], seeds[p20]),
              stats.verdict(plain["low"], plain["high"], +1), floor=()),
-        _row("degradation.residual", "the deeper residual net fits its training data worse", "resnet56", "resnet20",
-             q, res, "points", "welch", min(seeds["resnet56"], seeds["resnet20"]),
+        _row(f"degradation.residual{at}", "the deeper residual net fits its training data worse", r56, r20,
+             q, res, "points", "welch", min(seeds[r56], seeds[r20]),
              stats.verdict(res["low"], res["high"], +1), floor=()),
-        _row("degradation.diff", "depth hurts the plain nets more than the residual nets", "(plain56 − plain20)",
-             "(resnet56 − resnet20)", q, diff, "points", "welch contrast", min(seeds.values()),
+        _row(f"degradation.diff{at}", "depth hurts the plain nets more than the residual nets", f"({p56} − {p20})",
+             f"({r56} − {r20})", q, diff, "points", "welch contrast", min(seeds.values()),
              CANNOT_TELL_FLOOR if low_nets else stats.verdict(diff["low"], diff["high"], +1), floor=low_nets),
     ]  # fmt: skip
     return pd.DataFrame(rows)

@@ -52,6 +52,19 @@ def test_degradation_in_both_families_confirms_both_rows():
     assert t.loc["degradation.residual", "verdict"] == "confirmed"
 
 
+def test_degradation_at_a_recipe_variant_reads_that_variants_runs_only():
+    accs = {"plain20": [0.80, 0.81, 0.79], "plain56": [0.60, 0.62, 0.61],
+            "resnet20": [0.82, 0.83, 0.81], "resnet56": [0.85, 0.86, 0.84]}  # fmt: skip
+    low = [Run(make_config(r.config.model, "smoke", r.config.seed, tag="lr0.4_wd0.0005"), r.history, r.predictions,
+               r.meta, r.path) for r in family(accs)]  # fmt: skip
+    base = verdicts.degradation(family(accs))
+    t = verdicts.degradation(low + family({m: [0.1] * 3 for m in accs}), tag="lr0.4_wd0.0005")
+    assert list(t["id"]) == [f"{i}@lr0.4_wd0.0005" for i in base["id"]]
+    assert t["estimate"].to_numpy() == pytest.approx(base["estimate"].to_numpy())  # the untagged runs pool in nowhere
+    assert list(t["verdict"]) == list(base["verdict"]) and t["a"].iloc[0] == "plain56 (lr0.4_wd0.0005)"
+    assert verdicts.degradation(low).empty  # untagged, the variant's runs are not the family's
+
+
 def test_one_seed_gives_no_interval():
     runs = family({"plain20": [0.8], "plain56": [0.6], "resnet20": [0.8], "resnet56": [0.8]})
     t = verdicts.degradation(runs)
@@ -448,11 +461,13 @@ def committed_claims() -> dict:
     """The claims notebooks 06 and 07 show, computed as they compute them, from the committed runs and tables."""
     from cnnlib import at_init, mechanisms
     from cnnlib.models import FAMILIES, create_model
+    from cnnlib.plan import LR_CONTROL
     from cnnlib.runs import get_runs, resolve_profile
 
     deg = list(FAMILIES["degradation"])
     profile = resolve_profile(None, deg)
     runs = get_runs(deg, profile, (0,)) + get_runs(deg, profile, (1, 2), required=False)
+    low = get_runs(deg, profile, (0, 1, 2), tag=LR_CONTROL)  # the same test at peak lr 0.4, as its seeds land
     n_blocks = len(mechanisms.residual_blocks(create_model("resnet56")))
     paths = {r.config.seed: r.table("path_gradients") for r in runs if r.config.model == "resnet56"}
     one_d = pd.concat([r.table("surface_1d").assign(model=r.config.model, seed=r.config.seed) for r in runs
@@ -469,7 +484,8 @@ def committed_claims() -> dict:
         tie = pd.DataFrame()
     return render.claims(
         tie, verdicts.controlled_training(ctrl),
-        verdicts.degradation(runs), verdicts.overfitting(runs), verdicts.vanishing_gradients(runs),
+        verdicts.degradation(runs), verdicts.degradation(low, tag=LR_CONTROL), verdicts.overfitting(runs),
+        verdicts.vanishing_gradients(runs),
         verdicts.signal_at_init(at_init.signal_ratios(init)), verdicts.lesion_verdicts(runs),
         verdicts.path_verdict(verdicts.path_readings(paths, n_blocks), n_blocks),
         verdicts.landscape_verdicts(verdicts.landscape_readings(one_d)),
