@@ -67,13 +67,6 @@ def data_groups(runs: Iterable[Run]) -> list[dict]:
             for p in dict.fromkeys(r.config.profile for r in runs)]
 
 
-def data_note(runs: Iterable[Run]) -> str:
-    """Notebook 06's name for ``render.data_note(data_groups(runs))``, until it calls that."""
-    from .render import data_note
-
-    return data_note(data_groups(runs))
-
-
 def family_profiles(families: dict[str, Iterable[Run]]) -> dict[str, tuple[str, ...]]:
     """Each family's profiles, in order of first appearance (``render.family_titles`` names them where they
     differ: the numbers do not compare across them)."""

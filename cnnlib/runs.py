@@ -108,13 +108,6 @@ def provenance_groups(runs: list[Run]) -> list[dict]:
             for (p, n, d, how, t), models in groups.items()]
 
 
-def provenance(runs: list[Run]) -> str:
-    """Notebook 06's name for ``render.provenance(provenance_groups(runs))``, until it calls that."""
-    from .render import provenance
-
-    return provenance(provenance_groups(runs))
-
-
 def step_times() -> tuple[pd.DataFrame, dict] | None:
     """Every model's training step, timed in one run on one machine (``benchmarks/step_rates.py --store``): the
     timed steps (columns model, setting, round, seconds) and the conditions they were timed in (CPU, threads,
