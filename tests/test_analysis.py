@@ -42,7 +42,6 @@ def test_figure_notes_group_runs_by_profile_with_their_image_counts_and_seeds():
     mixed = analysis.data_groups([run_with("resnet20", [0.5], profile="full", seed=1), *runs[:1]])
     assert [(g["profile"], g["images"], g["seeds"]) for g in mixed] == [("full", [(50_000, 10_000)], [1]),
                                                                          ("smoke", [(200, 100)], [0])]
-    assert analysis.data_note(runs) == render.data_note(analysis.data_groups(runs))  # notebook 06's name for it
 
 
 LABELS = np.repeat(np.arange(10), 20)  # 200 test images, 20 per class
