@@ -107,28 +107,19 @@ def accuracy_cost(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["GMACs", "acc"], ignore_index=True)
 
 
-def mean_std(values: Iterable[float], scale: float = 100, digits: int = 1, *, seeds: bool = False) -> str:
-    """'m' for one value, 'm ± s' (sample std) for several, with '(n seeds)' appended if ``seeds``."""
-    v = np.asarray(list(values), dtype=float) * scale
-    if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" + (f" ({len(v)} seeds)" if seeds else "")
-
-
 def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
-    """One row per model: costs, time per epoch, memory, final training (running; and clean,
-    where recorded) and test accuracy (mean ± sample std over seeds when there are several),
-    and the mean test accuracy over the run (convergence as the area under the curve). The peak
-    GPU memory column is left out when no run of the table was trained on a GPU."""
+    """One row per model: costs, time per epoch, memory, the final training (running; and clean, where recorded:
+    else None) and test accuracy, and the mean test accuracy over the run (convergence as the area under the
+    curve), each accuracy as the list of its seeds' values (``render.summary_table`` words them). The peak GPU
+    memory (NaN for a run trained on a CPU) is left out when no run of the table was trained on a GPU."""
     runs = list(runs)
     rows = []
     for model, seeds in by_model(runs).items():
         group = list(seeds.values())
         costs = model_costs(group[0].config.model)
-        acc = pd.Series([r.final["test_acc"] for r in group])
         peak = [r.meta.get("peak_memory_mb") for r in group]
         # eval mode, unaugmented training images: comparable with the test accuracy
-        clean = ([r.history["clean_train_acc"].iloc[-1] for r in group]
+        clean = ([float(r.history["clean_train_acc"].iloc[-1]) for r in group]
                  if all("clean_train_acc" in r.history for r in group) else None)  # fmt: skip
         rows.append({
             "model": model,
@@ -136,13 +127,13 @@ def summary_table(runs: Iterable[Run]) -> pd.DataFrame:
             "GMACs / image": round(costs["macs"] / 1e9, 3),
             "s / epoch": round(float(np.median([r.final["seconds_per_epoch"] for r in group])), 1),
             "peak GPU MB": round(float(np.nanmax([p if p is not None else np.nan for p in peak])), 0)
-            if any(p is not None for p in peak) else "n/a (CPU)",
+            if any(p is not None for p in peak) else np.nan,
             "epochs": group[0].final["epochs"],
             "seeds": len(group),
-            "final train acc, running (%)": mean_std(r.final["train_acc"] for r in group),
-            "final train acc, clean (%)": mean_std(clean) if clean else "not recorded",
-            "final test acc (%)": mean_std(acc),
-            "mean test acc over the run (%)": mean_std(auc(r) for r in group),
+            "final train acc, running (%)": [r.final["train_acc"] for r in group],
+            "final train acc, clean (%)": clean,
+            "final test acc (%)": [r.final["test_acc"] for r in group],
+            "mean test acc over the run (%)": [auc(r) for r in group],
         })  # fmt: skip
     table = pd.DataFrame(rows).set_index("model")
     if not any(r.meta.get("peak_memory_mb") is not None for r in runs):

@@ -212,7 +212,7 @@ class ModelPage:
         caption(render.note("curves_caption", models, clean))
 
     def table(self) -> pd.DataFrame:
-        return analysis.summary_table(self.runs)
+        return render.summary_table(analysis.summary_table(self.runs))
 
     def confusion(self) -> None:
         """Row-normalised confusion matrices of the final models on their test images."""

@@ -46,6 +46,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -171,6 +172,25 @@ def ranking_table(frame: pd.DataFrame) -> str:
                           "difference [interval]": interval(p), "level": level(p),
                           "interval from": method(p), "pair's verdict": p["verdict"]})  # fmt: skip
     return table(pd.DataFrame(lines))
+
+
+def mean_std(values, scale: float = 100, digits: int = 1, *, seeds: bool = False) -> str:
+    """'m' for one value, 'm ± s' (sample std) for several, with '(n seeds)' appended if ``seeds``."""
+    v = np.asarray(list(values), dtype=float) * scale
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" + (f" ({len(v)} seeds)" if seeds else "")
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``analysis.summary_table`` for reading: each accuracy (%) as 'm ± s' over the seeds, "not recorded" where
+    the runs did not record it, "n/a (CPU)" for the GPU memory of a run trained on a CPU."""
+    out = frame.copy()
+    for col in out.columns[out.columns.str.endswith("(%)")]:
+        out[col] = [mean_std(v) if v is not None else "not recorded" for v in out[col]]
+    if "peak GPU MB" in out:
+        out["peak GPU MB"] = out["peak GPU MB"].astype(object).where(out["peak GPU MB"].notna(), "n/a (CPU)")
+    return out
 
 
 # --- written text -------------------------------------------------------------------------------------------------

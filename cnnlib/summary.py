@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import render, verdicts
-from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, mean_std
+from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY
 from .constants import ALPHA
 from .paths import PROJECT_ROOT
 from .results import Run, complete_seeds, list_runs
@@ -75,7 +75,7 @@ def accuracy_rows(runs: list[Run]) -> list[dict]:
             for profile in PREFERRED:
                 if not (rs := groups.get((model, profile))):
                     continue
-                clean = (mean_std(r.history["clean_train_acc"].iloc[-1] for r in rs)
+                clean = (render.mean_std(r.history["clean_train_acc"].iloc[-1] for r in rs)
                          if all("clean_train_acc" in r.history for r in rs) else "not recorded")  # fmt: skip
                 orig = ORIGINAL_ACCURACY.get(model)
                 devices = list(dict.fromkeys(device(r) for r in rs))
@@ -83,7 +83,7 @@ def accuracy_rows(runs: list[Run]) -> list[dict]:
                              "original report (%)": f"{100 * orig:.0f}" if orig else "",
                              "target (%)": f"{100 * TARGET_ACCURACY[model]:g}" if profile == "full"
                              and model in TARGET_ACCURACY else "",
-                             "test accuracy (%)": mean_std((r.final["test_acc"] for r in rs), seeds=True),
+                             "test accuracy (%)": render.mean_std((r.final["test_acc"] for r in rs), seeds=True),
                              "clean training accuracy (%)": clean, "profile": profile,
                              "training images": f"{rs[0].config.n_images()[0]:,}", "epochs": rs[0].final["epochs"],
                              "s / epoch": _seconds(float(np.median([r.final["seconds_per_epoch"] for r in rs]))),
