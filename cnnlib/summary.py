@@ -52,10 +52,6 @@ def device(run: Run) -> str:
     return run.meta["device_name"].removeprefix("CPU: ")
 
 
-def _seconds(s: float) -> str:
-    return f"{s:.1f}" if s < 100 else f"{s:,.0f}"
-
-
 def _by_profile(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
     """(model, profile) -> its runs; variants (a tag, such as lr0.1x) left out."""
     out: dict[tuple[str, str], list[Run]] = {}
@@ -78,16 +74,18 @@ def accuracy_rows(runs: list[Run]) -> list[dict]:
                 clean = (render.mean_std(r.history["clean_train_acc"].iloc[-1] for r in rs)
                          if all("clean_train_acc" in r.history for r in rs) else "not recorded")  # fmt: skip
                 orig = ORIGINAL_ACCURACY.get(model)
-                devices = list(dict.fromkeys(device(r) for r in rs))
+                target = TARGET_ACCURACY.get(model) if profile == "full" else None
+                target = round(100 * target, 1) if target else None
+                seconds = float(np.median([r.final["seconds_per_epoch"] for r in rs]))
                 rows.append({"family": family, "model": f"`{model}`",
-                             "original report (%)": f"{100 * orig:.0f}" if orig else "",
-                             "target (%)": f"{100 * TARGET_ACCURACY[model]:g}" if profile == "full"
-                             and model in TARGET_ACCURACY else "",
+                             "original report (%)": render.num(100 * orig, 0) if orig else "",
+                             "target (%)": render.num(target, 0 if target.is_integer() else 1) if target else "",
                              "test accuracy (%)": render.mean_std((r.final["test_acc"] for r in rs), seeds=True),
                              "clean training accuracy (%)": clean, "profile": profile,
-                             "training images": f"{rs[0].config.n_images()[0]:,}", "epochs": rs[0].final["epochs"],
-                             "s / epoch": _seconds(float(np.median([r.final["seconds_per_epoch"] for r in rs]))),
-                             "device": ", ".join(devices)})  # fmt: skip
+                             "training images": render.num(rs[0].config.n_images()[0], 0),
+                             "epochs": rs[0].final["epochs"],
+                             "s / epoch": render.num(seconds, 1 if seconds < 100 else 0),
+                             "device": ", ".join(dict.fromkeys(device(r) for r in rs))})  # fmt: skip
     return rows
 
 
