@@ -37,7 +37,7 @@ from torch import nn  # noqa: E402
 from cnnlib import engine  # noqa: E402
 from cnnlib.analysis import model_costs  # noqa: E402
 from cnnlib.engine import Engine, bf16_features, cpu_name  # noqa: E402
-from cnnlib.train import TrainConfig, build, train_step  # noqa: E402
+from cnnlib.train import TrainConfig, build, stepper  # noqa: E402
 
 SETTINGS = {"bf16+cl": ("bf16", True), "fp32+cl": ("fp32", True), "fp32": ("fp32", False)}
 MODELS = ("resnet18", "densenet121", "densenet121 1x1-mm")
@@ -64,17 +64,8 @@ def as_matmul(model: nn.Module) -> int:
 
 
 def step_of(name: str, batch: int, eng: Engine):
-    """``cnnlib.train.stepper``'s step, with the variant's 1x1 convolutions swapped after the model is built."""
-    cfg = TrainConfig(name.split()[0], batch_size=batch)  # seed 0: the variant and the registry net start alike
-    model, opt = build(cfg, eng)
-    if name == VARIANT:
-        as_matmul(model)
-    x = torch.randn(batch, 3, 32, 32, device=eng.torch_device)
-    y = torch.randint(0, 10, (batch,), device=eng.torch_device)
-    if eng.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    loss_fn = eng.loss_fn(model, cfg.label_smoothing)
-    return lambda: train_step(model, opt, loss_fn, x, y, cfg.lr)
+    """``cnnlib.train.stepper``'s step; the variant's 1x1 convolutions are swapped after the model is built."""
+    return stepper(name.split()[0], batch, eng, edit=as_matmul if name == VARIANT else None)  # seed 0 for both
 
 
 def same_outputs(eng: Engine) -> float:

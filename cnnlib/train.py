@@ -299,12 +299,16 @@ def build(cfg: TrainConfig, engine: Engine | str | torch.device) -> tuple[nn.Mod
     return model, optimizer(model, cfg)
 
 
-def stepper(model_name: str, batch: int, engine: Engine) -> Callable[[], None]:
+def stepper(model_name: str, batch: int, engine: Engine,
+            edit: Callable[[nn.Module], object] | None = None) -> Callable[[], None]:
     """One ``train_step`` of a freshly seeded ``model_name`` with the recipe's optimizer and loss under
     ``engine``, on fixed random images, as a function to call: what the engine's check times
-    (``cnnlib.engine.check``, ``time_step``)."""
+    (``cnnlib.engine.check``, ``time_step``). ``edit``, if given, changes the built model in place
+    before the step is made (a benchmark's variant of a net: same parameters, another computation)."""
     cfg = TrainConfig(model_name, batch_size=batch)  # seed 0
     model, opt = build(cfg, engine)
+    if edit is not None:
+        edit(model)
     x = torch.randn(batch, 3, 32, 32, device=engine.torch_device)
     y = torch.randint(0, 10, (batch,), device=engine.torch_device)
     if engine.channels_last:

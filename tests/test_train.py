@@ -289,6 +289,18 @@ def test_tables_recomputed_from_the_kept_weights_match_those_made_after_training
         pd.testing.assert_frame_equal(run.table(name), table, check_exact=False, rtol=1e-6)
 
 
+def test_a_stepper_edit_changes_the_net_it_steps():
+    from cnnlib.engine import Engine
+    from cnnlib.train import stepper
+
+    seen = []
+    step = stepper("seed_cnn", 4, Engine("cpu", "fp32", False, False, 1, "plain"), edit=seen.append)
+    (model,) = seen
+    before = [p.detach().clone() for p in model.parameters()]
+    step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the edited net is the one trained
+
+
 def test_interleaved_prefixes_are_balanced():
     from cnnlib.train import interleaved
 
