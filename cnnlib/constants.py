@@ -20,3 +20,6 @@ FITS_TRAINING = 0.90  # clean training accuracy at which a net counts as fitting
 # input, above +1 it grows, within ±1 neither (verdicts.gradient_outcome; notebook 06 says why tenfold).
 GRADIENT_THRESHOLD = 1.0
 EXPLOSION_FACTOR = 10.0  # an eval-mode test loss after epoch 1 above this many times CHANCE_LOSS is a blow-up
+# The learning-rate control of the degradation family (a recipe variant's tag): the recipe-check setting of He et
+# al.'s peak lr (0.1 at batch 128 is 0.4 at batch 512 under linear scaling) at the full profile's weight decay.
+LR_CONTROL = "lr0.4_wd0.0005"

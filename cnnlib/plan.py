@@ -34,6 +34,7 @@ import torch
 
 from . import aftertrain, engine, recipe
 from .config import RECIPE_CHECKS, RecipeNotChosen, TrainConfig, make_config
+from .constants import LR_CONTROL
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root, results_root
@@ -49,10 +50,6 @@ from .train import (
     record_divergence,
     stepper,
 )
-
-# The learning-rate control of the degradation family: the recipe-check setting of He et al.'s peak lr
-# (0.1 at batch 128 is 0.4 at batch 512 under linear scaling) at the full profile's weight decay.
-LR_CONTROL = "lr0.4_wd0.0005"
 
 
 def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:

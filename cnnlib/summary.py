@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import render, verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY
-from .constants import ALPHA
+from .constants import ALPHA, LR_CONTROL
 from .paths import PROJECT_ROOT
 from .results import Run, complete_seeds, list_runs
 from .runs import PREFERRED
@@ -123,16 +123,20 @@ def answer(runs: list[Run], name: str = "readme_answer") -> str:
 def verdict_frame(runs: list[Run]) -> pd.DataFrame:
     """The verdicts the README and the report's index show, as one verdict frame (``cnnlib.render``) with a column
     ``notebook`` (where each is shown): the degradation family's claims of notebooks 06 and 07 (overfitting,
-    degradation, the backward signal at initialisation and at the last probe, the lesions of plain56 against
-    resnet56), each as its notebook's table adjusts it, in the richest profile where the family has a complete
-    seed, read from the seeds of which all four nets exist (``attrs['profile']``). Empty when none has one."""
+    degradation, the same degradation test at peak lr 0.4 once a seed of it is complete, the backward signal at
+    initialisation and at the last probe, the lesions of plain56 against resnet56), each as its notebook's table
+    adjusts it, in the richest profile where the family has a complete seed, read from the seeds of which all four
+    nets exist (``attrs['profile']``). Empty when none has one."""
     found = _family_runs(runs, list(_families()["degradation"]))
     if not found:
         return pd.DataFrame()
     profile, deg = found
     vg = verdicts.vanishing_gradients(deg)
     lz = verdicts.lesion_verdicts(deg)
+    low, _ = complete_seeds([r for r in runs if r.config.profile == profile and r.config.tag == LR_CONTROL],
+                            list(_families()["degradation"]))  # fmt: skip
     frame = pd.concat([verdicts.overfitting(deg).assign(notebook="06"), verdicts.degradation(deg).assign(notebook="06"),
+                       verdicts.degradation(low, tag=LR_CONTROL).assign(notebook="06") if low else None,
                        vg[vg["step"].isin([0, vg["step"].max()])].assign(notebook="06") if len(vg) else None,
                        lz[(lz["a"] == "plain56") & (lz["b"] == "resnet56")].assign(notebook="07") if len(lz) else None],
                       ignore_index=True)  # fmt: skip
