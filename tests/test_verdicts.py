@@ -68,7 +68,7 @@ def test_degradation_at_a_recipe_variant_reads_that_variants_runs_only():
 def test_one_seed_gives_no_interval():
     runs = family({"plain20": [0.8], "plain56": [0.6], "resnet20": [0.8], "resnet56": [0.8]})
     t = verdicts.degradation(runs)
-    assert (t["verdict"] == "cannot tell").all() and (t["method"] == "none").all()
+    assert (t["verdict"] == verdicts.CANNOT_TELL_ONE_NET).all() and (t["method"] == "none").all()
     assert t["low"].isna().all() and t["level"].isna().all() and (t["n"] == 1).all()
     fits = family({"plain20": [0.92], "plain56": [0.86]})
     row = verdicts.overfitting(fits).iloc[0]
