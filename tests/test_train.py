@@ -298,7 +298,7 @@ def test_a_stepper_edit_changes_the_net_it_steps():
     (model,) = seen
     before = [p.detach().clone() for p in model.parameters()]
     step()
-    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the edited net is the one trained
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))  # the net trained
 
 
 def test_interleaved_prefixes_are_balanced():
