@@ -14,8 +14,8 @@ members of a seed exist.
   checkpointed. Several units can train at once as separate processes on one device (``workers``), taking units from a
   queue of claim files.
 * ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time): sequential, but a run
-  starts (or resumes) only if its estimate at this job's thread count fits in what is left; the others wait for a longer
-  call, and shorter runs further down the plan go first.
+  starts (or resumes) only if its estimate at this job's thread count (at the median of its stored rates) fits in what
+  is left; the others wait for a longer call, and shorter runs further down the plan go first.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -183,12 +184,14 @@ def _sound_runs() -> list:
 
 
 def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *, exact: bool = False,
-               checks: bool = True) -> float | None:  # fmt: skip
+               checks: bool = True, typical: bool = False) -> float | None:  # fmt: skip
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU model) from
     what was measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check (at its
     small batch, preferably at ``threads``, default this process's; on a CPU the rate per image depends on the batch:
     the check underestimated resnet20's batch-512 runs by 1.6x on a Xeon with AMX; ``checks=False`` leaves it out). With
-    ``exact``, on a CPU, only what was measured at that thread count counts. None if nothing."""
+    ``exact``, on a CPU, only what was measured at that thread count counts. Of several stored runs: the fastest (what
+    the hardware can do, for planning), or with ``typical`` their median (what a run gets with other work beside it,
+    for judging whether one fits before a deadline). None if nothing."""
     # a CPU's rates say nothing of another CPU's; one name ("AMD EPYC") covers CPUs with and without
     # hardware bf16, so the bf16 features must agree too
     here = (engine.cpu_name(), list(engine.bf16_features())) if device_type == "cpu" else None
@@ -201,7 +204,7 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
         and not (exact and r.meta.get("engine", {}).get("threads") != (threads or torch.get_num_threads()))
     ]
     if rates:
-        return max(rates)
+        return float(statistics.median(rates)) if typical else max(rates)
     if device_type == "cpu":
         ckpt = None if exact else _checkpoint_rates.get((cfg.model, cfg.batch_size))
         return ckpt or (engine.cached_rate(cfg.model, threads, exact=exact) if checks else None)
@@ -209,15 +212,16 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
 
 
 def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.device, *, measure: bool = True,
-                     threads: int | None = None, exact: bool = False, checks: bool = True) -> float:  # fmt: skip
+                     threads: int | None = None, exact: bool = False, checks: bool = True,
+                     typical: bool = False) -> float:  # fmt: skip
     """Expected wall time of a run, evaluation, probes and after-training tables included: from stored epoch
     times of the same model and batch size on the same kind of device when there are any (with ``exact``,
-    only those at ``threads``: ``known_rate``), else a short measurement (once per model and batch size in a
-    process, at its threads; with ``measure=False`` NaN instead)."""
+    only those at ``threads``; the fastest, or with ``typical`` the median: ``known_rate``), else a short measurement
+    (once per model and batch size in a process, at its threads; with ``measure=False`` NaN instead)."""
     n_train, n_test = cfg.n_images(data)
     n_clean = cfg.n_clean(data)
     key = (cfg.model, device.type, cfg.batch_size)
-    rate = known_rate(cfg, device.type, threads, exact=exact, checks=checks) or _measured.get(key)
+    rate = known_rate(cfg, device.type, threads, exact=exact, checks=checks, typical=typical) or _measured.get(key)
     if rate is None:
         if not measure:
             return math.nan
@@ -404,9 +408,10 @@ POLICIES = ("sequential", "units", "finish")
 
 def seconds_to_finish(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> float:
     """Estimated wall time left of ``cfg``'s run at this process's thread count: all of it, or what its
-    checkpoint leaves. The rate: stored runs at this thread count, else a few steps timed at the run's batch
-    size (not the engine's check, whose small batch can be far slower per image)."""
-    est = estimate_seconds(cfg, data, device, threads=torch.get_num_threads(), exact=True, checks=False)
+    checkpoint leaves. The rate: the median of stored runs at this thread count (a run judged at the fastest one
+    missed its deadline with tests running beside it), else a few steps timed at the run's batch size (not the
+    engine's check, whose small batch can be far slower per image)."""
+    est = estimate_seconds(cfg, data, device, threads=torch.get_num_threads(), exact=True, checks=False, typical=True)
     st = run_status(cfg, checkpoints=True)
     if st.state == "partly":
         spe = cfg.steps_per_epoch()

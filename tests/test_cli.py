@@ -392,6 +392,29 @@ def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
     assert plan.known_rate(cfg, "cpu", threads=2, exact=True, checks=False) is None  # its threads: not recorded
 
 
+def test_a_run_is_judged_to_fit_at_its_typical_rate_and_planned_at_its_best(monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from cnnlib import plan
+
+    cfg = plan.make_config("resnet20", "full", 0)
+    runs = [SimpleNamespace(config=cfg, history=pd.DataFrame({"images_per_s": [rate]}),
+                            meta=dict(device="cpu", engine=dict(cpu="x", bf16_features=[], threads=2)))
+            for rate in (300.0, 500.0, 600.0)]  # fmt: skip
+    monkeypatch.setattr(plan.engine, "cpu_name", lambda: "x")
+    monkeypatch.setattr(plan.engine, "bf16_features", lambda: ())
+    monkeypatch.setattr(plan, "_sound_runs", lambda: runs)
+    assert plan.known_rate(cfg, "cpu") == 600.0
+    assert plan.known_rate(cfg, "cpu", typical=True) == 500.0
+    seen = []
+    monkeypatch.setattr(plan, "estimate_seconds", lambda c, d, dev, **kw: seen.append(kw) or 100.0)
+    monkeypatch.setattr(plan, "run_status", lambda c, checkpoints=False: plan.PlanStatus(cfg, "missing"))
+    plan.seconds_to_finish(cfg, None, plan.torch.device("cpu"))
+    assert seen[0]["typical"] and seen[0]["exact"]
+
+
 def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     import torch
 
