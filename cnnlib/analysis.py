@@ -226,6 +226,25 @@ def label(run: Run) -> str:
     return run.config.model + (f" ({run.config.tag})" if run.config.tag else "")
 
 
+def fit_at_two_rates(shared: Iterable[Run], low: Iterable[Run]) -> pd.DataFrame:
+    """Each net's final clean training accuracy (%) under the shared recipe and under a variant of it at a lower peak
+    learning rate (``low``), on the seeds the variant has (the mean over them), and the gain in points (low −
+    shared): how much more of its training images each net fits at the lower rate. One row per model, in the order
+    the shared runs come; columns "peak lr <shared>", "peak lr <low>", "gain (points)". Empty when ``low`` is."""
+    low = list(low)
+    seeds = {r.config.seed for r in low}
+    shared = [r for r in shared if r.config.seed in seeds]
+    if not low or not shared:
+        return pd.DataFrame()
+    rows = [dict(net=r.config.model, lr=f"peak lr {r.config.lr:g}",
+                 acc=100 * float(r.history["clean_train_acc"].iloc[-1])) for r in shared + low]  # fmt: skip
+    fit = pd.DataFrame(rows).pivot_table(index="net", columns="lr", values="acc", sort=False)
+    fit = fit[[f"peak lr {shared[0].config.lr:g}", f"peak lr {low[0].config.lr:g}"]]
+    fit["gain (points)"] = fit.iloc[:, 1] - fit.iloc[:, 0]
+    fit.columns.name = None
+    return fit
+
+
 def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
     """label -> seed -> run (a variant such as plain56 at lr/10 never pools with the model's own seeds)."""
     out: dict[str, dict[int, Run]] = {}

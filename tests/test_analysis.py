@@ -116,3 +116,20 @@ def test_per_class_accuracy_and_its_precision(synthetic):
     assert t.loc["airplane", "seed_cnn"] == 100.0 and t.loc["cat", "seed_cnn"] == 0.0
     n, half = analysis.per_class_precision([run], synthetic)  # 20 test images per class: Clopper-Pearson at 10/20
     assert n == 20 and half == pytest.approx(0.228, abs=1e-3)
+
+
+def test_fit_at_two_rates_compares_each_net_on_the_seeds_the_lower_rate_has():
+    def at(model, seed, acc, tag=""):
+        r = run_with(model, [acc - 0.05], profile="full", seed=seed)  # clean training accuracy: acc
+        return Run(make_config(model, "full", seed, tag=tag), r.history, r.predictions, r.meta, r.path)
+
+    shared = [at("plain20", s, a) for s, a in ((0, 0.90), (1, 0.92), (2, 0.50))]  # seed 2: not at the lower rate
+    shared += [at("plain56", s, a) for s, a in ((0, 0.80), (1, 0.84), (2, 0.50))]
+    low = [at(m, s, a, tag=constants.LR_CONTROL) for m, s, a in
+           (("plain20", 0, 0.91), ("plain20", 1, 0.93), ("plain56", 0, 0.85), ("plain56", 1, 0.87))]  # fmt: skip
+    fit = analysis.fit_at_two_rates(shared, low)
+    assert list(fit.index) == ["plain20", "plain56"] and list(fit.columns) == ["peak lr 0.8", "peak lr 0.4", "gain (points)"]
+    assert fit.loc["plain20", "peak lr 0.8"] == pytest.approx(91.0)
+    assert fit.loc["plain56", "peak lr 0.4"] == pytest.approx(86.0)
+    assert fit["gain (points)"].tolist() == pytest.approx([1.0, 4.0])
+    assert analysis.fit_at_two_rates(shared, []).empty
