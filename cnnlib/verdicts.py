@@ -136,8 +136,8 @@ def degradation(runs: Iterable[Run], tag: str = "") -> pd.DataFrame:
     the three rows. The third row compares losses of fit, so it says "cannot tell (floor)" when a net's clean
     training accuracy sits within ``NEAR_CHANCE`` of chance (column ``floor``: those nets); with one seed a side a
     row says "cannot tell (one network per architecture)". ``tag``: the recipe variant whose runs are compared (the
-    nets are then named as ``analysis.label`` names them, and the ids end in "@<tag>", e.g.
-    ``degradation.diff@lr0.4_wd0.0005``)."""
+    ids end in "@<tag>", e.g. ``degradation.diff@lr0.4_wd0.0005``; the rows name the nets by model and give the
+    variant's peak lr in the quantity: "clean training error at peak lr 0.4")."""
     m = by_model(runs)
     nets = ("plain20", "plain56", "resnet20", "resnet56")
     need = p20, p56, r20, r56 = tuple(n + (f" ({tag})" if tag else "") for n in nets)
@@ -151,18 +151,19 @@ def degradation(runs: Iterable[Run], tag: str = "") -> pd.DataFrame:
     _holm([plain, res, diff], [stats.sign_decided] * 3)
     seeds = {n: len(m[n]) for n in need}
     n_plain, n_res, n_all = min(seeds[p56], seeds[p20]), min(seeds[r56], seeds[r20]), min(seeds.values())
-    q, at = "clean training error", f"@{tag}" if tag else ""
+    lr = next(iter(m[p56].values())).config.lr
+    q, at = "clean training error" + (f" at peak lr {lr:g}" if tag else ""), f"@{tag}" if tag else ""
 
     def verdict(c: dict, n: int) -> str:  # one seed a side: no interval to decide with
         return stats.verdict(c["low"], c["high"], +1) if n >= 2 else CANNOT_TELL_ONE_NET
 
-    rows = [
-        _row(f"degradation.plain{at}", "the deeper plain net fits its training data worse", p56, p20, q,
+    rows = [  # the nets named by model; the quantity names a variant's rate
+        _row(f"degradation.plain{at}", "the deeper plain net fits its training data worse", "plain56", "plain20", q,
              plain, "points", "welch", n_plain, verdict(plain, n_plain), floor=()),
-        _row(f"degradation.residual{at}", "the deeper residual net fits its training data worse", r56, r20,
-             q, res, "points", "welch", n_res, verdict(res, n_res), floor=()),
-        _row(f"degradation.diff{at}", "depth hurts the plain nets more than the residual nets", f"({p56} − {p20})",
-             f"({r56} − {r20})", q, diff, "points", "welch contrast", n_all,
+        _row(f"degradation.residual{at}", "the deeper residual net fits its training data worse", "resnet56",
+             "resnet20", q, res, "points", "welch", n_res, verdict(res, n_res), floor=()),
+        _row(f"degradation.diff{at}", "depth hurts the plain nets more than the residual nets", "(plain56 − plain20)",
+             "(resnet56 − resnet20)", q, diff, "points", "welch contrast", n_all,
              CANNOT_TELL_FLOOR if low_nets else verdict(diff, n_all), floor=low_nets),
     ]  # fmt: skip
     return pd.DataFrame(rows)

@@ -128,7 +128,8 @@ def test_fit_at_two_rates_compares_each_net_on_the_seeds_the_lower_rate_has():
     low = [at(m, s, a, tag=constants.LR_CONTROL) for m, s, a in
            (("plain20", 0, 0.91), ("plain20", 1, 0.93), ("plain56", 0, 0.85), ("plain56", 1, 0.87))]  # fmt: skip
     fit = analysis.fit_at_two_rates(shared, low)
-    assert list(fit.index) == ["plain20", "plain56"] and list(fit.columns) == ["peak lr 0.8", "peak lr 0.4", "gain (points)"]
+    assert list(fit.index) == ["plain20", "plain56"]
+    assert list(fit.columns) == ["peak lr 0.8", "peak lr 0.4", "gain (points)"]
     assert fit.loc["plain20", "peak lr 0.8"] == pytest.approx(91.0)
     assert fit.loc["plain56", "peak lr 0.4"] == pytest.approx(86.0)
     assert fit["gain (points)"].tolist() == pytest.approx([1.0, 4.0])
