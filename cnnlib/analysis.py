@@ -223,7 +223,7 @@ def auc(run: Run) -> float:
 
 def label(run: Run) -> str:
     """The model's name, with the recipe variant if any: 'plain56', 'plain56 (lr0.1x)'."""
-    return run.config.model + (f" ({run.config.tag})" if run.config.tag else "")
+    return run.config.label
 
 
 def fit_at_two_rates(shared: Iterable[Run], low: Iterable[Run]) -> pd.DataFrame:
@@ -245,11 +245,13 @@ def fit_at_two_rates(shared: Iterable[Run], low: Iterable[Run]) -> pd.DataFrame:
     return fit
 
 
-def by_model(runs: Iterable[Run]) -> dict[str, dict[int, Run]]:
-    """label -> seed -> run (a variant such as plain56 at lr/10 never pools with the model's own seeds)."""
+def by_model(runs: Iterable[Run], tag: str | None = None) -> dict[str, dict[int, Run]]:
+    """label -> seed -> run (a variant such as plain56 at lr/10 never pools with the model's own seeds); with
+    ``tag``, the runs of that variant only ("" for the recipe itself), keyed by model name."""
     out: dict[str, dict[int, Run]] = {}
     for r in runs:
-        out.setdefault(label(r), {})[r.config.seed] = r
+        if tag is None or r.config.tag == tag:
+            out.setdefault(label(r) if tag is None else r.config.model, {})[r.config.seed] = r
     return out
 
 

@@ -91,6 +91,16 @@ class TrainConfig:
         return "held-out" if self.holdout else "test"
 
     @property
+    def label(self) -> str:
+        """The model, with the variant if any ('plain56 (lr0.1x)'): runs of one label pool their seeds."""
+        return label(self.model, self.tag)
+
+    @property
+    def variant(self) -> str:
+        """The variant in words ('peak lr 0.4 and weight decay 0.0005'); '' for the profile's own recipe."""
+        return TAG_NAMES[self.tag] if self.tag else ""
+
+    @property
     def run_id(self) -> str:
         tag = f"-{self.tag}" if self.tag else ""
         return f"{self.model}-{self.profile}{tag}-s{self.seed}"
@@ -169,6 +179,14 @@ SEED_GRID: dict[str, dict] = {
 }
 RECIPE_SETTINGS = RECIPE_GRID | SEED_GRID  # every setting a check may try, by tag
 TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_SETTINGS.items()}
+# Each variant in words, where a quantity or a caption names it (one per tag: tests/test_config.py).
+TAG_NAMES: dict[str, str] = {"lr0.1x": "a tenth of the peak lr"} | {
+    tag: f"peak lr {kw['lr']:g} and weight decay {kw['weight_decay']:g}" for tag, kw in RECIPE_SETTINGS.items()}
+
+
+def label(model: str, tag: str = "") -> str:
+    """How figures and tables name a model's runs: 'plain56', or with a variant 'plain56 (lr0.1x)'."""
+    return model + (f" ({tag})" if tag else "")
 # The recipe checks: which nets train each setting (profile "tune"), which families take the choice, and
 # which fields of the full profile it sets (a later check overrides an earlier one's for its families).
 # "shared": plain20 and resnet20 over RECIPE_GRID choose the lr and weight decay of every family. "seed":

@@ -21,6 +21,7 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.ticker import LogFormatter, MaxNLocator
 from matplotlib.transforms import offset_copy
 
+from .config import TAGS, label
 from .data import CIFAR10, CLASSES
 from .paths import figures_root
 
@@ -34,19 +35,8 @@ FAMILY_COLORS: dict[str, str] = {"plain": "#B2182B", "residual": "#2166AC"}
 # Names that are neither a registered model nor a label of one: neutral colours, in order of appearance.
 OTHER_COLORS = ("#000000", "#7F7F7F", "#BCBD22", "#8C564B", "#17BECF", "#BBBBBB")
 
-_TAG_SEPARATORS = (" (", "-", "_", " ")
-
-
-def split_label(label: str) -> tuple[str | None, str]:
-    """A model label as (registered model, tag): 'plain56 (lr0.1x)' and 'plain56-lr0.1x' are
-    ('plain56', 'lr0.1x'), 'resnet20' is ('resnet20', ''), a name of no registered model (None, name)."""
-    if label in MODEL_COLORS:
-        return label, ""
-    for model in sorted(MODEL_COLORS, key=len, reverse=True):  # longest first: 'se_resnet18' before 'resnet18'
-        for sep in _TAG_SEPARATORS:
-            if label.startswith(model + sep):
-                return model, label.removeprefix(model + sep).strip(" ()")
-    return None, label
+# Every label a run can have (config.label: 'plain56', 'plain56 (lr0.1x)'), with its model and variant.
+_LABELS: dict[str, tuple[str, str]] = {label(m, t): (m, t) for m in MODEL_COLORS for t in ("", *TAGS)}
 
 
 def _variant(color: str, tag: str) -> str:
@@ -57,9 +47,9 @@ def _variant(color: str, tag: str) -> str:
     return to_hex((1 - share) * rgb + share * np.asarray(to_rgb("#A0A0A0"))).upper()
 
 
-def model_color(label: str) -> str | None:
-    """The fixed colour of a registered model or of a tagged label of one; None for any other name."""
-    model, tag = split_label(label)
+def model_color(name: str) -> str | None:
+    """The fixed colour of a registered model or of a label of one of its variants; None for any other name."""
+    model, tag = _LABELS.get(name, (None, ""))
     if model is None:
         return None
     return MODEL_COLORS[model] if not tag else _variant(MODEL_COLORS[model], tag)

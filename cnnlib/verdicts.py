@@ -136,11 +136,10 @@ def degradation(runs: Iterable[Run], tag: str = "") -> pd.DataFrame:
     the three rows. The third row compares losses of fit, so it says "cannot tell (floor)" when a net's clean
     training accuracy sits within ``NEAR_CHANCE`` of chance (column ``floor``: those nets); with one seed a side a
     row says "cannot tell (one network per architecture)". ``tag``: the recipe variant whose runs are compared (the
-    ids end in "@<tag>", e.g. ``degradation.diff@lr0.4_wd0.0005``; the rows name the nets by model and give the
-    variant's peak lr in the quantity: "clean training error at peak lr 0.4")."""
-    m = by_model(runs)
-    nets = ("plain20", "plain56", "resnet20", "resnet56")
-    need = p20, p56, r20, r56 = tuple(n + (f" ({tag})" if tag else "") for n in nets)
+    ids end in "@<tag>", e.g. ``degradation.diff@lr0.4_wd0.0005``; the rows name the nets by model and the
+    variant in the quantity: "clean training error at peak lr 0.4 and weight decay 0.0005")."""
+    m = by_model(runs, tag=tag)
+    need = p20, p56, r20, r56 = ("plain20", "plain56", "resnet20", "resnet56")
     if any(n not in m for n in need):
         return pd.DataFrame()
     plain = compare(m[p56], m[p20], clean_train_error)
@@ -151,13 +150,13 @@ def degradation(runs: Iterable[Run], tag: str = "") -> pd.DataFrame:
     _holm([plain, res, diff], [stats.sign_decided] * 3)
     seeds = {n: len(m[n]) for n in need}
     n_plain, n_res, n_all = min(seeds[p56], seeds[p20]), min(seeds[r56], seeds[r20]), min(seeds.values())
-    lr = next(iter(m[p56].values())).config.lr
-    q, at = "clean training error" + (f" at peak lr {lr:g}" if tag else ""), f"@{tag}" if tag else ""
+    variant = next(iter(m[p56].values())).config.variant
+    q, at = "clean training error" + (f" at {variant}" if tag else ""), f"@{tag}" if tag else ""
 
     def verdict(c: dict, n: int) -> str:  # one seed a side: no interval to decide with
         return stats.verdict(c["low"], c["high"], +1) if n >= 2 else CANNOT_TELL_ONE_NET
 
-    rows = [  # the nets named by model; the quantity names a variant's rate
+    rows = [  # the nets named by model; the quantity names the variant
         _row(f"degradation.plain{at}", "the deeper plain net fits its training data worse", "plain56", "plain20", q,
              plain, "points", "welch", n_plain, verdict(plain, n_plain), floor=()),
         _row(f"degradation.residual{at}", "the deeper residual net fits its training data worse", "resnet56",

@@ -362,18 +362,21 @@ def test_train_missing_can_be_limited_to_some_models(store, synthetic, monkeypat
         plan.train_missing(60, "smoke", device="cpu", data=synthetic, models=["resnet21"])
 
 
-def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
-    from types import SimpleNamespace
-
+def _run_at(cfg, rate: float, cpu: str, bf16=(), **engine) -> SimpleNamespace:
+    """A stored run as the rate lookups read it: ``cfg``, one epoch at ``rate`` images/s, on ``cpu``."""
     import pandas as pd
 
+    return SimpleNamespace(config=cfg, history=pd.DataFrame({"images_per_s": [rate]}),
+                           meta=dict(device="cpu", engine=dict(cpu=cpu, bf16_features=list(bf16), **engine)))
+
+
+def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
     from cnnlib import plan
 
     cfg = plan.make_config("resnet20", "full", 0)
 
     def run(cpu, rate, bf16=("amx_bf16",)):
-        return SimpleNamespace(config=cfg, history=pd.DataFrame({"images_per_s": [rate]}),
-                               meta=dict(device="cpu", engine=dict(cpu=cpu, bf16_features=list(bf16))))  # fmt: skip
+        return _run_at(cfg, rate, cpu, bf16)
 
     monkeypatch.setattr(plan.engine, "cpu_name", lambda: "Intel(R) Xeon(R) Processor")
     monkeypatch.setattr(plan.engine, "bf16_features", lambda: ("amx_bf16",))
@@ -393,16 +396,10 @@ def test_a_rate_stored_on_another_cpu_is_not_this_cpus(monkeypatch):
 
 
 def test_a_run_is_judged_to_fit_at_its_typical_rate_and_planned_at_its_best(monkeypatch):
-    from types import SimpleNamespace
-
-    import pandas as pd
-
     from cnnlib import plan
 
     cfg = plan.make_config("resnet20", "full", 0)
-    runs = [SimpleNamespace(config=cfg, history=pd.DataFrame({"images_per_s": [rate]}),
-                            meta=dict(device="cpu", engine=dict(cpu="x", bf16_features=[], threads=2)))
-            for rate in (300.0, 500.0, 600.0)]  # fmt: skip
+    runs = [_run_at(cfg, rate, "x", threads=2) for rate in (300.0, 500.0, 600.0)]
     monkeypatch.setattr(plan.engine, "cpu_name", lambda: "x")
     monkeypatch.setattr(plan.engine, "bf16_features", lambda: ())
     monkeypatch.setattr(plan, "_sound_runs", lambda: runs)

@@ -73,10 +73,9 @@ def test_palette_of_a_list_is_a_dict_in_the_order_given():
 
 
 def test_tagged_labels_get_a_fixed_colour_of_their_own():
-    tagged = plots.palette(["plain56", "plain56 (lr0.1x)", "plain56-lr0.1x"])
-    assert plots.split_label("plain56 (lr0.1x)") == plots.split_label("plain56-lr0.1x") == ("plain56", "lr0.1x")
-    assert plots.split_label("se_resnet18 (lr0.1x)") == ("se_resnet18", "lr0.1x")
-    assert tagged["plain56 (lr0.1x)"] == tagged["plain56-lr0.1x"] != tagged["plain56"]
+    tagged = plots.palette(["plain56", "plain56 (lr0.1x)", "plain56 (lr0.4_wd0.0005)", "se_resnet18 (lr0.1x)"])
+    assert len(set(tagged.values())) == 4 and tagged["plain56 (lr0.1x)"] != tagged["plain56"]
+    assert tagged == plots.palette(reversed(tagged))  # fixed, whatever else is shown
     assert tagged["plain56 (lr0.1x)"] not in {c.upper() for c in plots.MODEL_COLORS.values()}
     degradation = [plots.MODEL_COLORS[m] for m in FAMILIES["degradation"]]  # the figures it is shown in
     assert min(np.linalg.norm(lab(tagged["plain56 (lr0.1x)"]) - lab(c)) for c in degradation) > 15

@@ -45,6 +45,15 @@ def test_config_validates_and_hashes():
     assert tune.steps_per_epoch() == 87 == 45_000 // tune.batch_size
 
 
+def test_every_variant_has_a_name_and_its_runs_a_label():
+    from cnnlib.config import TAG_NAMES, TAGS
+
+    assert set(TAG_NAMES) == set(TAGS)
+    low = make_config("plain56", "full", tag="lr0.4_wd0.0005")
+    assert (low.label, low.variant) == ("plain56 (lr0.4_wd0.0005)", "peak lr 0.4 and weight decay 0.0005")
+    assert (make_config("plain56", "full").label, make_config("plain56", "full").variant) == ("plain56", "")
+
+
 def test_one_cycle_schedule_warms_up_then_decays_to_zero():
     cfg = make_config("seed_cnn", "smoke", lr=1.0, warmup=0.2)
     lrs = [lr_at(s, 100, cfg) for s in range(100)]

@@ -62,7 +62,7 @@ def test_degradation_at_a_recipe_variant_reads_that_variants_runs_only():
     assert list(t["id"]) == [f"{i}@lr0.4_wd0.0005" for i in base["id"]]
     assert t["estimate"].to_numpy() == pytest.approx(base["estimate"].to_numpy())  # the untagged runs pool in nowhere
     assert list(t["verdict"]) == list(base["verdict"]) and t["a"].iloc[0] == "plain56"
-    assert (t["quantity"] == "clean training error at peak lr 0.4").all()
+    assert (t["quantity"] == "clean training error at peak lr 0.4 and weight decay 0.0005").all()
     assert verdicts.degradation(low).empty  # untagged, the variant's runs are not the family's
 
 
