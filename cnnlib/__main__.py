@@ -276,12 +276,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
               f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
               "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")
-        for name, hours, unknown in stage_hours_left(args.profile, threads=threads):
+        for name, hours, typical, unknown in stage_hours_left(args.profile, threads=threads):
             if unknown and not hours:  # nothing of the stage is rated: "0.0 h" would read as done
                 print(f"  stage {name}: no measured rate yet for its {unknown} missing run(s) (--measure times them)")
                 continue
+            slower = f" ({typical:.1f} h at the median stored rates)" if f"{typical:.1f}" != f"{hours:.1f}" else ""
             note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
-            print(f"  stage {name}: {hours:.1f} h{note}")
+            print(f"  stage {name}: {hours:.1f} h{slower}{note}")
         missing = sum(st.state != "done" for st in rows)
         damaged = sum(st.state == "damaged" for st in rows)
         print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing"

@@ -257,9 +257,10 @@ def measure_missing_rates(profile: str = "full", threads: int | None = None) -> 
 
 
 def stage_hours_left(profile: str = "full", device: torch.device | None = None, threads: int | None = None,
-                     ) -> list[tuple[str, float, int]]:  # fmt: skip
+                     ) -> list[tuple[str, float, float, int]]:  # fmt: skip
     """Per stage: (name, estimated hours of training left on this kind of device for one job of ``threads`` threads
-    (default: this process's), runs without a known rate). Partly trained runs count what their checkpoints leave."""
+    (default: this process's) at the best measured rates, the same at the median stored rates (``known_rate``: a
+    busy or slower host day), runs without a known rate). Partly trained runs count what their checkpoints leave."""
     device = device or default_device()
     states = {c.run_id: run_status(c, checkpoints=True) for c in plan(profile)}
     for st in states.values():  # what unfinished runs measured counts for their model and batch size
@@ -267,20 +268,21 @@ def stage_hours_left(profile: str = "full", device: torch.device | None = None, 
             _checkpoint_rates[(st.config.model, st.config.batch_size)] = st.images_per_s
     out = []
     for name, us in stages(profile):
-        hours, unknown = 0.0, 0
+        best, typical, unknown = 0.0, 0.0, 0
         for cfg in (c for u in us for c in u):
             st = states[cfg.run_id]
             if st.state in ("done", "diverged"):  # a diverged config is not trained again
                 continue
-            est = estimate_seconds(cfg, None, device, measure=False, threads=threads)
-            if math.isnan(est):
+            est = [estimate_seconds(cfg, None, device, measure=False, threads=threads, typical=t) for t in (0, 1)]
+            if math.isnan(est[0]):
                 unknown += 1
                 continue
+            left = 1.0
             if st.state == "partly":
                 spe = cfg.steps_per_epoch()
-                est *= max(0.0, 1 - (st.epochs_done * spe + st.steps_done) / max(1, cfg.epochs * spe))
-            hours += est / 3600
-        out.append((name, hours, unknown))
+                left = max(0.0, 1 - (st.epochs_done * spe + st.steps_done) / max(1, cfg.epochs * spe))
+            best, typical = best + left * est[0] / 3600, typical + left * est[1] / 3600
+        out.append((name, best, typical, unknown))
     return out
 
 

@@ -181,12 +181,13 @@ def test_status_names_what_a_run_was_scored_on_and_the_jobs_it_estimates_for(cap
 def test_status_says_a_stage_with_no_rate_has_none_rather_than_zero_hours(capsys, store, monkeypatch):
     from cnnlib import plan
 
-    monkeypatch.setattr(plan, "stage_hours_left", lambda profile, threads=None: [("1 original", 0.0, 4),
-                                                                                  ("2 degradation", 1.5, 2)])
+    monkeypatch.setattr(plan, "stage_hours_left", lambda profile, threads=None: [
+        ("1 original", 0.0, 0.0, 4), ("2 degradation", 1.5, 1.52, 2), ("3 controlled", 2.0, 2.6, 0)])
     code, out, _ = run(capsys, "status", "--profile", "smoke")
     assert code == 0
     assert "  stage 1 original: no measured rate yet for its 4 missing run(s) (--measure times them)" in out
     assert "  stage 2 degradation: 1.5 h (+2 run(s) with no measured rate yet)" in out
+    assert "  stage 3 controlled: 2.0 h (2.6 h at the median stored rates)" in out
 
 
 def test_train_missing_respects_the_budget_and_reports_skips(store, synthetic, monkeypatch):
