@@ -179,14 +179,9 @@ SEED_GRID: dict[str, dict] = {
 }
 RECIPE_SETTINGS = RECIPE_GRID | SEED_GRID  # every setting a check may try, by tag
 TAGS |= {tag: (lambda f, kw=kw: dict(kw)) for tag, kw in RECIPE_SETTINGS.items()}
-# Each variant in words, where a quantity or a caption names it (one per tag: tests/test_config.py).
+# Each variant in words, where a quantity or a caption names it (one per tag: tests/test_train.py).
 TAG_NAMES: dict[str, str] = {"lr0.1x": "a tenth of the peak lr"} | {
     tag: f"peak lr {kw['lr']:g} and weight decay {kw['weight_decay']:g}" for tag, kw in RECIPE_SETTINGS.items()}
-
-
-def label(model: str, tag: str = "") -> str:
-    """How figures and tables name a model's runs: 'plain56', or with a variant 'plain56 (lr0.1x)'."""
-    return model + (f" ({tag})" if tag else "")
 # The recipe checks: which nets train each setting (profile "tune"), which families take the choice, and
 # which fields of the full profile it sets (a later check overrides an earlier one's for its families).
 # "shared": plain20 and resnet20 over RECIPE_GRID choose the lr and weight decay of every family. "seed":
@@ -243,6 +238,11 @@ def _chosen_recipe(model: str, given: dict) -> dict:
                 "--profile full records its choice once it is complete)")  # fmt: skip
         fields.update({k: recorded[check][k] for k in RECIPE_CHECKS[check]["sets"]})
     return fields
+
+
+def label(model: str, tag: str = "") -> str:
+    """How figures and tables name a model's runs: 'plain56', or with a variant 'plain56 (lr0.1x)'."""
+    return model + (f" ({tag})" if tag else "")
 
 
 def make_config(model: str, profile: str = "full", seed: int = 0, *, tag: str = "", **overrides) -> TrainConfig:

@@ -273,7 +273,8 @@ def stage_hours_left(profile: str = "full", device: torch.device | None = None, 
             st = states[cfg.run_id]
             if st.state in ("done", "diverged"):  # a diverged config is not trained again
                 continue
-            est = [estimate_seconds(cfg, None, device, measure=False, threads=threads, typical=t) for t in (0, 1)]
+            est = [estimate_seconds(cfg, None, device, measure=False, threads=threads, typical=typical_rate)
+                   for typical_rate in (False, True)]  # the best rate, then the median
             if math.isnan(est[0]):
                 unknown += 1
                 continue
