@@ -348,6 +348,8 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 f"(benchmarks/RESULTS.md) or delete {diverged_path(st.config)}"))  # fmt: skip
             skipped.append(st.config.run_id)
         todo = [st for st in todo if st.state not in ("diverged", "damaged")]
+        # a checkpointed run first: it finishes soonest, and its checkpoint helps only on the machine that wrote it
+        todo.sort(key=lambda st: run_status(st.config, checkpoints=True).state != "partly")
         if not todo or not _claim(claims, unit):
             continue
         left = deadline - time.time()

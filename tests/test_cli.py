@@ -275,6 +275,26 @@ def test_the_sequential_log_estimates_only_from_rates_at_the_jobs_threads(store,
     assert any(line.startswith("train plain20-smoke-s0 (about ") for line in lines), lines
 
 
+def test_a_checkpointed_run_resumes_before_the_rest_of_its_unit(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    real = plan.run_status
+
+    def run_status(cfg, checkpoints=False):  # plain56 has a checkpoint, its unit's other runs have none
+        if checkpoints and cfg.run_id == "plain56-smoke-s0":
+            return plan.PlanStatus(cfg, "partly", epochs_done=1, steps_done=0)
+        return real(cfg, checkpoints=checkpoints)
+
+    calls = []
+    monkeypatch.setattr(plan, "run_status", run_status)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: 5)
+    monkeypatch.setattr(plan, "fit_or_load", lambda cfg, **kw: calls.append(cfg.run_id) or SimpleNamespace(
+        final={"test_acc": 0.5}, meta={"train_s": 1.0}))
+    plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lambda line: None,
+                       models=["plain20", "plain56", "resnet20"])  # fmt: skip
+    assert calls[:3] == ["plain56-smoke-s0", "plain20-smoke-s0", "resnet20-smoke-s0"]
+
+
 def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_ones(store, synthetic, monkeypatch):
     from cnnlib import plan
 
