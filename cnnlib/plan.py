@@ -123,6 +123,14 @@ class PlanStatus:
     images_per_s: float | None = None  # partly: median training rate of its epochs so far
     message: str | None = None  # diverged, damaged: what happened
 
+    @property
+    def share_left(self) -> float:
+        """The share of the run's optimizer steps still to train: 1, or what a partial run's checkpoint leaves."""
+        if self.state != "partly":
+            return 1.0
+        spe = self.config.steps_per_epoch()
+        return max(0.0, 1 - (self.epochs_done * spe + self.steps_done) / max(1, self.config.epochs * spe))
+
 
 def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
     """Whether ``cfg``'s run is stored; with ``checkpoints``, also how far an unfinished one got."""
@@ -278,11 +286,7 @@ def stage_hours_left(profile: str = "full", device: torch.device | None = None, 
             if math.isnan(est[0]):
                 unknown += 1
                 continue
-            left = 1.0
-            if st.state == "partly":
-                spe = cfg.steps_per_epoch()
-                left = max(0.0, 1 - (st.epochs_done * spe + st.steps_done) / max(1, cfg.epochs * spe))
-            best, typical = best + left * est[0] / 3600, typical + left * est[1] / 3600
+            best, typical = best + st.share_left * est[0] / 3600, typical + st.share_left * est[1] / 3600
         out.append((name, best, typical, unknown))
     return out
 
@@ -418,11 +422,7 @@ def seconds_to_finish(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> 
     engine's check, whose small batch can be far slower per image)."""
     est = estimate_seconds(cfg, data, device, threads=torch.get_num_threads(), exact=True, checks=False, typical=True)
     st = run_status(cfg, checkpoints=True)
-    if st.state == "partly":
-        spe = cfg.steps_per_epoch()
-        done = (st.epochs_done * spe + st.steps_done) / max(1, cfg.epochs * spe)
-        est = START_S + (est - START_S) * max(0.0, 1 - done)
-    return est
+    return est if st.state != "partly" else START_S + (est - START_S) * st.share_left
 
 
 def job_threads(workers: int) -> int:

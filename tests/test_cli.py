@@ -353,7 +353,8 @@ def test_a_partly_trained_run_needs_only_what_its_checkpoint_leaves(monkeypatch)
     spe = cfg.steps_per_epoch()
     partly = plan.PlanStatus(cfg, "partly", epochs_done=cfg.epochs // 4, steps_done=0)
     monkeypatch.setattr(plan, "run_status", lambda c, checkpoints=False: partly)
-    assert spe > 0 and plan.seconds_to_finish(cfg, None, plan.torch.device("cpu")) == plan.START_S + 750.0
+    assert spe > 0 and partly.share_left == 0.75 and plan.PlanStatus(cfg, "missing").share_left == 1.0
+    assert plan.seconds_to_finish(cfg, None, plan.torch.device("cpu")) == plan.START_S + 750.0
     monkeypatch.setattr(plan, "run_status", lambda c, checkpoints=False: plan.PlanStatus(cfg, "missing"))
     assert plan.seconds_to_finish(cfg, None, plan.torch.device("cpu")) == plan.START_S + 1000.0
 
