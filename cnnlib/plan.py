@@ -344,7 +344,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             if any(waiting[check] for check in recipe.checks_of(unit[0].model)):
                 skipped += [c.run_id for c in unit if run_status(c).state != "done"]
                 continue
-        todo = [st for st in map(run_status, unit) if st.state != "done"]
+        todo = [st for st in (run_status(c, checkpoints=True) for c in unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
         for st in [st for st in todo if st.state in ("diverged", "damaged") and _claim(claims, [st.config], "skip")]:
             log(f"skip {st.config.run_id}: " + (st.message if st.state == "damaged" else
@@ -353,7 +353,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             skipped.append(st.config.run_id)
         todo = [st for st in todo if st.state not in ("diverged", "damaged")]
         # a checkpointed run first: it finishes soonest, and its checkpoint helps only on the machine that wrote it
-        todo.sort(key=lambda st: run_status(st.config, checkpoints=True).state != "partly")
+        todo.sort(key=lambda st: st.state != "partly")
         if not todo or not _claim(claims, unit):
             continue
         left = deadline - time.time()
