@@ -185,8 +185,8 @@ def per_class_table(runs: Iterable[Run], data: CIFAR10) -> pd.DataFrame:
     out = {}
     for r in runs:
         labels, preds = test_labels(data, r), np.asarray(r.predictions)
-        out[label(r)] = [round(100 * float(np.mean(preds[labels == c] == c)), 1) if np.any(labels == c) else np.nan
-                         for c in range(len(CLASSES))]  # fmt: skip
+        out[r.config.label] = [round(100 * float(np.mean(preds[labels == c] == c)), 1)
+                               if np.any(labels == c) else np.nan for c in range(len(CLASSES))]  # fmt: skip
     return pd.DataFrame(out, index=pd.Index(CLASSES, name="class"))
 
 
@@ -221,11 +221,6 @@ def auc(run: Run) -> float:
     return float(np.asarray(run.history["test_acc"], dtype=float).mean())
 
 
-def label(run: Run) -> str:
-    """The model's name, with the recipe variant if any: 'plain56', 'plain56 (lr0.1x)'."""
-    return run.config.label
-
-
 def fit_at_two_rates(shared: Iterable[Run], low: Iterable[Run]) -> pd.DataFrame:
     """Each net's final clean training accuracy (%) under the shared recipe and under a variant of it at a lower peak
     learning rate (``low``), on the seeds the variant has (the mean over them), and the gain in points (low −
@@ -251,7 +246,7 @@ def by_model(runs: Iterable[Run], tag: str | None = None) -> dict[str, dict[int,
     out: dict[str, dict[int, Run]] = {}
     for r in runs:
         if tag is None or r.config.tag == tag:
-            out.setdefault(label(r) if tag is None else r.config.model, {})[r.config.seed] = r
+            out.setdefault(r.config.label if tag is None else r.config.model, {})[r.config.seed] = r
     return out
 
 
@@ -265,7 +260,7 @@ def stage_profile(runs: Iterable[Run], epoch: int = 1) -> pd.DataFrame:
         if len(h) < epoch:
             continue
         stages = [c.removeprefix("grad_") for c in h.columns if c.startswith("grad_")]
-        rows += [dict(model=label(r), seed=r.config.seed, stage=s, order=i, grad=float(h[f"grad_{s}"].iloc[epoch - 1]),
-                      act_std=float(h[f"act_std_{s}"].iloc[epoch - 1]))
+        rows += [dict(model=r.config.label, seed=r.config.seed, stage=s, order=i,
+                      grad=float(h[f"grad_{s}"].iloc[epoch - 1]), act_std=float(h[f"act_std_{s}"].iloc[epoch - 1]))
                  for i, s in enumerate(stages) if f"act_std_{s}" in h]  # fmt: skip
     return pd.DataFrame(rows, columns=["model", "seed", "stage", "order", "grad", "act_std"])

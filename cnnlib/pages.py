@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis, plots, render, stats, verdicts
-from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, label, model_costs
+from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, model_costs
 from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .results import Run
@@ -45,7 +45,7 @@ def facts(run: Run, labels: np.ndarray) -> SimpleNamespace:
     training accuracy, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
     iv = stats.accuracy_interval(run.predictions, labels)
     costs = model_costs(run.config.model)
-    return SimpleNamespace(model=label(run), acc=iv.estimate, low=iv.low, high=iv.high,
+    return SimpleNamespace(model=run.config.label, acc=iv.estimate, low=iv.low, high=iv.high,
                            clean=verdicts.final(run, "clean_train_acc"), epochs=len(run.history),
                            lr=run.config.lr, params=costs["params"], gmacs=costs["macs"] / 1e9,
                            target=TARGET_ACCURACY.get(run.config.model, math.nan),
@@ -83,7 +83,7 @@ def pair_claim(a: list[Run], b: list[Run], labels: np.ndarray, *, tie: bool = Fa
     c = verdicts.compare({r.config.seed: r for r in a}, {r.config.seed: r for r in b}, verdicts.final_test_acc,
                          labels=labels)  # fmt: skip
     method, n = verdicts.method_of(c, labels)
-    na, nb = label(a[0]), label(b[0])
+    na, nb = a[0].config.label, b[0].config.label
     claim, verdict = f"{na} ends above {nb}", stats.verdict(c["low"], c["high"])
     if tie:
         claim = f"{na} and {nb} end tied (their difference inside the tie margin)"

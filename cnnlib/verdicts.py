@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analysis import auc, by_model, label, model_costs
+from .analysis import auc, by_model, model_costs
 from .constants import CHANCE, CHANCE_LOSS, EXPLOSION_FACTOR, FITS_TRAINING, GRADIENT_THRESHOLD, NEAR_CHANCE, TIE_MARGIN
 from .results import Run
 
@@ -687,7 +687,7 @@ def explosions(runs: Iterable[Run], factor: float = EXPLOSION_FACTOR, column: st
             continue
         checked += 1
         if float(h[column].iloc[0]) > threshold:
-            rows.append({"run": r.config.run_id, "model": label(r), "seed": r.config.seed,
+            rows.append({"run": r.config.run_id, "model": r.config.label, "seed": r.config.seed,
                          "epoch 1": float(h[column].iloc[0]),
                          "epoch 2": float(h[column].iloc[1]) if len(h) > 1 else math.nan,
                          "final": float(h[column].iloc[-1])})  # fmt: skip
