@@ -23,7 +23,6 @@ idle machine, with the threads training uses:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -38,8 +37,9 @@ import torch  # noqa: E402
 from cnnlib import engine  # noqa: E402
 from cnnlib.engine import Engine, bf16_features, cpu_name, time_step  # noqa: E402
 from cnnlib.models import FAMILIES  # noqa: E402
-from cnnlib.paths import atomic_write, results_root  # noqa: E402
+from cnnlib.paths import results_root  # noqa: E402
 from cnnlib.render import table  # noqa: E402
+from cnnlib.results import write_table  # noqa: E402
 from cnnlib.train import stepper  # noqa: E402
 
 SETTINGS = {"fp32": ("fp32", False, False), "fp32+cl": ("fp32", True, False), "bf16+cl": ("bf16", True, False),
@@ -74,16 +74,15 @@ def store(models: list[str], batch: int, rounds: int, warmup: int) -> pd.DataFra
                 rows.append(dict(model=key[0], setting=key[1], round=r, seconds=time.perf_counter() - t0))
             print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     df = pd.DataFrame(rows).sort_values(["model", "setting", "round"], kind="stable")
-    folder = results_root() / "step-times"
-    atomic_write(folder / "step_times.csv", df.to_csv(index=False, float_format="%.5f"))
+    path = results_root() / "step-times" / "step_times.csv"
     meta = dict(cpu=cpu_name(), cores=os.cpu_count(), hardware_bf16=list(bf16_features()), torch=torch.__version__,
                 threads=torch.get_num_threads(), batch=batch, rounds=rounds, warmup=warmup,
                 settings=list(candidates), started=started, finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                 others_share=None if load.others_share is None else round(load.others_share, 3),
                 step="the recipe's training step (forward, label-smoothing loss, backward, SGD with Nesterov) on "
                      "random images, eager")  # fmt: skip
-    atomic_write(folder / "step_times.json", json.dumps(meta, indent=2) + "\n")
-    print(f"stored in {folder}; the other processes used {meta['others_share']} of the cores", file=sys.stderr)
+    write_table(path, df, meta, float_format="%.5f")  # the table, then its record with the table's checksum
+    print(f"stored in {path.parent}; the other processes used {meta['others_share']} of the cores", file=sys.stderr)
     return df
 
 

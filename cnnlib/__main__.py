@@ -127,9 +127,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="take the checks again now (with MODELs not checked yet: at this process's threads)")
     tb = sub.add_parser("tables", help="redo a stored run's after-training tables from its weights")
     tb.add_argument("run_ids", nargs="+", metavar="RUN_ID")
-    v = sub.add_parser("verify", help="check every stored run's files; name the damaged ones")
+    v = sub.add_parser("verify", help="check every stored run's files and the tables beside the runs; name the "
+                       "damaged ones")  # fmt: skip
     v.add_argument("--record-checksums", action="store_true",
-                   help="add the files' checksums to the run.json of runs stored without them (all must be sound)")
+                   help="add the checksums of the runs and tables stored without them (all must be sound)")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
     r = sub.add_parser("report", help="run the notebooks on the stored runs, export HTML (trains nothing)")
     r.add_argument("--profile", choices=sorted(PROFILES),
@@ -146,6 +147,41 @@ def _profile_of(run_id: str) -> str:
 
     parts = run_id.split("-")
     return parts[1] if len(parts) > 2 and parts[1] in PROFILES else "PROFILE"
+
+
+def _verify(record: bool) -> int:
+    """Check every stored run and every table beside the runs, name the damaged ones (then fail); with ``record``, add
+    the checksums of those stored without them."""
+    from .paths import results_root
+    from .results import DamagedRunError, check_run, read_table, record_checksums, record_table_checksums, stored_tables
+
+    root = results_root()
+    folders = [p for p in sorted(root.iterdir()) if (p / "run.json").exists()] if root.exists() else []
+    tables = stored_tables(root)
+    damaged = {"runs": 0, "tables": 0}
+    for what, check, items in (("runs", check_run, folders), ("tables", read_table, tables)):
+        for item in items:
+            try:
+                check(item)
+            except DamagedRunError as e:
+                damaged[what] += 1
+                print(f"damaged {e}")
+    if any(damaged.values()):
+        what = f"{damaged['runs']} of the {len(folders)} stored runs"
+        if tables:
+            what += f" and {damaged['tables']} of the {len(tables)} tables beside them"
+        raise ValueError(f"{what} are damaged (listed above)")
+    what = f"{len(folders)} stored runs" + (f" and the {len(tables)} tables beside them" if tables else "")
+    print(f"all {what} in {shown(root)} are sound")
+    if record:
+        added = record_checksums(root)
+        print(f"recorded the checksums of {len(added)} run(s) stored without them"
+              + (f": {', '.join(added)}" if added else ""))  # fmt: skip
+        if tables:
+            added = record_table_checksums(root)
+            print(f"recorded the checksums of {len(added)} table(s) stored without them"
+                  + (f": {', '.join(added)}" if added else ""))  # fmt: skip
+    return 0
 
 
 def _engine_command(models: list[str], recheck: bool) -> int:
@@ -313,26 +349,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{run_id}: wrote {', '.join(recompute_tables(run))}", flush=True)
         return 0
     if args.command == "verify":
-        from .paths import results_root
-        from .results import DamagedRunError, check_run, record_checksums
-
-        root = results_root()
-        folders = [p for p in sorted(root.iterdir()) if (p / "run.json").exists()] if root.exists() else []
-        damaged = []
-        for folder in folders:
-            try:
-                check_run(folder)
-            except DamagedRunError as e:
-                damaged.append(folder.name)
-                print(f"damaged {e}")
-        if damaged:
-            raise ValueError(f"{len(damaged)} of the {len(folders)} stored runs are damaged (listed above)")
-        print(f"all {len(folders)} stored runs in {shown(root)} are sound")
-        if args.record_checksums:
-            added = record_checksums(root)
-            print(f"recorded the checksums of {len(added)} run(s) stored without them"
-                  + (f": {', '.join(added)}" if added else ""))  # fmt: skip
-        return 0
+        return _verify(args.record_checksums)
     if args.command == "readme":
         from .summary import README, update_readme
 

@@ -5,12 +5,13 @@ unit, another oneDNN kernel) gives other last digits, which a deep plain net amp
 gradient ratio differs by a few percent between two CPUs). So each is computed once, stored in
 ``<results>/at-init/<name>.csv`` with the settings that made it (``<name>.json``: arguments, torch version, CPU), and
 read back while those settings are unchanged: the notebooks then show the same numbers on every machine, and do not
-spend a minute recomputing them. Remove a table (or change its arguments) to compute it again.
+spend a minute recomputing them. Remove a table (or change its arguments) to compute it again. The ``.json`` holds the
+table's SHA-256 too: a table that no longer matches it, or does not parse, raises ``DamagedRunError`` (one line naming
+the file and what to do) instead of being read (``results.read_table``); ``python -m cnnlib verify`` checks them all.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -21,20 +22,19 @@ from . import diagnostics, mechanisms
 from .data import CIFAR10, load_cifar10
 from .engine import cpu_name
 from .models import create_model
-from .paths import atomic_write, results_root
+from .paths import results_root
+from .results import read_table, write_table
 
 
 def stored(name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """The table ``name``, read from the store when it was made with ``settings``, else computed by
-    ``compute()`` and stored with them."""
-    csv, meta = results_root() / "at-init" / f"{name}.csv", results_root() / "at-init" / f"{name}.json"
-    if csv.exists() and meta.exists() and json.loads(meta.read_text()).get("settings") == settings:
-        return pd.read_csv(csv)
-    table = compute()
-    atomic_write(csv, table.to_csv(index=False))
-    made = dict(settings=settings, torch=torch.__version__, cpu=cpu_name())
-    atomic_write(meta, json.dumps(made, indent=2) + "\n")
-    return pd.read_csv(csv)  # what later calls read, to the last digit
+    """The table ``name``, read from the store (checked: ``results.read_table``) when it was made with ``settings``,
+    else computed by ``compute()`` and stored with them, the torch version, the CPU and its checksum."""
+    path = results_root() / "at-init" / f"{name}.csv"
+    if path.exists() and path.with_suffix(".json").exists():
+        made, table = read_table(path)
+        if made.get("settings") == settings:
+            return table
+    return write_table(path, compute(), dict(settings=settings, torch=torch.__version__, cpu=cpu_name()))
 
 
 def _balanced_training_batch(d: CIFAR10, images: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,3 +97,24 @@ def shattering_tables(depths: Iterable[int] = (8, 20, 56), *, points: int = 256,
 
     table = stored("shattering", dict(depths=depths, points=points, seeds=seeds), compute)
     return [table[table["init_seed"] == s].drop(columns="init_seed").reset_index(drop=True) for s in seeds]
+
+
+def gradient_traces(models: Iterable[str], *, points: int = 256, seed: int = 0) -> pd.DataFrame:
+    """``mechanisms.gradient_trace`` of each of ``models`` freshly initialised from torch seed ``seed``, on the line
+    between two standard-normal 3x32x32 images drawn from ``seed`` (as ``mechanisms.shattering_table`` draws them):
+    columns ``model``, ``position`` (0 to 1 along the line) and ``gradient``. A deep plain net's trace amplifies the
+    last digits a CPU's kernels give, so the figure drawn from it is stored with the tables, not drawn anew."""
+    models = list(models)
+
+    def compute() -> pd.DataFrame:
+        g = torch.Generator().manual_seed(seed)
+        x0, x1 = torch.randn(3, 32, 32, generator=g), torch.randn(3, 32, 32, generator=g)
+        frames = []
+        for m in models:
+            with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left alone
+                torch.manual_seed(seed)
+                trace = mechanisms.gradient_trace(create_model(m), x0, x1, points=points)
+            frames.append(pd.DataFrame(dict(model=m, position=np.linspace(0, 1, points), gradient=trace)))
+        return pd.concat(frames, ignore_index=True)
+
+    return stored("gradient_traces", dict(models=models, points=points, seed=seed), compute)

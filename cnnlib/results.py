@@ -48,17 +48,18 @@ class StaleRunError(RuntimeError):
 
 
 class DamagedRunError(RuntimeError):
-    """A file of a stored run is missing, truncated or garbled: one line naming it and what to do."""
+    """A file of a stored run (or of another stored table: ``remedy`` then says what to do) is missing, truncated or
+    garbled: one line naming it and what to do."""
 
-    def __init__(self, folder: Path, name: str, problem: str):
+    def __init__(self, folder: Path, name: str, problem: str, remedy: str | None = None):
         self.folder, self.name, self.problem = folder, name, problem
-        super().__init__(f"{shown(folder / name)} {problem}; {_remedy(folder)}")
+        super().__init__(f"{shown(folder / name)} {problem}; {remedy or _remedy(folder)}")
 
 
-def _committed(folder: Path) -> bool:
-    """Whether git tracks the run folder's run.json (then git can restore the run)."""
+def committed(folder: Path, name: str = "run.json") -> bool:
+    """Whether git tracks the file ``name`` of ``folder`` (a run's run.json: then git can restore the run)."""
     try:
-        proc = subprocess.run(["git", "ls-files", "--error-unmatch", "run.json"], cwd=folder, capture_output=True,
+        proc = subprocess.run(["git", "ls-files", "--error-unmatch", name], cwd=folder, capture_output=True,
                               timeout=10)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return False
@@ -73,12 +74,12 @@ def _remedy(folder: Path) -> str:
         tag = f" --tag {m['tag']}" if m["tag"] else ""
         retrain = (f"retrain it with `python -m cnnlib train {m['model']} --profile {m['profile']} --seed {m['seed']}"
                    f"{tag} --retrain`")  # fmt: skip
-    if _committed(folder):
+    if committed(folder):
         return f"restore the run with `git checkout -- {shown(folder)}`, or {retrain}"
     return retrain
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -152,7 +153,7 @@ def _write_meta(folder: Path, meta: dict) -> None:
 
 def _file_records(folder: Path) -> dict[str, dict]:
     """name -> size and SHA-256 of every file of the run but run.json (what ``check_run`` compares)."""
-    return {p.name: dict(size=p.stat().st_size, sha256=_sha256(p))
+    return {p.name: dict(size=p.stat().st_size, sha256=sha256(p))
             for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name != "run.json"}
 
 
@@ -178,7 +179,7 @@ def _check_files(folder: Path, meta: dict) -> None:
         size = path.stat().st_size
         if size != record["size"]:
             raise DamagedRunError(folder, name, f"has {size:,} bytes where run.json records {record['size']:,}")
-        if _sha256(path) != record["sha256"]:
+        if sha256(path) != record["sha256"]:
             raise DamagedRunError(folder, name, "does not match the SHA-256 that run.json records")
 
 
@@ -281,6 +282,70 @@ def record_checksums(root: Path | None = None) -> list[str]:
     for run in runs:
         _write_meta(run.path, run.meta | {"files": _file_records(run.path)})
     return [r.config.run_id for r in runs]
+
+
+# --- tables beside the runs: measurements that belong to no run, each a CSV with a JSON record ------------------------
+# (<results>/<folder>/<name>.csv and <name>.json), and how each folder's tables are made again
+TABLE_FOLDERS = {
+    "at-init": "remove it and its .json: the notebook that reads it computes both again (`cnnlib.at_init`)",
+    "step-times": "time the steps again with `python benchmarks/step_rates.py --store`",
+}
+
+
+def write_table(path: Path, table: pd.DataFrame, record: dict, **to_csv) -> pd.DataFrame:
+    """Store ``table`` as the CSV ``path`` (``to_csv``: pandas' options), then, last, ``record`` with the CSV's SHA-256
+    in the JSON beside it (``path`` with the suffix .json). Returns the table as read back, to the last digit."""
+    atomic_write(path, table.to_csv(index=False, **to_csv))
+    atomic_write(path.with_suffix(".json"), json.dumps(record | dict(sha256=sha256(path)), indent=2) + "\n")
+    return pd.read_csv(path)
+
+
+def table_damaged(path: Path, problem: str) -> DamagedRunError:
+    """The error of a damaged file of a table beside the runs: what to do is to restore it from git, or to make it
+    again as its folder's tables are made (``TABLE_FOLDERS``)."""
+    restore = f"restore it with `git checkout -- {shown(path)}`, or " if committed(path.parent, path.name) else ""
+    return DamagedRunError(path.parent, path.name, problem, restore + TABLE_FOLDERS.get(path.parent.name, "remake it"))
+
+
+def read_table(path: Path) -> tuple[dict, pd.DataFrame]:
+    """(record, table) of a table that ``write_table`` stored at ``path``, checked first: the record parses as a JSON
+    object, the CSV matches the SHA-256 it records (tables stored before the checksums: not compared) and parses. Else
+    DamagedRunError: one line naming the file and what to do (restore it from git, or make it again)."""
+    record = path.with_suffix(".json")
+    if not record.is_file():
+        raise table_damaged(record, "is missing")
+    try:
+        made = json.loads(record.read_bytes())
+    except ValueError as e:  # a UnicodeDecodeError too
+        raise table_damaged(record, f"does not parse as JSON ({e})") from None
+    if not isinstance(made, dict):
+        raise table_damaged(record, "does not hold a table's record")
+    if not path.is_file():
+        raise table_damaged(path, "is missing")
+    if "sha256" in made and sha256(path) != made["sha256"]:
+        raise table_damaged(path, f"does not match the SHA-256 that {record.name} records")
+    try:
+        return made, pd.read_csv(path)
+    except ValueError as e:  # pandas' ParserError and EmptyDataError too
+        raise table_damaged(path, f"does not parse as CSV ({str(e).strip()})") from None
+
+
+def stored_tables(root: Path | None = None) -> list[Path]:
+    """The CSV of every table beside the runs (``TABLE_FOLDERS``), by its record: a record without its table counts."""
+    root = root or results_root()
+    return [p.with_suffix(".csv") for folder in TABLE_FOLDERS for p in sorted((root / folder).glob("*.json"))]
+
+
+def record_table_checksums(root: Path | None = None) -> list[str]:
+    """Add the SHA-256 to the record of each table beside the runs stored without one (each checked first:
+    ``read_table``); returns their names (folder/name.csv)."""
+    added = []
+    for path in stored_tables(root):
+        made, _ = read_table(path)
+        if "sha256" not in made:
+            atomic_write(path.with_suffix(".json"), json.dumps(made | dict(sha256=sha256(path)), indent=2) + "\n")
+            added.append(f"{path.parent.name}/{path.name}")
+    return added
 
 
 def complete_seeds(runs: Iterable[Run], models: Iterable[str]) -> tuple[list[Run], dict[int, list[str]]]:

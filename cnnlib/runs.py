@@ -111,24 +111,17 @@ def provenance_groups(runs: list[Run]) -> list[dict]:
 def step_times() -> tuple[pd.DataFrame, dict] | None:
     """Every model's training step, timed in one run on one machine (``benchmarks/step_rates.py --store``): the
     timed steps (columns model, setting, round, seconds) and the conditions they were timed in (CPU, threads,
-    batch, the share of the cores other processes used meanwhile); None where none are stored."""
-    import json
+    batch, the share of the cores other processes used meanwhile); None where none are stored. A damaged or
+    incomplete table raises ``DamagedRunError``, one line naming the file and what to do (``results.read_table``)."""
+    from .paths import results_root
+    from .results import read_table, table_damaged
 
-    import pandas as pd
-
-    from .paths import results_root, shown
-
-    folder = results_root() / "step-times"
-    csv, meta = folder / "step_times.csv", folder / "step_times.json"
-    if not csv.exists():
+    path = results_root() / "step-times" / "step_times.csv"
+    if not path.exists():
         return None
-    try:
-        steps, when = pd.read_csv(csv), json.loads(meta.read_text())
-        ok = {"model", "setting", "round", "seconds"} <= set(steps.columns) and (steps["seconds"] > 0).all()
-        ok = ok and {"cpu", "cores", "threads", "batch", "rounds", "started", "others_share"} <= set(when)
-    except (OSError, ValueError, TypeError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{shown(folder)} holds a damaged or incomplete step table: restore it (`git checkout -- "
-                         f"{shown(folder)}`) or time the steps again (`benchmarks/step_rates.py --store`)")
+    when, steps = read_table(path)
+    if not {"model", "setting", "round", "seconds"} <= set(steps.columns) or not (steps["seconds"] > 0).all():
+        raise table_damaged(path, "lacks a column of the timed steps, or holds a time that is not positive")
+    if lacks := {"cpu", "cores", "threads", "batch", "rounds", "started", "others_share"} - set(when):
+        raise table_damaged(path.with_suffix(".json"), f"lacks {', '.join(sorted(lacks))}")
     return steps, when

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cnnlib import at_init
 from cnnlib.mechanisms import shattering_table
@@ -73,3 +74,77 @@ def test_shattering_over_twenty_initialisations_reads_as_one_verdict_per_depth(s
     assert sh.set_index("id").loc["shattering.d8", "n"] == 20
     stored = pd.read_csv(store / "results" / "at-init" / "shattering.csv")
     assert sorted(stored["init_seed"].unique()) == list(range(20))
+
+
+def test_gradient_traces_are_the_direct_traces_and_read_back_from_the_store(store):
+    import torch
+
+    from cnnlib.mechanisms import gradient_trace
+    from cnnlib.models import create_model
+
+    traces = at_init.gradient_traces(["plain20", "resnet20"], points=8, seed=3)
+    g = torch.Generator().manual_seed(3)
+    x0, x1 = torch.randn(3, 32, 32, generator=g), torch.randn(3, 32, 32, generator=g)
+    for name, trace in traces.groupby("model", sort=False):
+        torch.manual_seed(3)
+        direct = gradient_trace(create_model(name), x0, x1, points=8)
+        np.testing.assert_array_equal(trace["gradient"].to_numpy(), direct)
+        assert trace["position"].tolist() == np.linspace(0, 1, 8).tolist()
+    assert list(traces["model"].unique()) == ["plain20", "resnet20"]
+    pd.testing.assert_frame_equal(at_init.gradient_traces(["plain20", "resnet20"], points=8, seed=3), traces)
+
+
+def _table(store):
+    """A stored table ``example`` (a column of 1 / 3, 2 / 3), and its two files."""
+    at_init.stored("example", {"n": 2}, lambda: pd.DataFrame({"b": [1 / 3, 2 / 3]}))
+    folder = store / "results" / "at-init"
+    return folder / "example.csv", folder / "example.json"
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    ("csv changed", "example.csv does not match the SHA-256 that example.json records"),
+    ("csv garbled", "example.csv does not match the SHA-256"),
+    ("json garbled", "example.json does not parse as JSON"),
+    ("json a list", "example.json does not hold a table's record"),
+])  # fmt: skip
+def test_a_damaged_table_stops_its_reader_with_one_line_and_is_never_computed_again(store, damage, said):
+    from cnnlib.results import DamagedRunError
+
+    csv, record = _table(store)
+    if damage == "csv changed":  # parses, with other numbers: only the checksum tells
+        csv.write_text(csv.read_text().replace("0.333", "0.334"))
+    elif damage == "csv garbled":
+        csv.write_bytes(b"\x00\xff garbage \x13\x37" * 7)
+    elif damage == "json garbled":
+        record.write_text(record.read_text()[:20])
+    else:
+        record.write_text("[1, 2]")
+    calls = []
+    with pytest.raises(DamagedRunError, match=said) as e:
+        at_init.stored("example", {"n": 2}, lambda: calls.append(1) or pd.DataFrame({"b": [0.0]}))
+    assert calls == [] and len(str(e.value).splitlines()) == 1
+    assert str(e.value).endswith("remove it and its .json: the notebook that reads it computes both again "
+                                 "(`cnnlib.at_init`)")  # fmt: skip
+
+
+def test_verify_names_a_damaged_table_and_records_missing_checksums(store, capsys):
+    import json
+
+    from cnnlib.__main__ import main
+
+    csv, record = _table(store)
+    made = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in made.items() if k != "sha256"}))  # stored before checksums
+    assert main(["verify", "--record-checksums"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("all 0 stored runs and the 1 tables beside them in ") and out[0].endswith(" are sound")
+    assert out[1:] == ["recorded the checksums of 0 run(s) stored without them",
+                       "recorded the checksums of 1 table(s) stored without them: at-init/example.csv"]
+    assert json.loads(record.read_text())["sha256"] == made["sha256"]
+    csv.write_text("b\n0.5\n")
+    assert main(["verify"]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith("damaged ") and "example.csv does not match the SHA-256" in out
+    assert err == "error: 0 of the 0 stored runs and 1 of the 1 tables beside them are damaged (listed above)\n"
+    csv.unlink()
+    assert main(["verify"]) == 2 and "example.csv is missing" in capsys.readouterr().out

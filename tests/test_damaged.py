@@ -327,3 +327,12 @@ def test_every_committed_run_records_its_files_and_they_match(_committed_results
             data = (path.parent / name).read_bytes()
             assert len(data) == f["size"] and hashlib.sha256(data).hexdigest() == f["sha256"], path.parent / name
 
+
+def test_every_committed_table_beside_the_runs_records_its_checksum_and_matches(_committed_results):
+    from cnnlib.results import read_table, stored_tables
+
+    tables = stored_tables(_committed_results)
+    assert {p.parent.name for p in tables} == {"at-init", "step-times"}
+    for path in tables:
+        made, _ = read_table(path)  # checked against the checksum
+        assert "sha256" in made, path

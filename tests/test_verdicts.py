@@ -546,17 +546,21 @@ def test_the_controlled_familys_text_was_written_for_the_verdict_of_the_committe
 
 def test_a_damaged_step_table_stops_with_what_to_do(store):
     from cnnlib import runs
+    from cnnlib.results import DamagedRunError
 
     assert runs.step_times() is None  # none stored: notebook 05 says how to time them
     folder = store / "results" / "step-times"
     folder.mkdir(parents=True)
     steps({"resnet18": {"fp32": 1.0}}).to_csv(folder / "step_times.csv", index=False)
-    with pytest.raises(ValueError, match="step_rates.py --store"):
+    with pytest.raises(DamagedRunError, match=r"step_times.json is missing; .*step_rates.py --store"):
         runs.step_times()  # the conditions are missing
+    (folder / "step_times.json").write_text('{"cpu": "x", "cores": 2, "threads": 2, "batch": 128, "rounds": 6}')
+    with pytest.raises(DamagedRunError, match="step_times.json lacks others_share, started"):
+        runs.step_times()
     (folder / "step_times.json").write_text('{"cpu": "x", "cores": 2, "threads": 2, "batch": 128, "rounds": 6, '
                                             '"started": "2026-12-06 05:00:00", "others_share": 0.0}')
     table, when = runs.step_times()
     assert len(table) == 6 and when["batch"] == 128
     (folder / "step_times.csv").write_text("model,setting\nresnet18,fp32\n")  # cut short
-    with pytest.raises(ValueError, match="damaged or incomplete"):
+    with pytest.raises(DamagedRunError, match="step_times.csv lacks a column of the timed steps"):
         runs.step_times()
