@@ -127,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="take the checks again now (with MODELs not checked yet: at this process's threads)")
     tb = sub.add_parser("tables", help="redo a stored run's after-training tables from its weights")
     tb.add_argument("run_ids", nargs="+", metavar="RUN_ID")
-    v = sub.add_parser("verify", help="check every stored run's files and the tables beside the runs; name the "
-                       "damaged ones")  # fmt: skip
+    v = sub.add_parser("verify", help="check every stored run's files, the tables beside the runs and the records "
+                       "of diverged runs; name the damaged ones")  # fmt: skip
     v.add_argument("--record-checksums", action="store_true",
                    help="add the checksums of the runs and tables stored without them (all must be sound)")
     sub.add_parser("readme", help="rewrite the README's results section from the stored runs")
@@ -150,34 +150,45 @@ def _profile_of(run_id: str) -> str:
 
 
 def _verify(record: bool) -> int:
-    """Check every stored run and every table beside the runs, name the damaged ones (then fail); with ``record``, add
-    the checksums of those stored without them."""
+    """Check every stored run, every table beside the runs and every record of a diverged run; name the damaged ones
+    (then fail); with ``record``, add the checksums of the runs and tables stored without them."""
     from .paths import results_root
-    from .results import DamagedRunError, check_run, read_table, record_checksums, record_table_checksums, stored_tables
+    from .results import (
+        DamagedRunError,
+        check_run,
+        read_divergence,
+        read_table,
+        record_checksums,
+        record_table_checksums,
+        stored_tables,
+    )
 
     root = results_root()
     folders = [p for p in sorted(root.iterdir()) if (p / "run.json").exists()] if root.exists() else []
-    tables = stored_tables(root)
-    damaged = {"runs": 0, "tables": 0}
-    for what, check, items in (("runs", check_run, folders), ("tables", read_table, tables)):
+    kinds = [("stored runs", check_run, folders), ("tables beside them", read_table, stored_tables(root)),
+             ("records of diverged runs", read_divergence, sorted((root / "diverged").glob("*.json")))]  # fmt: skip
+    kinds = [kinds[0]] + [k for k in kinds[1:] if k[2]]  # the runs always; the others where there are any
+    damaged = {}
+    for what, check, items in kinds:
         for item in items:
             try:
                 check(item)
             except DamagedRunError as e:
-                damaged[what] += 1
+                damaged[what] = damaged.get(what, 0) + 1
                 print(f"damaged {e}")
-    if any(damaged.values()):
-        what = f"{damaged['runs']} of the {len(folders)} stored runs"
-        if tables:
-            what += f" and {damaged['tables']} of the {len(tables)} tables beside them"
-        raise ValueError(f"{what} are damaged (listed above)")
-    what = f"{len(folders)} stored runs" + (f" and the {len(tables)} tables beside them" if tables else "")
-    print(f"all {what} in {shown(root)} are sound")
+
+    def listed(parts: list[str]) -> str:
+        return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+    if damaged:
+        counts = listed([f"{damaged.get(what, 0)} of the {len(items)} {what}" for what, _, items in kinds])
+        raise ValueError(f"{counts} are damaged (listed above)")
+    print(f"all {listed([f'{len(items)} {what}' for what, _, items in kinds])} in {shown(root)} are sound")
     if record:
         added = record_checksums(root)
         print(f"recorded the checksums of {len(added)} run(s) stored without them"
               + (f": {', '.join(added)}" if added else ""))  # fmt: skip
-        if tables:
+        if stored_tables(root):
             added = record_table_checksums(root)
             print(f"recorded the checksums of {len(added)} table(s) stored without them"
                   + (f": {', '.join(added)}" if added else ""))  # fmt: skip

@@ -39,18 +39,16 @@ from .constants import LR_CONTROL
 from .data import CIFAR10, load_cifar10
 from .models import FAMILIES
 from .paths import atomic_write, checkpoint_root, results_root
-from .results import DamagedRunError, fit_or_load, list_runs, load_run
-from .train import (
-    RunWontFit,
-    StopRule,
-    TrainingDiverged,
-    default_device,
+from .results import (
+    DamagedRunError,
     diverged_path,
     divergence,
-    peek_checkpoint,  # fmt: skip
+    fit_or_load,
+    list_runs,
+    load_run,
     record_divergence,
-    stepper,
 )
+from .train import RunWontFit, StopRule, TrainingDiverged, default_device, peek_checkpoint, stepper
 
 
 def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
@@ -136,13 +134,14 @@ def run_status(cfg: TrainConfig, *, checkpoints: bool = False) -> PlanStatus:
     """Whether ``cfg``'s run is stored; with ``checkpoints``, also how far an unfinished one got."""
     try:
         run = load_run(cfg)
+        record = divergence(cfg) if run is None else None
     except DamagedRunError as e:
         return PlanStatus(cfg, "damaged", message=str(e))
     if run is not None and not run.matches(cfg):
         return PlanStatus(cfg, "stale")
     if run is not None:
         return PlanStatus(cfg, "done", run.final["test_acc"], run.meta["train_s"], run.meta["device_name"])
-    if (record := divergence(cfg)) is not None:
+    if record is not None:
         return PlanStatus(cfg, "diverged", epochs_done=len(record["history"]), message=record["message"])
     info = peek_checkpoint(cfg) if checkpoints else None
     if info is not None:

@@ -10,7 +10,7 @@ no part. The setting with the best mean held-out accuracy of the check's nets is
   the peak lr of the original report's four models (seed_cnn has no normalisation layers, and the shared choice left it
   at 29%; seed_densenet's full run diverged at the first version's choice).
 
-A setting under which a check's run or a full run of its families diverged (its loss turned NaN: ``train.divergence``)
+A setting under which a check's run or a full run of its families diverged (its loss turned NaN: ``results.divergence``)
 is never chosen.
 
 A check's choice is recorded as data (``record``: ``config.RECIPE_CHOICE``, committed), and the full profile's configs
@@ -32,8 +32,7 @@ from . import config
 from .config import RECIPE_CHECKS, RECIPE_SETTINGS, checks_of, make_config, recorded_choices
 from .models import FAMILIES
 from .paths import atomic_write
-from .results import Run, load_run
-from .train import divergence
+from .results import Run, divergence, load_run
 
 
 def nets(check: str = "shared") -> tuple[str, ...]:

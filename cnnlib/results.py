@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) 
     from .config import TrainConfig
     from .data import CIFAR10
     from .engine import Engine
-    from .train import FitResult
+    from .train import FitResult, TrainingDiverged
 
 
 class StaleRunError(RuntimeError):
@@ -282,6 +283,50 @@ def record_checksums(root: Path | None = None) -> list[str]:
     for run in runs:
         _write_meta(run.path, run.meta | {"files": _file_records(run.path)})
     return [r.config.run_id for r in runs]
+
+
+# --- runs that diverged: a finding, kept so that the plan skips the config -------------------------------------------
+
+
+def diverged_path(cfg: TrainConfig) -> Path:
+    """Where a run that diverged leaves its record: ``diverged/<run>.json`` in the results, committed like a
+    finished run, so that the finding (and the skip) survives a move to another machine."""
+    return results_root() / "diverged" / f"{cfg.run_id}.json"
+
+
+def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
+    """Keep what a diverged run trained (its message and the epochs before) so that later calls skip this config
+    and a person can look at why; a change of the recipe changes the config and clears it."""
+    path = diverged_path(cfg)
+    record = dict(run_id=cfg.run_id, config_hash=cfg.hash, message=str(error), at=time.strftime("%Y-%m-%d %H:%M"),
+                  history=error.history.to_dict(orient="records"))  # fmt: skip
+    atomic_write(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def divergence(cfg: TrainConfig) -> dict | None:
+    """The record of ``cfg``'s divergence (run_id, message, history, ...), or None if it did not diverge; a damaged
+    record raises DamagedRunError (``read_divergence``)."""
+    path = diverged_path(cfg)
+    if not path.is_file():
+        return None
+    record = read_divergence(path)
+    return record if record["config_hash"] == cfg.hash else None
+
+
+def read_divergence(path: Path) -> dict:
+    """A divergence's record, checked: one that does not parse raises DamagedRunError, since read as "did not diverge"
+    it would send the plan to train the config again."""
+    restore = f"restore it with `git checkout -- {shown(path)}`, or " if committed(path.parent, path.name) else ""
+    try:
+        record = json.loads(path.read_bytes())
+    except ValueError as e:  # a UnicodeDecodeError too
+        raise DamagedRunError(path.parent, path.name, f"does not parse as JSON ({e})",
+                              f"{restore}remove it to train the config again") from None  # fmt: skip
+    if not isinstance(record, dict) or "config_hash" not in record:
+        raise DamagedRunError(path.parent, path.name, "does not hold a divergence's record",
+                              f"{restore}remove it to train the config again")  # fmt: skip
+    return record
 
 
 # --- tables beside the runs: measurements that belong to no run, each a CSV with a JSON record ------------------------

@@ -13,7 +13,6 @@ measured on the trained weights, and the store of finished runs, belong to ``cnn
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -34,7 +33,7 @@ from .config import TrainConfig, lr_at
 from .data import CIFAR10, DeviceLoader, load_cifar10
 from .engine import CHECK_TRIES, Engine, cached_rate, choose, confirm, cpu_name, sync
 from .models import create_model
-from .paths import atomic_write, checkpoint_root, results_root
+from .paths import atomic_write, checkpoint_root
 
 
 class TrainingDiverged(RuntimeError):
@@ -591,31 +590,6 @@ def _usable_checkpoint(cfg: TrainConfig, map_location="cpu", *, set_aside: bool 
             return None  # another config's: never resumed, and the one before it is older still
         return state
     return None
-
-
-def diverged_path(cfg: TrainConfig) -> Path:
-    """Where a run that diverged leaves its record: ``diverged/<run>.json`` in the results, committed like a
-    finished run, so that the finding (and the skip) survives a move to another machine."""
-    return results_root() / "diverged" / f"{cfg.run_id}.json"
-
-
-def record_divergence(cfg: TrainConfig, error: TrainingDiverged) -> Path:
-    """Keep what a diverged run trained (its message and the epochs before) so that later calls skip this config
-    and a person can look at why; a change of the recipe changes the config and clears it."""
-    path = diverged_path(cfg)
-    record = dict(run_id=cfg.run_id, config_hash=cfg.hash, message=str(error), at=time.strftime("%Y-%m-%d %H:%M"),
-                  history=error.history.to_dict(orient="records"))  # fmt: skip
-    atomic_write(path, json.dumps(record, indent=1) + "\n")
-    return path
-
-
-def divergence(cfg: TrainConfig) -> dict | None:
-    """The record of ``cfg``'s divergence (run_id, message, history, ...), or None if it did not diverge."""
-    try:
-        record = json.loads(diverged_path(cfg).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if record.get("config_hash") == cfg.hash else None
 
 
 @dataclass

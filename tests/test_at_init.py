@@ -137,7 +137,7 @@ def test_verify_names_a_damaged_table_and_records_missing_checksums(store, capsy
     record.write_text(json.dumps({k: v for k, v in made.items() if k != "sha256"}))  # stored before checksums
     assert main(["verify", "--record-checksums"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("all 0 stored runs and the 1 tables beside them in ") and out[0].endswith(" are sound")
+    assert out[0].startswith("all 0 stored runs and 1 tables beside them in ") and out[0].endswith(" are sound")
     assert out[1:] == ["recorded the checksums of 0 run(s) stored without them",
                        "recorded the checksums of 1 table(s) stored without them: at-init/example.csv"]
     assert json.loads(record.read_text())["sha256"] == made["sha256"]

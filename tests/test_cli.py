@@ -580,6 +580,14 @@ def test_a_run_that_diverges_is_recorded_skipped_and_the_plan_goes_on(store, syn
     assert trained == [] and any(line.startswith("skip seed_resnet18-smoke-s0: it diverged before") for line in lines)
     # another recipe is another config: it trains
     assert plan.run_status(plan.make_config("seed_resnet18", "smoke", 0, lr=0.01)).state == "missing"
+    # a record cut short is damaged, not "did not diverge": the config is not trained again behind one's back
+    record = plan.diverged_path(cfg)
+    record.write_text(record.read_text()[:40])
+    st = plan.run_status(cfg)
+    assert st.state == "damaged" and "does not parse as JSON" in st.message and record.name in st.message
+    assert st.message.endswith("remove it to train the config again")
+    plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, models=["seed_resnet18"])
+    assert trained == []
 
 
 def test_a_check_never_chooses_a_setting_under_which_a_run_diverged(store):
@@ -587,7 +595,8 @@ def test_a_check_never_chooses_a_setting_under_which_a_run_diverged(store):
 
     from cnnlib import recipe
     from cnnlib.config import RECIPE_CHECKS, make_config
-    from cnnlib.train import TrainingDiverged, record_divergence
+    from cnnlib.results import record_divergence
+    from cnnlib.train import TrainingDiverged
 
     tags = RECIPE_CHECKS["seed"]["tags"]
     accs = {tags[0]: 0.6, tags[1]: 0.7, tags[2]: 0.8}  # the highest lr would win on accuracy alone

@@ -336,3 +336,17 @@ def test_every_committed_table_beside_the_runs_records_its_checksum_and_matches(
     for path in tables:
         made, _ = read_table(path)  # checked against the checksum
         assert "sha256" in made, path
+
+
+def test_verify_names_a_damaged_record_of_a_diverged_run(capsys, store):
+    _store("seed_cnn", 0)
+    folder = store / "results" / "diverged"
+    folder.mkdir()
+    (folder / "seed_cnn-smoke-s1.json").write_text('{"run_id": "seed_cnn-smoke-s1", "config_hash": "ab"}')
+    code, out, _ = run_cli(capsys, "verify")
+    assert code == 0 and out.startswith("all 1 stored runs and 1 records of diverged runs in ")
+    (folder / "seed_cnn-smoke-s1.json").write_text('{"run_id": "seed_cnn-smo')  # cut short
+    code, out, err = run_cli(capsys, "verify")
+    assert code == 2 and out.startswith("damaged ") and "seed_cnn-smoke-s1.json does not parse as JSON" in out
+    assert out.rstrip().endswith("remove it to train the config again")
+    assert err == "error: 0 of the 1 stored runs and 1 of the 1 records of diverged runs are damaged (listed above)\n"
