@@ -317,16 +317,19 @@ def divergence(cfg: TrainConfig) -> dict | None:
 def read_divergence(path: Path) -> dict:
     """A divergence's record, checked: one that does not parse raises DamagedRunError, since read as "did not diverge"
     it would send the plan to train the config again."""
-    restore = f"restore it with `git checkout -- {shown(path)}`, or " if committed(path.parent, path.name) else ""
     try:
         record = json.loads(path.read_bytes())
     except ValueError as e:  # a UnicodeDecodeError too
-        raise DamagedRunError(path.parent, path.name, f"does not parse as JSON ({e})",
-                              f"{restore}remove it to train the config again") from None  # fmt: skip
+        raise _damaged_file(path, f"does not parse as JSON ({e})", "remove it to train the config again") from None
     if not isinstance(record, dict) or "config_hash" not in record:
-        raise DamagedRunError(path.parent, path.name, "does not hold a divergence's record",
-                              f"{restore}remove it to train the config again")  # fmt: skip
+        raise _damaged_file(path, "does not hold a divergence's record", "remove it to train the config again")
     return record
+
+
+def _damaged_file(path: Path, problem: str, remake: str) -> DamagedRunError:
+    """The error of a damaged file that is not a run's: restore it from git where git has it, else ``remake``."""
+    restore = f"restore it with `git checkout -- {shown(path)}`, or " if committed(path.parent, path.name) else ""
+    return DamagedRunError(path.parent, path.name, problem, restore + remake)
 
 
 # --- tables beside the runs: measurements that belong to no run, each a CSV with a JSON record ------------------------
@@ -341,15 +344,19 @@ def write_table(path: Path, table: pd.DataFrame, record: dict, **to_csv) -> pd.D
     """Store ``table`` as the CSV ``path`` (``to_csv``: pandas' options), then, last, ``record`` with the CSV's SHA-256
     in the JSON beside it (``path`` with the suffix .json). Returns the table as read back, to the last digit."""
     atomic_write(path, table.to_csv(index=False, **to_csv))
-    atomic_write(path.with_suffix(".json"), json.dumps(record | dict(sha256=sha256(path)), indent=2) + "\n")
+    _write_record(path, record)
     return pd.read_csv(path)
 
 
+def _write_record(path: Path, record: dict) -> None:
+    """The JSON beside the table ``path``: ``record`` with the table's SHA-256."""
+    atomic_write(path.with_suffix(".json"), json.dumps(record | dict(sha256=sha256(path)), indent=2) + "\n")
+
+
 def table_damaged(path: Path, problem: str) -> DamagedRunError:
-    """The error of a damaged file of a table beside the runs: what to do is to restore it from git, or to make it
-    again as its folder's tables are made (``TABLE_FOLDERS``)."""
-    restore = f"restore it with `git checkout -- {shown(path)}`, or " if committed(path.parent, path.name) else ""
-    return DamagedRunError(path.parent, path.name, problem, restore + TABLE_FOLDERS.get(path.parent.name, "remake it"))
+    """The error of a damaged file of a table beside the runs (``_damaged_file``), made again as its folder's tables
+    are (``TABLE_FOLDERS``)."""
+    return _damaged_file(path, problem, TABLE_FOLDERS[path.parent.name])
 
 
 def read_table(path: Path) -> tuple[dict, pd.DataFrame]:
@@ -388,7 +395,7 @@ def record_table_checksums(root: Path | None = None) -> list[str]:
     for path in stored_tables(root):
         made, _ = read_table(path)
         if "sha256" not in made:
-            atomic_write(path.with_suffix(".json"), json.dumps(made | dict(sha256=sha256(path)), indent=2) + "\n")
+            _write_record(path, made)
             added.append(f"{path.parent.name}/{path.name}")
     return added
 
