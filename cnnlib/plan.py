@@ -334,15 +334,9 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         unit = [c for c in unit if models is None or c.model in models]
         if not unit:
             continue
-        if profile == "full" and unit[0].profile == "full":
-            for check in recipe.checks_of(unit[0].model):
-                if check not in waiting:
-                    waiting[check] = recipe.blocking(check=check) or ""
-                    if waiting[check]:
-                        log(f"wait: {waiting[check]}")
-            if any(waiting[check] for check in recipe.checks_of(unit[0].model)):
-                skipped += [c.run_id for c in unit if run_status(c).state != "done"]
-                continue
+        if _waits_for_a_recipe(unit[0], waiting, log):
+            skipped += [c.run_id for c in unit if run_status(c).state != "done"]
+            continue
         todo = [st for st in (run_status(c, checkpoints=True) for c in unit) if st.state != "done"]
         done += [c.run_id for c in unit if c.run_id not in {st.config.run_id for st in todo}]
         for st in [st for st in todo if st.state in ("diverged", "damaged") and _claim(claims, [st.config], "skip")]:
@@ -372,22 +366,9 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
             if stopped:
                 skipped.append(st.config.run_id)
                 continue
-            if policy == "finish":
-                over = deadline - time.time() < 10  # the call is over: list what waits, time no more steps
-                need = math.inf if over else seconds_to_finish(st.config, data, dev)
-                if need > (left := deadline - time.time()):
-                    why = ("the call's deadline has passed" if over else f"needs about {need / 3600:.1f} h at "
-                           f"{torch.get_num_threads()} thread(s), {left / 3600:.1f} h left")  # fmt: skip
-                    log(f"skip {st.config.run_id}: {why}; it waits for a longer call")
-                    skipped.append(st.config.run_id)
-                    continue
-                log(f"train {st.config.run_id} (about {need / 3600:.1f} h to finish; {left / 3600:.1f} h left)")
-            if policy == "sequential":
-                # only rates measured at this job's threads: a check at another count can be far off
-                n = torch.get_num_threads()
-                est = estimate_seconds(st.config, data, dev, measure=False, threads=n, exact=True)
-                about = f"about {est / 3600:.1f} h in all" if not math.isnan(est) else f"no rate at {n} thread(s) yet"
-                log(f"train {st.config.run_id} ({about}; {(deadline - time.time()) / 3600:.1f} h left in this call)")
+            if policy != "units" and not _starts(policy, st.config, data, dev, deadline, log):
+                skipped.append(st.config.run_id)
+                continue
             try:
                 run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev,
                                   stops=StopRule(deadline, until_deadline=policy != "units",
@@ -412,6 +393,40 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
 
 
 POLICIES = ("sequential", "units", "finish")
+
+
+def _waits_for_a_recipe(cfg: TrainConfig, waiting: dict[str, str], log) -> bool:
+    """Whether the family of ``cfg`` (a run of the full profile) waits for a recipe check's choice; ``waiting`` keeps
+    each check's reason ("" if none) across the units of a call, so that each is logged once."""
+    if cfg.profile != "full":
+        return False
+    for check in recipe.checks_of(cfg.model):
+        if check not in waiting:
+            waiting[check] = recipe.blocking(check=check) or ""
+            if waiting[check]:
+                log(f"wait: {waiting[check]}")
+    return any(waiting[check] for check in recipe.checks_of(cfg.model))
+
+
+def _starts(policy: str, cfg: TrainConfig, data: CIFAR10, dev: torch.device, deadline: float, log) -> bool:
+    """Whether a CPU policy starts (or resumes) ``cfg``'s run now, logged with its estimate: ``sequential`` always;
+    ``finish`` only if the run's estimate fits in what is left of the call, else it logs why the run waits."""
+    if policy == "sequential":
+        # only rates measured at this job's threads: a check at another count can be far off
+        n = torch.get_num_threads()
+        est = estimate_seconds(cfg, data, dev, measure=False, threads=n, exact=True)
+        about = f"about {est / 3600:.1f} h in all" if not math.isnan(est) else f"no rate at {n} thread(s) yet"
+        log(f"train {cfg.run_id} ({about}; {(deadline - time.time()) / 3600:.1f} h left in this call)")
+        return True
+    over = deadline - time.time() < 10  # the call is over: list what waits, time no more steps
+    need = math.inf if over else seconds_to_finish(cfg, data, dev)
+    if need > (left := deadline - time.time()):
+        why = ("the call's deadline has passed" if over else f"needs about {need / 3600:.1f} h at "
+               f"{torch.get_num_threads()} thread(s), {left / 3600:.1f} h left")  # fmt: skip
+        log(f"skip {cfg.run_id}: {why}; it waits for a longer call")
+        return False
+    log(f"train {cfg.run_id} (about {need / 3600:.1f} h to finish; {left / 3600:.1f} h left)")
+    return True
 
 
 def seconds_to_finish(cfg: TrainConfig, data: CIFAR10, device: torch.device) -> float:
