@@ -149,6 +149,77 @@ def _profile_of(run_id: str) -> str:
     return parts[1] if len(parts) > 2 and parts[1] in PROFILES else "PROFILE"
 
 
+def _status(args: argparse.Namespace) -> int:
+    """The plan's runs (done, partly trained, diverged, damaged, missing), its recipe checks and the hours left."""
+    from .plan import job_threads, measure_missing_rates, stage_hours_left, status
+
+    threads = job_threads(args.workers)  # the jobs train-missing would start, not this process's threads
+    if args.measure:
+        for model in measure_missing_rates(args.profile, threads):
+            print(f"measured one training step of {model}", flush=True)
+    rows = status(args.profile, checkpoints=True)
+    for st in rows:
+        if st.state == "done":
+            extra = (f"{st.config.scored} acc {st.test_acc:.4f}, "
+                     f"{st.train_s / 60:.0f} min of training on {st.device_name}")  # fmt: skip
+        elif st.state == "partly":
+            extra = (f"{st.epochs_done}/{st.config.epochs} epochs"
+                     + (f" and {st.steps_done} steps" if st.steps_done else "")
+                     + f", {st.train_s / 60:.0f} min of training so far (checkpoint)")  # fmt: skip
+        elif st.state == "diverged":
+            extra = f"after {st.epochs_done} good epoch(s): {st.message}"
+        elif st.state == "damaged":
+            extra = st.message
+        else:
+            extra = ""
+        print(f"{st.state:<8} {st.config.run_id:<34} {extra}")
+    if args.profile == "full":
+        _recipe_checks(args.record_recipe)
+    print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
+          f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
+          "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")
+    for name, hours, typical, unknown in stage_hours_left(args.profile, threads=threads):
+        if unknown and not hours:  # nothing of the stage is rated: "0.0 h" would read as done
+            print(f"  stage {name}: no measured rate yet for its {unknown} missing run(s) (--measure times them)")
+            continue
+        slower = f" ({typical:.1f} h at the median stored rates)" if f"{typical:.1f}" != f"{hours:.1f}" else ""
+        note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
+        print(f"  stage {name}: {hours:.1f} h{slower}{note}")
+    missing = sum(st.state != "done" for st in rows)
+    damaged = sum(st.state == "damaged" for st in rows)
+    print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing"
+          + (f", of which {damaged} damaged (restore them from git or retrain them: see above)" if damaged
+             else ""))  # fmt: skip
+    return 0
+
+
+def _recipe_checks(record: bool) -> None:
+    """Print each recipe check of the full profile: its runs, its choice (with ``record``, recorded as the full
+    profile's recipe if it is not yet) and its table of held-out accuracies."""
+    from . import recipe
+    from .config import RECIPE_CHECKS
+    from .results import DamagedRunError
+
+    for name in RECIPE_CHECKS:
+        try:
+            check = recipe.table(check=name)
+        except DamagedRunError as e:  # listed above as damaged; the other checks go on
+            print(f"recipe check '{name}': cannot tell while a run of it is damaged: {e}")
+            continue
+        got = int(check.filter(like="held-out").notna().sum().sum())
+        chosen = recipe.choice(check, name)
+        if chosen and record and not recipe.applied(chosen, name):
+            recipe.record(chosen, name)
+        state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen, name) else
+                                                  ", not yet recorded as the full profile's recipe")
+                 if chosen else "not chosen yet")  # fmt: skip
+        print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
+              f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
+        if got:  # accuracies in %
+            pct = {c: (100 * check[c]).round(2) for c in check if "acc" in c or c == "mean"}
+            print(check.assign(**pct).to_string(index=False, na_rep="-"))
+
+
 def _verify(record: bool) -> int:
     """Check every stored run, every table beside the runs and every record of a diverged run; name the damaged ones
     (then fail); with ``record``, add the checksums of the runs and tables stored without them."""
@@ -275,67 +346,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{cfg.run_id}: {done} -> {shown(run.path)}", flush=True)
         return 0
     if args.command == "status":
-        from .plan import job_threads, measure_missing_rates, stage_hours_left, status
-
-        threads = job_threads(args.workers)  # the jobs train-missing would start, not this process's threads
-        if args.measure:
-            for model in measure_missing_rates(args.profile, threads):
-                print(f"measured one training step of {model}", flush=True)
-        rows = status(args.profile, checkpoints=True)
-        for st in rows:
-            if st.state == "done":
-                extra = (f"{st.config.scored} acc {st.test_acc:.4f}, "
-                         f"{st.train_s / 60:.0f} min of training on {st.device_name}")  # fmt: skip
-            elif st.state == "partly":
-                extra = (f"{st.epochs_done}/{st.config.epochs} epochs"
-                         + (f" and {st.steps_done} steps" if st.steps_done else "")
-                         + f", {st.train_s / 60:.0f} min of training so far (checkpoint)")  # fmt: skip
-            elif st.state == "diverged":
-                extra = f"after {st.epochs_done} good epoch(s): {st.message}"
-            elif st.state == "damaged":
-                extra = st.message
-            else:
-                extra = ""
-            print(f"{st.state:<8} {st.config.run_id:<34} {extra}")
-        if args.profile == "full":
-            from . import recipe
-            from .config import RECIPE_CHECKS
-            from .results import DamagedRunError
-
-            for name in RECIPE_CHECKS:
-                try:
-                    check = recipe.table(check=name)
-                except DamagedRunError as e:  # listed above as damaged; the other checks go on
-                    print(f"recipe check '{name}': cannot tell while a run of it is damaged: {e}")
-                    continue
-                got = int(check.filter(like="held-out").notna().sum().sum())
-                chosen = recipe.choice(check, name)
-                if chosen and args.record_recipe and not recipe.applied(chosen, name):
-                    recipe.record(chosen, name)
-                state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen, name) else
-                                                          ", not yet recorded as the full profile's recipe")
-                         if chosen else "not chosen yet")  # fmt: skip
-                print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
-                      f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
-                if got:  # accuracies in %
-                    pct = {c: (100 * check[c]).round(2) for c in check if "acc" in c or c == "mean"}
-                    print(check.assign(**pct).to_string(index=False, na_rep="-"))
-        print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
-              f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
-              "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")
-        for name, hours, typical, unknown in stage_hours_left(args.profile, threads=threads):
-            if unknown and not hours:  # nothing of the stage is rated: "0.0 h" would read as done
-                print(f"  stage {name}: no measured rate yet for its {unknown} missing run(s) (--measure times them)")
-                continue
-            slower = f" ({typical:.1f} h at the median stored rates)" if f"{typical:.1f}" != f"{hours:.1f}" else ""
-            note = f" (+{unknown} run(s) with no measured rate yet)" if unknown else ""
-            print(f"  stage {name}: {hours:.1f} h{slower}{note}")
-        missing = sum(st.state != "done" for st in rows)
-        damaged = sum(st.state == "damaged" for st in rows)
-        print(f"{len(rows) - missing}/{len(rows)} runs of the '{args.profile}' plan exist; {missing} missing"
-              + (f", of which {damaged} damaged (restore them from git or retrain them: see above)" if damaged
-                 else ""))  # fmt: skip
-        return 0
+        return _status(args)
     if args.command == "train-missing":
         from pathlib import Path
 

@@ -728,6 +728,11 @@ def test_a_check_without_a_recorded_choice_holds_its_families_back_until_it_is_r
     assert "instead of the recorded lr0.4_wd0.0001" in recipe.blocking(check="shared")
     recipe.record(other, "shared")
     assert make_config("resnet20", "full").lr == 0.2 and recipe.blocking(check="shared") is None
+    # the command line records a new choice only when asked to (`status --record-recipe`)
+    third = dict(chosen, setting="lr0.8_wd0.0005", lr=0.8, weight_decay=5e-4)
+    monkeypatch.setattr(recipe, "choice", lambda df=None, check="shared": third if check == "shared" else None)
+    assert main(["status", "--profile", "full"]) == 0 and make_config("resnet20", "full").lr == 0.2
+    assert main(["status", "--profile", "full", "--record-recipe"]) == 0 and make_config("resnet20", "full").lr == 0.8
 
 
 def test_the_controlled_family_checks_its_own_lr_before_its_seeds_1_and_2(store, monkeypatch):
