@@ -95,7 +95,7 @@ def _client_class():
 
 def _execute(path: Path, timeout: int = 3600, interrupts: _Interrupts | None = None):
     import nbformat
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     nb = nbformat.read(path, as_version=4)
     resources = {"metadata": {"path": str(path.parent)}}
@@ -103,17 +103,24 @@ def _execute(path: Path, timeout: int = 3600, interrupts: _Interrupts | None = N
                              extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no transport warnings
     if interrupts is not None:
         interrupts.client = client
-    try:
-        client.execute()
-    except CellExecutionError as e:
-        if interrupts is not None and interrupts.asked:
-            raise KeyboardInterrupt from None
-        cell = next((i for i, c in enumerate(nb.cells) if c.get("outputs") and any(
-            o.get("output_type") == "error" for o in c["outputs"])), None)  # fmt: skip
-        raise NotebookFailed(f"{path.name}, cell {cell}: {e.ename}: {e.evalue}") from None
-    finally:
-        if interrupts is not None:  # the kernel is gone: its process group id may soon be another's
-            interrupts.client = None
+    # The kernel's own stderr (the cells' output comes by messages) goes to a file, not to the terminal: a kernel torn
+    # down after Ctrl-C can print libzmq's assertions there, and a kernel that died leaves its last words in it.
+    with tempfile.TemporaryFile() as kernel_stderr:
+        try:
+            client.execute(stderr=kernel_stderr)
+        except (CellExecutionError, DeadKernelError) as e:
+            if interrupts is not None and interrupts.asked:
+                raise KeyboardInterrupt from None
+            if isinstance(e, DeadKernelError):
+                kernel_stderr.seek(0)
+                last = kernel_stderr.read().decode(errors="replace").strip().splitlines()
+                raise NotebookFailed(f"{path.name}: the kernel died ({last[-1] if last else e})") from None
+            cell = next((i for i, c in enumerate(nb.cells) if c.get("outputs") and any(
+                o.get("output_type") == "error" for o in c["outputs"])), None)  # fmt: skip
+            raise NotebookFailed(f"{path.name}, cell {cell}: {e.ename}: {e.evalue}") from None
+        finally:
+            if interrupts is not None:  # the kernel is gone: its process group id may soon be another's
+                interrupts.client = None
     if interrupts is not None and interrupts.asked:  # the notebook ended before the interrupt reached it
         raise KeyboardInterrupt
     nb.metadata.pop("widgets", None)

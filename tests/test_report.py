@@ -255,6 +255,19 @@ def test_ctrl_c_during_the_report_ends_in_one_line_and_leaves_the_report_as_it_w
     assert [p.name for p in old_report.parent.iterdir() if p.name.startswith(".")] == []
 
 
+def test_the_kernels_own_stderr_stays_off_the_terminal_and_names_why_a_kernel_died(tmp_path, capfd):
+    from cnnlib.report import NotebookFailed, _execute
+
+    folder = _notebooks(tmp_path / "nbs", "import os\nos.write(2, b'libzmq noise\\n')\nprint('one')",
+                        "import os\nos.write(2, b'the last words\\n')\nos._exit(3)")  # fmt: skip
+    nb = _execute(folder / "01_page.ipynb")  # the noise of a kernel torn down after Ctrl-C, say
+    assert nb.cells[1].outputs[0]["text"] == "one\n"
+    assert "libzmq noise" not in capfd.readouterr().err
+    with pytest.raises(NotebookFailed, match=r"^02_page.ipynb: the kernel died \(the last words\)$"):
+        _execute(folder / "02_page.ipynb", timeout=60)
+    assert "the last words" not in capfd.readouterr().err
+
+
 def test_a_damaged_run_stops_the_report_before_any_notebook_runs(old_report, tmp_path, monkeypatch):
     from cnnlib.report import build_report
     from cnnlib.results import DamagedRunError
