@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import diagnostics
+from .constants import LR_CONTROL
 from .models import create_model, family_of
 from .models.resnet import BasicBlock
 from .paths import atomic_write, weights_root
@@ -50,8 +51,13 @@ SURFACE_IMAGES = 1000  # clean training images the landscapes are evaluated on (
 
 def dissected(cfg: TrainConfig) -> bool:
     """Whether a run stores the mechanism tables of notebook 07: every seed of the degradation family (each trained
-    network is one replicate of the lesion study), trained with the recipe itself (not a variant such as lr0.1x)."""
-    return family_of(cfg.model) == "degradation" and not cfg.tag
+    network is one replicate of the lesion study), trained with the recipe itself or at the learning-rate control
+    (``LR_CONTROL``), not with another variant such as lr0.1x.
+
+    The lr-control runs were added once their first seeds had trained without the tables (the weights of those are not
+    kept): their later runs carry the line from the initial weights measured with BatchNorm statistics recomputed at
+    each point, which the recipe's runs, all trained before that measurement was mended, lack."""
+    return family_of(cfg.model) == "degradation" and cfg.tag in ("", LR_CONTROL)
 
 
 def mechanism_settings(n_train: int, device: torch.device) -> dict:

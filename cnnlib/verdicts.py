@@ -653,6 +653,28 @@ def landscape_readings(one_d: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"local minima on the slice": int})
 
 
+def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
+    """Per trained network whose line from the initial to the trained weights (its ``interpolation`` table) was
+    measured with BatchNorm statistics recomputed at each point (column ``bn``; older tables interpolated the
+    statistics too and are left out): the training loss at both ends, the trained end's accuracy, and the line's
+    barrier (the largest rise of the loss above its lowest value at any earlier point: 0 where it only falls, as
+    Goodfellow et al. found) with the number of steps along the line on which the loss rises. Index (model, seed),
+    the model as its label (``plain56 (lr0.4_wd0.0005)``)."""
+
+    def shape(t: pd.DataFrame) -> dict:
+        loss = t.sort_values("t")["loss"].to_numpy()
+        return {"loss at the initial weights": float(loss[0]), "loss at the trained weights": float(loss[-1]),
+                "accuracy at the trained weights": float(t.sort_values("t")["accuracy"].iloc[-1]),
+                "barrier": float(max(0.0, (loss[1:] - np.minimum.accumulate(loss)[:-1]).max())),
+                "rising steps": int((np.diff(loss) > 0).sum()), "points": len(loss)}  # fmt: skip
+
+    rows = [{"model": r.config.label, "seed": r.config.seed, **shape(t)}
+            for r in runs if "bn" in (t := r.table("interpolation"))]  # fmt: skip
+    columns = ["model", "seed", "loss at the initial weights", "loss at the trained weights",
+               "accuracy at the trained weights", "barrier", "rising steps", "points"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns).set_index(["model", "seed"])
+
+
 def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain: str = "plain56") -> pd.DataFrame:
     """Two claims from ``landscape_readings``, residual − plain across the trained networks (Welch t, each network
     one replicate), Holm-adjusted across the two: ``landscape.loss``, the residual net ends at a lower training

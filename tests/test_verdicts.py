@@ -444,6 +444,25 @@ def test_landscape_readings_over_several_networks_give_an_interval_per_claim():
     assert set(single["verdict"]) == {verdicts.CANNOT_TELL_ONE_NET}
 
 
+def test_line_readings_take_only_lines_with_recomputed_statistics_and_measure_the_barrier(tmp_path):
+    t = np.linspace(0, 1, 5)
+    bump, falls, old = (fake_run("resnet56", 2, 0.9, 0.9, tmp_path), fake_run("plain56", 2, 0.9, 0.9, tmp_path),
+                        fake_run("plain20", 0, 0.9, 0.9, tmp_path))  # fmt: skip
+    for run, loss, bn in ((bump, [2.3, 1.5, 1.8, 0.4, 0.2], True), (falls, [2.4, 2.0, 1.1, 0.6, 0.5], True),
+                          (old, [2.3, 2.3, 2.3, 2.3, 0.3], False)):  # fmt: skip
+        run.path.mkdir(parents=True)
+        table = pd.DataFrame({"t": t, "loss": loss, "accuracy": np.linspace(0.1, 0.95, 5)})
+        table = table.assign(bn="recomputed") if bn else table  # no column: statistics interpolated (older runs)
+        table.iloc[::-1].to_csv(run.path / "interpolation.csv", index=False)  # read in the order of t
+    readings = verdicts.line_readings([bump, falls, old])
+    assert list(readings.index) == [("resnet56", 2), ("plain56", 2)]
+    assert readings.loc[("resnet56", 2), "barrier"] == pytest.approx(0.3)  # 1.5, then up to 1.8
+    assert readings.loc[("resnet56", 2), "rising steps"] == 1 and readings.loc[("plain56", 2), "barrier"] == 0
+    assert readings.loc[("plain56", 2)][["loss at the initial weights", "loss at the trained weights",
+                                         "accuracy at the trained weights", "points"]].tolist() == [2.4, 0.5, 0.95, 5]
+    assert verdicts.line_readings([old]).empty
+
+
 def test_the_explosion_detector_finds_an_exploded_run_and_not_a_healthy_one():
     blown = fake_run("plain56", 0, 0.5, 0.5)
     blown.history["test_loss"] = [4.6e5, 55.0, 2.1]
