@@ -50,14 +50,15 @@ SURFACE_IMAGES = 1000  # clean training images the landscapes are evaluated on (
 
 
 def dissected(cfg: TrainConfig) -> bool:
-    """Whether a run stores the mechanism tables of notebook 07: every seed of the degradation family (each trained
-    network is one replicate of the lesion study), trained with the recipe itself or at the learning-rate control
-    (``LR_CONTROL``), not with another variant such as lr0.1x.
+    """Whether a run stores the mechanism tables of notebook 07: every seed of the thin nets (the degradation family and
+    the depth sweep, ``MONITORED_FAMILIES``; each trained network is one replicate of the lesion study), trained with
+    the recipe itself or at the learning-rate control (``LR_CONTROL``), not with another variant such as lr0.1x.
 
-    The lr-control runs were added once their first seeds had trained without the tables (the weights of those are not
-    kept): their later runs carry the line from the initial weights measured with BatchNorm statistics recomputed at
-    each point, which the recipe's runs, all trained before that measurement was mended, lack."""
-    return family_of(cfg.model) == "degradation" and cfg.tag in ("", LR_CONTROL)
+    The lr-control runs and the depth sweep were added once the recipe's degradation runs had all trained, and the lr
+    control's first seeds without the tables (the weights of those are not kept): their runs carry the line from the
+    initial weights measured with BatchNorm statistics recomputed at each point, which the recipe's degradation runs,
+    all trained before that measurement was mended, lack."""
+    return monitored(cfg.model) and cfg.tag in ("", LR_CONTROL)
 
 
 def mechanism_settings(n_train: int, device: torch.device) -> dict:

@@ -451,6 +451,8 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     assert 100 < extra < 1000  # measured on this CPU: 4-7 minutes per net (benchmarks/RESULTS.md)
     control = make_config("plain56", "cpu", 0, tag=plan.LR_CONTROL)  # the lr control measures them too
     assert plan.estimate_seconds(control, synthetic, cpu) - plan.estimate_seconds(plain, synthetic, cpu) == extra
+    assert plan.aftertrain.dissected(make_config("resnet44", "cpu", 2))  # and the depth sweep
+    assert not plan.aftertrain.dissected(make_config("resnet18", "cpu", 0))
 
 
 def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypatch):
