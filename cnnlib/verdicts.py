@@ -662,9 +662,10 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
     the model as its label (``plain56 (lr0.4_wd0.0005)``)."""
 
     def shape(t: pd.DataFrame) -> dict:
-        loss = t.sort_values("t")["loss"].to_numpy()
+        t = t.sort_values("t")
+        loss = t["loss"].to_numpy()
         return {"loss at the initial weights": float(loss[0]), "loss at the trained weights": float(loss[-1]),
-                "accuracy at the trained weights": float(t.sort_values("t")["accuracy"].iloc[-1]),
+                "accuracy at the trained weights": float(t["accuracy"].iloc[-1]),
                 "barrier": float(max(0.0, (loss[1:] - np.minimum.accumulate(loss)[:-1]).max())),
                 "rising steps": int((np.diff(loss) > 0).sum()), "points": len(loss)}  # fmt: skip
 
