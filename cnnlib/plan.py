@@ -15,7 +15,9 @@ members of a seed exist.
   queue of claim files.
 * ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time): sequential, but a run
   starts (or resumes) only if its estimate at this job's thread count (at the median of its stored rates) fits in what
-  is left; the others wait for a longer call, and shorter runs further down the plan go first.
+  is left; the others wait for a longer call, and shorter runs further down the plan go first. Stored rates can be
+  another day's: after its first epoch a run that would end past the deadline at that epoch's pace stops,
+  checkpointed, and the runs after it are judged at that pace (how many times its estimate the run needed).
 """
 
 from __future__ import annotations
@@ -325,6 +327,8 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         return _spawn_workers(workers, profile, device, deadline, checkpoint_every_s, log, models, policy)
     data = data if data is not None else load_cifar10()
     done, skipped, trained, stopped = [], [], [], []
+    over = False  # a run reached the deadline: nothing more starts
+    pace = 1.0  # finish: how many times its estimate a run of this call turned out to need (the host's speed today)
     waiting: dict[str, str] = {}  # per recipe check: why its families wait for its choice ("" if not)
     for check in RECIPE_CHECKS if profile == "full" else ():
         if recorded := recipe.record_new(check):  # complete since the last call: its choice is now the recipe
@@ -350,7 +354,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         if not todo or not _claim(claims, unit):
             continue
         left = deadline - time.time()
-        if stopped or left < 10:  # nothing more fits; do not spend more of it measuring
+        if over or left < 10:  # nothing more fits; do not spend more of it measuring
             skipped += [st.config.run_id for st in todo]
             continue
         if policy == "units":
@@ -363,19 +367,24 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 continue
             log(f"train {names} (about {est:.0f} s; {left:.0f} s left)")
         for st in todo:
-            if stopped:
+            if over:
                 skipped.append(st.config.run_id)
                 continue
-            if policy != "units" and not _starts(policy, st.config, data, dev, deadline, log):
+            if policy != "units" and not _starts(policy, st.config, data, dev, deadline, log, pace):
                 skipped.append(st.config.run_id)
                 continue
             try:
                 run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev,
                                   stops=StopRule(deadline, until_deadline=policy != "units",
-                                                 every_s=checkpoint_every_s))  # fmt: skip
+                                                 judge_first=policy == "finish", every_s=checkpoint_every_s))
             except RunWontFit as e:
                 log(str(e))
                 stopped.append(st.config.run_id)
+                if policy == "finish" and math.isfinite(e.needed_s):  # judged after its first epoch: too slow
+                    pace = max(pace, e.needed_s / max(seconds_to_finish(st.config, data, dev) - START_S, 1.0))
+                    log(f"this call's runs need about {pace:.2f}x their estimates; the next ones are judged so")
+                else:
+                    over = True
                 continue
             except TrainingDiverged as e:  # a finding about the recipe: keep it, and go on with the plan
                 log(f"error: {e}; recorded in {record_divergence(st.config, e)}")
@@ -408,9 +417,11 @@ def _waits_for_a_recipe(cfg: TrainConfig, waiting: dict[str, str], log) -> bool:
     return any(waiting[check] for check in recipe.checks_of(cfg.model))
 
 
-def _starts(policy: str, cfg: TrainConfig, data: CIFAR10, dev: torch.device, deadline: float, log) -> bool:
+def _starts(policy: str, cfg: TrainConfig, data: CIFAR10, dev: torch.device, deadline: float, log,
+            pace: float = 1.0) -> bool:  # fmt: skip
     """Whether a CPU policy starts (or resumes) ``cfg``'s run now, logged with its estimate: ``sequential`` always;
-    ``finish`` only if the run's estimate fits in what is left of the call, else it logs why the run waits."""
+    ``finish`` only if the run's estimate (times ``pace``) fits in what is left of the call, else it logs why the
+    run waits."""
     if policy == "sequential":
         # only rates measured at this job's threads: a check at another count can be far off
         n = torch.get_num_threads()
@@ -419,7 +430,7 @@ def _starts(policy: str, cfg: TrainConfig, data: CIFAR10, dev: torch.device, dea
         log(f"train {cfg.run_id} ({about}; {(deadline - time.time()) / 3600:.1f} h left in this call)")
         return True
     over = deadline - time.time() < 10  # the call is over: list what waits, time no more steps
-    need = math.inf if over else seconds_to_finish(cfg, data, dev)
+    need = math.inf if over else seconds_to_finish(cfg, data, dev) * pace
     if need > (left := deadline - time.time()):
         why = ("the call's deadline has passed" if over else f"needs about {need / 3600:.1f} h at "
                f"{torch.get_num_threads()} thread(s), {left / 3600:.1f} h left")  # fmt: skip

@@ -70,15 +70,17 @@ class StopRule:
     deadline: float | None = None  # a time.time() value; None: the run never stops early
     until_deadline: bool = False  # train up to the deadline, inside an epoch if need be; else stop after
     #                               an epoch as soon as the rest, at that epoch's pace, would end past it
+    judge_first: bool = False  # with until_deadline: after the first epoch this call trains, stop anyway if the
+    #                            rest would end past the deadline (a run slower than its estimate makes room)
     every_s: float = 0.0  # checkpoint after an epoch once this many seconds passed since the last (0: every epoch)
     within_s: float = 600.0  # inside an epoch, checkpoint this often (0: never): long CPU epochs take hours
 
-    def stop(self, rest_s: float | None = None) -> bool:
+    def stop(self, rest_s: float | None = None, *, first: bool = False) -> bool:
         """Whether to stop now. ``rest_s``: after an epoch, the seconds the rest of the run needs; None
-        inside an epoch (where only ``until_deadline`` stops)."""
+        inside an epoch (where only ``until_deadline`` stops). ``first``: the epoch was the first of this call."""
         if self.deadline is None:
             return False
-        if self.until_deadline:
+        if self.until_deadline and not (first and self.judge_first and rest_s is not None):
             return time.time() >= self.deadline
         return rest_s is not None and time.time() + rest_s > self.deadline
 
@@ -215,7 +217,7 @@ def fit(cfg: TrainConfig, *, data: CIFAR10 | None = None, device: str | torch.de
 
             # -- the checkpoint, and whether the rest still fits
             rest_s = (cfg.epochs - epoch - 1) * row["epoch_seconds"]
-            stop = epoch + 1 < cfg.epochs and stops.stop(rest_s)
+            stop = epoch + 1 < cfg.epochs and stops.stop(rest_s, first=epoch == start.epoch)
             if stop or stops.checkpoint_due(time.perf_counter() - last_save):
                 save()
                 last_save = time.perf_counter()

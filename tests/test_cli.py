@@ -345,6 +345,33 @@ def test_the_finish_policy_times_no_steps_once_the_deadline_has_passed(store, sy
     assert "skip resnet20-smoke-s0: the call's deadline has passed; it waits for a longer call" in lines
 
 
+def test_the_finish_policy_stops_a_run_slower_than_its_estimate_and_judges_the_rest_at_its_pace(
+        store, synthetic, monkeypatch):  # fmt: skip
+    from cnnlib import plan
+    from cnnlib.train import RunWontFit
+
+    # stored rates from a faster day: seed_cnn's first epoch says its rest needs 300 s, not the 95 s estimated
+    seconds = {"seed_cnn": plan.START_S + 95, "seed_resnet18": 1500, "plain20": 500}
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: seconds[cfg.model])
+    calls = []
+
+    def fake_fit_or_load(cfg, **kw):
+        calls.append((cfg.run_id, kw["stops"].judge_first))
+        if cfg.run_id == "seed_cnn-smoke-s0":
+            raise RunWontFit(f"{cfg.run_id}: stopped after epoch 1/10", 1, 300.0)
+        return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 1.0})
+
+    monkeypatch.setattr(plan, "fit_or_load", fake_fit_or_load)
+    lines = []
+    out = plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lines.append, policy="finish",
+                             models=["seed_cnn", "seed_resnet18", "plain20"])  # fmt: skip
+    assert calls[:2] == [("seed_cnn-smoke-s0", True), ("plain20-smoke-s0", True)]  # the stop ends nothing
+    assert out["stopped"] == ["seed_cnn-smoke-s0"] and "seed_resnet18-smoke-s0" in out["skipped"]
+    assert "this call's runs need about 3.16x their estimates; the next ones are judged so" in lines
+    # 1500 s fits in the hour at the estimate, not at 3.16 times it
+    assert any(line.startswith("skip seed_resnet18-smoke-s0: needs about 1.3 h at") for line in lines), lines
+
+
 def test_a_partly_trained_run_needs_only_what_its_checkpoint_leaves(monkeypatch):
     from cnnlib import plan
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,24 @@ def test_a_run_that_will_not_fit_stops_checkpointed_and_resumes(synthetic, store
     assert err.value.epoch == 1 and err.value.needed_s > 0
     resumed = fit(cfg, data=synthetic, device="cpu", verbose=False)
     assert resumed.info["resumed_after_epoch"] == 1 and len(resumed.history) == 3
+
+
+def test_a_judged_run_stops_after_its_first_epoch_only_if_the_rest_would_miss_the_deadline(synthetic, store):
+    rule = StopRule(deadline=time.time() + 100, until_deadline=True, judge_first=True)
+    assert rule.stop(1000.0, first=True) and not rule.stop(10.0, first=True)
+    assert not rule.stop(1000.0) and not rule.stop()  # later, and inside epochs: on to the deadline
+    seen = []
+
+    @dataclass(frozen=True)
+    class Recording(StopRule):
+        def stop(self, rest_s=None, *, first=False):
+            if rest_s is not None:
+                seen.append(first)
+            return False
+
+    fit(small("plain20", epochs=3, train_subset=100, test_subset=50), data=synthetic, device="cpu", verbose=False,
+        stops=Recording())  # fmt: skip
+    assert seen == [True, False]  # after epochs 1 and 2; the last one ends the run anyway
 
 
 def test_a_run_stopped_inside_an_epoch_resumes_there_bit_for_bit(synthetic, store, tmp_path):
