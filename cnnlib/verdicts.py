@@ -658,8 +658,10 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
     measured with BatchNorm statistics recomputed at each point (column ``bn``; older tables interpolated the
     statistics too and are left out): the training loss at both ends, the trained end's accuracy, and the line's
     barrier (the largest rise of the loss above its lowest value at any earlier point: 0 where it only falls, as
-    Goodfellow et al. found) with the number of steps along the line on which the loss rises. Index (model, seed),
-    the model as its label (``plain56 (lr0.4_wd0.0005)``)."""
+    Goodfellow et al. found) with the number of steps along the line on which the loss rises, and where the loss
+    has first covered half its fall ("halfway t": the first point at or below the mean of its two ends; 0.5 on a
+    line that falls evenly, later where the loss stays near its start for long). Index (model, seed), the model as
+    its label (``plain56 (lr0.4_wd0.0005)``)."""
 
     def shape(t: pd.DataFrame) -> dict:
         t = t.sort_values("t")
@@ -667,12 +669,14 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
         return {"loss at the initial weights": float(loss[0]), "loss at the trained weights": float(loss[-1]),
                 "accuracy at the trained weights": float(t["accuracy"].iloc[-1]),
                 "barrier": float(max(0.0, (loss[1:] - np.minimum.accumulate(loss)[:-1]).max())),
-                "rising steps": int((np.diff(loss) > 0).sum()), "points": len(loss)}  # fmt: skip
+                "rising steps": int((np.diff(loss) > 0).sum()),
+                "halfway t": float(t["t"].to_numpy()[np.argmax(loss <= (loss[0] + loss[-1]) / 2)]),
+                "points": len(loss)}  # fmt: skip
 
     rows = [{"model": r.config.label, "seed": r.config.seed, **shape(t)}
             for r in runs if "bn" in (t := r.table("interpolation"))]  # fmt: skip
     columns = ["model", "seed", "loss at the initial weights", "loss at the trained weights",
-               "accuracy at the trained weights", "barrier", "rising steps", "points"]  # fmt: skip
+               "accuracy at the trained weights", "barrier", "rising steps", "halfway t", "points"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns).set_index(["model", "seed"])
 
 

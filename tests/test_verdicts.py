@@ -458,6 +458,8 @@ def test_line_readings_take_only_lines_with_recomputed_statistics_and_measure_th
     assert list(readings.index) == [("resnet56", 2), ("plain56", 2)]
     assert readings.loc[("resnet56", 2), "barrier"] == pytest.approx(0.3)  # 1.5, then up to 1.8
     assert readings.loc[("resnet56", 2), "rising steps"] == 1 and readings.loc[("plain56", 2), "barrier"] == 0
+    # half the fall: 1.25 first reached at t = 0.75 past the bump; 1.45 at t = 0.5
+    assert readings["halfway t"].tolist() == [0.75, 0.5]
     assert readings.loc[("plain56", 2)][["loss at the initial weights", "loss at the trained weights",
                                          "accuracy at the trained weights", "points"]].tolist() == [2.4, 0.5, 0.95, 5]
     assert verdicts.line_readings([old]).empty
