@@ -660,7 +660,7 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
     barrier (the largest rise of the loss above its lowest value at any earlier point: 0 where it only falls, as
     Goodfellow et al. found) with the number of steps along the line on which the loss rises, and where the loss
     has first covered half its fall ("halfway t": the first point at or below the mean of its two ends; 0.5 on a
-    line that falls evenly, later where the loss stays near its start for long). Index (model, seed), the model as
+    line that falls evenly, later where the loss stays near its start for long; NaN where it does not fall). Index (model, seed), the model as
     its label (``plain56 (lr0.4_wd0.0005)``)."""
 
     def shape(t: pd.DataFrame) -> dict:
@@ -670,7 +670,8 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
                 "accuracy at the trained weights": float(t["accuracy"].iloc[-1]),
                 "barrier": float(max(0.0, (loss[1:] - np.minimum.accumulate(loss)[:-1]).max())),
                 "rising steps": int((np.diff(loss) > 0).sum()),
-                "halfway t": float(t["t"].to_numpy()[np.argmax(loss <= (loss[0] + loss[-1]) / 2)]),
+                "halfway t": float(t["t"].to_numpy()[np.argmax(loss <= (loss[0] + loss[-1]) / 2)])
+                if loss[-1] < loss[0] else math.nan,  # no fall to cover
                 "points": len(loss)}  # fmt: skip
 
     rows = [{"model": r.config.label, "seed": r.config.seed, **shape(t)}

@@ -463,6 +463,8 @@ def test_line_readings_take_only_lines_with_recomputed_statistics_and_measure_th
     assert readings.loc[("plain56", 2)][["loss at the initial weights", "loss at the trained weights",
                                          "accuracy at the trained weights", "points"]].tolist() == [2.4, 0.5, 0.95, 5]
     assert verdicts.line_readings([old]).empty
+    (bump.path / "interpolation.csv").write_text("t,loss,accuracy,bn\n0,2.3,0.1,recomputed\n1,2.4,0.1,recomputed\n")
+    assert math.isnan(verdicts.line_readings([bump])["halfway t"].iloc[0])  # a line that does not fall
 
 
 def test_the_explosion_detector_finds_an_exploded_run_and_not_a_healthy_one():
