@@ -660,8 +660,8 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
     barrier (the largest rise of the loss above its lowest value at any earlier point: 0 where it only falls, as
     Goodfellow et al. found) with the number of steps along the line on which the loss rises, and where the loss
     has first covered half its fall ("halfway t": the first point at or below the mean of its two ends; 0.5 on a
-    line that falls evenly, later where the loss stays near its start for long; NaN where it does not fall). Index (model, seed), the model as
-    its label (``plain56 (lr0.4_wd0.0005)``)."""
+    line that falls evenly, later where the loss stays near its start for long; NaN where it does not fall).
+    Index (model, seed), the model as its label (``plain56 (lr0.4_wd0.0005)``)."""
 
     def shape(t: pd.DataFrame) -> dict:
         t = t.sort_values("t")
