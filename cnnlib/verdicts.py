@@ -681,6 +681,16 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).set_index(["model", "seed"])
 
 
+
+def line_sides(readings: pd.DataFrame, runs: Iterable[Run]) -> dict[str, pd.DataFrame]:
+    """``line_readings`` of ``runs`` split by their nets' connections: {"plain": ..., "residual": ...}, what the
+    text on the lines (``templates/07_line.md``) reads."""
+    from .models import info
+
+    kind = readings.index.get_level_values("model").map({r.config.label: info(r.config.model).connections
+                                                          for r in runs})  # fmt: skip
+    return {side: readings[kind == side] for side in ("plain", "residual")}
+
 def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain: str = "plain56") -> pd.DataFrame:
     """Two claims from ``landscape_readings``, residual − plain across the trained networks (Welch t, each network
     one replicate), Holm-adjusted across the two: ``landscape.loss``, the residual net ends at a lower training

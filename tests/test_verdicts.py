@@ -534,21 +534,18 @@ def test_the_texts_of_notebooks_06_and_07_were_written_for_the_verdicts_of_the_c
 
 def test_the_line_text_was_written_for_the_shapes_of_the_stored_lines():
     """What ``templates/07_line.md`` says of the lines from the initial weights, checked on the stored runs."""
-    from cnnlib.models import info
     from cnnlib.results import list_runs
 
     lined = [r for r in list_runs() if "bn" in r.table("interpolation")]
-    kinds = {r.config.label: info(r.config.model).connections for r in lined}
-    readings = verdicts.line_readings(lined)
-    kind = readings.index.get_level_values("model").map(kinds)
-    plain, residual = readings[kind == "plain"], readings[kind == "residual"]
+    sides = verdicts.line_sides(verdicts.line_readings(lined), lined)
+    plain, residual = sides["plain"], sides["residual"]
     assert len(plain) and len(residual)
     # the residual nets' loss falls from the start; the plain net's rises on the way and falls late
     assert residual["barrier"].max() < 0.01 and plain["barrier"].min() > 10 * residual["barrier"].max()
     assert plain["halfway t"].min() > residual["halfway t"].max()
     # "hardly moves over the first half of the line": within 0.1 of its start up to t = 0.5
     for r in lined:
-        if kinds[r.config.label] == "plain":
+        if r.config.label in plain.index.get_level_values("model"):
             t = r.table("interpolation").sort_values("t")
             first = t.loc[t["t"] <= 0.5, "loss"]
             assert (first - first.iloc[0]).abs().max() < 0.1
