@@ -118,8 +118,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="sequential: run after run, the last one stops at the deadline and resumes next time "
                         "(default on a CPU); units: a family starts only if it fits (default on a GPU); "
                         "finish: run after run, but only those that fit in what is left at this job's threads, "
-                        "judged again after a run's first epoch (for a machine whose checkpoints may not last "
-                        "until the next call)")
+                        "judged again after a run's first epoch, then the first that waits fills the time left "
+                        "(for a machine whose checkpoints may not last until the next call)")
     m.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # workers: shared time.time() limit
     m.add_argument("--claims", help=argparse.SUPPRESS)  # workers: the queue folder
     e = sub.add_parser("engine", help="this machine's engine checks (CPU precision and memory format); redo them")

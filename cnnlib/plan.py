@@ -18,6 +18,10 @@ members of a seed exist.
   is left; the others wait for a longer call, and shorter runs further down the plan go first. Stored rates can be
   another day's: after its first epoch a run that would end past the deadline at that epoch's pace stops,
   checkpointed, and the runs after it are judged at that pace (how many times its estimate the run needed).
+  When nothing more fits and at least ``FILL_MIN_S`` are left, the call *fills* them with one waiting run (a
+  checkpointed one first, else the first in plan order), trained up to the deadline and stopped checkpointed as
+  ``sequential`` would: a run longer than any call (seed_senet18, densenet121 on a 2-core CPU) advances wherever the
+  machine outlives the call, and the cores are not left idle while the plan has missing runs.
 """
 
 from __future__ import annotations
@@ -329,6 +333,7 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
     done, skipped, trained, stopped = [], [], [], []
     over = False  # a run reached the deadline: nothing more starts
     pace = 1.0  # finish: how many times its estimate a run of this call turned out to need (the host's speed today)
+    waits: list[PlanStatus] = []  # finish: runs that did not fit, in plan order (judged-and-stopped ones included)
     waiting: dict[str, str] = {}  # per recipe check: why its families wait for its choice ("" if not)
     for check in RECIPE_CHECKS if profile == "full" else ():
         if recorded := recipe.record_new(check):  # complete since the last call: its choice is now the recipe
@@ -372,27 +377,31 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
                 continue
             if policy != "units" and not _starts(policy, st.config, data, dev, deadline, log, pace):
                 skipped.append(st.config.run_id)
+                waits.append(st)
                 continue
-            try:
-                run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev,
-                                  stops=StopRule(deadline, until_deadline=policy != "units",
-                                                 judge_first=policy == "finish", every_s=checkpoint_every_s))
-            except RunWontFit as e:
-                log(str(e))
+            out = _train(st, StopRule(deadline, until_deadline=policy != "units", judge_first=policy == "finish",
+                                      every_s=checkpoint_every_s), data, dev, log)  # fmt: skip
+            if out is True:
+                trained.append(st.config.run_id)
+            elif out is False:
+                skipped.append(st.config.run_id)
+            else:
                 stopped.append(st.config.run_id)
-                if policy == "finish" and math.isfinite(e.needed_s):  # judged after its first epoch: too slow
-                    pace = max(pace, e.needed_s / max(seconds_to_finish(st.config, data, dev) - START_S, 1.0))
+                if policy == "finish" and math.isfinite(out.needed_s):  # judged after its first epoch: too slow
+                    pace = max(pace, out.needed_s / max(seconds_to_finish(st.config, data, dev) - START_S, 1.0))
+                    waits.append(PlanStatus(st.config, "partly"))
                     log(f"this call's runs need about {pace:.2f}x their estimates; the next ones are judged so")
                 else:
                     over = True
-                continue
-            except TrainingDiverged as e:  # a finding about the recipe: keep it, and go on with the plan
-                log(f"error: {e}; recorded in {record_divergence(st.config, e)}")
-                skipped.append(st.config.run_id)
-                continue
-            trained.append(st.config.run_id)
-            log(f"done {st.config.run_id}: {st.config.scored} accuracy {run.final['test_acc']:.4f} "
-                f"in {run.meta['train_s']:.0f} s of training")  # fmt: skip
+    if policy == "finish" and not over and waits and deadline - time.time() >= FILL_MIN_S:
+        fill = sorted(waits, key=lambda st: st.state != "partly")[0]  # a checkpoint here already goes first
+        log(f"fill {fill.config.run_id}: nothing else fits in the {(deadline - time.time()) / 3600:.1f} h left; "
+            "it trains until the deadline and stops checkpointed, to resume on the next call if this machine's "
+            "checkpoints last")  # fmt: skip
+        out = _train(fill, StopRule(deadline, until_deadline=True, every_s=checkpoint_every_s), data, dev, log)
+        if out is not False:  # listed once, by how the fill ended (it may have been judged and stopped before)
+            skipped, stopped = ([r for r in rs if r != fill.config.run_id] for rs in (skipped, stopped))
+            (trained if out is True else stopped).append(fill.config.run_id)
     log(f"{len(trained)} trained, {len(done)} already present, {len(skipped)} not started, "
         f"{len(stopped)} stopped to resume later; results in {results_root()}")  # fmt: skip
     result = dict(trained=trained, done=done, skipped=skipped, stopped=stopped)
@@ -402,6 +411,23 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
 
 
 POLICIES = ("sequential", "units", "finish")
+FILL_MIN_S = 600.0  # finish: the least time left that a waiting run is started for, to fill it
+
+
+def _train(st: PlanStatus, stops: StopRule, data: CIFAR10, dev: torch.device, log) -> bool | RunWontFit:
+    """Train (or resume) ``st``'s run under ``stops``: True if it finished and is stored, False if it diverged (the
+    finding recorded), else the ``RunWontFit`` it stopped with, checkpointed. Each outcome is logged."""
+    try:
+        run = fit_or_load(st.config, retrain=st.state == "stale", data=data, device=dev, stops=stops)
+    except RunWontFit as e:
+        log(str(e))
+        return e
+    except TrainingDiverged as e:  # a finding about the recipe: keep it, and go on with the plan
+        log(f"error: {e}; recorded in {record_divergence(st.config, e)}")
+        return False
+    log(f"done {st.config.run_id}: {st.config.scored} accuracy {run.final['test_acc']:.4f} "
+        f"in {run.meta['train_s']:.0f} s of training")  # fmt: skip
+    return True
 
 
 def _waits_for_a_recipe(cfg: TrainConfig, waiting: dict[str, str], log) -> bool:

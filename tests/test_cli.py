@@ -1,6 +1,7 @@
 """The command line: what works, and one clear line for each user error."""
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -298,6 +299,8 @@ def test_a_checkpointed_run_resumes_before_the_rest_of_its_unit(store, synthetic
 def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_ones(store, synthetic, monkeypatch):
     from cnnlib import plan
 
+    from cnnlib.train import RunWontFit
+
     # seed_resnet18 would not finish in the call; the runs after it, shorter, still train
     seconds = {"seed_cnn": 5, "seed_resnet18": 1e9, "plain20": 5}
     monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: seconds[cfg.model])
@@ -305,6 +308,8 @@ def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_on
 
     def fake_fit_or_load(cfg, **kw):
         calls.append((cfg.run_id, kw["stops"].until_deadline))
+        if cfg.model == "seed_resnet18":
+            raise RunWontFit(f"{cfg.run_id}: stopped at the deadline", 0, math.inf)
         return SimpleNamespace(final={"test_acc": 0.5}, meta={"train_s": 1.0})
 
     monkeypatch.setattr(plan, "fit_or_load", fake_fit_or_load)
@@ -313,10 +318,24 @@ def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_on
                              models=["seed_cnn", "seed_resnet18", "plain20"])  # fmt: skip
     # what fits still stops at the deadline, checkpointed, if the estimate was short
     assert calls[:2] == [("seed_cnn-smoke-s0", True), ("plain20-smoke-s0", True)] and all(u for _, u in calls)
-    seed_resnet18 = [f"seed_resnet18-smoke-s{s}" for s in (0, 1, 2)]  # seeds 1-2 come in stage 6
-    assert not set(seed_resnet18) & set(dict(calls)) and out["skipped"] == seed_resnet18
-    assert out["trained"] == [run_id for run_id, _ in calls]
     assert any(line.startswith("skip seed_resnet18-smoke-s0: needs about 277777.8 h at") for line in lines)
+    # then the first run that waits fills what is left of the call, and stops checkpointed at the deadline
+    assert calls[-1] == ("seed_resnet18-smoke-s0", True) and sum(m == "seed_resnet18-smoke-s0" for m, _ in calls) == 1
+    assert any(line.startswith("fill seed_resnet18-smoke-s0: nothing else fits in the ") for line in lines), lines
+    assert out["stopped"] == ["seed_resnet18-smoke-s0"]
+    assert out["skipped"] == [f"seed_resnet18-smoke-s{s}" for s in (1, 2)]  # seeds 1-2 come in stage 6
+    assert out["trained"] == [run_id for run_id, _ in calls[:-1]]
+
+
+def test_the_finish_policy_fills_nothing_with_less_than_its_least_time_left(store, synthetic, monkeypatch):
+    from cnnlib import plan
+
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: 1e9)
+    calls = []
+    monkeypatch.setattr(plan, "fit_or_load", lambda cfg, **kw: calls.append(cfg.run_id))
+    out = plan.train_missing(plan.FILL_MIN_S - 60, "smoke", device="cpu", data=synthetic, log=lambda line: None,
+                             policy="finish", models=["seed_cnn"])  # fmt: skip
+    assert calls == [] and out["skipped"] == [f"seed_cnn-smoke-s{s}" for s in (0, 1, 2)] and out["stopped"] == []
 
 
 def test_the_finish_policy_times_no_steps_once_the_deadline_has_passed(store, synthetic, monkeypatch):
@@ -367,6 +386,8 @@ def test_the_finish_policy_stops_a_run_slower_than_its_estimate_and_judges_the_r
                              models=["seed_cnn", "seed_resnet18", "plain20"])  # fmt: skip
     assert calls[:2] == [("seed_cnn-smoke-s0", True), ("plain20-smoke-s0", True)]  # the stop ends nothing
     assert out["stopped"] == ["seed_cnn-smoke-s0"] and "seed_resnet18-smoke-s0" in out["skipped"]
+    # the judged run, checkpointed here, fills the rest of the call, unjudged, before any run that never started
+    assert calls[-1] == ("seed_cnn-smoke-s0", False) and ("seed_resnet18-smoke-s0", False) not in calls
     assert "this call's runs need about 3.16x their estimates; the next ones are judged so" in lines
     # 1500 s fits in the hour at the estimate, not at 3.16 times it
     assert any(line.startswith("skip seed_resnet18-smoke-s0: needs about 1.3 h at") for line in lines), lines
