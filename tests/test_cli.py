@@ -298,7 +298,6 @@ def test_a_checkpointed_run_resumes_before_the_rest_of_its_unit(store, synthetic
 
 def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_ones(store, synthetic, monkeypatch):
     from cnnlib import plan
-
     from cnnlib.train import RunWontFit
 
     # seed_resnet18 would not finish in the call; the runs after it, shorter, still train
