@@ -22,10 +22,11 @@ import pandas as pd
 
 from . import analysis, plots, render, stats, verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, model_costs
+from .config import make_config
 from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .results import Run
-from .runs import get_runs, provenance_groups, resolve_profile, step_times
+from .runs import get_runs, provenance_groups, resolve_profile, step_times, stored
 
 CLEAN_PAIRS = (("clean_train_loss", "test_loss"), ("clean_train_acc", "test_acc"))
 RUNNING_PAIRS = (("train_loss", "test_loss"), ("train_acc", "test_acc"))
@@ -40,40 +41,66 @@ def _claim(cid: str, claim: str, a: str, b: str, quantity: str, iv, ref: float, 
                 level=iv.confidence, n=iv.n, unit="points", method=method, verdict=stats.verdict(low, high))
 
 
-def facts(run: Run, labels: np.ndarray) -> SimpleNamespace:
-    """A run's numbers for a text: final test accuracy with its exact 95% interval (acc, low, high), clean
-    training accuracy, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
-    iv = stats.accuracy_interval(run.predictions, labels)
+def _accuracy(runs: list[Run], labels: np.ndarray, column: str) -> tuple[stats.Interval, str]:
+    """One model's final ``column`` ("test_acc" or "clean_train_acc") with a 95% interval and its method: the
+    t-interval across seeds where there are several, else the exact binomial interval over the images one network
+    scored (the test images, or the clean training images its history was measured on)."""
+    if len(runs) > 1:
+        values = [verdicts.final(r, column) for r in runs]
+        return stats.seed_interval(values, bounds=verdicts.UNIT), "t"
+    (run,) = runs
+    if column == "test_acc":
+        return stats.accuracy_interval(run.predictions, labels), "binomial"
+    n = run.config.n_clean()
+    return stats.binomial_interval(round(verdicts.final(run, column) * n), n), "binomial"
+
+
+def _seeds_of(runs: Run | list[Run]) -> list[Run]:
+    runs = [runs] if isinstance(runs, Run) else list(runs)
+    if not runs or len({r.config.model for r in runs}) != 1:
+        raise ValueError("a model's runs are needed: one or more seeds of a single model")
+    return runs
+
+
+def facts(runs: Run | list[Run], labels: np.ndarray) -> SimpleNamespace:
+    """One model's numbers for a text, over its seeds (``runs``: one or more): final test accuracy (the mean over
+    the seeds) with its 95% interval (acc, low, high: ``_accuracy``), clean training accuracy (the mean), how many
+    seeds and which, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
+    runs = _seeds_of(runs)
+    run, (iv, _) = runs[0], _accuracy(runs, labels, "test_acc")
     costs = model_costs(run.config.model)
     return SimpleNamespace(model=run.config.label, acc=iv.estimate, low=iv.low, high=iv.high,
-                           clean=verdicts.final(run, "clean_train_acc"), epochs=len(run.history),
-                           lr=run.config.lr, params=costs["params"], gmacs=costs["macs"] / 1e9,
-                           target=TARGET_ACCURACY.get(run.config.model, math.nan),
+                           clean=float(np.mean([verdicts.final(r, "clean_train_acc") for r in runs])),
+                           seeds=len(runs), seed_numbers=sorted(r.config.seed for r in runs),
+                           epochs=len(run.history), lr=run.config.lr, params=costs["params"],
+                           gmacs=costs["macs"] / 1e9, target=TARGET_ACCURACY.get(run.config.model, math.nan),
                            original=ORIGINAL_ACCURACY.get(run.config.model, math.nan))  # fmt: skip
 
 
-def run_claims(run: Run, labels: np.ndarray) -> list[dict]:
-    """One run's claims: ``original.<m>`` (ours ends above the original report's accuracy), ``targets.<m>`` (it
-    reaches the accuracy the study expects of its architecture under the full profile; "not testable in this
-    regime" in another profile) and ``fits.<m>`` (its clean training accuracy is above ``FITS_TRAINING``)."""
-    m, iv = run.config.model, stats.accuracy_interval(run.predictions, labels)
+def run_claims(runs: Run | list[Run], labels: np.ndarray) -> list[dict]:
+    """One model's claims, over its seeds (``runs``: one or more; intervals by ``_accuracy``): ``original.<m>`` (ours
+    ends above the original report's accuracy), ``targets.<m>`` (it reaches the accuracy the study expects of its
+    architecture under the full profile; "not testable in this regime" in another profile) and ``fits.<m>`` (its
+    clean training accuracy is above ``FITS_TRAINING``)."""
+    runs = _seeds_of(runs)
+    run = runs[0]
+    m, (iv, how) = run.config.model, _accuracy(runs, labels, "test_acc")
     original, target = ORIGINAL_ACCURACY.get(m), TARGET_ACCURACY.get(m)
     rows = []
     if original is not None:
         rows.append(_claim(f"original.{m}", f"ours ends above the original report's {render.pct(original, 0)}", m,
-                           "original report", "test accuracy", iv, original))  # fmt: skip
+                           "original report", "test accuracy", iv, original, how))  # fmt: skip
     if target is not None:
         row = _claim(f"targets.{m}", f"it reaches {render.pct(target)}, the accuracy the study expects of it", m,
-                     "target", "test accuracy", iv, target)  # fmt: skip
+                     "target", "test accuracy", iv, target, how)  # fmt: skip
         if run.config.profile != "full" or run.config.tag:
             row["verdict"] = verdicts.NOT_IN_REGIME
         rows.append(row)
-    if "clean_train_acc" in run.history:  # of the clean training images the run scores after each epoch
-        clean = stats.binomial_interval(round(verdicts.final(run, "clean_train_acc") * run.config.n_clean()),
-                                        run.config.n_clean())  # fmt: skip
+    if all("clean_train_acc" in r.history for r in runs):  # of the clean training images scored after each epoch
+        clean, how = _accuracy(runs, labels, "clean_train_acc")
         rows.append(_claim(f"fits.{m}", f"it fits its training images (clean training accuracy above "
                                         f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy", clean,
-                           FITS_TRAINING))  # fmt: skip
+                           FITS_TRAINING, how))  # fmt: skip
     return rows
 
 
@@ -108,11 +135,10 @@ PAIRS = (("plainnet18", "resnet18", True), ("se_resnet18", "resnet18", False), (
 def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> SimpleNamespace:
     """Notebook 05's numbers, from the runs of the original models and of the controlled family: ``rankings`` (a
     verdict frame per family), ``pairs`` (``pair_claim`` of each of ``PAIRS``), ``runs`` (``run_claims`` of each
-    model's first seed) and ``f`` (``facts`` of those runs, by model)."""
+    model, over its seeds) and ``f`` (``facts`` of each model, over its seeds)."""
     families = {"original": original, "controlled": controlled}
     runs = [r for rs in families.values() for r in rs]
     timed = step_times()
-    first = [r for r in runs if r.config.seed == min(x.config.seed for x in runs if x.config.model == r.config.model)]
     by = {m: list(seeds.values()) for m, seeds in analysis.by_model(runs).items()}
 
     def labels(r):
@@ -123,8 +149,8 @@ def comparison(original: list[Run], controlled: list[Run], data: CIFAR10) -> Sim
                   for name, rs in families.items()],  # fmt: skip
         pairs=claims_frame([pair_claim(by[a], by[b], labels(by[a][0]), tie=tie) for a, b, tie in PAIRS
                             if a in by and b in by]),
-        runs=claims_frame([row for r in first for row in run_claims(r, labels(r))]),
-        f={r.config.model: facts(r, labels(r)) for r in first})
+        runs=claims_frame([row for rs in by.values() for row in run_claims(rs, labels(rs[0]))]),
+        f={m: facts(rs, labels(rs[0])) for m, rs in by.items()})
 
 
 def accuracy_cost_panels(families: dict[str, list[Run]], data: CIFAR10) -> dict[str, pd.DataFrame]:
@@ -148,23 +174,33 @@ def caption(text: str) -> None:
 
 
 class ModelPage:
-    """The runs of ``original`` and ``ours`` in one profile, and the sections built from them."""
+    """The runs of ``original`` and ``ours`` in one profile, and the sections built from them.
+
+    ``seeds``: the first is the page's own (the original model's run of it is required; the confusion matrices and
+    per-class table show it); each model adds the others it has stored (silently: the origin line lists every run
+    shown), and its numbers, claims and curves are over all its seeds. The two models compare across seeds once each
+    has two or more, else on the first seed (``pair_claim``)."""
 
     def __init__(self, original: str, ours: str, profile: str | None = None, seeds=(0,), *, name: str):
         self.original, self.ours, self.name = original, ours, name
         self.models = [original, ours]
         self.seeds = tuple(seeds)
-        # Left to choose, the page shows the richest profile holding the original model's runs: its full
+        first, more = self.seeds[:1], self.seeds[1:]
+        # Left to choose, the page shows the richest profile holding the original model's run: its full
         # run is the main result as soon as it lands, and ``ours`` joins when its own run of that profile
         # does (the plan trains the controlled family later); until then ``ours`` is listed as missing.
-        self.profile = resolve_profile(profile, [original], self.seeds)
-        both = resolve_profile(profile, self.models, self.seeds) == self.profile
-        self.runs: list[Run] = (get_runs(self.models, self.profile, self.seeds) if both else
-                                get_runs([original], self.profile, self.seeds)
-                                + get_runs([ours], self.profile, self.seeds, required=False))  # fmt: skip
+        self.profile = resolve_profile(profile, [original], first)
+        both = resolve_profile(profile, self.models, first) == self.profile
+        shown = self.models if both else [original]  # ``ours`` without its first-seed run here is missing
+        self.runs: list[Run] = [r for m in shown for r in get_runs([m], self.profile, first)
+                                + [stored(make_config(m, self.profile, s)) for s in more] if r is not None]
         self.missing = [m for m in self.models if not any(r.config.model == m for r in self.runs)]
         self.final: list[Run] = [r for r in self.runs if r.config.seed == self.seeds[0]]
         plots.use_style()
+
+    def of(self, model: str) -> list[Run]:
+        """The page's runs of ``model``, one per seed."""
+        return [r for r in self.runs if r.config.model == model]
 
     def origin(self):
         """Markdown: the profile shown, and which machine trained which runs."""
@@ -209,7 +245,8 @@ class ModelPage:
         fig = plots.curves(analysis.long_history(runs), pairs=CLEAN_PAIRS if clean else RUNNING_PAIRS, title=title)
         plots.save(fig, f"{self.name}_{suffix}")
         plt.show()
-        caption(render.note("curves_caption", models, clean))
+        several = len({(r.config.model, r.config.seed) for r in runs}) > len(models)
+        caption(render.note("curves_caption", models, clean, several))
 
     def table(self) -> pd.DataFrame:
         return render.summary_table(analysis.summary_table(self.runs))
@@ -250,16 +287,17 @@ class ModelPage:
         the page's run of the original model (and a stored full-protocol one)."""
         from IPython.display import Markdown
 
-        shown = [r for r in [*self.final, self.full_original] if r is not None and r.config.model in ORIGINAL_ACCURACY]
-        rows = [row for r in shown for row in run_claims(r, self.labels(r)) if row["id"].startswith("original.")]
+        shown = [self.of(m) for m in self.models if m in ORIGINAL_ACCURACY and self.of(m)]
+        shown += [[self.full_original]] if self.full_original is not None else []
+        rows = [row for rs in shown for row in run_claims(rs, self.labels(rs[0])) if row["id"].startswith("original.")]
         return Markdown(render.verdict_table(claims_frame(rows)))
 
     def claims(self) -> pd.DataFrame:
         """The page's verdict frame: each model's ``run_claims`` and ``comparison.<ours>-<original>``."""
-        rows = [row for r in self.final for row in run_claims(r, self.labels(r))]
-        group = {m: [r for r in self.runs if r.config.model == m] for m in self.models}
+        shown = [self.of(m) for m in self.models if self.of(m)]
+        rows = [row for rs in shown for row in run_claims(rs, self.labels(rs[0]))]
         if not self.missing:
-            rows.append(pair_claim(group[self.ours], group[self.original], self.labels(self.final[0])))
+            rows.append(pair_claim(self.of(self.ours), self.of(self.original), self.labels(self.final[0])))
         return claims_frame(rows)
 
     def reading(self):
@@ -269,6 +307,6 @@ class ModelPage:
 
         if self.missing:
             return Markdown(render.note("reading_waits", self.missing, self.profile))
-        f = {r.config.model: facts(r, self.labels(r)) for r in self.final}
+        f = {m: facts(self.of(m), self.labels(self.of(m)[0])) for m in self.models}
         return Markdown(render.template(f"{self.name[:2]}_reading", render.claims(self.claims()), f=f,
                                         profile=self.profile))  # fmt: skip

@@ -78,6 +78,18 @@ def num(x: float, digits: int = 2) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:,.{digits}f}"
 
 
+def mean_of(facts) -> str:
+    """What a model's number in a text stands for (``pages.facts``): '' for one seed, ' (the mean of 3 seeds)'."""
+    return "" if facts.seeds == 1 else f" (the mean of {facts.seeds} seeds)"
+
+
+def paired_on(a, b) -> str:
+    """Where a comparison of two models (``pages.facts`` of each) rests on one seed though one of them has several
+    (``verdicts.compare`` pairs them on the first seed both have): ' (on seed 0, which both have)'; else ''."""
+    both = sorted(set(a.seed_numbers) & set(b.seed_numbers))
+    return f" (on seed {both[0]}, which both have)" if (a.seeds > 1) != (b.seeds > 1) and both else ""
+
+
 _SCALE = {"points": (100.0, 1, " points"), "log10": (1.0, 2, ""), "r": (1.0, 3, ""), "ratio": (1.0, 2, "x"),
           "z": (1.0, 2, ""), "loss": (1.0, 3, ""), "share": (100.0, 1, "%")}
 _UNSIGNED = {"share", "ratio"}  # a value or a ratio, not a difference: no sign
@@ -207,7 +219,8 @@ def _split(name: str) -> tuple[dict[str, str], str]:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     env.filters.update(pct=pct, points=points, signed=signed, interval=interval, level=level, method=method, num=num,
-                       inline=inline, esc=html_lib.escape)  # fmt: skip
+                       inline=inline, esc=html_lib.escape, mean_of=mean_of,
+                       paired_on=paired_on)  # fmt: skip
     return env
 
 

@@ -64,6 +64,21 @@ def test_a_model_page_shows_every_section_from_stored_runs(synthetic, store, mon
     assert (same["estimate"], same["low"], same["high"], same["verdict"]) == (0, 0, 0, "confirmed")
     assert pages.pair_claim([cnn], [cnn], page.labels(cnn))["verdict"] == "cannot tell"
 
+    # a second seed of the original model: its numbers and claims go over both seeds, the figures of errors stay
+    # with the first seed, and the pair compares on the seed both have
+    fit_or_load(make_config("seed_cnn", "smoke", 1), data=synthetic, device="cpu", verbose=False)
+    page = ModelPage("seed_cnn", "seed_resnet18", "smoke", (0, 1, 2), name="01_test")
+    page.__dict__["data"] = synthetic
+    assert [(r.config.model, r.config.seed) for r in page.runs] == [("seed_cnn", 0), ("seed_cnn", 1),
+                                                                    ("seed_resnet18", 0)]  # fmt: skip
+    assert [(r.config.model, r.config.seed) for r in page.final] == [("seed_cnn", 0), ("seed_resnet18", 0)]
+    assert "`seed_cnn` (seeds 0, 1), `seed_resnet18` (seed 0)" in page.origin().data
+    claims = page.claims().set_index("id")
+    assert (claims.loc["original.seed_cnn", "method"], claims.loc["original.seed_cnn", "n"]) == ("t", 2)
+    assert claims.loc["original.seed_resnet18", "method"] == "binomial"
+    assert claims.loc["comparison.seed_resnet18-seed_cnn", "method"] == "paired bootstrap"
+    assert page.table().loc["seed_cnn", "seeds"] == 2
+
 
 def test_a_page_shows_the_original_models_richest_run_before_its_counterpart_has_one(synthetic, store, monkeypatch):
     import cnnlib.runs as report
@@ -84,6 +99,36 @@ def test_a_page_shows_the_original_models_richest_run_before_its_counterpart_has
     assert page.full_original is None  # and no full-protocol run to add
 
 
+def test_a_models_numbers_and_claims_are_over_its_seeds_where_it_has_several():
+    import numpy as np
+    from test_verdicts import fake_run
+
+    from cnnlib.constants import FITS_TRAINING
+
+    runs = [fake_run("seed_resnet18", s, clean, test) for s, (clean, test) in enumerate(
+        [(0.84, 0.81), (0.85, 0.82), (0.83, 0.80)])]  # fmt: skip
+    rows = {r["id"]: r for r in pages.run_claims(runs, labels=None)}  # no test images needed across seeds
+    original, fits = rows["original.seed_resnet18"], rows["fits.seed_resnet18"]
+    assert original["estimate"] == pytest.approx(0.81 - 0.72)
+    assert fits["estimate"] == pytest.approx(0.84 - FITS_TRAINING)
+    assert (original["method"], original["n"], fits["method"], fits["n"]) == ("t", 3, "t", 3)
+    assert original["low"] < original["estimate"] < original["high"] and fits["verdict"] == "refuted"
+    f = pages.facts(runs, labels=None)
+    assert (f.acc, f.clean, f.seeds) == (pytest.approx(0.81), pytest.approx(0.84), 3) and f.low < 0.81 < f.high
+    assert render.mean_of(f) == " (the mean of 3 seeds)"
+    # one seed: the exact binomial interval over the images that one network scored
+    one = {r["id"]: r for r in pages.run_claims(runs[0], labels=np.zeros(10, dtype=np.uint8))}
+    assert (one["original.seed_resnet18"]["method"], one["original.seed_resnet18"]["n"]) == ("binomial", 10)
+    single = pages.facts(runs[:1], np.zeros(10, dtype=np.uint8))
+    assert one["fits.seed_resnet18"]["n"] == runs[0].config.n_clean() and render.mean_of(single) == ""
+    # against a model with one seed, a comparison pairs the two on that seed, and the text says so
+    assert render.paired_on(single, f) == render.paired_on(f, single) == " (on seed 0, which both have)"
+    assert render.paired_on(f, f) == render.paired_on(single, single) == ""
+    with pytest.raises(ValueError, match="a single model"):
+        pages.run_claims([runs[0], fake_run("seed_cnn", 0, 0.6, 0.6)], labels=None)
+
+
+SEEDS = (0, 1, 2)  # as notebooks 01-05 ask for them
 PAGES = (("seed_cnn", "plainnet18", "01_cnn"), ("seed_resnet18", "resnet18", "02_resnet"),
          ("seed_densenet", "densenet121", "03_densenet"), ("seed_senet18", "se_resnet18", "04_senet"))
 
@@ -97,12 +142,13 @@ def test_the_texts_of_notebooks_01_to_05_hold_on_the_committed_runs():
         pytest.skip("no CIFAR-10 here ($CNNLIB_DATA): the texts are read against the real test labels")
     texts = []
     for original, ours, name in PAGES:
-        page = ModelPage(original, ours, "full", name=name)
+        page = ModelPage(original, ours, "full", SEEDS, name=name)
         page.__dict__["data"] = data
         assert render.stale(f"{name[:2]}_reading", render.claims(page.claims())) == []
         texts.append(page.reading().data)
-    numbers = pages.comparison(get_runs(list(FAMILIES["seed"]), "full"), get_runs(list(FAMILIES["controlled"]), "full"),
-                               data)  # fmt: skip
+    families = [get_runs(list(FAMILIES[f]), "full") + get_runs(list(FAMILIES[f]), "full", SEEDS[1:], required=False)
+                for f in ("seed", "controlled")]  # as notebook 05 reads them
+    numbers = pages.comparison(*families, data)
     v = render.claims(numbers.runs)
     assert render.stale("05_targets", v) == []
     assert render.stale("05_closing", render.claims(numbers.pairs, *numbers.rankings)) == []
