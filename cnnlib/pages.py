@@ -283,8 +283,9 @@ class ModelPage:
         return stored[0] if stored else None
 
     def versus_original(self):
-        """Markdown: ours against the original report's accuracy, with our exact 95% interval (``original.<m>``), for
-        the page's run of the original model (and a stored full-protocol one)."""
+        """Markdown: ours against the original report's accuracy with a 95% interval (``original.<m>``, over the
+        page's seeds of the original model), and the same for a stored full-protocol run where the page shows
+        another profile."""
         from IPython.display import Markdown
 
         shown = [self.of(m) for m in self.models if m in ORIGINAL_ACCURACY and self.of(m)]
