@@ -55,14 +55,14 @@ def _accuracy(runs: list[Run], labels: np.ndarray, column: str) -> tuple[stats.I
     return stats.binomial_interval(round(verdicts.final(run, column) * n), n), "binomial"
 
 
-def _seeds_of(runs: Run | list[Run]) -> list[Run]:
-    runs = [runs] if isinstance(runs, Run) else list(runs)
+def _seeds_of(runs: list[Run]) -> list[Run]:
+    runs = list(runs)
     if not runs or len({r.config.model for r in runs}) != 1:
         raise ValueError("a model's runs are needed: one or more seeds of a single model")
     return runs
 
 
-def facts(runs: Run | list[Run], labels: np.ndarray) -> SimpleNamespace:
+def facts(runs: list[Run], labels: np.ndarray) -> SimpleNamespace:
     """One model's numbers for a text, over its seeds (``runs``: one or more): final test accuracy (the mean over
     the seeds) with its 95% interval (acc, low, high: ``_accuracy``), clean training accuracy (the mean), how many
     seeds and which, epochs, peak lr, parameters, multiply-adds per image (G), target and original accuracy."""
@@ -77,7 +77,7 @@ def facts(runs: Run | list[Run], labels: np.ndarray) -> SimpleNamespace:
                            original=ORIGINAL_ACCURACY.get(run.config.model, math.nan))  # fmt: skip
 
 
-def run_claims(runs: Run | list[Run], labels: np.ndarray) -> list[dict]:
+def run_claims(runs: list[Run], labels: np.ndarray) -> list[dict]:
     """One model's claims, over its seeds (``runs``: one or more; intervals by ``_accuracy``): ``original.<m>`` (ours
     ends above the original report's accuracy), ``targets.<m>`` (it reaches the accuracy the study expects of its
     architecture under the full profile; "not testable in this regime" in another profile) and ``fits.<m>`` (its
@@ -194,13 +194,10 @@ class ModelPage:
         shown = self.models if both else [original]  # ``ours`` without its first-seed run here is missing
         self.runs: list[Run] = [r for m in shown for r in get_runs([m], self.profile, first)
                                 + [stored(make_config(m, self.profile, s)) for s in more] if r is not None]
-        self.missing = [m for m in self.models if not any(r.config.model == m for r in self.runs)]
+        self.by_model: dict[str, list[Run]] = {m: [r for r in self.runs if r.config.model == m] for m in self.models}
+        self.missing = [m for m, rs in self.by_model.items() if not rs]
         self.final: list[Run] = [r for r in self.runs if r.config.seed == self.seeds[0]]
         plots.use_style()
-
-    def of(self, model: str) -> list[Run]:
-        """The page's runs of ``model``, one per seed."""
-        return [r for r in self.runs if r.config.model == model]
 
     def origin(self):
         """Markdown: the profile shown, and which machine trained which runs."""
@@ -288,17 +285,17 @@ class ModelPage:
         another profile."""
         from IPython.display import Markdown
 
-        shown = [self.of(m) for m in self.models if m in ORIGINAL_ACCURACY and self.of(m)]
+        shown = [rs for m, rs in self.by_model.items() if m in ORIGINAL_ACCURACY and rs]
         shown += [[self.full_original]] if self.full_original is not None else []
         rows = [row for rs in shown for row in run_claims(rs, self.labels(rs[0])) if row["id"].startswith("original.")]
         return Markdown(render.verdict_table(claims_frame(rows)))
 
     def claims(self) -> pd.DataFrame:
         """The page's verdict frame: each model's ``run_claims`` and ``comparison.<ours>-<original>``."""
-        shown = [self.of(m) for m in self.models if self.of(m)]
+        shown = [rs for rs in self.by_model.values() if rs]
         rows = [row for rs in shown for row in run_claims(rs, self.labels(rs[0]))]
         if not self.missing:
-            rows.append(pair_claim(self.of(self.ours), self.of(self.original), self.labels(self.final[0])))
+            rows.append(pair_claim(self.by_model[self.ours], self.by_model[self.original], self.labels(self.final[0])))
         return claims_frame(rows)
 
     def reading(self):
@@ -308,6 +305,6 @@ class ModelPage:
 
         if self.missing:
             return Markdown(render.note("reading_waits", self.missing, self.profile))
-        f = {m: facts(self.of(m), self.labels(self.of(m)[0])) for m in self.models}
+        f = {m: facts(rs, self.labels(rs[0])) for m, rs in self.by_model.items()}
         return Markdown(render.template(f"{self.name[:2]}_reading", render.claims(self.claims()), f=f,
                                         profile=self.profile))  # fmt: skip

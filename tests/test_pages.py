@@ -117,7 +117,7 @@ def test_a_models_numbers_and_claims_are_over_its_seeds_where_it_has_several():
     assert (f.acc, f.clean, f.seeds) == (pytest.approx(0.81), pytest.approx(0.84), 3) and f.low < 0.81 < f.high
     assert render.mean_of(f) == " (the mean of 3 seeds)"
     # one seed: the exact binomial interval over the images that one network scored
-    one = {r["id"]: r for r in pages.run_claims(runs[0], labels=np.zeros(10, dtype=np.uint8))}
+    one = {r["id"]: r for r in pages.run_claims(runs[:1], labels=np.zeros(10, dtype=np.uint8))}
     assert (one["original.seed_resnet18"]["method"], one["original.seed_resnet18"]["n"]) == ("binomial", 10)
     single = pages.facts(runs[:1], np.zeros(10, dtype=np.uint8))
     assert one["fits.seed_resnet18"]["n"] == runs[0].config.n_clean() and render.mean_of(single) == ""
