@@ -60,11 +60,17 @@ def long_history(runs: Iterable[Run]) -> pd.DataFrame:
 
 def data_groups(runs: Iterable[Run]) -> list[dict]:
     """What a figure of ``runs`` shows (``render.data_note`` words it): per profile, in order of first appearance,
-    its image counts (training, test) and its seeds."""
-    runs = list(runs)
-    return [dict(profile=p, images=sorted({r.config.n_images() for r in runs if r.config.profile == p}),
-                 seeds=sorted({r.config.seed for r in runs if r.config.profile == p}))
-            for p in dict.fromkeys(r.config.profile for r in runs)]
+    its image counts (training, test), its seeds, and ``only``: where its models' seeds differ, each model whose
+    seeds are not all of them, with the seeds it has."""
+    runs, groups = list(runs), []
+    for p in dict.fromkeys(r.config.profile for r in runs):
+        mine = [r for r in runs if r.config.profile == p]
+        per_model = {m: sorted({r.config.seed for r in mine if r.config.model == m})
+                     for m in dict.fromkeys(r.config.model for r in mine)}  # fmt: skip
+        seeds = sorted({s for ss in per_model.values() for s in ss})
+        groups.append(dict(profile=p, images=sorted({r.config.n_images() for r in mine}), seeds=seeds,
+                           only={m: ss for m, ss in per_model.items() if ss != seeds}))  # fmt: skip
+    return groups
 
 
 def family_profiles(families: dict[str, Iterable[Run]]) -> dict[str, tuple[str, ...]]:
