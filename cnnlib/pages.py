@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import analysis, plots, render, stats, verdicts
+from . import analysis, plots, recipe, render, stats, verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, model_costs
-from .config import make_config
+from .config import RECIPE_CHECKS, make_config
 from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .results import Run
@@ -102,6 +102,21 @@ def run_claims(runs: list[Run], labels: np.ndarray) -> list[dict]:
                                         f"{render.pct(FITS_TRAINING, 0)})", m, "", "clean training accuracy", clean,
                            FITS_TRAINING, how))  # fmt: skip
     return rows
+
+
+def recipe_checks() -> SimpleNamespace:
+    """The recipe checks as notebook 05 shows them (``templates/05_checks.md``, ``render.check_table``): ``checks``,
+    each check of ``config.RECIPE_CHECKS`` by name (its nets; its table, ``recipe.table``, a row per setting; how many
+    of its runs are still to train and how many it has in all; its recorded choice, None until recorded), and the
+    ``tune`` profile they train in (epochs, training and held-out images)."""
+    checks = {}
+    for check in RECIPE_CHECKS:
+        df, nets = recipe.table(check=check), recipe.nets(check)
+        checks[check] = SimpleNamespace(name=check, nets=nets, table=df, to_train=recipe.still_to_train(df, check),
+                                        runs=len(df) * len(nets), chosen=recipe.recorded(check))  # fmt: skip
+    tune = make_config(recipe.nets()[0], "tune", 0)
+    (n_train, n_held), = [tune.n_images()]
+    return SimpleNamespace(checks=checks, epochs=tune.epochs, images=n_train, held_out=n_held)
 
 
 def pair_claim(a: list[Run], b: list[Run], labels: np.ndarray, *, tie: bool = False) -> dict:

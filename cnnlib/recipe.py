@@ -80,7 +80,7 @@ def table(runs: dict[str, Run | None] | None = None, check: str = "shared") -> p
     return pd.DataFrame(rows)
 
 
-def _missing(df: pd.DataFrame, check: str) -> int:
+def still_to_train(df: pd.DataFrame, check: str) -> int:
     """Runs of the check still to train: neither stored nor diverged, in settings not ruled out already (a
     setting under which something diverged is out whatever its other runs would say)."""
     return sum(math.isnan(row[f"{net} held-out acc"]) for _, row in df.iterrows() if not row["diverged"]
@@ -91,7 +91,7 @@ def choice(df: pd.DataFrame | None = None, check: str = "shared") -> dict | None
     """The chosen setting ({"setting", "lr", "weight_decay", "mean"}) once every run of the check
     exists or diverged: the best mean among the settings where no net diverged; else None."""
     df = table(check=check) if df is None else df
-    if _missing(df, check) or df["mean"].isna().all():
+    if still_to_train(df, check) or df["mean"].isna().all():
         return None
     best = df.loc[df["mean"].idxmax()]
     return dict(setting=best["setting"], lr=float(best["lr"]), weight_decay=float(best["weight decay"]),
@@ -132,7 +132,7 @@ def blocking(df: pd.DataFrame | None = None, check: str = "shared") -> str | Non
     df = table(check=check) if df is None else df
     chosen = choice(df, check)
     name = "recipe check" if check == "shared" else f"{check} family's recipe check"
-    if chosen is None and (missing := _missing(df, check)):
+    if chosen is None and (missing := still_to_train(df, check)):
         return (f"the {name} has {missing} of its {len(nets(check)) * len(df)} runs still to train; its "
                 "families start once it is complete and its choice is recorded as the full profile's recipe")
     if chosen is None:

@@ -205,6 +205,24 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def check_table(check) -> pd.DataFrame:
+    """A recipe check (``pages.recipe_checks``) for reading, a row per setting: its peak lr and weight decay, each
+    net's final held-out accuracy (%; "not trained yet", or "diverged" where its loss turned NaN), their mean, and a
+    note: "chosen" for the recorded choice, and which runs diverged under the setting."""
+    df, chosen = check.table, (check.chosen or {}).get("setting")
+    out = pd.DataFrame({"peak lr": df["lr"].to_numpy(), "weight decay": df["weight decay"].to_numpy()},
+                       index=pd.Index(df["setting"], name="setting"))  # fmt: skip
+    diverged = [set(d.split(", ")) if d else set() for d in df["diverged"]]
+    for net in check.nets:
+        accs = zip(df[f"{net} held-out acc"], diverged, strict=True)
+        out[f"{net} held-out acc (%)"] = [f"{100 * v:.2f}" if math.isfinite(v) else "diverged" if net in d
+                                          else "not trained yet" for v, d in accs]  # fmt: skip
+    out["mean (%)"] = [f"{100 * v:.2f}" if math.isfinite(v) else "" for v in df["mean"]]
+    out["note"] = ["; ".join((["chosen"] if tag == chosen else []) + ([f"diverged: {d}"] if d else []))
+                   for tag, d in zip(df["setting"], df["diverged"], strict=True)]  # fmt: skip
+    return out
+
+
 # --- written text -------------------------------------------------------------------------------------------------
 
 def _split(name: str) -> tuple[dict[str, str], str]:

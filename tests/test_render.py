@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -69,3 +70,42 @@ def test_what_would_settle_a_cannot_tell_follows_from_the_rows_numbers():
     md = render.verdict_table(pd.DataFrame([{**base, "verdict": "cannot tell", "method": "none"}]))
     assert md.splitlines()[0].endswith("| what would settle it |") and f"| {one_seed} |" in md
     assert "what would settle it" not in render.verdict_table(_frame())  # every row decided: no column
+
+
+def _check(name, accs, diverged=("", "", ""), chosen=None, to_train=0):
+    """A recipe check as ``pages.recipe_checks`` gives it: two nets over three settings (``accs``: a pair of final
+    held-out accuracies per setting, NaN where a net has none)."""
+    tags = ["lr0.2_wd0.0005", "lr0.4_wd0.0005", "lr0.8_wd0.0005"]
+    table = pd.DataFrame({"setting": tags, "lr": [0.2, 0.4, 0.8], "weight decay": [5e-4] * 3,
+                          "a held-out acc": [a for a, _ in accs], "b held-out acc": [b for _, b in accs],
+                          "diverged": list(diverged), "mean": [(a + b) / 2 if not d else math.nan
+                                                               for (a, b), d in zip(accs, diverged, strict=True)]})
+    return SimpleNamespace(name=name, nets=("a", "b"), table=table, to_train=to_train, runs=6, chosen=chosen)
+
+
+def test_a_recipe_check_reads_as_a_table_with_its_choice_and_what_diverged():
+    nan = math.nan
+    chosen = dict(setting="lr0.4_wd0.0005", lr=0.4, weight_decay=5e-4, mean=0.8)
+    shown = render.check_table(_check("controlled", [(0.79, 0.75), (0.81, 0.79), (nan, 0.7)],
+                                      diverged=("", "", "a, c (full)"), chosen=chosen))
+    assert list(shown.index) == ["lr0.2_wd0.0005", "lr0.4_wd0.0005", "lr0.8_wd0.0005"]
+    assert shown.loc["lr0.4_wd0.0005", ["a held-out acc (%)", "mean (%)", "note"]].tolist() == ["81.00", "80.00",
+                                                                                              "chosen"]
+    assert shown.loc["lr0.8_wd0.0005", ["a held-out acc (%)", "b held-out acc (%)", "mean (%)", "note"]].tolist() == [
+        "diverged", "70.00", "", "diverged: a, c (full)"]
+    waiting = render.check_table(_check("controlled", [(0.79, nan), (nan, nan), (nan, nan)], to_train=5))
+    assert waiting["b held-out acc (%)"].tolist() == ["not trained yet"] * 3 and set(waiting["note"]) == {""}
+
+
+def test_the_recipe_checks_text_says_each_checks_choice_or_what_it_still_trains():
+    nan = math.nan
+    accs = [(0.79, 0.75), (0.81, 0.79), (0.8, 0.7)]
+    done = dict(setting="lr0.8_wd0.0005", lr=0.8, weight_decay=5e-4, mean=0.75)
+    r = SimpleNamespace(epochs=10, images=45_000, held_out=5_000, checks={
+        "shared": _check("shared", accs, chosen=done), "seed": _check("seed", accs, chosen=done | dict(lr=0.1)),
+        "controlled": _check("controlled", [(0.79, nan), (nan, nan), (nan, nan)], to_train=5)})
+    text = render.template("05_checks", r=r)
+    assert "10 epochs under each setting, on 45,000 training images" in text and "the 5,000 training" in text
+    assert "Chosen: peak lr 0.8 and weight decay 0.0005, at a mean held-out accuracy of 75.00%." in text
+    assert "Chosen: peak lr 0.1, at a mean held-out accuracy of 75.00%." in text  # the seed check sets the lr only
+    assert "Not chosen yet: 5 of its 6 runs are still to train." in text
