@@ -184,3 +184,15 @@ def test_repeated_sentences():
     a = "The plain nets fit their training images worse with depth. Short one."
     b = "Something else entirely is said here today. The plain nets fit their training images worse with depth."
     assert repeated_sentences([a, b]) == ["The plain nets fit their training images worse with depth."]
+
+
+def test_the_recipe_checks_of_an_empty_store_have_everything_to_train_and_keep_their_recorded_choices(store):
+    from cnnlib import recipe
+    from cnnlib.config import RECIPE_CHECKS
+
+    r = pages.recipe_checks()
+    assert list(r.checks) == list(RECIPE_CHECKS) and (r.images, r.held_out) == (45_000, 5_000)
+    for name, check in r.checks.items():
+        assert check.to_train == check.runs == len(RECIPE_CHECKS[name]["tags"]) * len(RECIPE_CHECKS[name]["nets"])
+        assert check.chosen == recipe.recorded(name)  # the record, not the (absent) runs, says what was chosen
+        assert check.table["mean"].isna().all()
