@@ -178,7 +178,8 @@ def _status(args: argparse.Namespace) -> int:
         _recipe_checks(args.record_recipe)
     print(f"training left on this machine, in hours of one training job (train-missing --workers {args.workers}: "
           f"{threads} thread(s) each) at the best rate measured on this device or CPU model: stored runs at any "
-          "thread count, else an unfinished run's checkpoint, else a checked step at these threads:")
+          "thread count, else an unfinished run's checkpoint, else a checked step at these threads, scaled by how "
+          "much faster this CPU's stored runs went than their models' checks:")
     for name, hours, typical, unknown in stage_hours_left(args.profile, threads=threads):
         if unknown and not hours:  # nothing of the stage is rated: "0.0 h" would read as done
             print(f"  stage {name}: no measured rate yet for its {unknown} missing run(s) (--measure times them)")

@@ -36,6 +36,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -200,8 +201,8 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
                checks: bool = True, typical: bool = False) -> float | None:  # fmt: skip
     """Training images/s of ``cfg.model`` at ``cfg.batch_size`` on this kind of device (on a CPU: this CPU model) from
     what was measured already: stored runs, then checkpoints of unfinished runs, then the engine's cached check (at its
-    small batch, preferably at ``threads``, default this process's; on a CPU the rate per image depends on the batch:
-    the check underestimated resnet20's batch-512 runs by 1.6x on a Xeon with AMX; ``checks=False`` leaves it out). With
+    small batch, preferably at ``threads``, default this process's; scaled by ``check_scale``, since on a CPU the rate
+    per image depends on the batch; ``checks=False`` leaves it out). With
     ``exact``, on a CPU, only what was measured at that thread count counts. Of several stored runs: the fastest (what
     the hardware can do, for planning), or with ``typical`` their median (what a run gets with other work beside it,
     for judging whether one fits before a deadline). None if nothing."""
@@ -220,8 +221,27 @@ def known_rate(cfg: TrainConfig, device_type: str, threads: int | None = None, *
         return float(statistics.median(rates)) if typical else max(rates)
     if device_type == "cpu":
         ckpt = None if exact else _checkpoint_rates.get((cfg.model, cfg.batch_size))
-        return ckpt or (engine.cached_rate(cfg.model, threads, exact=exact) if checks else None)
+        checked = engine.cached_rate(cfg.model, threads, exact=exact) if checks and not ckpt else None
+        return ckpt or (checked * check_scale(cfg.batch_size, threads, typical=typical) if checked else None)
     return None
+
+
+def check_scale(batch_size: int, threads: int | None = None, *, typical: bool = False) -> float:
+    """How much faster this CPU's stored runs at ``batch_size`` trained than the engine's cached check of the same
+    model predicted: the median ratio over the models that have both (of the fastest runs, or with ``typical`` their
+    median: ``known_rate``), else 1. The check times a few steps at its small batch, where a CPU trains fewer images a
+    second than at the runs' batch (on a Zen 4: 1.13-1.85x at batch 512; on a Xeon with AMX, 1.6x for resnet20), so
+    unscaled it made the runs known only by their check look longer than they are."""
+    here = (engine.cpu_name(), list(engine.bf16_features()))
+    models = sorted({r.config.model for r in _sound_runs() if r.config.batch_size == batch_size
+                     and r.meta.get("device", "").split(":")[0] == "cpu" and _cpu_of(r) == here})  # fmt: skip
+    ratios = []
+    for model in models:
+        if checked := engine.cached_rate(model, threads):
+            ran = known_rate(SimpleNamespace(model=model, batch_size=batch_size), "cpu", threads, checks=False,
+                             typical=typical)  # fmt: skip
+            ratios.append(ran / checked)
+    return float(statistics.median(ratios)) if ratios else 1.0
 
 
 def estimate_seconds(cfg: TrainConfig, data: CIFAR10 | None, device: torch.device, *, measure: bool = True,

@@ -807,3 +807,23 @@ def test_the_controlled_family_checks_its_own_lr_before_its_seeds_1_and_2(store,
     monkeypatch.setattr(config, "recorded_choices", lambda: choices)
     assert {make_config(m, "full").lr for m in FAMILIES["controlled"]} == {0.2}
     assert make_config("resnet20", "full").lr == 0.8 and make_config("seed_cnn", "full").lr == 0.1
+
+
+def test_a_rate_known_only_by_the_engines_check_is_scaled_by_how_far_this_cpus_runs_outran_their_checks(monkeypatch):
+    from cnnlib import plan
+
+    monkeypatch.setattr(plan.engine, "cpu_name", lambda: "x")
+    monkeypatch.setattr(plan.engine, "bf16_features", lambda: ())
+    checks = {"resnet20": 100.0, "plain20": 200.0, "resnet56": 50.0, "plain32": 80.0}
+    monkeypatch.setattr(plan.engine, "cached_rate", lambda model, threads=None, exact=False: checks.get(model))
+    runs = [_run_at(plan.make_config(m, "full", 0), rate, "x") for m, rate in
+            (("resnet20", 150.0), ("plain20", 240.0), ("resnet56", 70.0), ("seed_cnn", 900.0))]  # seed_cnn: unchecked
+    runs.append(_run_at(plan.make_config("resnet44", "full", 0), 500.0, "another cpu"))  # another CPU's: not counted
+    monkeypatch.setattr(plan, "_sound_runs", lambda: runs)
+    assert plan.check_scale(512) == pytest.approx(1.4)  # the median of 1.5, 1.2 and 1.4
+    sweep = plan.make_config("plain32", "full", 0)
+    assert plan.known_rate(sweep, "cpu") == pytest.approx(80.0 * 1.4)
+    assert plan.known_rate(plan.make_config("resnet20", "full", 0), "cpu") == 150.0  # a stored run is used as it is
+    assert plan.check_scale(128) == 1.0  # no run at that batch: the check as it is
+    monkeypatch.setattr(plan, "_sound_runs", lambda: [])
+    assert plan.known_rate(sweep, "cpu") == 80.0
