@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from types import SimpleNamespace
 
 from .data import DataError
 from .paths import shown
@@ -198,7 +199,7 @@ def _status(args: argparse.Namespace) -> int:
 def _recipe_checks(record: bool) -> None:
     """Print each recipe check of the full profile: its runs, its choice (with ``record``, recorded as the full
     profile's recipe if it is not yet) and its table of held-out accuracies."""
-    from . import recipe
+    from . import recipe, render
     from .config import RECIPE_CHECKS
     from .results import DamagedRunError
 
@@ -217,9 +218,9 @@ def _recipe_checks(record: bool) -> None:
                  if chosen else "not chosen yet")  # fmt: skip
         print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
               f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
-        if got:  # accuracies in %
-            pct = {c: (100 * check[c]).round(2) for c in check if "acc" in c or c == "mean"}
-            print(check.assign(**pct).to_string(index=False, na_rep="-"))
+        if got:  # as notebook 05 shows it: accuracies in %, the choice and what diverged in the note
+            view = SimpleNamespace(nets=recipe.nets(name), table=check, chosen=chosen)
+            print(render.check_table(view).to_string())
 
 
 def _verify(record: bool) -> int:

@@ -827,3 +827,27 @@ def test_a_rate_known_only_by_the_engines_check_is_scaled_by_how_far_this_cpus_r
     assert plan.check_scale(128) == 1.0  # no run at that batch: the check as it is
     monkeypatch.setattr(plan, "_sound_runs", lambda: [])
     assert plan.known_rate(sweep, "cpu") == 80.0
+
+
+def test_status_prints_each_recipe_check_as_notebook_05_shows_it(capsys, monkeypatch):
+    import pandas as pd
+
+    from cnnlib import __main__ as cli
+    from cnnlib import recipe
+    from cnnlib.config import RECIPE_CHECKS, RECIPE_SETTINGS
+
+    def table(runs=None, check="shared"):  # every net of every setting at 0.8, the second setting's at 0.9
+        tags = RECIPE_CHECKS[check]["tags"]
+        rows = [{"setting": t, "lr": RECIPE_SETTINGS[t]["lr"], "weight decay": RECIPE_SETTINGS[t]["weight_decay"],
+                 **{f"{n} held-out acc": 0.9 if i == 1 else 0.8 for n in recipe.nets(check)}, "diverged": "",
+                 "mean": 0.9 if i == 1 else 0.8} for i, t in enumerate(tags)]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    monkeypatch.setattr(recipe, "table", table)
+    cli._recipe_checks(record=False)
+    out = capsys.readouterr().out
+    second = RECIPE_CHECKS["controlled"]["tags"][1]
+    assert f"recipe check 'controlled' (resnet18, plainnet18): 6/6 runs; chosen {second}" in out
+    rows = {x.split()[0]: x.split()[3:] for x in out.split("recipe check 'controlled'")[1].splitlines()[3:]}
+    assert rows[second] == ["90.00", "90.00", "90.00", "chosen"]  # resnet18, plainnet18, their mean, the note
+    assert rows[RECIPE_CHECKS["controlled"]["tags"][0]] == ["80.00", "80.00", "80.00"]
