@@ -39,7 +39,7 @@ from cnnlib.analysis import model_costs  # noqa: E402
 from cnnlib.engine import Engine, bf16_features, cpu_name  # noqa: E402
 from cnnlib.train import TrainConfig, build, stepper  # noqa: E402
 
-SETTINGS = {"bf16+cl": ("bf16", True), "fp32+cl": ("fp32", True), "fp32": ("fp32", False)}
+SETTINGS = {"bf16+cl": ("bf16", True), "bf16": ("bf16", False), "fp32+cl": ("fp32", True), "fp32": ("fp32", False)}
 MODELS = ("resnet18", "densenet121", "densenet121 1x1-mm")
 VARIANT = "densenet121 1x1-mm"
 
