@@ -44,8 +44,8 @@ def test_figure_notes_group_runs_by_profile_with_their_image_counts_and_seeds():
     groups = analysis.data_groups(runs)
     assert groups == [{"profile": "smoke", "images": [(200, 100)], "seeds": [0, 1, 2],
                        "only": {"seed_cnn": [0, 2], "plain20": [1]}}]  # fmt: skip
-    assert render.data_note(groups) == ("profile 'smoke', 200 training / 100 test images, seeds 0, 1, 2 "
-                                        "(seed_cnn seeds 0, 2 only; plain20 seed 1 only)")
+    assert render.data_note(groups) == ("profile 'smoke', 200 training / 100 test images, seeds 0, 1, 2"
+                                        ", of which seed_cnn has seeds 0, 2 only and plain20 has seed 1 only")
     even = analysis.data_groups([run("seed_cnn", 0), run("plain20", 0), run("seed_cnn", 1), run("plain20", 1)])
     assert even[0]["only"] == {} and render.data_note(even).endswith("images, seeds 0, 1")
     mixed = analysis.data_groups([run_with("resnet20", [0.5], profile="full", seed=1), *runs[:1]])
