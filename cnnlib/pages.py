@@ -115,7 +115,7 @@ def recipe_checks() -> SimpleNamespace:
         checks[check] = SimpleNamespace(name=check, nets=nets, table=df, to_train=recipe.still_to_train(df, check),
                                         runs=len(df) * len(nets), chosen=recipe.recorded(check))  # fmt: skip
     tune = make_config(recipe.nets()[0], "tune", 0)
-    (n_train, n_held), = [tune.n_images()]
+    n_train, n_held = tune.n_images()
     return SimpleNamespace(checks=checks, epochs=tune.epochs, images=n_train, held_out=n_held)
 
 
