@@ -55,7 +55,8 @@ def configs(check: str = "shared"):
 def table(runs: dict[str, Run | None] | None = None, check: str = "shared") -> pd.DataFrame:
     """One row per setting: lr, weight decay, each net's final held-out accuracy (NaN while missing or diverged), the
     runs whose loss turned NaN under it ("diverged": the check's nets, and the full runs of its families' models, seed
-    0, marked "(full)"; "" if none) and the nets' mean accuracy (NaN unless all of them exist and nothing diverged)."""
+    0, marked "(full)"; "" if none; "diverged runs": the same as a list) and the nets' mean accuracy (NaN unless all
+    of them exist and nothing diverged)."""
     rows = []
     for tag in RECIPE_CHECKS[check]["tags"]:
         setting = RECIPE_SETTINGS[tag]
@@ -75,6 +76,7 @@ def table(runs: dict[str, Run | None] | None = None, check: str = "shared") -> p
                 diverged.append(f"{model} (full)")
         accs = [row[f"{n} held-out acc"] for n in nets(check)]
         row["diverged"] = ", ".join(diverged)
+        row["diverged runs"] = diverged  # the same, as a list (render.check_table asks it net by net)
         row["mean"] = sum(accs) / len(accs) if not diverged and not any(math.isnan(a) for a in accs) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)

@@ -212,9 +212,8 @@ def check_table(check) -> pd.DataFrame:
     df, chosen = check.table, (check.chosen or {}).get("setting")
     out = pd.DataFrame({"peak lr": df["lr"].to_numpy(), "weight decay": df["weight decay"].to_numpy()},
                        index=pd.Index(df["setting"], name="setting"))  # fmt: skip
-    diverged = [set(d.split(", ")) if d else set() for d in df["diverged"]]
     for net in check.nets:
-        accs = zip(df[f"{net} held-out acc"], diverged, strict=True)
+        accs = zip(df[f"{net} held-out acc"], df["diverged runs"], strict=True)
         out[f"{net} held-out acc (%)"] = [f"{100 * v:.2f}" if math.isfinite(v) else "diverged" if net in d
                                           else "not trained yet" for v, d in accs]  # fmt: skip
     out["mean (%)"] = [f"{100 * v:.2f}" if math.isfinite(v) else "" for v in df["mean"]]

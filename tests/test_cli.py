@@ -840,7 +840,7 @@ def test_status_prints_each_recipe_check_as_notebook_05_shows_it(capsys, monkeyp
         tags = RECIPE_CHECKS[check]["tags"]
         rows = [{"setting": t, "lr": RECIPE_SETTINGS[t]["lr"], "weight decay": RECIPE_SETTINGS[t]["weight_decay"],
                  **{f"{n} held-out acc": 0.9 if i == 1 else 0.8 for n in recipe.nets(check)}, "diverged": "",
-                 "mean": 0.9 if i == 1 else 0.8} for i, t in enumerate(tags)]  # fmt: skip
+                 "diverged runs": [], "mean": 0.9 if i == 1 else 0.8} for i, t in enumerate(tags)]  # fmt: skip
         return pd.DataFrame(rows)
 
     monkeypatch.setattr(recipe, "table", table)

@@ -78,7 +78,8 @@ def _check(name, accs, diverged=("", "", ""), chosen=None, to_train=0):
     tags = ["lr0.2_wd0.0005", "lr0.4_wd0.0005", "lr0.8_wd0.0005"]
     table = pd.DataFrame({"setting": tags, "lr": [0.2, 0.4, 0.8], "weight decay": [5e-4] * 3,
                           "a held-out acc": [a for a, _ in accs], "b held-out acc": [b for _, b in accs],
-                          "diverged": list(diverged), "mean": [(a + b) / 2 if not d else math.nan
+                          "diverged": list(diverged), "diverged runs": [d.split(", ") if d else [] for d in diverged],
+                          "mean": [(a + b) / 2 if not d else math.nan
                                                                for (a, b), d in zip(accs, diverged, strict=True)]})
     return SimpleNamespace(name=name, nets=("a", "b"), table=table, to_train=to_train, runs=6, chosen=chosen)
 
