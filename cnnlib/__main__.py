@@ -213,14 +213,14 @@ def _recipe_checks(record: bool) -> None:
         chosen = recipe.choice(check, name)
         if chosen and record and not recipe.applied(chosen, name):
             recipe.record(chosen, name)
-        state = (f"chosen {chosen['setting']}" + ("" if recipe.applied(chosen, name) else
-                                                  ", not yet recorded as the full profile's recipe")
+        recorded = bool(chosen) and recipe.applied(chosen, name)
+        state = (f"chosen {chosen['setting']}" + ("" if recorded else ", not yet recorded as the full profile's recipe")
                  if chosen else "not chosen yet")  # fmt: skip
         print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
               f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
-        if got:  # as notebook 05 shows it: accuracies in %, the choice and what diverged in the note
+        if got:  # as notebook 05 shows it: accuracies in %, the choice (or the best, unrecorded) and what diverged
             view = SimpleNamespace(nets=recipe.nets(name), table=check, chosen=chosen)
-            print(render.check_table(view).to_string())
+            print(render.check_table(view, "chosen" if recorded else "best, not yet recorded").to_string())
 
 
 def _verify(record: bool) -> int:

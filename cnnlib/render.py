@@ -205,10 +205,10 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def check_table(check) -> pd.DataFrame:
+def check_table(check, mark: str = "chosen") -> pd.DataFrame:
     """A recipe check (``pages.recipe_checks``) for reading, a row per setting: its peak lr and weight decay, each
     net's final held-out accuracy (%; "not trained yet", or "diverged" where its loss turned NaN), their mean, and a
-    note: "chosen" for the recorded choice, and which runs diverged under the setting."""
+    note: ``mark`` for the check's choice ("chosen" for a recorded one), and which runs diverged under the setting."""
     df, chosen = check.table, (check.chosen or {}).get("setting")
     out = pd.DataFrame({"peak lr": df["lr"].to_numpy(), "weight decay": df["weight decay"].to_numpy()},
                        index=pd.Index(df["setting"], name="setting"))  # fmt: skip
@@ -217,7 +217,7 @@ def check_table(check) -> pd.DataFrame:
         out[f"{net} held-out acc (%)"] = [f"{100 * v:.2f}" if math.isfinite(v) else "diverged" if net in d
                                           else "not trained yet" for v, d in accs]  # fmt: skip
     out["mean (%)"] = [f"{100 * v:.2f}" if math.isfinite(v) else "" for v in df["mean"]]
-    out["note"] = ["; ".join((["chosen"] if tag == chosen else []) + ([f"diverged: {d}"] if d else []))
+    out["note"] = ["; ".join(([mark] if tag == chosen else []) + ([f"diverged: {d}"] if d else []))
                    for tag, d in zip(df["setting"], df["diverged"], strict=True)]  # fmt: skip
     return out
 

@@ -62,3 +62,24 @@ def _engine_checks_stay_in_the_test_session(_engine_cache, monkeypatch):
     monkeypatch.setenv("CNNLIB_ENGINE_CACHE", str(_engine_cache / "engine.json"))
     monkeypatch.setattr(engine, "_cache_path",
                         lambda: Path(os.environ.get("CNNLIB_CACHE") or _engine_cache) / "engine.json")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def _committed_choices():
+    """The recorded recipe choices as committed; the session fails if a test changed the package's file."""
+    from cnnlib import config
+
+    before = config.RECIPE_CHOICE.read_bytes()
+    yield before
+    assert config.RECIPE_CHOICE.read_bytes() == before, "a test wrote the package's recipe_choice.json"
+
+
+@pytest.fixture(autouse=True)
+def _recorded_choices_are_a_copy(_committed_choices, tmp_path_factory, monkeypatch):
+    """Each test reads and records recipe choices in its own copy of the committed ``recipe_choice.json``, so
+    a test that records a check's choice (``recipe.record``) never changes what the full profile trains."""
+    from cnnlib import config
+
+    copy = tmp_path_factory.mktemp("choices") / "recipe_choice.json"
+    copy.write_bytes(_committed_choices)
+    monkeypatch.setattr(config, "RECIPE_CHOICE", copy)

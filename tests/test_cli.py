@@ -843,11 +843,19 @@ def test_status_prints_each_recipe_check_as_notebook_05_shows_it(capsys, monkeyp
                  "diverged runs": [], "mean": 0.9 if i == 1 else 0.8} for i, t in enumerate(tags)]  # fmt: skip
         return pd.DataFrame(rows)
 
+    def controlled_rows():  # each setting's row of the controlled check's table: its accuracies, mean and note
+        out = capsys.readouterr().out
+        assert f"recipe check 'controlled' (resnet18, plainnet18): 6/6 runs; chosen {second}" in out
+        return out, {x.split()[0]: " ".join(x.split()[3:]) for x in
+                     out.split("recipe check 'controlled'")[1].splitlines()[3:]}  # fmt: skip
+
     monkeypatch.setattr(recipe, "table", table)
-    cli._recipe_checks(record=False)
-    out = capsys.readouterr().out
     second = RECIPE_CHECKS["controlled"]["tags"][1]
-    assert f"recipe check 'controlled' (resnet18, plainnet18): 6/6 runs; chosen {second}" in out
-    rows = {x.split()[0]: x.split()[3:] for x in out.split("recipe check 'controlled'")[1].splitlines()[3:]}
-    assert rows[second] == ["90.00", "90.00", "90.00", "chosen"]  # resnet18, plainnet18, their mean, the note
-    assert rows[RECIPE_CHECKS["controlled"]["tags"][0]] == ["80.00", "80.00", "80.00"]
+    cli._recipe_checks(record=False)  # the committed choices hold none of these: the best is not called chosen
+    out, rows = controlled_rows()
+    assert f"chosen {second}, not yet recorded as the full profile's recipe" in out
+    assert rows[second] == "90.00 90.00 90.00 best, not yet recorded"  # resnet18, plainnet18, their mean, the note
+    assert rows[RECIPE_CHECKS["controlled"]["tags"][0]] == "80.00 80.00 80.00"
+    cli._recipe_checks(record=True)
+    out, rows = controlled_rows()
+    assert "not yet recorded" not in out and rows[second] == "90.00 90.00 90.00 chosen"
