@@ -15,9 +15,10 @@ members of a seed exist.
   queue of claim files.
 * ``"finish"`` (a CPU whose checkpoints may not outlive the call, e.g. a fresh machine each time): sequential, but a run
   starts (or resumes) only if its estimate at this job's thread count (at the median of its stored rates) fits in what
-  is left; the others wait for a longer call, and shorter runs further down the plan go first. Stored rates can be
-  another day's: after its first epoch a run that would end past the deadline at that epoch's pace stops,
-  checkpointed, and the runs after it are judged at that pace (how many times its estimate the run needed).
+  is left; the others wait for a longer call, and shorter runs further down the plan go first. Checkpointed runs
+  come before the plan's order (``_unit_order``): their checkpoints help only on the machine that wrote them. Stored
+  rates can be another day's: after its first epoch a run that would end past the deadline at that epoch's pace
+  stops, checkpointed, and the runs after it are judged at that pace (how many times its estimate the run needed).
   When nothing more fits and at least ``FILL_MIN_S`` are left, the call *fills* them with one waiting run (a
   checkpointed one first, else the first in plan order), trained up to the deadline and stopped checkpointed as
   ``sequential`` would: a run longer than any call (seed_senet18, densenet121 on a 2-core CPU) advances wherever the
@@ -359,8 +360,10 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
         if recorded := recipe.record_new(check):  # complete since the last call: its choice is now the recipe
             log(f"recipe check '{check}' chose {recorded['setting']}: recorded in cnnlib/recipe_choice.json as "
                 "the full profile's recipe of its families")  # fmt: skip
-    for unit in units(profile):
-        unit = [c for c in unit if models is None or c.model in models]
+    handled: set[str] = set()  # runs already taken (finish: a checkpointed run first, then not again in its unit)
+    for unit in _unit_order(profile, policy):
+        unit = [c for c in unit if (models is None or c.model in models) and c.run_id not in handled]
+        handled |= {c.run_id for c in unit}
         if not unit:
             continue
         if _waits_for_a_recipe(unit[0], waiting, log):
@@ -432,6 +435,16 @@ def train_missing(budget_s: float, profile: str = "full", *, device: str | None 
 
 POLICIES = ("sequential", "units", "finish")
 FILL_MIN_S = 600.0  # finish: the least time left that a waiting run is started for, to fill it
+
+
+def _unit_order(profile: str, policy: str) -> list[list[TrainConfig]]:
+    """The plan's units in order; under ``"finish"``, each checkpointed run of the plan first, as a unit of its own:
+    a checkpoint lives on the machine that wrote it, so a run nearly done is finished (if it fits) before the call
+    spends its hours on runs earlier in the plan, and its checkpoint is not left to a machine that may not return."""
+    order = units(profile)
+    if policy != "finish":
+        return order
+    return [[c] for unit in order for c in unit if run_status(c, checkpoints=True).state == "partly"] + order
 
 
 def _train(st: PlanStatus, stops: StopRule, data: CIFAR10, dev: torch.device, log) -> bool | RunWontFit:

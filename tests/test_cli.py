@@ -326,6 +326,30 @@ def test_the_finish_policy_starts_only_runs_that_fit_and_goes_on_with_shorter_on
     assert out["trained"] == [run_id for run_id, _ in calls[:-1]]
 
 
+def test_the_finish_policy_resumes_a_checkpointed_run_before_the_plan_and_takes_it_once(store, synthetic,
+                                                                                       monkeypatch):
+    from cnnlib import plan
+
+    # plain20's run (stage 3's degradation family) has a checkpoint here; seed_cnn comes first in the plan
+    partly = "plain20-smoke-s0"
+    real_status = plan.run_status
+    monkeypatch.setattr(plan, "run_status", lambda cfg, checkpoints=False: (
+        plan.PlanStatus(cfg, "partly", epochs_done=1, steps_done=0) if checkpoints and cfg.run_id == partly
+        else real_status(cfg, checkpoints=checkpoints)))  # fmt: skip
+    monkeypatch.setattr(plan, "estimate_seconds", lambda cfg, data, dev, **kw: 5)
+    calls = []
+    monkeypatch.setattr(plan, "fit_or_load", lambda cfg, **kw: calls.append(cfg.run_id) or SimpleNamespace(
+        final={"test_acc": 0.5}, meta={"train_s": 1.0}))  # fmt: skip
+    out = plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lambda line: None, policy="finish",
+                             models=["seed_cnn", "plain20", "resnet20"])  # fmt: skip
+    assert calls[:3] == [partly, "seed_cnn-smoke-s0", "resnet20-smoke-s0"]  # then the plan's order, without it
+    assert calls.count(partly) == 1 and out["trained"].count(partly) == 1 and partly not in out["done"]
+    calls.clear()
+    plan.train_missing(3600, "smoke", device="cpu", data=synthetic, log=lambda line: None, policy="sequential",
+                       models=["seed_cnn", "plain20", "resnet20"])  # fmt: skip
+    assert calls[:2] == ["seed_cnn-smoke-s0", partly]  # the sequential policy keeps the plan's order
+
+
 def test_the_finish_policy_fills_nothing_with_less_than_its_least_time_left(store, synthetic, monkeypatch):
     from cnnlib import plan
 
