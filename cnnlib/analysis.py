@@ -60,16 +60,20 @@ def long_history(runs: Iterable[Run]) -> pd.DataFrame:
 
 def data_groups(runs: Iterable[Run]) -> list[dict]:
     """What a figure of ``runs`` shows (``render.data_note`` words it): per profile, in order of first appearance,
-    its image counts (training, test), its seeds, and ``only``: where its models' seeds differ, each model whose
-    seeds are not all of them, with the seeds it has."""
+    its image counts (training, test), its seeds, and ``only``: where its models' seeds differ, the models whose
+    seeds are not all of them, grouped by the seeds they have ({"models", "seeds"}, in order of first appearance)."""
     runs, groups = list(runs), []
     for p in dict.fromkeys(r.config.profile for r in runs):
         mine = [r for r in runs if r.config.profile == p]
         per_model = {m: sorted({r.config.seed for r in mine if r.config.model == m})
                      for m in dict.fromkeys(r.config.model for r in mine)}  # fmt: skip
         seeds = sorted({s for ss in per_model.values() for s in ss})
+        fewer: dict[tuple[int, ...], list[str]] = {}
+        for m, ss in per_model.items():
+            if ss != seeds:
+                fewer.setdefault(tuple(ss), []).append(m)
         groups.append(dict(profile=p, images=sorted({r.config.n_images() for r in mine}), seeds=seeds,
-                           only={m: ss for m, ss in per_model.items() if ss != seeds}))  # fmt: skip
+                           only=[{"models": ms, "seeds": list(ss)} for ss, ms in fewer.items()]))  # fmt: skip
     return groups
 
 

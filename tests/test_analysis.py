@@ -43,11 +43,15 @@ def test_figure_notes_group_runs_by_profile_with_their_image_counts_and_seeds():
     runs = [run("seed_cnn", 0), run("plain20", 1), run("seed_cnn", 2)]
     groups = analysis.data_groups(runs)
     assert groups == [{"profile": "smoke", "images": [(200, 100)], "seeds": [0, 1, 2],
-                       "only": {"seed_cnn": [0, 2], "plain20": [1]}}]  # fmt: skip
+                       "only": [{"models": ["seed_cnn"], "seeds": [0, 2]}, {"models": ["plain20"], "seeds": [1]}]}]
     assert render.data_note(groups) == ("profile 'smoke', 200 training / 100 test images, seeds 0, 1, 2"
-                                        ", of which seed_cnn has seeds 0, 2 only and plain20 has seed 1 only")
+                                        ", of which seed_cnn has seeds 0, 2 only; plain20 has seed 1 only")
+    # models with the same fewer seeds are named together
+    shared = analysis.data_groups([run("plain32", 0), run("plain56", 2), run("resnet20", 2), run("resnet56", 2)])
+    assert render.data_note(shared).endswith("seeds 0, 2, of which plain32 has seed 0 only; plain56, resnet20 and "
+                                             "resnet56 have seed 2 only")  # fmt: skip
     even = analysis.data_groups([run("seed_cnn", 0), run("plain20", 0), run("seed_cnn", 1), run("plain20", 1)])
-    assert even[0]["only"] == {} and render.data_note(even).endswith("images, seeds 0, 1")
+    assert even[0]["only"] == [] and render.data_note(even).endswith("images, seeds 0, 1")
     mixed = analysis.data_groups([run_with("resnet20", [0.5], profile="full", seed=1), *runs[:1]])
     assert [(g["profile"], g["images"], g["seeds"]) for g in mixed] == [("full", [(50_000, 10_000)], [1]),
                                                                          ("smoke", [(200, 100)], [0])]
