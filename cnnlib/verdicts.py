@@ -43,6 +43,7 @@ HE_EPOCHS = 164  # He et al. 2016's CIFAR-10 schedule (64k iterations at batch 1
 # ``explosions``) names a tenfold rise towards the input in a net that may train well
 VANISHES, GROWS, NEITHER = "vanishes", "grows", "neither"
 UNIT = (0.0, 1.0)  # the feasible range of accuracies and error rates
+LEFT_CHANCE = 2 * CHANCE  # a line from the initial weights has left chance where its accuracy first exceeds this
 
 
 def final(run: Run, column: str) -> float:
@@ -660,36 +661,42 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
     barrier (the largest rise of the loss above its lowest value at any earlier point: 0 where it only falls, as
     Goodfellow et al. found) with the number of steps along the line on which the loss rises, and where the loss
     has first covered half its fall ("halfway t": the first point at or below the mean of its two ends; 0.5 on a
-    line that falls evenly, later where the loss stays near its start for long; NaN where it does not fall).
-    Index (model, seed), the model as its label (``plain56 (lr0.4_wd0.0005)``)."""
+    line that falls evenly, later where the loss stays near its start for long; NaN where it does not fall), and
+    where its accuracy first exceeds twice chance ("leaves chance at t", ``LEFT_CHANCE``; NaN where it never does):
+    the nets start at different losses (the residual nets' untrained loss is the higher), but all at chance accuracy.
+    ``depth``: the net's layers. Index (model, seed), the model as its label (``plain56 (lr0.4_wd0.0005)``)."""
+    from .models import info
 
     def shape(t: pd.DataFrame) -> dict:
         t = t.sort_values("t")
-        loss = t["loss"].to_numpy()
+        loss, ts, acc = t["loss"].to_numpy(), t["t"].to_numpy(), t["accuracy"].to_numpy()
         return {"loss at the initial weights": float(loss[0]), "loss at the trained weights": float(loss[-1]),
                 "accuracy at the trained weights": float(t["accuracy"].iloc[-1]),
                 "barrier": float(max(0.0, (loss[1:] - np.minimum.accumulate(loss)[:-1]).max())),
                 "rising steps": int((np.diff(loss) > 0).sum()),
-                "halfway t": float(t["t"].to_numpy()[np.argmax(loss <= (loss[0] + loss[-1]) / 2)])
+                "halfway t": float(ts[np.argmax(loss <= (loss[0] + loss[-1]) / 2)])
                 if loss[-1] < loss[0] else math.nan,  # no fall to cover
+                "leaves chance at t": float(ts[np.argmax(acc > LEFT_CHANCE)]) if (acc > LEFT_CHANCE).any()
+                else math.nan,
                 "points": len(loss)}  # fmt: skip
 
-    rows = [{"model": r.config.label, "seed": r.config.seed, **shape(t)}
+    rows = [{"model": r.config.label, "seed": r.config.seed, "depth": info(r.config.model).depth, **shape(t)}
             for r in runs if "bn" in (t := r.table("interpolation"))]  # fmt: skip
-    columns = ["model", "seed", "loss at the initial weights", "loss at the trained weights",
-               "accuracy at the trained weights", "barrier", "rising steps", "halfway t", "points"]  # fmt: skip
+    columns = ["model", "seed", "depth", "loss at the initial weights", "loss at the trained weights",
+               "accuracy at the trained weights", "barrier", "rising steps", "halfway t", "leaves chance at t",
+               "points"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns).set_index(["model", "seed"])
 
 
 
 def line_sides(readings: pd.DataFrame, runs: Iterable[Run]) -> dict[str, pd.DataFrame]:
-    """``line_readings`` of ``runs`` split by their nets' connections: {"plain": ..., "residual": ...}, what the
-    text on the lines (``templates/07_line.md``) reads."""
+    """``line_readings`` of ``runs`` split by their nets' connections, each side from the shallowest net to the
+    deepest: {"plain": ..., "residual": ...}, what the text on the lines (``templates/07_line.md``) reads."""
     from .models import info
 
     kind = readings.index.get_level_values("model").map({r.config.label: info(r.config.model).connections
                                                           for r in runs})  # fmt: skip
-    return {side: readings[kind == side] for side in ("plain", "residual")}
+    return {side: readings[kind == side].sort_values("depth", kind="stable") for side in ("plain", "residual")}
 
 def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain: str = "plain56") -> pd.DataFrame:
     """Two claims from ``landscape_readings``, residual − plain across the trained networks (Welch t, each network

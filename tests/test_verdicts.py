@@ -460,11 +460,14 @@ def test_line_readings_take_only_lines_with_recomputed_statistics_and_measure_th
     assert readings.loc[("resnet56", 2), "rising steps"] == 1 and readings.loc[("plain56", 2), "barrier"] == 0
     # half the fall: 1.25 first reached at t = 0.75 past the bump; 1.45 at t = 0.5
     assert readings["halfway t"].tolist() == [0.75, 0.5]
+    # chance left where the accuracy (0.1 to 0.95 in even steps) first exceeds 0.2: at t = 0.25
+    assert readings["leaves chance at t"].tolist() == [0.25, 0.25] and readings["depth"].tolist() == [56, 56]
     assert readings.loc[("plain56", 2)][["loss at the initial weights", "loss at the trained weights",
                                          "accuracy at the trained weights", "points"]].tolist() == [2.4, 0.5, 0.95, 5]
     assert verdicts.line_readings([old]).empty
-    (bump.path / "interpolation.csv").write_text("t,loss,accuracy,bn\n0,2.3,0.1,recomputed\n1,2.4,0.1,recomputed\n")
-    assert math.isnan(verdicts.line_readings([bump])["halfway t"].iloc[0])  # a line that does not fall
+    (bump.path / "interpolation.csv").write_text("t,loss,accuracy,bn\n0,2.3,0.1,recomputed\n1,2.4,0.2,recomputed\n")
+    flat = verdicts.line_readings([bump]).iloc[0]
+    assert math.isnan(flat["halfway t"]) and math.isnan(flat["leaves chance at t"])  # no fall; never above 0.2
 
 
 def test_the_explosion_detector_finds_an_exploded_run_and_not_a_healthy_one():
@@ -539,18 +542,24 @@ def test_the_line_text_was_written_for_the_shapes_of_the_stored_lines():
     lined = [r for r in list_runs() if "bn" in r.table("interpolation")]
     sides = verdicts.line_sides(verdicts.line_readings(lined), lined)
     plain, residual = sides["plain"], sides["residual"]
-    assert len(plain) and len(residual)
-    # the residual nets' loss falls from the start; the plain net's rises on the way and falls late
-    assert residual["barrier"].max() < 0.01 and plain["barrier"].min() > 10 * residual["barrier"].max()
-    assert plain["halfway t"].min() > residual["halfway t"].max()
-    # "hardly moves over the first half of the line": within 0.1 of its start up to t = 0.5
-    for r in lined:
-        if r.config.label in plain.index.get_level_values("model"):
-            t = r.table("interpolation").sort_values("t")
-            first = t.loc[t["t"] <= 0.5, "loss"]
-            assert (first - first.iloc[0]).abs().max() < 0.1
-    text = render.template("07_line", plain=plain, residual=residual)
-    assert f"t = {render.num(plain['halfway t'].min(), 2)}" in text
+    deep, rest = plain.iloc[-1], plain.iloc[:-1]
+    assert len(plain) and len(residual) and deep["depth"] == plain["depth"].max()
+    # the residual nets' loss falls from the start, from higher than the plain nets'; it hardly rises on the way
+    assert residual["loss at the initial weights"].min() > plain["loss at the initial weights"].max()
+    assert residual["barrier"].max() < 0.01
+    # the deepest plain net crosses a plateau: late off chance, a rise ten times the residual nets', a late halfway
+    assert deep["leaves chance at t"] > max(residual["leaves chance at t"].max(), rest["leaves chance at t"].max())
+    assert deep["barrier"] > 10 * residual["barrier"].max() and deep["halfway t"] > residual["halfway t"].max()
+    # the shallower plain nets do not: no rise, and off chance with the residual nets (no later than the latest)
+    assert (rest["barrier"] < 0.01).all()
+    assert (rest["leaves chance at t"] <= residual["leaves chance at t"].max()).all()
+    # "one per architecture and not all trained under one recipe", the plain nets' recipes among them
+    assert len({r.config.model for r in lined}) == len(lined)
+    assert len({r.config.tag for r in lined if r.config.label in plain.index.get_level_values("model")}) > 1
+    text = render.template("07_line", chance=verdicts.LEFT_CHANCE, plain=plain, residual=residual)
+    assert f"The deepest plain net, {deep.name[0]}, crosses a plateau" in text
+    assert f"exceeds 20% only at t = {render.num(deep['leaves chance at t'], 2)}" in text
+    assert ("loss never rises" in text) == (rest["barrier"].max() == 0)
 
 
 def test_a_tie_between_the_plain_and_the_residual_18_layer_nets_is_tested_against_the_margin():
