@@ -688,7 +688,6 @@ def line_readings(runs: Iterable[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).set_index(["model", "seed"])
 
 
-
 def line_sides(readings: pd.DataFrame, runs: Iterable[Run]) -> dict[str, pd.DataFrame]:
     """``line_readings`` of ``runs`` split by their nets' connections, each side from the shallowest net to the
     deepest: {"plain": ..., "residual": ...}, what the text on the lines (``templates/07_line.md``) reads."""
@@ -697,6 +696,7 @@ def line_sides(readings: pd.DataFrame, runs: Iterable[Run]) -> dict[str, pd.Data
     kind = readings.index.get_level_values("model").map({r.config.label: info(r.config.model).connections
                                                           for r in runs})  # fmt: skip
     return {side: readings[kind == side].sort_values("depth", kind="stable") for side in ("plain", "residual")}
+
 
 def landscape_verdicts(readings: pd.DataFrame, residual: str = "resnet56", plain: str = "plain56") -> pd.DataFrame:
     """Two claims from ``landscape_readings``, residual − plain across the trained networks (Welch t, each network
