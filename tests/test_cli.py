@@ -330,7 +330,7 @@ def test_the_finish_policy_resumes_a_checkpointed_run_before_the_plan_and_takes_
                                                                                        monkeypatch):
     from cnnlib import plan
 
-    # plain20's run (stage 3's degradation family) has a checkpoint here; seed_cnn comes first in the plan
+    # plain20's run (the degradation family, stage 2) has a checkpoint here; seed_cnn comes first in the plan (stage 1)
     partly = "plain20-smoke-s0"
     real_status = plan.run_status
     monkeypatch.setattr(plan, "run_status", lambda cfg, checkpoints=False: (
