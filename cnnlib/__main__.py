@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="estimate for the jobs of train-missing --workers N (their thread count)")
     st.add_argument("--record-recipe", action="store_true",
                     help="record each complete recipe check's choice as the full profile's recipe, replacing an "
-                         "earlier one (its families' stored full runs then no longer match)")
+                         "earlier one; its families' stored full runs of another setting are kept as that setting's "
+                         "variant, and their runs of the chosen setting's variant become their own")
     m = sub.add_parser("train-missing", help="train the plan's missing runs within a time budget")
     m.add_argument("--budget", type=_positive_float, required=True, metavar="SECONDS")
     m.add_argument("--profile", default="full", choices=sorted(PROFILES))
@@ -214,13 +215,17 @@ def _recipe_checks(record: bool) -> None:
         if chosen and record and not recipe.applied(chosen, name):
             recipe.record(chosen, name)
         recorded = bool(chosen) and recipe.applied(chosen, name)
-        state = (f"chosen {chosen['setting']}" + ("" if recorded else ", not yet recorded as the full profile's recipe")
+        again = [] if recorded else recipe.to_retrain(name)
+        waits = f" until its families' seed 0 is trained again at it ({len(again)} run(s) to train)" if again else ""
+        state = (f"chosen {chosen['setting']}" + ("" if recorded else f", not yet recorded as the full profile's "
+                                                                      f"recipe{waits}")
                  if chosen else "not chosen yet")  # fmt: skip
         print(f"recipe check '{name}' ({', '.join(recipe.nets(name))}): "
               f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
         if got:  # as notebook 05 shows it: accuracies in %, the choice (or the best, unrecorded) and what diverged
             view = SimpleNamespace(nets=recipe.nets(name), table=check, chosen=chosen)
-            print(render.check_table(view, "chosen" if recorded else "best, not yet recorded").to_string())
+            mark = "chosen" if recorded else "chosen; seed 0 trains again at it" if again else "best, not yet recorded"
+            print(render.check_table(view, mark).to_string())
 
 
 def _verify(record: bool) -> int:

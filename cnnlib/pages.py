@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import analysis, plots, recipe, render, stats, verdicts
 from .analysis import ORIGINAL_ACCURACY, TARGET_ACCURACY, model_costs
-from .config import RECIPE_CHECKS, make_config
+from .config import RECIPE_CHECKS, RECIPE_SETTINGS, make_config
 from .constants import FITS_TRAINING, TIE_MARGIN
 from .data import CIFAR10, load_cifar10
 from .results import Run
@@ -107,13 +107,20 @@ def run_claims(runs: list[Run], labels: np.ndarray) -> list[dict]:
 def recipe_checks() -> SimpleNamespace:
     """The recipe checks as notebook 05 shows them (``templates/05_checks.md``, ``render.check_table``): ``checks``,
     each check of ``config.RECIPE_CHECKS`` by name (its nets; its table, ``recipe.table``, a row per setting; how many
-    of its runs are still to train and how many it has in all; its recorded choice, None until recorded), and the
-    ``tune`` profile they train in (epochs, training and held-out images)."""
+    of its runs are still to train and how many it has in all; its recorded choice, None until recorded; ``pending``:
+    while the choice waits for its families' seed 0 to train again at it (``recipe.retraining``), the choice, with
+    ``retrain_left`` of ``retrain_runs`` runs still to train and ``earlier``, the settings of the runs it replaces;
+    else None), and the ``tune`` profile they train in (epochs, training and held-out images)."""
     checks = {}
     for check in RECIPE_CHECKS:
         df, nets = recipe.table(check=check), recipe.nets(check)
+        again = recipe.retraining(check)
+        pending = recipe.choice(df, check) if again else None
+        earlier = sorted({recipe.variant_of(r.config) for r in recipe.earlier_runs(pending, check)}) if again else []
         checks[check] = SimpleNamespace(name=check, nets=nets, table=df, to_train=recipe.still_to_train(df, check),
-                                        runs=len(df) * len(nets), chosen=recipe.recorded(check))  # fmt: skip
+                                        runs=len(df) * len(nets), chosen=recipe.recorded(check), pending=pending,
+                                        retrain_left=len(recipe.to_retrain(check)), retrain_runs=len(again),
+                                        earlier=[RECIPE_SETTINGS[t] for t in earlier])  # fmt: skip
     tune = make_config(recipe.nets()[0], "tune", 0)
     n_train, n_held = tune.n_images()
     return SimpleNamespace(checks=checks, epochs=tune.epochs, images=n_train, held_out=n_held)

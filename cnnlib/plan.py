@@ -66,8 +66,9 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     held-out training images. Stage 5 asks whether degradation is a property of depth or of the shared recipe's lr 0.8:
     the degradation family at He et al.'s 0.1 at batch 128, linearly scaled to batch 512 (``LR_CONTROL``). In stage 7
     the controlled family's own lr check (``config.RECIPE_CHECKS["controlled"]``) comes before its seeds 1 and 2, which
-    wait for its choice (seed 0 is trained again if the choice moves); densenet121, the most expensive run, is last
-    within each of its seeds.
+    wait for its choice; if the choice moves the family's lr, seed 0 is trained again at it first, as the chosen
+    setting's variant (``recipe.retraining``), before the choice is recorded; densenet121, the most expensive run, is
+    last within each of its seeds.
 
     In the full profile, a family whose recipe checks have no recorded choice yet has no config to train: its units are
     left out until the choices are recorded (``recipe.record_new``).
@@ -96,7 +97,7 @@ def stages(profile: str = "full") -> list[tuple[str, list[list[TrainConfig]]]]:
     out += [
         ("6 original report, seeds 1-2", [[cfg(n, s)] for s in (1, 2) for n in FAMILIES["seed"]]),
         ("7 controlled: its lr check, then seeds 1-2",
-         ([[c] for c in recipe.configs("controlled")] if profile == "full" else [])
+         ([[c] for c in recipe.configs("controlled")] + [recipe.retraining("controlled")] if profile == "full" else [])
          + [family("controlled", s) for s in (1, 2)]),
         ("8 depth sweep, lr/10 control", [family("depth", s) for s in (0, 1, 2)] + [[cfg("plain56", 0, tag="lr0.1x")]]),
     ]  # fmt: skip
@@ -468,6 +469,9 @@ def _waits_for_a_recipe(cfg: TrainConfig, waiting: dict[str, str], log) -> bool:
     each check's reason ("" if none) across the units of a call, so that each is logged once."""
     if cfg.profile != "full":
         return False
+    if cfg.tag and any(cfg.run_id in {c.run_id for c in recipe.retraining(check)}
+                       for check in recipe.checks_of(cfg.model)):  # fmt: skip
+        return False  # seed 0 at a later check's choice: what the choice waits for before it is recorded
     for check in recipe.checks_of(cfg.model):
         if check not in waiting:
             waiting[check] = recipe.blocking(check=check) or ""

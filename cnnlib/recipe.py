@@ -17,12 +17,19 @@ A check's choice is recorded as data (``record``: ``config.RECIPE_CHOICE``, comm
 read it from there (``config.make_config``). ``train-missing`` records a check's choice once the check is complete, and
 trains nothing of a family until the choices of its checks are recorded; a recorded choice is never replaced behind the
 study's back: when the stored runs come to choose another setting (a full run diverged under it), the family waits until
-someone records the new one (``python -m cnnlib status --profile full --record-recipe``), which makes its stored full
-runs stale. ``python -m cnnlib status --profile full`` shows the tables.
+someone records the new one (``python -m cnnlib status --profile full --record-recipe``).
+
+Recording a choice never overwrites a stored run (``record``): the families' stored full runs of another setting are
+kept as that setting's variant (``results.retag``: ``resnet18-full-s0`` becomes ``resnet18-full-lr0.8_wd0.0005-s0``),
+and runs stored as the chosen setting's variant become the families' own. A check that comes after its families'
+seed 0 (``later``) and moves their recipe is recorded only once that seed 0 is stored again at the chosen setting,
+trained as its variant (``retraining``), so that the notebooks go from one complete family to the other and never
+show it half retrained. ``python -m cnnlib status --profile full`` shows the tables.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -31,8 +38,8 @@ import pandas as pd
 from . import config
 from .config import RECIPE_CHECKS, RECIPE_SETTINGS, checks_of, make_config, recorded_choices
 from .models import FAMILIES
-from .paths import atomic_write
-from .results import Run, divergence, load_run
+from .paths import atomic_write, results_root
+from .results import Run, divergence, load_run, retag
 
 
 def nets(check: str = "shared") -> tuple[str, ...]:
@@ -69,10 +76,11 @@ def table(runs: dict[str, Run | None] | None = None, check: str = "shared") -> p
             row[f"{net} held-out acc"] = run.final["test_acc"] if ok else math.nan
             if not ok and divergence(cfg) is not None:
                 diverged.append(net)
-        # a full run of the check's families that diverged under this setting rules it out as well
+        # a full run of the check's families that diverged under this setting (as the recipe, or as its variant
+        # while a later check's families train seed 0 at it: ``retraining``) rules it out as well
         for model in family_models(check):
             full = make_config(model, "full", 0, lr=setting["lr"], weight_decay=setting["weight_decay"])
-            if divergence(full) is not None:
+            if divergence(full) is not None or divergence(dataclasses.replace(full, tag=tag)) is not None:
                 diverged.append(f"{model} (full)")
         accs = [row[f"{n} held-out acc"] for n in nets(check)]
         row["diverged"] = ", ".join(diverged)
@@ -107,18 +115,70 @@ def recorded(check: str = "shared") -> dict | None:
 
 def record(chosen: dict, check: str = "shared") -> None:
     """Record ``chosen`` (``choice``'s dict) as the check's choice: from now on the full profile trains the
-    check's families with it (``config.make_config``)."""
+    check's families with it (``config.make_config``). No stored run is lost to it: first the families' stored full
+    runs of another setting become that setting's variant, then their runs stored as the chosen setting's variant
+    become their own (``results.retag``); a run that cannot be moved (another run holds its new name) stops it, with
+    nothing recorded. Calling it again after an interruption finishes the moves."""
+    for run in earlier_runs(chosen, check):
+        retag(run, variant_of(run.config))
+    for model in family_models(check):
+        for folder in sorted(results_root().glob(f"{model}-full-{chosen['setting']}-s*")):
+            run = load_run(folder.name)
+            if run is not None and load_run(dataclasses.replace(run.config, tag="")) is None:
+                retag(run, "")
     choices = recorded_choices() | {check: {k: chosen[k] for k in ("setting", "lr", "weight_decay", "mean")}}
     atomic_write(config.RECIPE_CHOICE, json.dumps(choices, indent=2, sort_keys=True) + "\n")
 
 
 def record_new(check: str = "shared") -> dict | None:
-    """Record the check's choice if the check is complete and nothing is recorded for it yet (a recorded
-    choice is never replaced here); returns what it recorded, else None."""
-    if recorded(check) is not None or (chosen := choice(check=check)) is None:
+    """Record the check's choice if the check is complete, nothing is recorded for it yet (a recorded choice is never
+    replaced here), and no seed 0 of its families is still to train at it (``retraining``); returns what it recorded,
+    else None."""
+    if recorded(check) is not None or (chosen := choice(check=check)) is None or to_retrain(check):
         return None
     record(chosen, check)
     return chosen
+
+
+def variant_of(cfg) -> str:
+    """The tag of the setting (``config.RECIPE_SETTINGS``) that ``cfg`` trained at: its peak lr and weight decay."""
+    for tag, setting in RECIPE_SETTINGS.items():
+        if all(math.isclose(getattr(cfg, k), v) for k, v in setting.items()):
+            return tag
+    raise ValueError(f"{cfg.run_id} trained at peak lr {cfg.lr:g} and weight decay {cfg.weight_decay:g}, a setting "
+                     "no recipe check names (config.RECIPE_SETTINGS): it cannot be kept as a variant")
+
+
+def earlier_runs(chosen: dict, check: str = "shared") -> list[Run]:
+    """The stored full runs (every seed, the profile's own recipe: no tag) of the check's families that trained at
+    another setting than ``chosen``: those its recording keeps as their setting's variant."""
+    runs = (load_run(folder.name) for model in family_models(check)
+            for folder in sorted(results_root().glob(f"{model}-full-s*")))  # fmt: skip
+    return [r for r in runs if r is not None and not r.config.tag
+            and not all(math.isclose(getattr(r.config, k), chosen[k]) for k in RECIPE_CHECKS[check]["sets"])]
+
+
+def retraining(check: str = "shared") -> list:
+    """The configs a later check's choice waits for before it is recorded: once the check (one that comes after its
+    families' seed 0: ``later``) is complete and its choice differs from the setting its families' stored runs
+    trained at, each of its families' models trains seed 0 again at the chosen setting, as that setting's variant
+    (densenet121 last, as in every seed of its family). [] when the check is recorded, not complete, or keeps the
+    setting (nothing to train again: then it is recorded at once)."""
+    if not RECIPE_CHECKS[check].get("later") or recorded(check) is not None or (chosen := choice(check=check)) is None:
+        return []
+    if not earlier_runs(chosen, check):
+        return []
+    return [make_config(model, "full", 0, tag=chosen["setting"]) for model in family_models(check)]
+
+
+def to_retrain(check: str = "shared") -> list:
+    """Of ``retraining``'s configs, those neither stored (as the variant, or already moved to the family's own name
+    by an interrupted ``record``) nor diverged (a diverged one rules its setting out: ``table``)."""
+    def stored(cfg) -> bool:
+        return any(r is not None and r.matches(c) for c in (cfg, dataclasses.replace(cfg, tag=""))
+                   for r in [load_run(c)])  # fmt: skip
+
+    return [c for c in retraining(check) if not stored(c) and divergence(c) is None]
 
 
 def applied(chosen: dict, check: str = "shared") -> bool:
@@ -142,6 +202,13 @@ def blocking(df: pd.DataFrame | None = None, check: str = "shared") -> str | Non
                 "(config.RECIPE_CHECKS) before its families train")
     if applied(chosen, check):
         return None
+    if todo := to_retrain(check):
+        earlier = sorted({variant_of(r.config) for r in earlier_runs(chosen, check)})
+        return (f"the {name} chose {chosen['setting']} (mean held-out accuracy {100 * chosen['mean']:.2f}%), not "
+                f"{' or '.join(earlier)}, at which its families' stored runs trained: their seed 0 trains again at it "
+                f"first, as the variant {chosen['setting']} ({len(todo)} of {len(retraining(check))} runs still to "
+                f"train); then the choice is recorded, those runs become the families' own, and the runs at "
+                f"{' or '.join(earlier)} are kept as that variant")  # fmt: skip
     sets = " and ".join(f"{k}={chosen[k]:g}" for k in RECIPE_CHECKS[check]["sets"])
     have = recorded(check)
     now = "" if have is None else f" instead of the recorded {have['setting']}"

@@ -20,9 +20,12 @@ agree on the epochs); ``record_checksums`` adds the checksums to their ``run.jso
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .paths import atomic_write, results_root, shown
+from .paths import atomic_write, results_root, shown, weights_root
 
 if TYPE_CHECKING:  # reading the store imports no torch; training (fit_or_load) and the tables import it
     from torch import nn
@@ -283,6 +286,40 @@ def record_checksums(root: Path | None = None) -> list[str]:
     for run in runs:
         _write_meta(run.path, run.meta | {"files": _file_records(run.path)})
     return [r.config.run_id for r in runs]
+
+
+def retag(run: Run, tag: str, root: Path | None = None) -> Run:
+    """Store ``run`` as the variant ``tag`` of its config (``""``: the profile's own recipe) and remove it under its
+    old name: the same training, named for what it now is (``recipe.record``: when a family's own check chooses
+    another setting, the runs of its earlier recipe become that setting's variant, and the runs trained at the chosen
+    setting become the family's own). Nothing is retrained or recomputed. The files are copied as they are (their
+    checksums still hold); run.json gets the new run id, tag and hash, and lists the names the run was stored under
+    before (``stored_as``). The new folder is complete, its run.json written last, before the old one is removed, so
+    an interruption leaves the run under its old name or under both, and calling this again finishes the move. Kept
+    weights (small models) move with it. Raises FileExistsError if another run holds the new name."""
+    new = dataclasses.replace(run.config, tag=tag)
+    if new.run_id == run.config.run_id:
+        return run
+    root = root or results_root()
+    target = root / new.run_id
+    meta = run.meta | dict(run_id=new.run_id, config=new.to_dict(), config_hash=new.hash,
+                           stored_as=[*run.meta.get("stored_as", []), run.config.run_id])  # fmt: skip
+    if (target / "run.json").exists():  # an interrupted move, or another run
+        there = check_run(target)
+        if not there.matches(new) or there.meta.get("files") != run.meta.get("files"):
+            raise FileExistsError(f"{shown(target)} holds another run; {run.config.run_id} stays where it is")
+    else:
+        moving = root / f".{new.run_id}.moving"  # without a run.json, neither folder reads as a run
+        for folder in (moving, target):
+            shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(run.path, moving, ignore=shutil.ignore_patterns("run.json", ".*"))
+        os.replace(moving, target)
+        _write_meta(target, meta)
+    shutil.rmtree(run.path)
+    weights = weights_root() / run.config.run_id
+    if weights.is_dir() and not (weights_root() / new.run_id).exists():
+        os.replace(weights, weights_root() / new.run_id)
+    return check_run(target)
 
 
 # --- runs that diverged: a finding, kept so that the plan skips the config -------------------------------------------

@@ -853,7 +853,7 @@ def test_a_rate_known_only_by_the_engines_check_is_scaled_by_how_far_this_cpus_r
     assert plan.known_rate(sweep, "cpu") == 80.0
 
 
-def test_status_prints_each_recipe_check_as_notebook_05_shows_it(capsys, monkeypatch):
+def test_status_prints_each_recipe_check_as_notebook_05_shows_it(capsys, monkeypatch, store):
     import pandas as pd
 
     from cnnlib import __main__ as cli

@@ -81,7 +81,8 @@ def _check(name, accs, diverged=("", "", ""), chosen=None, to_train=0):
                           "diverged": list(diverged), "diverged runs": [d.split(", ") if d else [] for d in diverged],
                           "mean": [(a + b) / 2 if not d else math.nan
                                                                for (a, b), d in zip(accs, diverged, strict=True)]})
-    return SimpleNamespace(name=name, nets=("a", "b"), table=table, to_train=to_train, runs=6, chosen=chosen)
+    return SimpleNamespace(name=name, nets=("a", "b"), table=table, to_train=to_train, runs=6, chosen=chosen,
+                           pending=None)  # fmt: skip
 
 
 def test_a_recipe_check_reads_as_a_table_with_its_choice_and_what_diverged():
