@@ -98,7 +98,8 @@ def test_a_later_check_that_moves_the_lr_waits_for_its_familys_seed_0_at_it_then
     assert (shown.pending, shown.retrain_left, shown.retrain_runs) == (LOW, 1, 4)
     text = render.template("05_checks", r=recipe_checks())
     assert "Chosen: peak lr 0.2, at a mean held-out accuracy of 87.00%, where the family's stored runs trained at " \
-           "peak lr 0.8. Its models train seed 0 again at 0.2 first (1 of 4 runs still to train)" in text
+           "0.8; its seed 0 has 1 of 4 runs still to train at 0.2. The notebooks show the family at 0.8 until all " \
+           "of them are stored; then" in text
     assert render.check_table(shown).loc["lr0.2_wd0.0005", "note"].startswith("chosen; seed 0 trains again")
     _store(again[3], test_acc=0.87)
     # the last one is stored: the choice is recorded, the runs at 0.2 become the family's own, those at 0.8 a variant
