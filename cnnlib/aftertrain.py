@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import diagnostics
-from .constants import LR_CONTROL
+from .config import RECIPE_SETTINGS
 from .models import create_model, family_of
 from .models.resnet import BasicBlock
 from .paths import atomic_write, weights_root
@@ -52,13 +52,15 @@ SURFACE_IMAGES = 1000  # clean training images the landscapes are evaluated on (
 def dissected(cfg: TrainConfig) -> bool:
     """Whether a run stores the mechanism tables of notebook 07: every seed of the thin nets (the degradation family and
     the depth sweep, ``MONITORED_FAMILIES``; each trained network is one replicate of the lesion study), trained with
-    the recipe itself or at the learning-rate control (``LR_CONTROL``), not with another variant such as lr0.1x.
+    the recipe itself or at a recipe check's setting (``RECIPE_SETTINGS``: the learning-rate control, ``LR_CONTROL``,
+    is one; a run of such a variant may become the recipe's own when a check's choice is recorded, ``recipe.record``),
+    not with another variant such as lr0.1x.
 
     The line from the initial weights has been measured right (BatchNorm statistics recomputed at each point) only
     since every recipe run of the degradation family had trained, without kept weights; the runs of the lr control and
     of the depth sweep still to train are those that can measure it. The lr control's seeds 0 and 1, and plain20's
     seed 2, trained before they were added here and lack the tables."""
-    return monitored(cfg.model) and cfg.tag in ("", LR_CONTROL)
+    return monitored(cfg.model) and (cfg.tag == "" or cfg.tag in RECIPE_SETTINGS)
 
 
 def mechanism_settings(n_train: int, device: torch.device) -> dict:

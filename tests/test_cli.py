@@ -524,6 +524,8 @@ def test_the_estimate_counts_the_after_training_tables(monkeypatch, synthetic):
     assert plan.estimate_seconds(control, synthetic, cpu) - plan.estimate_seconds(plain, synthetic, cpu) == extra
     assert plan.aftertrain.dissected(make_config("resnet44", "cpu", 2))  # and the depth sweep
     assert not plan.aftertrain.dissected(make_config("resnet18", "cpu", 0))
+    # a run at a check's other setting may become the recipe's own (recipe.record): it measures them too
+    assert plan.aftertrain.dissected(make_config("resnet20", "cpu", 0, tag="lr0.2_wd0.0005"))
 
 
 def test_the_study_waits_for_the_recipe_checks_choice(store, synthetic, monkeypatch):
