@@ -1,10 +1,14 @@
-"""Where densenet121's training step goes, and whether running its 1x1 convolutions as matrix products helps.
+"""Where densenet121's training step goes, and whether running its 1x1 convolutions as matrix products, or compiling
+its dense layers alone, helps.
 
-Three steps side by side, each the recipe's (forward, label-smoothing loss, backward, SGD with Nesterov: what
+Four steps side by side, each the recipe's (forward, label-smoothing loss, backward, SGD with Nesterov: what
 ``cnnlib.train.stepper`` builds) on random images, eager, batch 128: ``resnet18``, ``densenet121`` (the registry's
-net) and ``densenet121 1x1-mm``, the same net with the same parameters and initialisation whose 1x1 convolutions
-(each dense layer's bottleneck and each transition) run as ``F.linear`` over the channels_last bytes, which on
-channels_last memory is the same product (N*H*W, C_in) @ (C_in, C_out) without a copy. Every step is warmed up,
+net) and two variants of it with the same parameters and initialisation: ``densenet121 1x1-mm``, whose 1x1
+convolutions (each dense layer's bottleneck and each transition) run as ``F.linear`` over the channels_last bytes,
+which on channels_last memory is the same product (N*H*W, C_in) @ (C_in, C_out) without a copy, and ``densenet121
+compiled layers``, whose 58 dense layers are each compiled (``torch.compile``: BatchNorm, ReLU and the convolutions
+of a layer, forward and backward, in one graph where Inductor may fuse the memory-bound passes) while the rest of
+the net stays eager. Every step is warmed up (a compiled layer compiles in its first steps),
 then timed in rounds: a round times one step of every model and setting in a shuffled order, so that the load
 other processes put on the cores falls on all of them alike. Printed per setting: the median and least seconds
 per step, images/s, GFLOP/s (3 x the forward multiply-adds per image, torchinfo, x batch / seconds), each as a
@@ -37,11 +41,10 @@ from torch import nn  # noqa: E402
 from cnnlib import engine  # noqa: E402
 from cnnlib.analysis import model_costs  # noqa: E402
 from cnnlib.engine import Engine, bf16_features, cpu_name  # noqa: E402
+from cnnlib.models.densenet import DenseLayer  # noqa: E402
 from cnnlib.train import TrainConfig, build, stepper  # noqa: E402
 
 SETTINGS = {"bf16+cl": ("bf16", True), "bf16": ("bf16", False), "fp32+cl": ("fp32", True), "fp32": ("fp32", False)}
-MODELS = ("resnet18", "densenet121", "densenet121 1x1-mm")
-VARIANT = "densenet121 1x1-mm"
 
 
 class MatmulConv1x1(nn.Conv2d):
@@ -63,24 +66,44 @@ def as_matmul(model: nn.Module) -> int:
     return len(convs)
 
 
+def compile_layers(model: nn.Module) -> int:
+    """Compile each dense layer of ``model`` in place (``nn.Module.compile``); returns how many. The layers share one
+    forward, which Dynamo compiles once per input shape (each layer's width is its own, and asked for dynamic shapes it
+    still specialised them) and past its recompile limit (8) runs eagerly: the limit is raised so that every layer
+    keeps its graph, in eval mode and in training."""
+    layers = [m for m in model.modules() if isinstance(m, DenseLayer)]
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 8 * len(layers))
+    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                           8 * len(layers))  # fmt: skip
+    for m in layers:
+        m.compile()
+    return len(layers)
+
+
+VARIANTS = {"densenet121 1x1-mm": (as_matmul, "1x1 convolutions run as matrix products"),
+            "densenet121 compiled layers": (compile_layers, "dense layers compiled")}  # fmt: skip
+MODELS = ("resnet18", "densenet121", *VARIANTS)
+
+
 def step_of(name: str, batch: int, eng: Engine):
-    """``cnnlib.train.stepper``'s step; the variant's 1x1 convolutions are swapped after the model is built."""
-    return stepper(name.split()[0], batch, eng, edit=as_matmul if name == VARIANT else None)  # seed 0 for both
+    """``cnnlib.train.stepper``'s step; a variant's edit is made after the model is built."""
+    return stepper(name.split()[0], batch, eng, edit=VARIANTS[name][0] if name in VARIANTS else None)  # seed 0
 
 
-def same_outputs(eng: Engine) -> float:
-    """The largest difference between the two densenet121s' logits on one batch (eval mode, fp32, channels_last):
-    the variant computes the same function, up to the order of floating-point sums."""
-    nets = []
-    for name in ("densenet121", VARIANT):
-        model, _ = build(TrainConfig("densenet121"), Engine("cpu", "fp32", True, False, eng.threads))
-        if name == VARIANT:
-            print(f"{as_matmul(model)} 1x1 convolutions run as matrix products in the variant", flush=True)
-        nets.append(model.eval())
+def same_outputs(eng: Engine, variants: list[str]) -> dict[str, float]:
+    """Per variant, the largest difference between its logits and the registry densenet121's on one batch (eval
+    mode, fp32, channels_last): a variant computes the same function, up to the order of floating-point sums."""
     x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        a, b = (n(x) for n in nets)
-    return float((a - b).abs().max() / a.abs().max())
+    out = {}
+    for name in ["densenet121", *variants]:
+        model, _ = build(TrainConfig("densenet121"), Engine("cpu", "fp32", True, False, eng.threads))
+        if name in VARIANTS:
+            edit, what = VARIANTS[name]
+            print(f"{name}: {edit(model)} {what}", flush=True)
+        with torch.no_grad():
+            out[name] = model.eval()(x)
+    a = out.pop("densenet121")
+    return {name: float((b - a).abs().max() / a.abs().max()) for name, b in out.items()}
 
 
 def timed(steps: dict, rounds: int, warmup: int) -> tuple[dict, dict, float | None]:
@@ -113,9 +136,9 @@ def report(wall: dict, cpu: dict, batch: int, settings: list[str], models: list[
             frac = f"{rate[m] / rate['resnet18']:.2f}" if "resnet18" in rate else "-"
             print(f"  {m:20s} {med:9.2f} {min(wall[m, s]):8.2f} {batch / med:9.1f} {rate[m]:8.1f} {frac:>11s} "
                   f"{statistics.median(cpu[m, s]):7.2f}")  # fmt: skip
-        if "densenet121" in models and VARIANT in models:
-            ratios = [a / b for a, b in zip(wall[VARIANT, s], wall["densenet121", s], strict=True)]
-            print(f"  {VARIANT} over densenet121, per round: {' '.join(f'{r:.2f}' for r in ratios)}; median "
+        for variant in (v for v in VARIANTS if v in models and "densenet121" in models):
+            ratios = [a / b for a, b in zip(wall[variant, s], wall["densenet121", s], strict=True)]
+            print(f"  {variant} over densenet121, per round: {' '.join(f'{r:.2f}' for r in ratios)}; median "
                   f"{statistics.median(ratios):.3f}, {sum(r < 1 for r in ratios)} of {len(ratios)} rounds faster")
 
 
@@ -161,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"{cpu_name()}, {os.cpu_count()} cores, hardware bf16: {', '.join(bf16_features()) or 'none'}; torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, eager", flush=True)
-    diff = same_outputs(Engine("cpu", "fp32", True, False, torch.get_num_threads()))
-    print(f"the variant's logits against the registry net's: largest difference {diff:.1e} of the largest logit")
+    variants = [m for m in args.models if m in VARIANTS]
+    for name, diff in same_outputs(Engine("cpu", "fp32", True, False, torch.get_num_threads()), variants).items():
+        print(f"{name}'s logits against the registry net's: largest difference {diff:.1e} of the largest logit")
     load0 = os.getloadavg()[0]
     steps = {}
     for s in args.settings:
