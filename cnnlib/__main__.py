@@ -224,7 +224,7 @@ def _recipe_checks(record: bool) -> None:
               f"{got}/{len(recipe.nets(name)) * len(check)} runs; {state}")
         if got:  # as notebook 05 shows it: accuracies in %, the choice (or the best, unrecorded) and what diverged
             view = SimpleNamespace(nets=recipe.nets(name), table=check, chosen=chosen)
-            mark = "chosen" if recorded else "chosen; seed 0 trains again at it" if again else "best, not yet recorded"
+            mark = "chosen" if recorded else render.PENDING if again else "best, not yet recorded"
             print(render.check_table(view, mark).to_string())
 
 

@@ -205,6 +205,9 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+PENDING = "chosen; seed 0 trains again at it before it is recorded"  # a check's note while ``recipe.retraining``
+
+
 def check_table(check, mark: str = "chosen") -> pd.DataFrame:
     """A recipe check (``pages.recipe_checks``) for reading, a row per setting: its peak lr and weight decay, each
     net's final held-out accuracy (%; "not trained yet", or "diverged" where its loss turned NaN), their mean, and a
@@ -212,7 +215,7 @@ def check_table(check, mark: str = "chosen") -> pd.DataFrame:
     to train again at it, ``check.pending``, what it waits for), and which runs diverged under the setting."""
     df, chosen = check.table, (check.chosen or {}).get("setting")
     if chosen is None and (pending := getattr(check, "pending", None)):
-        chosen, mark = pending["setting"], "chosen; seed 0 trains again at it before it is recorded"
+        chosen, mark = pending["setting"], PENDING
     out = pd.DataFrame({"peak lr": df["lr"].to_numpy(), "weight decay": df["weight decay"].to_numpy()},
                        index=pd.Index(df["setting"], name="setting"))  # fmt: skip
     for net in check.nets:

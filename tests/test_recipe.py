@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cnnlib import __main__ as cli
 from cnnlib import plan, recipe, render
 from cnnlib.config import make_config
 from cnnlib.models import FAMILIES
@@ -72,7 +73,8 @@ def test_a_move_interrupted_after_the_copy_is_finished_by_calling_it_again_and_a
     assert load_run(cfg).final["test_acc"] == 0.5 and load_run(target.name).final["test_acc"] == 0.8
 
 
-def test_a_later_check_that_moves_the_lr_waits_for_its_familys_seed_0_at_it_then_swaps_the_runs(store, monkeypatch):
+def test_a_later_check_that_moves_the_lr_waits_for_its_familys_seed_0_at_it_then_swaps_the_runs(store, monkeypatch,
+                                                                                                capsys):
     for m in CONTROLLED:  # the family's seed 0, trained at the shared recipe's lr 0.8 before its own check
         _store(make_config(m, "full", 0), test_acc=0.85)
     _controlled_chooses(LOW, monkeypatch)
@@ -100,7 +102,11 @@ def test_a_later_check_that_moves_the_lr_waits_for_its_familys_seed_0_at_it_then
     assert "Chosen: peak lr 0.2, at a mean held-out accuracy of 87.00%, where the family's stored runs trained at " \
            "0.8; its seed 0 has 1 of 4 runs still to train at 0.2. The notebooks show the family at 0.8 until all " \
            "of them are stored; then" in text
-    assert render.check_table(shown).loc["lr0.2_wd0.0005", "note"].startswith("chosen; seed 0 trains again")
+    assert render.check_table(shown).loc["lr0.2_wd0.0005", "note"] == render.PENDING
+    cli._recipe_checks(record=False)  # `status` says the same
+    out = capsys.readouterr().out.split("recipe check 'controlled'")[1]
+    assert "chosen lr0.2_wd0.0005, not yet recorded as the full profile's recipe until its families' seed 0 is " \
+           "trained again at it (1 run(s) to train)" in out
     _store(again[3], test_acc=0.87)
     # the last one is stored: the choice is recorded, the runs at 0.2 become the family's own, those at 0.8 a variant
     assert recipe.record_new("controlled") == LOW and recipe.retraining("controlled") == []
