@@ -121,11 +121,9 @@ def record(chosen: dict, check: str = "shared") -> None:
     nothing recorded. Calling it again after an interruption finishes the moves."""
     for run in earlier_runs(chosen, check):
         retag(run, variant_of(run.config))
-    for model in family_models(check):
-        for folder in sorted(results_root().glob(f"{model}-full-{chosen['setting']}-s*")):
-            run = load_run(folder.name)
-            if run is not None and load_run(dataclasses.replace(run.config, tag="")) is None:
-                retag(run, "")
+    for run in stored_full_runs(check, tag=chosen["setting"]):
+        if load_run(dataclasses.replace(run.config, tag="")) is None:
+            retag(run, "")
     choices = recorded_choices() | {check: {k: chosen[k] for k in ("setting", "lr", "weight_decay", "mean")}}
     atomic_write(config.RECIPE_CHOICE, json.dumps(choices, indent=2, sort_keys=True) + "\n")
 
@@ -149,13 +147,20 @@ def variant_of(cfg) -> str:
                      "no recipe check names (config.RECIPE_SETTINGS): it cannot be kept as a variant")
 
 
-def earlier_runs(chosen: dict, check: str = "shared") -> list[Run]:
-    """The stored full runs (every seed, the profile's own recipe: no tag) of the check's families that trained at
-    another setting than ``chosen``: those its recording keeps as their setting's variant."""
+def stored_full_runs(check: str = "shared", tag: str = "") -> list[Run]:
+    """The stored full runs, every seed, of the check's families' models: their own (``tag`` "") or those stored as
+    the variant ``tag``."""
+    infix = f"-{tag}" if tag else ""
     runs = (load_run(folder.name) for model in family_models(check)
-            for folder in sorted(results_root().glob(f"{model}-full-s*")))  # fmt: skip
-    return [r for r in runs if r is not None and not r.config.tag
-            and not all(math.isclose(getattr(r.config, k), chosen[k]) for k in RECIPE_CHECKS[check]["sets"])]
+            for folder in sorted(results_root().glob(f"{model}-full{infix}-s*")))  # fmt: skip
+    return [r for r in runs if r is not None and r.config.tag == tag]
+
+
+def earlier_runs(chosen: dict, check: str = "shared") -> list[Run]:
+    """The check's families' own stored full runs (``stored_full_runs``) that trained at another setting than
+    ``chosen``: those its recording keeps as their setting's variant."""
+    return [r for r in stored_full_runs(check)
+            if not all(math.isclose(getattr(r.config, k), chosen[k]) for k in RECIPE_CHECKS[check]["sets"])]
 
 
 def retraining(check: str = "shared") -> list:
@@ -174,11 +179,16 @@ def retraining(check: str = "shared") -> list:
 def to_retrain(check: str = "shared") -> list:
     """Of ``retraining``'s configs, those neither stored (as the variant, or already moved to the family's own name
     by an interrupted ``record``) nor diverged (a diverged one rules its setting out: ``table``)."""
-    def stored(cfg) -> bool:
-        return any(r is not None and r.matches(c) for c in (cfg, dataclasses.replace(cfg, tag=""))
-                   for r in [load_run(c)])  # fmt: skip
+    return [c for c in retraining(check) if divergence(c) is None and not _stored_either_way(c)]
 
-    return [c for c in retraining(check) if not stored(c) and divergence(c) is None]
+
+def _stored_either_way(cfg) -> bool:
+    """Whether ``cfg`` (a variant's config) is stored under its own name or already under the family's own one."""
+    for name in (cfg, dataclasses.replace(cfg, tag="")):
+        run = load_run(name)
+        if run is not None and run.matches(name):
+            return True
+    return False
 
 
 def applied(chosen: dict, check: str = "shared") -> bool:
