@@ -257,7 +257,7 @@ def rankings(runs: Iterable[Run], names: dict[str, str], labels: np.ndarray | No
             method, size = method_of(c, labels)
             pairs.append(dict(a=names[a], b=names[b], claimed="≈" if p.claimed == "≈" else ">", estimate=p.estimate,
                               low=p.low, high=p.high, level=c.get("confidence", 0.95) if method != "none" else math.nan,
-                              n=size, method=method, verdict=p.verdict))  # fmt: skip
+                              n=size, unit="points", method=method, verdict=p.verdict))  # fmt: skip
         decisive = next((p for p in pairs if p["verdict"] == REFUTED), None) or next(
             (p for p in pairs if p["verdict"] != CONFIRMED), pairs[0])  # fmt: skip
         rows.append(dict(id=f"ranking.{family}.{n}", claim=f"{claim}: " + " > ".join(" ≈ ".join(t) for t in

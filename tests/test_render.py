@@ -46,6 +46,14 @@ def test_template_flags_moved_verdicts(tmp_path, monkeypatch):
     moved = render.claims(_frame(verdict="cannot tell"))
     assert render.stale("t", moved) == ["degradation.diff: written for 'confirmed', the runs now say 'cannot tell'"]
     assert render.template("t", moved).startswith("> **This text was written for other verdicts**")
+    # a text written for two verdicts, with a sentence for each, is stale only when the runs say a third
+    (tmp_path / "b.md").write_text('+++\n[presumes]\n"degradation.diff" = ["confirmed", "cannot tell"]\n+++\n'
+                                   '{% if v["degradation.diff"].verdict == "confirmed" %}Depth hurts.{% else %}'
+                                   'Cannot tell yet.{% endif %}\n')
+    assert render.stale("b", v) == [] and render.template("b", v) == "Depth hurts.\n"
+    assert render.stale("b", moved) == [] and render.template("b", moved) == "Cannot tell yet.\n"
+    assert render.stale("b", render.claims(_frame(verdict="refuted"))) == [
+        "degradation.diff: written for 'confirmed' or 'cannot tell', the runs now say 'refuted'"]
     with pytest.raises(Exception, match="nope"):  # a misspelt number fails loudly, never renders empty
         (tmp_path / "u.md").write_text("{{ v['nope'].estimate }}")
         render.template("u", v)
