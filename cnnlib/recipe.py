@@ -184,9 +184,9 @@ def to_retrain(check: str = "shared") -> list:
 
 def _stored_either_way(cfg) -> bool:
     """Whether ``cfg`` (a variant's config) is stored under its own name or already under the family's own one."""
-    for name in (cfg, dataclasses.replace(cfg, tag="")):
-        run = load_run(name)
-        if run is not None and run.matches(name):
+    for stored_as in (cfg, dataclasses.replace(cfg, tag="")):
+        run = load_run(stored_as)
+        if run is not None and run.matches(stored_as):
             return True
     return False
 
